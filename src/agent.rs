@@ -1,0 +1,315 @@
+//! The backend side: keeps one connection to a dispatcher and sends a heartbeat with
+//! this backend's address and load every interval, reconnecting forever.
+//!
+//! The first heartbeat goes out as soon as the connection is up, so a restarted
+//! dispatcher learns about the backend at once. The agent also watches its socket:
+//! a dispatcher never writes to a backend, so end-of-file or an error means the
+//! connection is gone and the agent reconnects (with exponential backoff and jitter)
+//! without waiting for a failed write.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::MissedTickBehavior;
+
+use crate::backoff::Backoff;
+use crate::dial::{self, DialError};
+use crate::meminfo::{self, MeminfoError};
+use crate::protocol::{AddressError, Heartbeat, IpField};
+
+/// The address clients should be sent to, as it will appear in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advertise {
+    pub ip: IpField,
+    pub port: u16,
+}
+
+/// Why an `--advertise` value is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdvertiseError {
+    #[error("expected IP:PORT, for example 10.0.0.2:7000")]
+    MissingPort,
+    #[error("the port {0:?} is not a number from 1 to 65535")]
+    BadPort(String),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+}
+
+impl FromStr for Advertise {
+    type Err = AdvertiseError;
+
+    /// Parses `IP:PORT`; an IPv6 literal may be bracketed (`[::1]:7000`). The ip must
+    /// fit the legacy 16-byte field with its NUL: at most 15 characters.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (ip, port) = text.rsplit_once(':').ok_or(AdvertiseError::MissingPort)?;
+        let ip = ip
+            .strip_prefix('[')
+            .and_then(|ip| ip.strip_suffix(']'))
+            .unwrap_or(ip);
+        let port = match port.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => return Err(AdvertiseError::BadPort(port.to_owned())),
+        };
+        Ok(Advertise {
+            ip: IpField::from_text(ip)?,
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Advertise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = self.ip.text().unwrap_or("?");
+        write!(f, "{ip}:{}", self.port)
+    }
+}
+
+/// Where the agent reports to and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The dispatcher, as `HOST:PORT`; resolved again on every reconnect.
+    pub server: String,
+    pub advertise: Advertise,
+    /// Time between heartbeats.
+    pub interval: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// First delay between reconnect attempts.
+    pub initial_backoff: Duration,
+    /// Longest delay between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the documented defaults: 1 s interval, 3 s connect
+    /// timeout, reconnect backoff from 100 ms up to 2 s.
+    pub fn new(server: impl Into<String>, advertise: Advertise) -> Self {
+        AgentConfig {
+            server: server.into(),
+            advertise,
+            interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(3),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Something that can report this backend's load, in percent, on demand.
+pub trait LoadProbe: Send {
+    /// The current load, 0..=100. An error skips this heartbeat.
+    fn sample(&mut self) -> Result<u8, ProbeError>;
+}
+
+/// Why a load sample could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Meminfo(#[from] MeminfoError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl<F> LoadProbe for F
+where
+    F: FnMut() -> Result<u8, ProbeError> + Send,
+{
+    fn sample(&mut self) -> Result<u8, ProbeError> {
+        self()
+    }
+}
+
+/// Memory use in percent from a meminfo file, read afresh for every sample.
+#[derive(Debug, Clone)]
+pub struct MemoryProbe {
+    path: PathBuf,
+}
+
+impl MemoryProbe {
+    /// Reads `/proc/meminfo`.
+    pub fn new() -> Self {
+        Self::with_path(meminfo::PROC_MEMINFO)
+    }
+
+    /// Reads another file in the same format (for tests and unusual hosts).
+    pub fn with_path(path: impl Into<PathBuf>) -> Self {
+        MemoryProbe { path: path.into() }
+    }
+}
+
+impl Default for MemoryProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoadProbe for MemoryProbe {
+    fn sample(&mut self) -> Result<u8, ProbeError> {
+        Ok(meminfo::read_memory_percent(&self.path)?)
+    }
+}
+
+/// Why one connection to the dispatcher ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("connecting to {server} timed out after {after:?}")]
+    ConnectTimeout { server: String, after: Duration },
+    #[error("the dispatcher closed the connection")]
+    ClosedByPeer,
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the agent until `shutdown` completes: connects, heartbeats, reconnects.
+pub async fn run(
+    config: AgentConfig,
+    mut probe: impl LoadProbe,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    let mut rng = rand::rng();
+    tokio::pin!(shutdown);
+    loop {
+        let session = async {
+            let stream = match connect(&config).await {
+                Ok(stream) => stream,
+                Err(end) => return end,
+            };
+            backoff.reset();
+            tracing::info!(server = %config.server, advertise = %config.advertise, "connected to dispatcher");
+            heartbeat_loop(stream, &config, &mut probe).await
+        };
+        tokio::select! {
+            end = session => {
+                let delay = backoff.next_delay(&mut rng);
+                tracing::warn!(error = %end, retry_in = ?delay, "not connected to the dispatcher");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = &mut shutdown => break,
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("agent stopped");
+}
+
+/// Connects to the dispatcher within the connect timeout.
+async fn connect(config: &AgentConfig) -> Result<TcpStream, SessionEnd> {
+    match tokio::time::timeout(config.connect_timeout, dial::connect(&config.server)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionEnd::ConnectTimeout {
+            server: config.server.clone(),
+            after: config.connect_timeout,
+        }),
+    }
+}
+
+/// Sends a heartbeat now and then every interval until the connection fails.
+async fn heartbeat_loop(
+    mut stream: TcpStream,
+    config: &AgentConfig,
+    probe: &mut impl LoadProbe,
+) -> SessionEnd {
+    let mut ticks = tokio::time::interval(config.interval);
+    // After a stall, send one heartbeat and keep the rhythm rather than a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            // The first tick completes at once: the first heartbeat is immediate.
+            _ = ticks.tick() => {
+                if let Err(error) = send_heartbeat(&mut stream, config.advertise, probe).await {
+                    return error.into();
+                }
+            }
+            read = stream.read(&mut sink) => match read {
+                Ok(0) => return SessionEnd::ClosedByPeer,
+                // A dispatcher sends nothing to backends; ignore whatever arrives.
+                Ok(_) => {}
+                Err(error) => return error.into(),
+            },
+        }
+    }
+}
+
+async fn send_heartbeat(
+    stream: &mut TcpStream,
+    advertise: Advertise,
+    probe: &mut impl LoadProbe,
+) -> std::io::Result<()> {
+    let mem = match probe.sample() {
+        Ok(mem) => mem,
+        Err(error) => {
+            tracing::warn!(%error, "cannot measure load; skipping this heartbeat");
+            return Ok(());
+        }
+    };
+    let heartbeat = Heartbeat {
+        mem,
+        ip: advertise.ip,
+        port: advertise.port,
+    };
+    tracing::debug!(mem, "heartbeat");
+    stream.write_all(&heartbeat.encode()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_advertise() {
+        let a: Advertise = "10.0.0.2:1002".parse().unwrap();
+        assert_eq!(a.ip.text().unwrap(), "10.0.0.2");
+        assert_eq!(a.port, 1002);
+        assert_eq!(a.to_string(), "10.0.0.2:1002");
+        let v6: Advertise = "[::1]:80".parse().unwrap();
+        assert_eq!(v6.ip.text().unwrap(), "::1");
+    }
+
+    #[test]
+    fn refuses_long_ip_with_a_clear_error() {
+        let error = "255.255.255.2555:80".parse::<Advertise>().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AdvertiseError::Address(AddressError::TooLong { len: 16, .. })
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("at most 15"), "{error}");
+        // Exactly 15 characters fit.
+        assert!("255.255.255.255:80".parse::<Advertise>().is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_ports_and_shapes() {
+        assert_eq!(
+            "10.0.0.1".parse::<Advertise>(),
+            Err(AdvertiseError::MissingPort)
+        );
+        assert!(matches!(
+            "10.0.0.1:0".parse::<Advertise>(),
+            Err(AdvertiseError::BadPort(_))
+        ));
+        assert!(matches!(
+            "10.0.0.1:70000".parse::<Advertise>(),
+            Err(AdvertiseError::BadPort(_))
+        ));
+        assert!(matches!(
+            ":80".parse::<Advertise>(),
+            Err(AdvertiseError::Address(AddressError::Empty))
+        ));
+        assert!(matches!(
+            "a b:80".parse::<Advertise>(),
+            Err(AdvertiseError::Address(AddressError::NotPrintable))
+        ));
+    }
+}

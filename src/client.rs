@@ -1,0 +1,107 @@
+//! The client side: ask a dispatcher for a backend with one login, read one reply.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::dial::{self, DialError};
+use crate::protocol::{IpField, LoginReply, LoginRequest, ReplyError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The backend a dispatcher named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    /// The ip bytes exactly as the backend reported them.
+    pub ip: IpField,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Assigned {
+    /// `IP:PORT`, with IPv6 literals in brackets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip.text() {
+            Ok(ip) if ip.contains(':') => write!(f, "[{ip}]:{}", self.port),
+            Ok(ip) => write!(f, "{ip}:{}", self.port),
+            Err(_) => write!(
+                f,
+                "{}:{}",
+                String::from_utf8_lossy(self.ip.as_bytes()).trim_end_matches('\0'),
+                self.port
+            ),
+        }
+    }
+}
+
+/// Why no backend was obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    /// The dispatcher answered with the error reply: no live backend, or this
+    /// machine's clock is more than the allowed skew away from the dispatcher's.
+    #[error(
+        "the dispatcher answered with an error (no live backend, or the clocks differ too much)"
+    )]
+    Refused,
+    #[error(transparent)]
+    Unreachable(#[from] DialError),
+    #[error("no answer from {server} within {after:?}")]
+    Timeout { server: String, after: Duration },
+    #[error("connection to the dispatcher failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the dispatcher closed the connection without answering")]
+    Closed,
+    #[error("the dispatcher sent a malformed reply: {0}")]
+    Malformed(#[from] ReplyError),
+}
+
+impl PickError {
+    /// True when the dispatcher answered and said no; false when it could not be
+    /// reached or did not answer properly.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PickError::Refused)
+    }
+}
+
+/// Asks the dispatcher at `server` (`HOST:PORT`) for a backend, stamping the
+/// request with this machine's clock. The whole exchange is bounded by `timeout`.
+pub async fn pick(server: &str, timeout: Duration) -> Result<Assigned, PickError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    pick_with_timestamp(server, now, timeout).await
+}
+
+/// [`pick`] with an explicit unix timestamp in seconds.
+pub async fn pick_with_timestamp(
+    server: &str,
+    timestamp: u64,
+    timeout: Duration,
+) -> Result<Assigned, PickError> {
+    let exchange = async {
+        let mut stream = dial::connect(server).await?;
+        stream
+            .write_all(&LoginRequest { timestamp }.encode())
+            .await?;
+        read_reply(&mut stream).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(PickError::Timeout {
+            server: server.to_owned(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Reads one login reply from `stream` and turns it into a result.
+pub async fn read_reply(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<Assigned, PickError> {
+    let mut frame = [0u8; LoginReply::LEN];
+    match stream.read_exact(&mut frame).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(PickError::Closed);
+        }
+        Err(error) => return Err(error.into()),
+    }
+    match LoginReply::decode(&frame)? {
+        LoginReply::Backend { ip, port } => Ok(Assigned { ip, port }),
+        LoginReply::Error => Err(PickError::Refused),
+    }
+}

@@ -1,0 +1,127 @@
+//! A `tokio_util` codec for the dispatcher side of the legacy protocol: requests in, replies out.
+//!
+//! The codec adds to [`protocol::parse_request`](crate::protocol::parse_request) the one
+//! piece of state that framing needs: how many bytes of the current frame remain to be
+//! skipped. Unknown commands, and bytes beyond a known command's size, are discarded
+//! as they arrive, so a large frame never has to be buffered.
+
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::protocol::{
+    FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request,
+};
+
+/// One decoded item: a request to act on, or a frame that was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// A heartbeat or a login.
+    Request(Request),
+    /// A frame with a command the dispatcher ignores; its `len` bytes are skipped.
+    Skipped { cmd: u16, len: usize },
+}
+
+/// Why decoding stopped. Either way the connection cannot continue.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The peer sent a frame that can never be valid.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+    /// Reading or writing the socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Decodes [`Inbound`] items and encodes [`LoginReply`] frames.
+#[derive(Debug, Clone)]
+pub struct DispatcherCodec {
+    max_frame_len: u16,
+    /// Bytes of the current frame still to be discarded.
+    skip: usize,
+}
+
+impl Default for DispatcherCodec {
+    fn default() -> Self {
+        DispatcherCodec::new(MAX_FRAME_LEN)
+    }
+}
+
+impl DispatcherCodec {
+    /// A codec that rejects frames longer than `max_frame_len` bytes.
+    pub fn new(max_frame_len: u16) -> Self {
+        DispatcherCodec {
+            max_frame_len,
+            skip: 0,
+        }
+    }
+
+    /// True while part of a frame has been received but not all of it: the state a
+    /// frame timeout applies to.
+    pub fn is_mid_frame(&self, buffered: &BytesMut) -> bool {
+        self.skip > 0 || !buffered.is_empty()
+    }
+
+    fn discard_skipped(&mut self, src: &mut BytesMut) {
+        let n = self.skip.min(src.len());
+        src.advance(n);
+        self.skip -= n;
+    }
+
+    /// Consumes a frame of `len` bytes of which some may not have arrived yet.
+    fn consume(&mut self, src: &mut BytesMut, len: usize) {
+        let n = len.min(src.len());
+        src.advance(n);
+        self.skip = len - n;
+    }
+}
+
+impl Decoder for DispatcherCodec {
+    type Item = Inbound;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        self.discard_skipped(src);
+        if self.skip > 0 {
+            return Ok(None);
+        }
+        match parse_request(src, self.max_frame_len)? {
+            Parsed::Incomplete => {
+                src.reserve(HEADER_LEN);
+                Ok(None)
+            }
+            Parsed::Request { request, len } => {
+                self.consume(src, len);
+                Ok(Some(Inbound::Request(request)))
+            }
+            Parsed::Unknown { cmd, len } => {
+                self.consume(src, len);
+                Ok(Some(Inbound::Skipped { cmd, len }))
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if self.is_mid_frame(src) => Err(CodecError::Truncated {
+                buffered: src.len(),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<LoginReply> for DispatcherCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, reply: LoginReply, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(&reply.encode());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! The dispatcher's shared state: registry and selector kept in step under one lock.
+//!
+//! Every request a connection decodes is applied here. Holding the registry and the
+//! selector under a single mutex makes each pick linearizable with every heartbeat
+//! and removal: a pick never returns a backend that was removed before it began.
+//! Time comes in as parameters (`now` for TTLs, `unix_now` for login timestamps).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
+use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
+use crate::selection::{LeastLoaded, Rank};
+
+/// The dispatcher settings that selection and expiry depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchSettings {
+    /// A backend with no heartbeat for this long is removed.
+    pub ttl: Duration,
+    /// A login whose timestamp differs from the dispatcher's clock by more than this
+    /// gets the error reply.
+    pub max_clock_skew: Duration,
+    /// The most backends registered at once.
+    pub max_backends: usize,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            ttl: Duration::from_secs(3),
+            max_clock_skew: Duration::from_secs(60),
+            max_backends: 10_000,
+        }
+    }
+}
+
+/// Why a heartbeat registered nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatRefused {
+    #[error("unusable address: {0}")]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Full(#[from] RegistryFull),
+}
+
+/// What an accepted heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAccepted {
+    /// The heartbeat registered a backend that was not in the table.
+    pub registered: bool,
+    /// The first report above 100 from this backend (to be logged once).
+    pub first_invalid_report: bool,
+}
+
+/// Why a login got the error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginRefused {
+    #[error(
+        "login timestamp {timestamp} is {skew_secs} s away from the dispatcher's clock ({now})"
+    )]
+    ClockSkew {
+        timestamp: u64,
+        now: u64,
+        skew_secs: u64,
+    },
+    #[error("no live backend")]
+    NoBackend,
+}
+
+/// Counters of what the dispatcher has done since it started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub heartbeats: AtomicU64,
+    pub invalid_mem_reports: AtomicU64,
+    pub refused_heartbeats: AtomicU64,
+    pub logins_answered: AtomicU64,
+    pub logins_no_backend: AtomicU64,
+    pub logins_clock_skew: AtomicU64,
+    pub evicted_disconnected: AtomicU64,
+    pub evicted_expired: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub skipped_frames: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_open: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub heartbeats: u64,
+    pub invalid_mem_reports: u64,
+    pub refused_heartbeats: u64,
+    pub logins_answered: u64,
+    pub logins_no_backend: u64,
+    pub logins_clock_skew: u64,
+    pub evicted_disconnected: u64,
+    pub evicted_expired: u64,
+    pub protocol_errors: u64,
+    pub skipped_frames: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_open: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            heartbeats: get(&self.heartbeats),
+            invalid_mem_reports: get(&self.invalid_mem_reports),
+            refused_heartbeats: get(&self.refused_heartbeats),
+            logins_answered: get(&self.logins_answered),
+            logins_no_backend: get(&self.logins_no_backend),
+            logins_clock_skew: get(&self.logins_clock_skew),
+            evicted_disconnected: get(&self.evicted_disconnected),
+            evicted_expired: get(&self.evicted_expired),
+            protocol_errors: get(&self.protocol_errors),
+            skipped_frames: get(&self.skipped_frames),
+            connections_accepted: get(&self.connections_accepted),
+            connections_refused: get(&self.connections_refused),
+            connections_open: get(&self.connections_open),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Debug)]
+struct Table {
+    registry: Registry,
+    selector: LeastLoaded,
+}
+
+impl Table {
+    /// Drops expired backends from both indexes.
+    fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
+        let expired = self.registry.expire(now);
+        for (id, backend) in &expired {
+            self.selector
+                .remove(*id, Rank::from_mem(backend.report.mem));
+        }
+        expired
+    }
+}
+
+/// The live table of backends and the rules that answer logins from it.
+#[derive(Debug)]
+pub struct Dispatcher {
+    table: Mutex<Table>,
+    max_clock_skew: Duration,
+    stats: Stats,
+}
+
+/// The backend chosen for a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picked {
+    pub id: BackendId,
+    pub ip: IpField,
+    pub port: u16,
+}
+
+impl Dispatcher {
+    pub fn new(settings: DispatchSettings) -> Self {
+        let table = Table {
+            registry: Registry::new(settings.ttl, settings.max_backends),
+            selector: LeastLoaded::new(),
+        };
+        Dispatcher {
+            table: Mutex::new(table),
+            max_clock_skew: settings.max_clock_skew,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic while holding the lock leaves both indexes consistent (every
+        // mutation is a pair of infallible set operations), so poisoning is ignored.
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies a heartbeat received on connection `id`.
+    pub fn heartbeat(
+        &self,
+        id: BackendId,
+        heartbeat: &Heartbeat,
+        now: Instant,
+    ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
+        bump(&self.stats.heartbeats);
+        if let Err(error) = heartbeat.validate_address() {
+            bump(&self.stats.refused_heartbeats);
+            return Err(error.into());
+        }
+        let report = Report {
+            ip: heartbeat.ip,
+            port: heartbeat.port,
+            mem: heartbeat.mem,
+        };
+        if !report.mem_is_valid() {
+            bump(&self.stats.invalid_mem_reports);
+        }
+        let mut table = self.lock();
+        let change = match table.registry.heartbeat(id, report, now) {
+            Ok(change) => change,
+            Err(full) => {
+                bump(&self.stats.refused_heartbeats);
+                return Err(full.into());
+            }
+        };
+        let rank = Rank::from_mem(report.mem);
+        match change.previous {
+            Some(previous) => table
+                .selector
+                .update(id, Rank::from_mem(previous.mem), rank),
+            None => table.selector.insert(id, rank),
+        }
+        Ok(HeartbeatAccepted {
+            registered: change.previous.is_none(),
+            first_invalid_report: change.first_invalid_report,
+        })
+    }
+
+    /// Removes the backend of connection `id` because the connection ended.
+    pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
+        let mut table = self.lock();
+        let backend = table.registry.remove(id)?;
+        table
+            .selector
+            .remove(id, Rank::from_mem(backend.report.mem));
+        drop(table);
+        bump(&self.stats.evicted_disconnected);
+        Some(backend)
+    }
+
+    /// Removes every backend whose TTL has passed at `now`.
+    pub fn expire(&self, now: Instant) -> Vec<(BackendId, Backend)> {
+        let expired = self.lock().expire(now);
+        self.record_expired(&expired);
+        expired
+    }
+
+    fn record_expired(&self, expired: &[(BackendId, Backend)]) {
+        for (id, backend) in expired {
+            bump(&self.stats.evicted_expired);
+            tracing::info!(backend = %id, ip = ?backend.report.ip, port = backend.report.port, "backend expired: no heartbeat within the TTL");
+        }
+    }
+
+    /// Picks the least-loaded live backend at `now`. Backends whose TTL has passed
+    /// are removed first, so a pick never names one, even before the sweeper runs.
+    pub fn pick(&self, now: Instant) -> Option<Picked> {
+        let mut table = self.lock();
+        let expired = table.expire(now);
+        let picked = table.selector.pick().and_then(|id| {
+            let report = table.registry.get(id)?.report;
+            Some(Picked {
+                id,
+                ip: report.ip,
+                port: report.port,
+            })
+        });
+        drop(table);
+        self.record_expired(&expired);
+        picked
+    }
+
+    /// Answers a login: checks its timestamp against `unix_now`, then picks.
+    pub fn login(
+        &self,
+        request: LoginRequest,
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Picked, LoginRefused> {
+        let skew_secs = request.timestamp.abs_diff(unix_now);
+        if skew_secs > self.max_clock_skew.as_secs() {
+            bump(&self.stats.logins_clock_skew);
+            return Err(LoginRefused::ClockSkew {
+                timestamp: request.timestamp,
+                now: unix_now,
+                skew_secs,
+            });
+        }
+        match self.pick(now) {
+            Some(picked) => {
+                bump(&self.stats.logins_answered);
+                Ok(picked)
+            }
+            None => {
+                bump(&self.stats.logins_no_backend);
+                Err(LoginRefused::NoBackend)
+            }
+        }
+    }
+
+    /// The reply frame for a login outcome.
+    pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
+        match outcome {
+            Ok(picked) => LoginReply::Backend {
+                ip: picked.ip,
+                port: picked.port,
+            },
+            Err(_) => LoginReply::Error,
+        }
+    }
+
+    /// How long a backend stays registered without a heartbeat.
+    pub fn ttl(&self) -> Duration {
+        self.lock().registry.ttl()
+    }
+
+    /// The number of registered backends.
+    pub fn backend_count(&self) -> usize {
+        self.lock().registry.len()
+    }
+
+    /// A copy of every registered backend, sorted by id.
+    pub fn backends(&self) -> Vec<(BackendId, Backend)> {
+        let table = self.lock();
+        let mut all: Vec<_> = table
+            .registry
+            .iter()
+            .map(|(id, b)| (id, b.clone()))
+            .collect();
+        drop(table);
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// When the next backend will expire, for the sweeper to sleep until.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.lock().registry.next_expiry()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,53 @@
+//! loadwise: a load-aware dispatcher that sends each new client to the backend with
+//! the most room, and a drop-in replacement for the C++ LoadBanceServer.
+//!
+//! Backends run an [agent] that keeps one TCP connection to the dispatcher and sends
+//! a heartbeat with its address and memory use every second. The dispatcher keeps a
+//! live table of backends, removes those that disconnect or fall silent, and answers
+//! each client's login with the `ip:port` of the least-loaded backend. Clients use
+//! the [client] module (or any program speaking the legacy protocol).
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`protocol`] | the legacy wire format: frame header, message kinds, pure parse and encode |
+//! | [`codec`] | a `tokio_util` codec that frames a byte stream into requests |
+//! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
+//! | [`selection`] | who gets picked: least loaded, ties in rotation (no I/O) |
+//! | [`dispatcher`] | registry and selection kept in step under one lock; answers logins |
+//! | [`server`] | the TCP server: bind, accept under a cap, sweep, graceful shutdown |
+//! | `connection` | the only code that reads and writes the dispatcher's sockets |
+//! | [`agent`] | the backend side: heartbeats, reconnects with backoff |
+//! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
+//! | [`backoff`] | reconnect delays with jitter from an injected RNG |
+//! | [`dial`] | outgoing connections: resolve a name, try each address |
+//! | [`client`] | the client side: one login, one reply |
+//!
+//! The `loadwise` binary (`serve`, `agent`, `pick`) is a thin layer over these.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), loadwise::client::PickError> {
+//! use std::time::Duration;
+//! let backend = loadwise::client::pick("127.0.0.1:8523", Duration::from_secs(3)).await?;
+//! println!("connect to {backend}");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod backoff;
+pub mod client;
+pub mod codec;
+mod connection;
+pub mod dial;
+pub mod dispatcher;
+pub mod meminfo;
+pub mod protocol;
+pub mod registry;
+pub mod selection;
+pub mod server;
+
+pub use connection::ConnectionLimits;

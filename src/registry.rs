@@ -1,0 +1,198 @@
+//! Who is alive: the table of registered backends, their last report, and TTL expiry.
+//!
+//! The registry performs no I/O and reads no clock: every call that depends on time
+//! takes `now`, so expiry is exact and testable. It knows nothing of how backends
+//! are picked; see [`crate::selection`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::protocol::IpField;
+
+/// Identifies one registered backend. For the legacy protocol this is the
+/// connection its heartbeats arrive on: the newest heartbeat on a connection
+/// replaces that connection's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u64);
+
+impl std::fmt::Display for BackendId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The largest memory figure that is a valid percentage.
+pub const MAX_VALID_MEM: u8 = 100;
+
+/// What a heartbeat reports, copied out of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// The ip bytes as the backend sent them, returned to clients unchanged.
+    pub ip: IpField,
+    pub port: u16,
+    /// Memory use in percent; above [`MAX_VALID_MEM`] is not a valid report.
+    pub mem: u8,
+}
+
+impl Report {
+    /// Whether `mem` is a valid percentage.
+    pub fn mem_is_valid(&self) -> bool {
+        self.mem <= MAX_VALID_MEM
+    }
+}
+
+/// One registered backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The latest report.
+    pub report: Report,
+    pub registered_at: Instant,
+    pub last_heartbeat: Instant,
+    /// Heartbeats received, including the first.
+    pub heartbeats: u64,
+    /// Heartbeats whose `mem` was above 100.
+    pub invalid_reports: u64,
+}
+
+/// What a heartbeat changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The report this heartbeat replaced; `None` when it registered a new backend.
+    pub previous: Option<Report>,
+    /// True the first time this backend sends a `mem` above 100, so that it can be
+    /// logged once per backend rather than once per heartbeat.
+    pub first_invalid_report: bool,
+}
+
+/// The table is at its configured size and the heartbeat came from a new backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the registry is full ({max} backends)")]
+pub struct RegistryFull {
+    pub max: usize,
+}
+
+/// The live backends, indexed by id and by the time of their last heartbeat.
+#[derive(Debug)]
+pub struct Registry {
+    backends: HashMap<BackendId, Backend>,
+    /// `(last_heartbeat, id)` for every backend, oldest first, so expiry finds the
+    /// silent ones without scanning the table.
+    by_last_heartbeat: BTreeSet<(Instant, BackendId)>,
+    ttl: Duration,
+    max_backends: usize,
+}
+
+impl Registry {
+    /// An empty registry. A backend expires once `ttl` has passed since its last
+    /// heartbeat; at most `max_backends` are registered at once.
+    pub fn new(ttl: Duration, max_backends: usize) -> Self {
+        Registry {
+            backends: HashMap::new(),
+            by_last_heartbeat: BTreeSet::new(),
+            ttl,
+            max_backends,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.get(&id)
+    }
+
+    /// All backends, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (BackendId, &Backend)> {
+        self.backends.iter().map(|(id, backend)| (*id, backend))
+    }
+
+    /// Registers `id` or replaces its report, and restarts its TTL at `now`.
+    pub fn heartbeat(
+        &mut self,
+        id: BackendId,
+        report: Report,
+        now: Instant,
+    ) -> Result<Change, RegistryFull> {
+        let invalid = !report.mem_is_valid();
+        if let Some(backend) = self.backends.get_mut(&id) {
+            self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
+            self.by_last_heartbeat.insert((now, id));
+            let previous = std::mem::replace(&mut backend.report, report);
+            backend.last_heartbeat = now;
+            backend.heartbeats += 1;
+            backend.invalid_reports += u64::from(invalid);
+            let first_invalid_report = invalid && backend.invalid_reports == 1;
+            return Ok(Change {
+                previous: Some(previous),
+                first_invalid_report,
+            });
+        }
+        if self.backends.len() >= self.max_backends {
+            return Err(RegistryFull {
+                max: self.max_backends,
+            });
+        }
+        let backend = Backend {
+            report,
+            registered_at: now,
+            last_heartbeat: now,
+            heartbeats: 1,
+            invalid_reports: u64::from(invalid),
+        };
+        self.backends.insert(id, backend);
+        self.by_last_heartbeat.insert((now, id));
+        Ok(Change {
+            previous: None,
+            first_invalid_report: invalid,
+        })
+    }
+
+    /// Removes `id`, returning its entry if it was registered.
+    pub fn remove(&mut self, id: BackendId) -> Option<Backend> {
+        let backend = self.backends.remove(&id)?;
+        self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
+        Some(backend)
+    }
+
+    /// Whether a backend last heard from at `last_heartbeat` has expired at `now`.
+    /// The boundary is exclusive: a backend is alive for strictly less than one TTL
+    /// after its heartbeat, and expired from the instant the TTL has fully passed.
+    pub fn is_expired(&self, last_heartbeat: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last_heartbeat) >= self.ttl
+    }
+
+    /// Removes and returns every backend that has expired at `now`, oldest first.
+    /// Costs O(log n) per removed backend and O(1) when none has expired.
+    pub fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
+        let mut expired = Vec::new();
+        while let Some(&(last, id)) = self.by_last_heartbeat.first() {
+            if !self.is_expired(last, now) {
+                break;
+            }
+            self.by_last_heartbeat.pop_first();
+            if let Some(backend) = self.backends.remove(&id) {
+                expired.push((id, backend));
+            }
+        }
+        expired
+    }
+
+    /// The instant at which the next backend expires, if any is registered.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.by_last_heartbeat
+            .first()
+            .map(|&(last, _)| last + self.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! The dispatcher's TCP server: binds, accepts under a connection cap, sweeps expired
+//! backends, and shuts down gracefully.
+//!
+//! Every task it spawns is tracked. On shutdown it stops accepting, lets each
+//! connection answer what it has already read, and after a bounded grace period
+//! stops whatever is left.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::connection::{self, ConnectionLimits};
+use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
+use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
+use crate::registry::BackendId;
+
+/// The dispatcher's default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8523";
+
+/// Everything `loadwise serve` can be told. Defaults are the documented ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub dispatch: DispatchSettings,
+    pub connection: ConnectionLimits,
+    /// The most connections open at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// How long shutdown waits for connections to finish before stopping them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            dispatch: DispatchSettings::default(),
+            connection: ConnectionLimits::default(),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting that cannot work, named as on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{setting}`: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl ServerConfig {
+    /// Rejects settings that would make the dispatcher useless or unsafe.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |setting, reason: &str| {
+            Err(ConfigError {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.dispatch.ttl.is_zero() {
+            return fail("ttl", "must be greater than zero");
+        }
+        if self.dispatch.max_backends == 0 {
+            return fail("max-backends", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return fail("max-connections", "must be at least 1");
+        }
+        if self.connection.frame_timeout.is_zero() {
+            return fail("frame-timeout", "must be greater than zero");
+        }
+        if self.connection.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return fail(
+                "idle-timeout",
+                "must be greater than zero (omit it to disable)",
+            );
+        }
+        if usize::from(self.connection.max_frame_len) < Heartbeat::LEN {
+            let reason = format!(
+                "must be at least {} (a heartbeat) and at most {MAX_FRAME_LEN}",
+                Heartbeat::LEN
+            );
+            return fail("max-frame-len", &reason);
+        }
+        Ok(())
+    }
+}
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(source))]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => " (is another dispatcher already running on this port?)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    }
+}
+
+/// State every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dispatcher: Arc<Dispatcher>,
+    pub limits: ConnectionLimits,
+    /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: stop at once.
+    pub abort: CancellationToken,
+}
+
+/// A bound dispatcher, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: ServerConfig,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Server {
+    /// Validates `config` and binds its listen address. Fails if the port is taken:
+    /// the socket is not shared (no `SO_REUSEPORT`), so a second dispatcher cannot
+    /// silently split the traffic.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Server::with_listener(listener, config))
+    }
+
+    /// Wraps an already bound listener; `config.listen` is ignored.
+    pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
+        let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
+        Server {
+            listener,
+            config,
+            dispatcher,
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The live table, for inspection.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::clone(&self.dispatcher)
+    }
+
+    /// Serves until `shutdown` completes, then drains gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            listener,
+            config,
+            dispatcher,
+        } = self;
+        let shared = Arc::new(Shared {
+            dispatcher,
+            limits: config.connection.clone(),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        });
+        let tracker = TaskTracker::new();
+        tracker.spawn(sweep(
+            Arc::clone(&shared.dispatcher),
+            shared.shutdown.clone(),
+        ));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "listening");
+        }
+        tokio::select! {
+            () = accept_loop(&listener, &shared, &tracker, config.max_connections) => {}
+            () = shutdown => tracing::info!("shutting down: no longer accepting"),
+        }
+        drop(listener);
+        shared.shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?config.shutdown_grace, remaining = tracker.len(), "grace period over: closing remaining connections");
+            shared.abort.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    max_connections: usize,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let next_id = AtomicU64::new(1);
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
+            Err(error) => {
+                // Typically EMFILE/ENFILE: wait for descriptors to be released.
+                let delay = backoff.next();
+                tracing::error!(%error, ?delay, "accept failed; retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        let stats = shared.dispatcher.stats();
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            bump(&stats.connections_refused);
+            tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
+        bump(&stats.connections_accepted);
+        let id = BackendId(next_id.fetch_add(1, Ordering::Relaxed));
+        let shared = Arc::clone(shared);
+        tracker.spawn(async move {
+            serve_connection(stream, peer, id, &shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &Shared) {
+    let stats = shared.dispatcher.stats();
+    stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    // Replies are tiny and latency matters more than coalescing.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
+    }
+    let span = tracing::debug_span!("conn", id = id.0, %peer);
+    connection::serve(stream, peer, id, shared)
+        .instrument(span)
+        .await;
+    if let Some(backend) = shared.dispatcher.disconnect(id) {
+        tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
+    }
+    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Removes expired backends in the background, sleeping until the next expiry so
+/// an idle dispatcher does not wake up needlessly.
+async fn sweep(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    loop {
+        let now = Instant::now();
+        dispatcher.expire(now);
+        // With no backend, nothing can expire sooner than one TTL from now.
+        let wake = dispatcher.next_expiry().unwrap_or(now + dispatcher.ttl());
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Exponential delay between failed accepts: 10 ms doubling to 1 s.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(10) * 2u32.saturating_pow(self.failures.min(7));
+        self.failures += 1;
+        delay.min(Duration::from_secs(1))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
