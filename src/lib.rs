@@ -51,3 +51,8 @@ pub mod selection;
 pub mod server;
 
 pub use connection::ConnectionLimits;
+
+/// Compiles the README's Rust example as a doctest, so the documentation cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
