@@ -177,16 +177,24 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let session = async {
-            let stream = match connect(&config).await {
-                Ok(stream) => stream,
-                Err(end) => return end,
-            };
-            backoff.reset();
+            let stream = connect(&config).await?;
             tracing::info!(server = %config.server, advertise = %config.advertise, "connected to dispatcher");
-            heartbeat_loop(stream, &config, &mut probe).await
+            let connected_at = tokio::time::Instant::now();
+            let end = heartbeat_loop(stream, &config, &mut probe).await;
+            Ok::<_, SessionEnd>((end, connected_at.elapsed()))
         };
         tokio::select! {
-            end = session => {
+            outcome = session => {
+                let end = match outcome {
+                    // Only a connection that lasted starts the backoff afresh, so a
+                    // dispatcher that accepts and at once closes (at its connection
+                    // cap, say) is not hammered.
+                    Ok((end, lasted)) if lasted >= config.interval => {
+                        backoff.reset();
+                        end
+                    }
+                    Ok((end, _)) | Err(end) => end,
+                };
                 let delay = backoff.next_delay(&mut rng);
                 tracing::warn!(error = %end, retry_in = ?delay, "not connected to the dispatcher");
                 tokio::select! {

@@ -221,6 +221,7 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(max_connections));
     let next_id = AtomicU64::new(1);
     let mut backoff = AcceptBackoff::default();
+    let mut refusals = RateLimitedLog::new(Duration::from_secs(1));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
@@ -238,7 +239,9 @@ async fn accept_loop(
         let stats = shared.dispatcher.stats();
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             bump(&stats.connections_refused);
-            tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
+            if let Some(suppressed) = refusals.should_log(Instant::now()) {
+                tracing::warn!(%peer, max_connections, suppressed, "connection limit reached; closing new connection");
+            }
             drop(stream);
             continue;
         };
@@ -284,6 +287,38 @@ async fn sweep(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
     }
 }
 
+/// Lets one message through per period and counts the ones held back, so a flood
+/// of identical events cannot flood the log.
+#[derive(Debug)]
+struct RateLimitedLog {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn new(period: Duration) -> Self {
+        RateLimitedLog {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(number held back since the last one)` when this event should be logged.
+    fn should_log(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.period)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Exponential delay between failed accepts: 10 ms doubling to 1 s.
 #[derive(Debug, Default)]
 struct AcceptBackoff {
@@ -299,5 +334,41 @@ impl AcceptBackoff {
 
     fn reset(&mut self) {
         self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_log_lets_one_through_per_period_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut log = RateLimitedLog::new(Duration::from_secs(1));
+        assert_eq!(log.should_log(t0), Some(0));
+        assert_eq!(log.should_log(t0 + Duration::from_millis(10)), None);
+        assert_eq!(log.should_log(t0 + Duration::from_millis(999)), None);
+        assert_eq!(log.should_log(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(log.should_log(t0 + Duration::from_millis(1500)), None);
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_cap_and_resets() {
+        let mut backoff = AcceptBackoff::default();
+        let delays: Vec<_> = (0..9).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn default_config_is_valid_and_bad_settings_are_named() {
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
+        let mut config = ServerConfig::default();
+        config.connection.max_frame_len = 22;
+        assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
+        let mut config = ServerConfig::default();
+        config.max_connections = 0;
+        assert_eq!(config.validate().unwrap_err().setting, "max-connections");
     }
 }
