@@ -367,8 +367,10 @@ mod tests {
         let mut config = ServerConfig::default();
         config.connection.max_frame_len = 22;
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
-        let mut config = ServerConfig::default();
-        config.max_connections = 0;
+        let config = ServerConfig {
+            max_connections: 0,
+            ..ServerConfig::default()
+        };
         assert_eq!(config.validate().unwrap_err().setting, "max-connections");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ fn fake_meminfo(name: &str, used_percent: u64) -> PathBuf {
     path
 }
 
-fn agent(server: SocketAddr, advertise: &str, meminfo: &PathBuf) -> Proc {
+fn agent(server: SocketAddr, advertise: &str, meminfo: &Path) -> Proc {
     let server = server.to_string();
     let meminfo = meminfo.to_str().unwrap();
     Proc::spawn(&[
