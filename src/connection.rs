@@ -114,7 +114,9 @@ impl<'a> Connection<'a> {
                 return Ok(());
             };
             if read == 0 {
-                return self.finish_at_eof();
+                let drained = self.drain_at_eof();
+                self.flush().await?;
+                return drained.map_err(Closed::from);
             }
             self.last_activity = Instant::now();
         }
@@ -236,11 +238,13 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn finish_at_eof(&mut self) -> Result<(), Closed> {
-        match self.codec.decode_eof(&mut self.read_buf) {
-            Ok(_) => Ok(()),
-            Err(error) => Err(error.into()),
+    /// Applies whatever the peer completed before closing; a frame it left
+    /// incomplete is an error.
+    fn drain_at_eof(&mut self) -> Result<(), CodecError> {
+        while let Some(item) = self.codec.decode_eof(&mut self.read_buf)? {
+            self.apply(item)?;
         }
+        Ok(())
     }
 }
 

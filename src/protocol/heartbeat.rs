@@ -19,7 +19,7 @@ pub enum AddressError {
     TooLong { ip: String, len: usize },
     #[error("the ip field has no terminating NUL within its {IP_FIELD_LEN} bytes")]
     Unterminated,
-    #[error("the ip contains a byte that is not printable ASCII")]
+    #[error("the ip contains a character that is not printable ASCII (0x21 to 0x7e)")]
     NotPrintable,
     #[error("the port is 0")]
     ZeroPort,
@@ -41,15 +41,15 @@ impl IpField {
         if ip.is_empty() {
             return Err(AddressError::Empty);
         }
-        if ip.len() > MAX_IP_CHARS {
-            let len = ip.chars().count();
-            return Err(AddressError::TooLong {
-                ip: ip.to_owned(),
-                len,
-            });
-        }
+        // Printable ASCII first: then characters and bytes are the same count.
         if !ip.bytes().all(is_printable) {
             return Err(AddressError::NotPrintable);
+        }
+        if ip.len() > MAX_IP_CHARS {
+            return Err(AddressError::TooLong {
+                ip: ip.to_owned(),
+                len: ip.len(),
+            });
         }
         let mut bytes = [0u8; IP_FIELD_LEN];
         bytes[..ip.len()].copy_from_slice(ip.as_bytes());
