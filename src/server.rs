@@ -250,7 +250,11 @@ async fn accept_loop(
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
             serve_connection(stream, peer, id, &shared).await;
+            // Release the slot before the count drops, so that a connection
+            // accepted once the count shows room is never refused.
             drop(permit);
+            let stats = shared.dispatcher.stats();
+            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -269,7 +273,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: BackendId, sh
     if let Some(backend) = shared.dispatcher.disconnect(id) {
         tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
     }
-    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Removes expired backends in the background, sleeping until the next expiry so

@@ -1,0 +1,308 @@
+//! Helpers for loopback tests: a dispatcher on `127.0.0.1:0`, legacy frames as raw
+//! bytes, and bounded waits.
+//!
+//! Every wait in here has a deadline, so a test that goes wrong fails instead of
+//! hanging. Frames are written out byte by byte where the legacy format matters, so
+//! the tests do not trust the crate's own encoder.
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise::server::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a condition is polled while waiting for the server to notice something.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// Size of a login reply, success or error.
+pub const REPLY_LEN: usize = 22;
+
+/// The legacy error reply, exactly: `16 00 01 00 ff ff` and 16 zero bytes.
+pub const ERROR_REPLY: [u8; REPLY_LEN] = {
+    let mut reply = [0u8; REPLY_LEN];
+    reply[0] = 0x16;
+    reply[2] = 0x01;
+    reply[4] = 0xff;
+    reply[5] = 0xff;
+    reply
+};
+
+/// Tests that count the process's open sockets take this exclusively; every other
+/// test holds it shared for its whole body, so their sockets cannot disturb the count.
+static SOCKET_COUNT: RwLock<()> = RwLock::const_new(());
+
+/// Shared access for an ordinary test. Bind it first (`let _serial = ...`) so that it
+/// is dropped after every socket of the test.
+pub async fn shared_access() -> RwLockReadGuard<'static, ()> {
+    SOCKET_COUNT.read().await
+}
+
+/// Exclusive access, for a test that compares socket counts.
+pub async fn exclusive_access() -> RwLockWriteGuard<'static, ()> {
+    SOCKET_COUNT.write().await
+}
+
+/// A dispatcher serving on an ephemeral loopback port until [`stop`](Self::stop).
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dispatcher: Arc<Dispatcher>,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(ServerConfig::default()).await
+    }
+
+    /// Starts a server with `config` (its listen address is ignored).
+    pub async fn start_with(config: ServerConfig) -> TestServer {
+        config.validate().expect("the test configuration is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let server = Server::with_listener(listener, config);
+        let dispatcher = server.dispatcher();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(server.run(token.clone().cancelled_owned()));
+        TestServer {
+            addr,
+            dispatcher,
+            token,
+            task,
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.dispatcher.stats().snapshot()
+    }
+
+    /// A new client connection (with `TCP_NODELAY`, so each write is its own segment).
+    pub async fn connect(&self) -> TcpStream {
+        let stream = within(TcpStream::connect(self.addr))
+            .await
+            .expect("connect to the test server");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+    }
+
+    /// Connects and registers a backend with one heartbeat; returns its connection.
+    pub async fn register(&self, mem: u8, ip: &str, port: u16) -> TcpStream {
+        let mut stream = self.connect().await;
+        send(&mut stream, &heartbeat(mem, ip, port)).await;
+        self.wait_for_backend(ip, port).await;
+        stream
+    }
+
+    /// Waits until a backend with this ip and port is in the table.
+    pub async fn wait_for_backend(&self, ip: &str, port: u16) {
+        let field = ip_field(ip);
+        wait_until(&format!("backend {ip}:{port} registered"), || {
+            self.dispatcher
+                .backends()
+                .iter()
+                .any(|(_, b)| b.report.port == port && *b.report.ip.as_bytes() == field)
+        })
+        .await;
+    }
+
+    /// Waits until a counter read from the stats satisfies `ok`.
+    pub async fn wait_for_stat(
+        &self,
+        what: &str,
+        read: impl Fn(&StatsSnapshot) -> u64,
+        ok: impl Fn(u64) -> bool,
+    ) {
+        wait_until(what, || ok(read(&self.stats()))).await;
+    }
+
+    /// Shuts the server down and waits for it to finish.
+    pub async fn stop(self) {
+        self.token.cancel();
+        within(self.task)
+            .await
+            .expect("the server task finishes without panicking");
+    }
+
+    /// Begins shutdown without waiting, returning the server task.
+    pub fn cancel(self) -> JoinHandle<()> {
+        self.token.cancel();
+        self.task
+    }
+}
+
+/// Runs `future` under [`DEADLINE`], failing the test if it takes longer.
+pub async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .expect("operation finished within the deadline")
+}
+
+/// Polls `condition` every few milliseconds until it holds; fails after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// The 16-byte, NUL-padded ip field for `ip`.
+pub fn ip_field(ip: &str) -> [u8; 16] {
+    let mut field = [0u8; 16];
+    field[..ip.len()].copy_from_slice(ip.as_bytes());
+    field
+}
+
+/// A heartbeat frame with a raw ip field: `17 00 00 00`, mem, 16 ip bytes, port LE.
+pub fn heartbeat_raw(mem: u8, ip: [u8; 16], port: u16) -> Vec<u8> {
+    let mut frame = vec![23, 0, 0, 0, mem];
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&port.to_le_bytes());
+    frame
+}
+
+/// A heartbeat frame for a textual ip.
+pub fn heartbeat(mem: u8, ip: &str, port: u16) -> Vec<u8> {
+    heartbeat_raw(mem, ip_field(ip), port)
+}
+
+/// This machine's clock in unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A login frame: `0c 00 02 00` and the timestamp as u64 LE.
+pub fn login_at(timestamp: u64) -> Vec<u8> {
+    let mut frame = vec![12, 0, 2, 0];
+    frame.extend_from_slice(&timestamp.to_le_bytes());
+    frame
+}
+
+/// A login frame stamped with the current time.
+pub fn login_now() -> Vec<u8> {
+    login_at(unix_now())
+}
+
+/// A login stamped a day in the past: always answered with the error reply.
+pub fn login_stale() -> Vec<u8> {
+    login_at(unix_now() - 86_400)
+}
+
+/// The success reply naming a backend: `16 00 02 00`, port LE, the 16 ip bytes.
+pub fn success_reply(ip: [u8; 16], port: u16) -> [u8; REPLY_LEN] {
+    let mut reply = [0u8; REPLY_LEN];
+    reply[..4].copy_from_slice(&[0x16, 0, 2, 0]);
+    reply[4..6].copy_from_slice(&port.to_le_bytes());
+    reply[6..].copy_from_slice(&ip);
+    reply
+}
+
+/// The success reply for a textual ip.
+pub fn reply_for(ip: &str, port: u16) -> [u8; REPLY_LEN] {
+    success_reply(ip_field(ip), port)
+}
+
+/// The port named by a success reply; fails on anything else.
+pub fn reply_port(reply: &[u8; REPLY_LEN]) -> u16 {
+    assert_eq!(reply[..4], [0x16, 0, 2, 0], "a success reply: {reply:02x?}");
+    u16::from_le_bytes([reply[4], reply[5]])
+}
+
+/// Writes `bytes` in full.
+pub async fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    within(stream.write_all(bytes)).await.expect("write");
+}
+
+/// Reads one 22-byte reply.
+pub async fn read_reply(stream: &mut TcpStream) -> [u8; REPLY_LEN] {
+    let mut reply = [0u8; REPLY_LEN];
+    within(stream.read_exact(&mut reply))
+        .await
+        .expect("read a reply");
+    reply
+}
+
+/// Sends a login stamped now and reads its reply.
+pub async fn login(stream: &mut TcpStream) -> [u8; REPLY_LEN] {
+    send(stream, &login_now()).await;
+    read_reply(stream).await
+}
+
+/// Sends a login stamped `offset` seconds from now and reads the reply. Retries
+/// while the second changes during the exchange, so the server's clock read the
+/// same second as the stamp and the skew is exactly `offset`.
+pub async fn login_with_skew(stream: &mut TcpStream, offset: i64) -> [u8; REPLY_LEN] {
+    for _ in 0..10 {
+        let before = unix_now();
+        let stamp = before
+            .checked_add_signed(offset)
+            .expect("timestamp in range");
+        send(stream, &login_at(stamp)).await;
+        let reply = read_reply(stream).await;
+        if unix_now() == before {
+            return reply;
+        }
+    }
+    panic!("the clock ticked during every one of 10 login exchanges");
+}
+
+/// Waits until the server closes `stream`: a read returns EOF or a reset, and no
+/// further data arrives first.
+pub async fn expect_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    match within(stream.read(&mut byte)).await {
+        Ok(0) => {}
+        Ok(_) => panic!("expected the server to close, got data {byte:02x?}"),
+        Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
+        Err(error) => panic!("expected EOF or reset, got {error}"),
+    }
+}
+
+/// Entries of `/proc/self/fd` that are TCP sockets.
+///
+/// Only TCP sockets are counted: every test runtime the harness starts meanwhile adds
+/// descriptors of its own (epoll, eventfd, a duplicate of tokio's signal socket),
+/// which say nothing about connections.
+pub fn open_tcp_sockets() -> usize {
+    let tables: String = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .collect();
+    // The tenth column of each row is the socket's inode.
+    let tcp_inodes: HashSet<&str> = tables
+        .lines()
+        .filter_map(|row| row.split_whitespace().nth(9))
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned();
+            Some(inode)
+        })
+        .filter(|inode| tcp_inodes.contains(inode.as_str()))
+        .count()
+}

@@ -1,0 +1,620 @@
+//! The dispatcher's TCP server on loopback, spoken to in raw legacy bytes.
+//!
+//! Each test starts its own server on `127.0.0.1:0`, bounds every wait, and stops the
+//! server at the end. Waiting for the server to notice something is done by polling
+//! a condition under a deadline, never by sleeping for a guessed time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use loadwise::ConnectionLimits;
+use loadwise::dispatcher::DispatchSettings;
+use loadwise::server::ServerConfig;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// A configuration with a short TTL, everything else default.
+fn config_with_ttl(ttl: Duration) -> ServerConfig {
+    ServerConfig {
+        dispatch: DispatchSettings {
+            ttl,
+            ..DispatchSettings::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// A configuration with its connection limits changed.
+fn config_with_limits(limits: ConnectionLimits) -> ServerConfig {
+    ServerConfig {
+        connection: limits,
+        ..ServerConfig::default()
+    }
+}
+
+/// The ports named by `n` logins on `stream`, as a count per port.
+async fn pick_ports(stream: &mut TcpStream, n: usize) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(reply_port(&login(stream).await)).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_registers_a_backend_that_logins_name_byte_for_byte() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    // The protocol document's example heartbeat: mem 20, 10.0.0.2, port 1002.
+    let example = [
+        0x17, 0x00, 0x00, 0x00, 0x14, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xea, 0x03,
+    ];
+    let mut backend = server.connect().await;
+    send(&mut backend, &example).await;
+    server.wait_for_backend("10.0.0.2", 1002).await;
+
+    let mut client = server.connect().await;
+    let expected = [
+        0x16, 0x00, 0x02, 0x00, 0xea, 0x03, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    assert_eq!(login(&mut client).await, expected);
+    // The example timestamp from the document is far off: error reply.
+    send(
+        &mut client,
+        &[0x0c, 0x00, 0x02, 0x00, 0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(read_reply(&mut client).await, ERROR_REPLY);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_returns_the_ip_bytes_exactly_as_sent_even_after_the_nul() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut ip = ip_field("10.1.2.3");
+    ip[9..15].copy_from_slice(b"junk!!");
+    let _backend = {
+        let mut stream = server.connect().await;
+        send(&mut stream, &heartbeat_raw(5, ip, 0x1234)).await;
+        stream
+    };
+    wait_until("backend registered", || {
+        server.dispatcher.backend_count() == 1
+    })
+    .await;
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, success_reply(ip, 0x1234));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_heartbeat_on_the_same_connection_replaces_the_entry() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut backend = server.register(30, "10.0.0.1", 1001).await;
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, reply_for("10.0.0.1", 1001));
+
+    send(&mut backend, &heartbeat(60, "10.0.0.9", 2002)).await;
+    server.wait_for_backend("10.0.0.9", 2002).await;
+    assert_eq!(server.dispatcher.backend_count(), 1);
+    let backends = server.dispatcher.backends();
+    assert_eq!(backends[0].1.report.mem, 60);
+    assert_eq!(login(&mut client).await, reply_for("10.0.0.9", 2002));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_loaded_backend_wins() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _a = server.register(50, "10.0.0.1", 1001).await;
+    let _b = server.register(20, "10.0.0.2", 1002).await;
+    let _c = server.register(70, "10.0.0.3", 1003).await;
+    let mut client = server.connect().await;
+    for _ in 0..5 {
+        assert_eq!(login(&mut client).await, reply_for("10.0.0.2", 1002));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ties_rotate_evenly() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _a = server.register(40, "10.0.0.1", 1001).await;
+    let _b = server.register(40, "10.0.0.2", 1002).await;
+    let _c = server.register(40, "10.0.0.3", 1003).await;
+    let mut client = server.connect().await;
+    let counts = pick_ports(&mut client, 30).await;
+    assert_eq!(counts, HashMap::from([(1001, 10), (1002, 10), (1003, 10)]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_above_100_ranks_last_is_counted_and_still_serves_alone() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _broken = server.register(182, "10.0.0.1", 1001).await;
+    let full = server.register(100, "10.0.0.2", 1002).await;
+    let mut client = server.connect().await;
+    for _ in 0..4 {
+        assert_eq!(login(&mut client).await, reply_for("10.0.0.2", 1002));
+    }
+    assert_eq!(server.stats().invalid_mem_reports, 1);
+
+    drop(full);
+    wait_until("the valid backend is evicted", || {
+        server.dispatcher.backend_count() == 1
+    })
+    .await;
+    let _also_broken = server.register(250, "10.0.0.3", 1003).await;
+    assert_eq!(server.stats().invalid_mem_reports, 2);
+    let counts = pick_ports(&mut client, 10).await;
+    assert_eq!(counts, HashMap::from([(1001, 5), (1003, 5)]));
+    server.stop().await;
+}
+
+/// Registers one backend, ends its connection with `close`, and checks that it is
+/// evicted and logins get the exact error reply.
+async fn assert_close_evicts(close: impl FnOnce(TcpStream)) {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, reply_for("10.0.0.1", 1001));
+    close(backend);
+    wait_until("backend evicted", || server.dispatcher.backend_count() == 0).await;
+    assert_eq!(login(&mut client).await, ERROR_REPLY);
+    assert_eq!(server.stats().evicted_disconnected, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_evicts_the_backend() {
+    assert_close_evicts(drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_evicts_the_backend() {
+    assert_close_evicts(|stream| {
+        stream.set_zero_linger().expect("SO_LINGER 0");
+        drop(stream);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_backend_expires_after_the_ttl() {
+    let _serial = shared_access().await;
+    let ttl = Duration::from_millis(300);
+    let server = TestServer::start_with(config_with_ttl(ttl)).await;
+    let start = Instant::now();
+    let _silent = server.register(10, "10.0.0.1", 1001).await;
+    let mut client = server.connect().await;
+    let reply = login(&mut client).await;
+    if start.elapsed() < ttl {
+        assert_eq!(reply, reply_for("10.0.0.1", 1001), "present before the TTL");
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while login(&mut client).await != ERROR_REPLY {
+        assert!(Instant::now() < deadline, "the backend never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    assert!(elapsed >= ttl, "evicted after {elapsed:?}, before the TTL");
+    assert_eq!(server.dispatcher.backend_count(), 0);
+    assert_eq!(server.stats().evicted_expired, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_removes_a_silent_backend_without_any_login() {
+    let _serial = shared_access().await;
+    let ttl = Duration::from_millis(300);
+    let server = TestServer::start_with(config_with_ttl(ttl)).await;
+    let start = Instant::now();
+    let _silent = server.register(10, "10.0.0.1", 1001).await;
+    wait_until("backend swept", || server.dispatcher.backend_count() == 0).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= ttl, "swept after {elapsed:?}, before the TTL");
+    assert_eq!(server.stats().evicted_expired, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_with_no_backend_gets_the_exact_error_reply() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, ERROR_REPLY);
+    // The connection stays usable after an error reply.
+    assert_eq!(login(&mut client).await, ERROR_REPLY);
+    assert_eq!(server.stats().logins_no_backend, 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timestamps_are_accepted_within_60_seconds_either_way() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut client = server.connect().await;
+    let ok = reply_for("10.0.0.1", 1001);
+    assert_eq!(login_with_skew(&mut client, 61).await, ERROR_REPLY);
+    assert_eq!(login_with_skew(&mut client, -61).await, ERROR_REPLY);
+    assert_eq!(login_with_skew(&mut client, 60).await, ok);
+    assert_eq!(login_with_skew(&mut client, -60).await, ok);
+    assert_eq!(login_with_skew(&mut client, 0).await, ok);
+    assert_eq!(login_at_extreme(&mut client, u64::MAX).await, ERROR_REPLY);
+    assert_eq!(login_at_extreme(&mut client, 0).await, ERROR_REPLY);
+    server.stop().await;
+}
+
+async fn login_at_extreme(stream: &mut TcpStream, timestamp: u64) -> [u8; REPLY_LEN] {
+    send(stream, &login_at(timestamp)).await;
+    read_reply(stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_frames_in_one_write_are_all_answered_in_order() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut stream = server.connect().await;
+    let mut batch = heartbeat(10, "10.0.0.1", 1001);
+    batch.extend(login_now());
+    batch.extend(login_stale());
+    batch.extend(login_now());
+    send(&mut stream, &batch).await;
+    let ok = reply_for("10.0.0.1", 1001);
+    assert_eq!(read_reply(&mut stream).await, ok);
+    assert_eq!(read_reply(&mut stream).await, ERROR_REPLY);
+    assert_eq!(read_reply(&mut stream).await, ok);
+    server.stop().await;
+}
+
+/// Writes `frame` a few bytes at a time with short pauses between the writes,
+/// checking after each incomplete part that `not_yet` still holds.
+async fn send_in_pieces(stream: &mut TcpStream, frame: &[u8], not_yet: impl Fn() -> bool) {
+    let pieces: Vec<&[u8]> = frame.chunks(5).collect();
+    let (last, first) = pieces.split_last().expect("a non-empty frame");
+    for piece in first {
+        send(stream, piece).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(not_yet(), "acted on an incomplete frame");
+    }
+    send(stream, last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_split_over_several_writes_is_processed_once_complete() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut stream = server.connect().await;
+    send_in_pieces(&mut stream, &heartbeat(10, "10.0.0.1", 1001), || {
+        server.dispatcher.backend_count() == 0
+    })
+    .await;
+    server.wait_for_backend("10.0.0.1", 1001).await;
+
+    send_in_pieces(&mut stream, &login_now(), || {
+        server.stats().logins_answered == 0
+    })
+    .await;
+    assert_eq!(read_reply(&mut stream).await, reply_for("10.0.0.1", 1001));
+    // Exactly one reply per login: the next one read answers the next login.
+    send(&mut stream, &login_stale()).await;
+    assert_eq!(read_reply(&mut stream).await, ERROR_REPLY);
+    assert_eq!(server.stats().heartbeats, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_commands_are_skipped_by_len_and_the_connection_stays_open() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut stream = server.connect().await;
+    // cmd 3 whose body is a whole login frame: skipping by `len` must not answer it.
+    let mut register = vec![16, 0, 3, 0];
+    register.extend(login_now());
+    send(&mut stream, &register).await;
+    // cmd 1 and cmd 4 with short bodies, and a bare header.
+    send(&mut stream, &[7, 0, 1, 0, 0xaa, 0xbb, 0xcc]).await;
+    send(&mut stream, &[4, 0, 4, 0]).await;
+    send(&mut stream, &login_stale()).await;
+    assert_eq!(read_reply(&mut stream).await, ERROR_REPLY);
+    assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001));
+    assert_eq!(server.stats().skipped_frames, 3);
+    assert_eq!(server.stats().protocol_errors, 0);
+    server.stop().await;
+}
+
+/// A heartbeat whose body is valid but whose `len` says 4.
+fn four_byte_heartbeat() -> Vec<u8> {
+    let mut frame = heartbeat(0, "10.9.9.9", 999);
+    frame[0] = 4;
+    frame
+}
+
+/// A login whose `len` says 11.
+fn short_login() -> Vec<u8> {
+    let mut frame = login_now();
+    frame[0] = 11;
+    frame.pop();
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_only_its_own_connection() {
+    let _serial = shared_access().await;
+    let max_frame_len = 100;
+    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
+        max_frame_len,
+        ..ConnectionLimits::default()
+    }))
+    .await;
+    let mut backend = server.register(10, "10.0.0.1", 1001).await;
+    let ok = reply_for("10.0.0.1", 1001);
+    let mut too_long_heartbeat = heartbeat(10, "10.9.9.9", 999);
+    too_long_heartbeat[0] = max_frame_len as u8 + 1;
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("len 0", vec![0, 0, 2, 0]),
+        ("len 3", vec![3, 0, 2, 0]),
+        ("4-byte heartbeat", four_byte_heartbeat()),
+        ("login with len 11", short_login()),
+        (
+            "unknown command over max_frame_len",
+            vec![101, 0, 3, 0, 1, 2],
+        ),
+        ("heartbeat over max_frame_len", too_long_heartbeat),
+    ];
+    for (errors_before, (name, bad)) in cases.into_iter().enumerate() {
+        let mut stream = server.connect().await;
+        // Two logins first, in the same write: both are answered before the close.
+        let mut batch = login_now();
+        batch.extend(login_stale());
+        batch.extend(&bad);
+        send(&mut stream, &batch).await;
+        assert_eq!(read_reply(&mut stream).await, ok, "{name}: first reply");
+        assert_eq!(read_reply(&mut stream).await, ERROR_REPLY, "{name}: second");
+        expect_closed(&mut stream).await;
+        server
+            .wait_for_stat(
+                &format!("{name}: counted as a protocol error"),
+                |s| s.protocol_errors,
+                |n| n == errors_before as u64 + 1,
+            )
+            .await;
+        // The other connection is unaffected, and nothing was registered.
+        assert_eq!(login(&mut backend).await, ok, "{name}: other connection");
+        assert_eq!(server.dispatcher.backend_count(), 1, "{name}");
+        assert_eq!(server.stats().heartbeats, 1, "{name}: no heartbeat applied");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_frame_is_dropped_after_the_frame_timeout() {
+    let _serial = shared_access().await;
+    let frame_timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
+        frame_timeout,
+        ..ConnectionLimits::default()
+    }))
+    .await;
+    let mut stream = server.connect().await;
+    let start = Instant::now();
+    send(&mut stream, &heartbeat(10, "10.0.0.1", 1001)[..5]).await;
+    expect_closed(&mut stream).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= frame_timeout, "closed after {elapsed:?}");
+    assert_eq!(server.dispatcher.backend_count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_close_releases_the_server_side_at_once() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let stream = server.connect().await;
+    server
+        .wait_for_stat("connection open", |s| s.connections_open, |n| n == 1)
+        .await;
+    drop(stream);
+    server
+        .wait_for_stat("connection released", |s| s.connections_open, |n| n == 0)
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_are_all_answered_and_spread_evenly() {
+    const CLIENTS: usize = 64;
+    const LOGINS: usize = 1_000;
+    const BACKENDS: u16 = 10;
+    let _serial = shared_access().await;
+    // The backends send one heartbeat only: they must outlive the whole run.
+    let server = TestServer::start_with(config_with_ttl(Duration::from_secs(600))).await;
+    let mut backends = Vec::new();
+    for i in 0..BACKENDS {
+        backends.push(server.register(30, &format!("10.0.1.{i}"), 2000 + i).await);
+    }
+    let mut clients = JoinSet::new();
+    for _ in 0..CLIENTS {
+        let mut stream = server.connect().await;
+        clients.spawn(async move { pick_ports(&mut stream, LOGINS).await });
+    }
+    let mut total: HashMap<u16, usize> = HashMap::new();
+    let all = async {
+        while let Some(counts) = clients.join_next().await {
+            for (port, n) in counts.expect("client task") {
+                *total.entry(port).or_default() += n;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("all logins answered in time");
+    assert_eq!(total.values().sum::<usize>(), CLIENTS * LOGINS);
+    let expected: HashMap<u16, usize> = (0..BACKENDS)
+        .map(|i| (2000 + i, CLIENTS * LOGINS / usize::from(BACKENDS)))
+        .collect();
+    assert_eq!(total, expected);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_are_all_released() {
+    const CONNECTIONS: u64 = 1_000;
+    // Counts this process's sockets, so no other test may open any meanwhile.
+    let _exclusive = exclusive_access().await;
+    let server = TestServer::start().await;
+    let baseline = open_tcp_sockets();
+    let mut streams = Vec::new();
+    for _ in 0..CONNECTIONS {
+        streams.push(server.connect().await);
+    }
+    server
+        .wait_for_stat(
+            "all connections accepted",
+            |s| s.connections_open,
+            |n| n == CONNECTIONS,
+        )
+        .await;
+    assert!(open_tcp_sockets() >= baseline + 2 * CONNECTIONS as usize);
+    drop(streams);
+    server
+        .wait_for_stat(
+            "all connections released",
+            |s| s.connections_open,
+            |n| n == 0,
+        )
+        .await;
+    wait_until("sockets back to the baseline", || {
+        open_tcp_sockets() == baseline
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_and_counted() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(ServerConfig {
+        max_connections: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    let _backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(server.connect().await);
+    }
+    server
+        .wait_for_stat("five connections open", |s| s.connections_open, |n| n == 5)
+        .await;
+    let mut sixth = server.connect().await;
+    expect_closed(&mut sixth).await;
+    assert_eq!(server.stats().connections_refused, 1);
+    for stream in &mut open {
+        assert_eq!(login(stream).await, reply_for("10.0.0.1", 1001));
+    }
+
+    drop(open.pop());
+    server
+        .wait_for_stat(
+            "one connection released",
+            |s| s.connections_open,
+            |n| n == 4,
+        )
+        .await;
+    // The slot is released before the count drops, so this one is served.
+    let mut seventh = server.connect().await;
+    assert_eq!(login(&mut seventh).await, reply_for("10.0.0.1", 1001));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usable() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(ServerConfig {
+        dispatch: DispatchSettings {
+            max_backends: 2,
+            ..DispatchSettings::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let _a = server.register(10, "10.0.0.1", 1001).await;
+    let _b = server.register(90, "10.0.0.2", 1002).await;
+    let mut third = server.connect().await;
+    send(&mut third, &heartbeat(0, "10.0.0.3", 1003)).await;
+    server
+        .wait_for_stat("heartbeat refused", |s| s.refused_heartbeats, |n| n == 1)
+        .await;
+    assert_eq!(server.dispatcher.backend_count(), 2);
+    assert_eq!(login(&mut third).await, reply_for("10.0.0.1", 1001));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_connections_and_the_listener() {
+    let _serial = shared_access().await;
+    let grace = Duration::from_secs(2);
+    let server = TestServer::start_with(ServerConfig {
+        shutdown_grace: grace,
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.addr;
+    let mut backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, reply_for("10.0.0.1", 1001));
+
+    let start = Instant::now();
+    let task = server.cancel();
+    tokio::time::timeout(grace + Duration::from_secs(1), task)
+        .await
+        .expect("the server stops within the grace period")
+        .expect("the server task does not panic");
+    assert!(
+        start.elapsed() < grace,
+        "the idle connections held shutdown"
+    );
+    expect_closed(&mut client).await;
+    expect_closed(&mut backend).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener still accepts after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_with_an_empty_ip_or_port_0_is_refused() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let mut stream = server.connect().await;
+    send(&mut stream, &heartbeat(10, "", 1001)).await;
+    send(&mut stream, &heartbeat(10, "10.0.0.1", 0)).await;
+    server
+        .wait_for_stat(
+            "both heartbeats refused",
+            |s| s.refused_heartbeats,
+            |n| n == 2,
+        )
+        .await;
+    assert_eq!(server.dispatcher.backend_count(), 0);
+    // The connection is still served: a login, then a valid heartbeat.
+    assert_eq!(login(&mut stream).await, ERROR_REPLY);
+    send(&mut stream, &heartbeat(10, "10.0.0.1", 1001)).await;
+    server.wait_for_backend("10.0.0.1", 1001).await;
+    assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001));
+    server.stop().await;
+}
