@@ -12,6 +12,13 @@ fn heartbeat(ip: &str, port: u16, mem: u8) -> Heartbeat {
     }
 }
 
+/// Backend `n` reports `mem` at `at`, from 10.0.0.n, port 1000 + n.
+fn beat(d: &Dispatcher, n: u64, mem: u8, at: Instant) {
+    let ip = format!("10.0.0.{n}");
+    d.heartbeat(BackendId(n), &heartbeat(&ip, 1000 + n as u16, mem), at)
+        .unwrap();
+}
+
 fn dispatcher() -> Dispatcher {
     Dispatcher::new(DispatchSettings::default())
 }
@@ -33,10 +40,8 @@ fn no_backend_gets_the_error_reply() {
 fn picks_the_least_loaded_and_replies_with_its_bytes() {
     let d = dispatcher();
     let t0 = Instant::now();
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 50), t0)
-        .unwrap();
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 20), t0)
-        .unwrap();
+    beat(&d, 1, 50, t0);
+    beat(&d, 2, 20, t0);
     let outcome = login(&d, t0, NOW_UNIX);
     let expected = LoginReply::Backend {
         ip: IpField::from_text("10.0.0.2").unwrap(),
@@ -49,8 +54,7 @@ fn picks_the_least_loaded_and_replies_with_its_bytes() {
 fn clock_skew_is_allowed_up_to_the_limit_in_both_directions() {
     let d = dispatcher();
     let t0 = Instant::now();
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 50), t0)
-        .unwrap();
+    beat(&d, 1, 50, t0);
     assert!(login(&d, t0, NOW_UNIX - 60).is_ok());
     assert!(login(&d, t0, NOW_UNIX + 60).is_ok());
     assert!(matches!(
@@ -77,8 +81,7 @@ fn a_pick_never_names_an_expired_backend_even_before_the_sweeper_runs() {
     let d = dispatcher();
     let t0 = Instant::now();
     let ttl = DispatchSettings::default().ttl;
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10), t0)
-        .unwrap();
+    beat(&d, 1, 10, t0);
     d.heartbeat(
         BackendId(2),
         &heartbeat("10.0.0.2", 1002, 90),
@@ -98,10 +101,8 @@ fn a_pick_never_names_an_expired_backend_even_before_the_sweeper_runs() {
 fn disconnect_removes_from_both_indexes() {
     let d = dispatcher();
     let t0 = Instant::now();
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10), t0)
-        .unwrap();
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 20), t0)
-        .unwrap();
+    beat(&d, 1, 10, t0);
+    beat(&d, 2, 20, t0);
     assert!(d.disconnect(BackendId(1)).is_some());
     assert!(d.disconnect(BackendId(1)).is_none());
     assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
@@ -113,15 +114,12 @@ fn disconnect_removes_from_both_indexes() {
 fn an_update_moves_the_backend_in_the_order() {
     let d = dispatcher();
     let t0 = Instant::now();
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10), t0)
-        .unwrap();
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 20), t0)
-        .unwrap();
+    beat(&d, 1, 10, t0);
+    beat(&d, 2, 20, t0);
     d.heartbeat(BackendId(1), &heartbeat("10.0.0.9", 1009, 30), t0)
         .unwrap();
     assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 40), t0)
-        .unwrap();
+    beat(&d, 2, 40, t0);
     let picked = d.pick(t0).unwrap();
     assert_eq!(
         (picked.id, picked.ip.text().unwrap(), picked.port),
@@ -141,8 +139,7 @@ fn invalid_mem_is_counted_logged_once_and_ranked_last() {
         .heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0)
         .unwrap();
     assert!(!second.registered && !second.first_invalid_report);
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 100), t0)
-        .unwrap();
+    beat(&d, 2, 100, t0);
     assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
     assert_eq!(d.stats().snapshot().invalid_mem_reports, 2);
 }
