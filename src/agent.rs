@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
@@ -173,39 +175,53 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
-    let mut rng = rand::rng();
+    // A Send RNG (unlike the thread-local one), so the agent can be spawned.
+    let mut rng = StdRng::from_os_rng();
+    let mut failures: u32 = 0;
     tokio::pin!(shutdown);
     loop {
-        let session = async {
-            let stream = connect(&config).await?;
-            tracing::info!(server = %config.server, advertise = %config.advertise, "connected to dispatcher");
-            let connected_at = tokio::time::Instant::now();
-            let end = heartbeat_loop(stream, &config, &mut probe).await;
-            Ok::<_, SessionEnd>((end, connected_at.elapsed()))
-        };
-        tokio::select! {
-            outcome = session => {
-                let end = match outcome {
-                    // Only a connection that lasted starts the backoff afresh, so a
-                    // dispatcher that accepts and at once closes (at its connection
-                    // cap, say) is not hammered.
-                    Ok((end, lasted)) if lasted >= config.interval => {
-                        backoff.reset();
-                        end
-                    }
-                    Ok((end, _)) | Err(end) => end,
-                };
-                let delay = backoff.next_delay(&mut rng);
-                tracing::warn!(error = %end, retry_in = ?delay, "not connected to the dispatcher");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = &mut shutdown => break,
+        let end = tokio::select! {
+            outcome = session(&config, &mut probe) => match outcome {
+                // Only a connection that lasted starts the backoff afresh, so a
+                // dispatcher that accepts and at once closes (at its connection
+                // cap, say) is not hammered.
+                Ok((end, lasted)) if lasted >= config.interval => {
+                    backoff.reset();
+                    failures = 0;
+                    end
                 }
-            }
+                Ok((end, _)) | Err(end) => end,
+            },
+            () = &mut shutdown => break,
+        };
+        failures += 1;
+        let delay = backoff.next_delay(&mut rng);
+        // Warn on the first failure and then at 2, 4, 8, ... attempts, so a
+        // dispatcher that stays down for a day does not fill the log.
+        if failures.is_power_of_two() {
+            tracing::warn!(error = %end, attempts = failures, retry_in = ?delay, "not connected to the dispatcher");
+        } else {
+            tracing::debug!(error = %end, attempts = failures, retry_in = ?delay, "not connected to the dispatcher");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
             () = &mut shutdown => break,
         }
     }
     tracing::info!("agent stopped");
+}
+
+/// One connection: connects, then heartbeats until it fails. Returns why it ended
+/// and how long it was up, or why it could not connect.
+async fn session(
+    config: &AgentConfig,
+    probe: &mut impl LoadProbe,
+) -> Result<(SessionEnd, Duration), SessionEnd> {
+    let stream = connect(config).await?;
+    tracing::info!(server = %config.server, advertise = %config.advertise, "connected to dispatcher");
+    let connected_at = tokio::time::Instant::now();
+    let end = heartbeat_loop(stream, config, probe).await;
+    Ok((end, connected_at.elapsed()))
 }
 
 /// Connects to the dispatcher within the connect timeout.
