@@ -105,3 +105,52 @@ pub async fn read_reply(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<Assi
         LoginReply::Error => Err(PickError::Refused),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn reply_from(bytes: &[u8]) -> Result<Assigned, PickError> {
+        let mut reader = bytes;
+        read_reply(&mut reader).await
+    }
+
+    #[tokio::test]
+    async fn reads_success_error_and_malformed_replies() {
+        let ip = IpField::from_text("10.0.0.2").unwrap();
+        let success = LoginReply::Backend { ip, port: 1002 }.encode();
+        let assigned = reply_from(&success).await.unwrap();
+        assert_eq!(assigned.to_string(), "10.0.0.2:1002");
+        assert!(
+            reply_from(&LoginReply::Error.encode())
+                .await
+                .unwrap_err()
+                .is_refusal()
+        );
+        let mut bad_len = success;
+        bad_len[0] = 23;
+        assert!(matches!(
+            reply_from(&bad_len).await,
+            Err(PickError::Malformed(ReplyError::BadLength(23)))
+        ));
+        assert!(matches!(
+            reply_from(&success[..10]).await,
+            Err(PickError::Closed)
+        ));
+    }
+
+    #[test]
+    fn ipv6_literals_are_bracketed() {
+        let assigned = Assigned {
+            ip: IpField::from_text("::1").unwrap(),
+            port: 80,
+        };
+        assert_eq!(assigned.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn pick_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&pick("127.0.0.1:1", Duration::from_secs(1)));
+    }
+}
