@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 
 use crate::backoff::Backoff;
+use crate::config::{ConfigError, ensure};
 use crate::dial::{self, DialError};
+use crate::log_limit::FailureStreak;
 use crate::meminfo::{self, MeminfoError};
 use crate::protocol::{AddressError, Heartbeat, IpField};
 
@@ -48,18 +50,12 @@ impl FromStr for Advertise {
     /// fit the legacy 16-byte field with its NUL: at most 15 characters.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (ip, port) = text.rsplit_once(':').ok_or(AdvertiseError::MissingPort)?;
-        let ip = ip
-            .strip_prefix('[')
-            .and_then(|ip| ip.strip_suffix(']'))
-            .unwrap_or(ip);
+        let ip = ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(ip);
         let port = match port.parse::<u16>() {
             Ok(port) if port != 0 => port,
             _ => return Err(AdvertiseError::BadPort(port.to_owned())),
         };
-        Ok(Advertise {
-            ip: IpField::from_text(ip)?,
-            port,
-        })
+        Ok(Advertise { ip: IpField::from_text(ip)?, port })
     }
 }
 
@@ -87,6 +83,16 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Rejects settings that would make the agent spin or never connect.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = "must be greater than zero";
+        ensure(!self.interval.is_zero(), "interval", positive)?;
+        ensure(!self.connect_timeout.is_zero(), "connect-timeout", positive)?;
+        ensure(!self.initial_backoff.is_zero(), "initial-backoff", positive)?;
+        let ordered = self.max_backoff >= self.initial_backoff;
+        ensure(ordered, "max-backoff", "must be at least the initial backoff (100ms by default)")
+    }
+
     /// A configuration with the documented defaults: 1 s interval, 3 s connect
     /// timeout, reconnect backoff from 100 ms up to 2 s.
     pub fn new(server: impl Into<String>, advertise: Advertise) -> Self {
@@ -169,15 +175,17 @@ enum SessionEnd {
 }
 
 /// Runs the agent until `shutdown` completes: connects, heartbeats, reconnects.
+/// Fails at once, before connecting, if the configuration cannot work.
 pub async fn run(
     config: AgentConfig,
     mut probe: impl LoadProbe,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), ConfigError> {
+    config.validate()?;
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     // A Send RNG (unlike the thread-local one), so the agent can be spawned.
     let mut rng = StdRng::from_os_rng();
-    let mut failures: u32 = 0;
+    let mut failures = FailureStreak::default();
     tokio::pin!(shutdown);
     loop {
         let end = tokio::select! {
@@ -187,21 +195,21 @@ pub async fn run(
                 // cap, say) is not hammered.
                 Ok((end, lasted)) if lasted >= config.interval => {
                     backoff.reset();
-                    failures = 0;
+                    failures.succeed();
                     end
                 }
                 Ok((end, _)) | Err(end) => end,
             },
             () = &mut shutdown => break,
         };
-        failures += 1;
         let delay = backoff.next_delay(&mut rng);
-        // Warn on the first failure and then at 2, 4, 8, ... attempts, so a
-        // dispatcher that stays down for a day does not fill the log.
-        if failures.is_power_of_two() {
-            tracing::warn!(error = %end, attempts = failures, retry_in = ?delay, "not connected to the dispatcher");
+        let attempts = failures.count() + 1;
+        // Warn on the 1st, 2nd, 4th, 8th... failure in a row, so a dispatcher
+        // that stays down for a day does not fill the log.
+        if failures.fail() {
+            tracing::warn!(error = %end, attempts, retry_in = ?delay, "not connected to the dispatcher");
         } else {
-            tracing::debug!(error = %end, attempts = failures, retry_in = ?delay, "not connected to the dispatcher");
+            tracing::debug!(error = %end, attempts, retry_in = ?delay, "not connected to the dispatcher");
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -209,6 +217,7 @@ pub async fn run(
         }
     }
     tracing::info!("agent stopped");
+    Ok(())
 }
 
 /// One connection: connects, then heartbeats until it fails. Returns why it ended
@@ -218,20 +227,31 @@ async fn session(
     probe: &mut impl LoadProbe,
 ) -> Result<(SessionEnd, Duration), SessionEnd> {
     let stream = connect(config).await?;
+    detect_silent_loss(&stream, config.interval);
     tracing::info!(server = %config.server, advertise = %config.advertise, "connected to dispatcher");
     let connected_at = tokio::time::Instant::now();
     let end = heartbeat_loop(stream, config, probe).await;
     Ok((end, connected_at.elapsed()))
 }
 
+/// Makes the kernel give up on the connection when heartbeats stay unacknowledged
+/// for three intervals. Without this, a dispatcher host that vanishes (power
+/// loss, partition) keeps accepting writes into the send buffer for many minutes
+/// of retransmissions, and the agent would not move to a reachable dispatcher.
+fn detect_silent_loss(stream: &TcpStream, interval: Duration) {
+    let limit = interval.saturating_mul(3).max(Duration::from_secs(1));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(limit)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT; relying on the kernel's retransmission limit");
+    }
+}
+
 /// Connects to the dispatcher within the connect timeout.
 async fn connect(config: &AgentConfig) -> Result<TcpStream, SessionEnd> {
     match tokio::time::timeout(config.connect_timeout, dial::connect(&config.server)).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(SessionEnd::ConnectTimeout {
-            server: config.server.clone(),
-            after: config.connect_timeout,
-        }),
+        Err(_) => {
+            Err(SessionEnd::ConnectTimeout { server: config.server.clone(), after: config.connect_timeout })
+        }
     }
 }
 
@@ -245,11 +265,12 @@ async fn heartbeat_loop(
     // After a stall, send one heartbeat and keep the rhythm rather than a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sink = [0u8; 64];
+    let mut probe_failures = FailureStreak::default();
     loop {
         tokio::select! {
             // The first tick completes at once: the first heartbeat is immediate.
             _ = ticks.tick() => {
-                if let Err(error) = send_heartbeat(&mut stream, config.advertise, probe).await {
+                if let Err(error) = send_heartbeat(&mut stream, config.advertise, probe, &mut probe_failures).await {
                     return error.into();
                 }
             }
@@ -267,19 +288,22 @@ async fn send_heartbeat(
     stream: &mut TcpStream,
     advertise: Advertise,
     probe: &mut impl LoadProbe,
+    failures: &mut FailureStreak,
 ) -> std::io::Result<()> {
     let mem = match probe.sample() {
-        Ok(mem) => mem,
+        Ok(mem) => {
+            failures.succeed();
+            mem
+        }
         Err(error) => {
-            tracing::warn!(%error, "cannot measure load; skipping this heartbeat");
+            if failures.fail() {
+                let times = failures.count();
+                tracing::warn!(%error, times, "cannot measure load; skipping this heartbeat");
+            }
             return Ok(());
         }
     };
-    let heartbeat = Heartbeat {
-        mem,
-        ip: advertise.ip,
-        port: advertise.port,
-    };
+    let heartbeat = Heartbeat { mem, ip: advertise.ip, port: advertise.port };
     tracing::debug!(mem, "heartbeat");
     stream.write_all(&heartbeat.encode()).await
 }
@@ -287,6 +311,18 @@ async fn send_heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_would_spin_or_never_connect_are_refused() {
+        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap());
+        assert_eq!(ok.validate(), Ok(()));
+        let zero_interval = AgentConfig { interval: Duration::ZERO, ..ok.clone() };
+        assert_eq!(zero_interval.validate().unwrap_err().setting, "interval");
+        let zero_connect = AgentConfig { connect_timeout: Duration::ZERO, ..ok.clone() };
+        assert_eq!(zero_connect.validate().unwrap_err().setting, "connect-timeout");
+        let backoff_below_start = AgentConfig { max_backoff: Duration::from_millis(10), ..ok };
+        assert_eq!(backoff_below_start.validate().unwrap_err().setting, "max-backoff");
+    }
 
     #[test]
     fn parses_advertise() {
@@ -301,13 +337,7 @@ mod tests {
     #[test]
     fn refuses_long_ip_with_a_clear_error() {
         let error = "255.255.255.2555:80".parse::<Advertise>().unwrap_err();
-        assert!(
-            matches!(
-                error,
-                AdvertiseError::Address(AddressError::TooLong { len: 16, .. })
-            ),
-            "{error:?}"
-        );
+        assert!(matches!(error, AdvertiseError::Address(AddressError::TooLong { len: 16, .. })), "{error:?}");
         assert!(error.to_string().contains("at most 15"), "{error}");
         // Exactly 15 characters fit.
         assert!("255.255.255.255:80".parse::<Advertise>().is_ok());
@@ -315,22 +345,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_ports_and_shapes() {
-        assert_eq!(
-            "10.0.0.1".parse::<Advertise>(),
-            Err(AdvertiseError::MissingPort)
-        );
-        assert!(matches!(
-            "10.0.0.1:0".parse::<Advertise>(),
-            Err(AdvertiseError::BadPort(_))
-        ));
-        assert!(matches!(
-            "10.0.0.1:70000".parse::<Advertise>(),
-            Err(AdvertiseError::BadPort(_))
-        ));
-        assert!(matches!(
-            ":80".parse::<Advertise>(),
-            Err(AdvertiseError::Address(AddressError::Empty))
-        ));
+        assert_eq!("10.0.0.1".parse::<Advertise>(), Err(AdvertiseError::MissingPort));
+        assert!(matches!("10.0.0.1:0".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
+        assert!(matches!("10.0.0.1:70000".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
+        assert!(matches!(":80".parse::<Advertise>(), Err(AdvertiseError::Address(AddressError::Empty))));
         assert!(matches!(
             "a b:80".parse::<Advertise>(),
             Err(AdvertiseError::Address(AddressError::NotPrintable))

@@ -19,11 +19,7 @@ impl Backoff {
     /// Starts at `initial` and doubles up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.min(max);
-        Backoff {
-            initial,
-            max,
-            step: initial,
-        }
+        Backoff { initial, max, step: initial }
     }
 
     /// The delay before the next attempt; advances the step.
@@ -54,11 +50,7 @@ mod tests {
         for step_ms in [100u64, 200, 400, 800, 800, 800] {
             let delay = backoff.next_delay(&mut rng);
             let step = Duration::from_millis(step_ms);
-            assert!(
-                delay >= step / 2 && delay <= step,
-                "{delay:?} outside [{:?}, {step:?}]",
-                step / 2
-            );
+            assert!(delay >= step / 2 && delay <= step, "{delay:?} outside [{:?}, {step:?}]", step / 2);
         }
     }
 
@@ -77,9 +69,7 @@ mod tests {
     fn jitter_varies() {
         let mut rng = StdRng::seed_from_u64(3);
         let delays: std::collections::HashSet<_> = (0..20)
-            .map(|_| {
-                Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).next_delay(&mut rng)
-            })
+            .map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).next_delay(&mut rng))
             .collect();
         assert!(delays.len() > 10);
     }

@@ -47,9 +47,13 @@ pub struct ServeArgs {
     /// Close a connection that holds an incomplete frame for this long.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub frame_timeout: Duration,
-    /// Close a connection that sends nothing for this long (default: never).
-    #[arg(long, value_parser = duration)]
-    pub idle_timeout: Option<Duration>,
+    /// Close a connection that sends nothing for this long; 0 keeps idle
+    /// connections open.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Close a connection whose peer does not read its replies for this long.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
     /// Most connections open at once; further ones are closed as they arrive.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
@@ -75,7 +79,8 @@ impl ServeArgs {
             },
             connection: ConnectionLimits {
                 frame_timeout: self.frame_timeout,
-                idle_timeout: self.idle_timeout,
+                idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+                write_timeout: self.write_timeout,
                 max_frame_len: self.max_frame_len,
             },
             max_connections: self.max_connections,
@@ -140,30 +145,17 @@ mod tests {
     #[test]
     fn serve_defaults_match_the_library_defaults() {
         let cli = Cli::try_parse_from(["loadwise", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.into_config(), ServerConfig::default());
     }
 
     #[test]
     fn agent_defaults_match_the_library_defaults() {
-        let cli = Cli::try_parse_from([
-            "loadwise",
-            "agent",
-            "--server",
-            "h:1",
-            "--advertise",
-            "10.0.0.2:7000",
-        ])
-        .unwrap();
-        let Command::Agent(args) = cli.command else {
-            panic!("not agent")
-        };
-        assert_eq!(
-            args.to_config(),
-            AgentConfig::new("h:1", "10.0.0.2:7000".parse().unwrap())
-        );
+        let cli =
+            Cli::try_parse_from(["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"])
+                .unwrap();
+        let Command::Agent(args) = cli.command else { panic!("not agent") };
+        assert_eq!(args.to_config(), AgentConfig::new("h:1", "10.0.0.2:7000".parse().unwrap()));
     }
 
     #[test]

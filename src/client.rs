@@ -1,12 +1,13 @@
 //! The client side: ask a dispatcher for a backend with one login, read one reply.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::dial::{self, DialError};
-use crate::protocol::{IpField, LoginReply, LoginRequest, ReplyError};
+use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The backend a dispatcher named.
+/// The backend a dispatcher named. Its ip field always holds a usable address
+/// (checked when the reply is read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assigned {
     /// The ip bytes exactly as the backend reported them.
@@ -14,18 +15,19 @@ pub struct Assigned {
     pub port: u16,
 }
 
+impl Assigned {
+    /// The address text, up to the first NUL.
+    pub fn ip_text(&self) -> &str {
+        self.ip.text().unwrap_or_default()
+    }
+}
+
 impl std::fmt::Display for Assigned {
     /// `IP:PORT`, with IPv6 literals in brackets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.ip.text() {
-            Ok(ip) if ip.contains(':') => write!(f, "[{ip}]:{}", self.port),
-            Ok(ip) => write!(f, "{ip}:{}", self.port),
-            Err(_) => write!(
-                f,
-                "{}:{}",
-                String::from_utf8_lossy(self.ip.as_bytes()).trim_end_matches('\0'),
-                self.port
-            ),
+        match self.ip_text() {
+            ip if ip.contains(':') => write!(f, "[{ip}]:{}", self.port),
+            ip => write!(f, "{ip}:{}", self.port),
         }
     }
 }
@@ -35,9 +37,7 @@ impl std::fmt::Display for Assigned {
 pub enum PickError {
     /// The dispatcher answered with the error reply: no live backend, or this
     /// machine's clock is more than the allowed skew away from the dispatcher's.
-    #[error(
-        "the dispatcher answered with an error (no live backend, or the clocks differ too much)"
-    )]
+    #[error("the dispatcher answered with an error (no live backend, or the clocks differ too much)")]
     Refused,
     #[error(transparent)]
     Unreachable(#[from] DialError),
@@ -49,6 +49,8 @@ pub enum PickError {
     Closed,
     #[error("the dispatcher sent a malformed reply: {0}")]
     Malformed(#[from] ReplyError),
+    #[error("the dispatcher named an unusable backend address: {0}")]
+    BadAddress(#[from] AddressError),
 }
 
 impl PickError {
@@ -62,10 +64,7 @@ impl PickError {
 /// Asks the dispatcher at `server` (`HOST:PORT`) for a backend, stamping the
 /// request with this machine's clock. The whole exchange is bounded by `timeout`.
 pub async fn pick(server: &str, timeout: Duration) -> Result<Assigned, PickError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    pick_with_timestamp(server, now, timeout).await
+    pick_with_timestamp(server, unix_time_now(), timeout).await
 }
 
 /// [`pick`] with an explicit unix timestamp in seconds.
@@ -76,17 +75,12 @@ pub async fn pick_with_timestamp(
 ) -> Result<Assigned, PickError> {
     let exchange = async {
         let mut stream = dial::connect(server).await?;
-        stream
-            .write_all(&LoginRequest { timestamp }.encode())
-            .await?;
+        stream.write_all(&LoginRequest { timestamp }.encode()).await?;
         read_reply(&mut stream).await
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
-        Err(_) => Err(PickError::Timeout {
-            server: server.to_owned(),
-            after: timeout,
-        }),
+        Err(_) => Err(PickError::Timeout { server: server.to_owned(), after: timeout }),
     }
 }
 
@@ -101,7 +95,13 @@ pub async fn read_reply(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<Assi
         Err(error) => return Err(error.into()),
     }
     match LoginReply::decode(&frame)? {
-        LoginReply::Backend { ip, port } => Ok(Assigned { ip, port }),
+        LoginReply::Backend { ip, port } => {
+            ip.text()?;
+            if port == 0 {
+                return Err(AddressError::ZeroPort.into());
+            }
+            Ok(Assigned { ip, port })
+        }
         LoginReply::Error => Err(PickError::Refused),
     }
 }
@@ -121,30 +121,16 @@ mod tests {
         let success = LoginReply::Backend { ip, port: 1002 }.encode();
         let assigned = reply_from(&success).await.unwrap();
         assert_eq!(assigned.to_string(), "10.0.0.2:1002");
-        assert!(
-            reply_from(&LoginReply::Error.encode())
-                .await
-                .unwrap_err()
-                .is_refusal()
-        );
+        assert!(reply_from(&LoginReply::Error.encode()).await.unwrap_err().is_refusal());
         let mut bad_len = success;
         bad_len[0] = 23;
-        assert!(matches!(
-            reply_from(&bad_len).await,
-            Err(PickError::Malformed(ReplyError::BadLength(23)))
-        ));
-        assert!(matches!(
-            reply_from(&success[..10]).await,
-            Err(PickError::Closed)
-        ));
+        assert!(matches!(reply_from(&bad_len).await, Err(PickError::Malformed(ReplyError::BadLength(23)))));
+        assert!(matches!(reply_from(&success[..10]).await, Err(PickError::Closed)));
     }
 
     #[test]
     fn ipv6_literals_are_bracketed() {
-        let assigned = Assigned {
-            ip: IpField::from_text("::1").unwrap(),
-            port: 80,
-        };
+        let assigned = Assigned { ip: IpField::from_text("::1").unwrap(), port: 80 };
         assert_eq!(assigned.to_string(), "[::1]:80");
     }
 

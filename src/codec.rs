@@ -8,9 +8,7 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::protocol::{
-    FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request,
-};
+use crate::protocol::{FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request};
 
 /// One decoded item: a request to act on, or a frame that was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +50,7 @@ impl Default for DispatcherCodec {
 impl DispatcherCodec {
     /// A codec that rejects frames longer than `max_frame_len` bytes.
     pub fn new(max_frame_len: u16) -> Self {
-        DispatcherCodec {
-            max_frame_len,
-            skip: 0,
-        }
+        DispatcherCodec { max_frame_len, skip: 0 }
     }
 
     /// True while part of a frame has been received but not all of it: the state a
@@ -106,9 +101,7 @@ impl Decoder for DispatcherCodec {
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
         match self.decode(src)? {
             Some(item) => Ok(Some(item)),
-            None if self.is_mid_frame(src) => Err(CodecError::Truncated {
-                buffered: src.len(),
-            }),
+            None if self.is_mid_frame(src) => Err(CodecError::Truncated { buffered: src.len() }),
             None => Ok(None),
         }
     }

@@ -6,16 +6,17 @@
 //! protocol error closes this connection only, after the replies already owed.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{Dispatcher, HeartbeatRefused, bump};
-use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request};
+use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::Shared;
 
@@ -27,6 +28,8 @@ pub struct ConnectionLimits {
     /// A connection that sends nothing for this long is closed; `None` keeps idle
     /// connections open.
     pub idle_timeout: Option<Duration>,
+    /// A connection whose peer does not take its replies for this long is closed.
+    pub write_timeout: Duration,
     /// The longest frame accepted; longer ones are protocol errors.
     pub max_frame_len: u16,
 }
@@ -35,7 +38,11 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             frame_timeout: Duration::from_secs(30),
-            idle_timeout: None,
+            // Backends send every second and clients log in as soon as they
+            // connect, so a minute of silence means a peer that holds a slot for
+            // nothing.
+            idle_timeout: Some(Duration::from_secs(60)),
+            write_timeout: Duration::from_secs(10),
             max_frame_len: MAX_FRAME_LEN,
         }
     }
@@ -49,13 +56,26 @@ const READ_CHUNK: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 enum Closed {
     #[error("protocol error: {0}")]
-    Protocol(#[from] CodecError),
+    Protocol(CodecError),
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
     #[error("incomplete frame held for longer than {0:?}")]
     FrameTimeout(Duration),
     #[error("idle for longer than {0:?}")]
     IdleTimeout(Duration),
+    #[error("peer did not read its replies for {0:?}")]
+    WriteTimeout(Duration),
     #[error("stopped by shutdown before replies could be written")]
     Aborted,
+}
+
+impl From<CodecError> for Closed {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Io(error) => Closed::Io(error),
+            other => Closed::Protocol(other),
+        }
+    }
 }
 
 /// Serves one connection until the peer closes it, it fails, or shutdown begins.
@@ -63,12 +83,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: BackendId, sh
     let mut conn = Connection::new(stream, id, shared);
     match conn.run().await {
         Ok(()) => tracing::debug!("connection closed"),
-        Err(Closed::Protocol(CodecError::Io(error))) => {
-            tracing::debug!(%error, "connection failed")
-        }
+        Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
         Err(error @ Closed::Protocol(_)) => {
             bump(&shared.dispatcher.stats().protocol_errors);
-            tracing::warn!(%peer, %error, "closing connection");
+            if let Some(suppressed) = shared.protocol_error_log.should_log(std::time::Instant::now()) {
+                tracing::warn!(%peer, %error, suppressed, "closing connection");
+            }
         }
         Err(error) => tracing::info!(%peer, %error, "closing connection"),
     }
@@ -85,8 +105,6 @@ struct Connection<'a> {
     last_activity: Instant,
     /// When the frame now being received began to arrive, if one is incomplete.
     partial_since: Option<Instant>,
-    /// Whether a refused heartbeat has been logged already on this connection.
-    refusal_logged: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -100,7 +118,6 @@ impl<'a> Connection<'a> {
             write_buf: BytesMut::new(),
             last_activity: Instant::now(),
             partial_since: None,
-            refusal_logged: false,
         }
     }
 
@@ -109,23 +126,30 @@ impl<'a> Connection<'a> {
             let decoded = self.process_buffered();
             self.flush().await?;
             decoded?;
-            self.track_partial_frame();
             let Some(read) = self.read_more().await? else {
                 return Ok(());
             };
             if read == 0 {
                 let drained = self.drain_at_eof();
                 self.flush().await?;
-                return drained.map_err(Closed::from);
+                return Ok(drained?);
             }
             self.last_activity = Instant::now();
         }
     }
 
-    /// Decodes and applies every complete frame in the read buffer.
+    /// Decodes and applies every complete frame in the read buffer, then notes
+    /// whether a frame is left incomplete and since when.
     fn process_buffered(&mut self) -> Result<(), CodecError> {
         while let Some(item) = self.codec.decode(&mut self.read_buf)? {
+            // A frame completed: whatever is left began in the latest read.
+            self.partial_since = None;
             self.apply(item)?;
+        }
+        if !self.codec.is_mid_frame(&self.read_buf) {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(self.last_activity);
         }
         Ok(())
     }
@@ -148,10 +172,8 @@ impl<'a> Connection<'a> {
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat) {
         tracing::trace!(?heartbeat, "heartbeat");
-        match self
-            .dispatcher()
-            .heartbeat(self.id, heartbeat, Instant::now())
-        {
+        let now = Instant::now().into_std();
+        match self.dispatcher().heartbeat(self.id, heartbeat, now) {
             Ok(accepted) => {
                 if accepted.registered {
                     tracing::info!(backend = %self.id, ip = ?heartbeat.ip, port = heartbeat.port, mem = heartbeat.mem, "backend registered");
@@ -161,79 +183,72 @@ impl<'a> Connection<'a> {
                         "backend reports memory above 100%; ranking it after every valid report (an old sender?)");
                 }
             }
-            Err(refused) => self.log_refusal(&refused),
+            Err(refused) => self.log_refusal(&refused, now),
         }
     }
 
-    /// Logs the first refused heartbeat of this connection; later ones only count,
-    /// so a misconfigured backend cannot flood the log once a second.
-    fn log_refusal(&mut self, refused: &HeartbeatRefused) {
-        if !std::mem::replace(&mut self.refusal_logged, true) {
-            tracing::warn!(backend = %self.id, error = %refused, "heartbeat refused");
+    /// Refused heartbeats are all counted but logged at most once a second across
+    /// all connections, so misconfigured backends cannot flood the log.
+    fn log_refusal(&self, refused: &HeartbeatRefused, now: std::time::Instant) {
+        if let Some(suppressed) = self.shared.refusal_log.should_log(now) {
+            tracing::warn!(backend = %self.id, error = %refused, suppressed, "heartbeat refused");
         }
     }
 
     fn on_login(&mut self, login: LoginRequest) -> Result<(), CodecError> {
-        let outcome = self.dispatcher().login(login, Instant::now(), unix_now());
+        let now = Instant::now().into_std();
+        let outcome = self.dispatcher().login(login, now, unix_time_now());
         match &outcome {
             Ok(picked) => {
                 tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
             }
             Err(refused) => tracing::debug!(%refused, "login refused"),
         }
-        self.codec
-            .encode(Dispatcher::reply(&outcome), &mut self.write_buf)
+        self.codec.encode(Dispatcher::reply(&outcome), &mut self.write_buf)
     }
 
-    /// Writes the replies owed so far. Waits for the peer to read them (bounded
-    /// backpressure) unless the grace period of a shutdown runs out.
+    /// Writes the replies owed so far. A peer that does not take them within the
+    /// write timeout is dropped, so it cannot hold its slot forever; the end of a
+    /// shutdown's grace period stops the write too.
     async fn flush(&mut self) -> Result<(), Closed> {
         if self.write_buf.is_empty() {
             return Ok(());
         }
+        let write_timeout = self.shared.limits.write_timeout;
         tokio::select! {
-            written = self.stream.write_all(&self.write_buf) => written.map_err(CodecError::from)?,
+            written = tokio::time::timeout(write_timeout, self.stream.write_all(&self.write_buf)) => {
+                written.map_err(|_| Closed::WriteTimeout(write_timeout))??;
+            }
             () = self.shared.abort.cancelled() => return Err(Closed::Aborted),
         }
         self.write_buf.clear();
         Ok(())
     }
 
-    fn track_partial_frame(&mut self) {
-        if !self.codec.is_mid_frame(&self.read_buf) {
-            self.partial_since = None;
-        } else if self.partial_since.is_none() {
-            self.partial_since = Some(self.last_activity);
-        }
-    }
-
     /// Reads more bytes, or returns `None` when shutdown begins between frames.
     async fn read_more(&mut self) -> Result<Option<usize>, Closed> {
         self.read_buf.reserve(READ_CHUNK);
-        let (deadline, on_timeout) = self.read_deadline();
-        let deadline = deadline.map(tokio::time::Instant::from_std);
+        let (deadline, on_timeout) = self.read_deadline().unzip();
         tokio::select! {
-            read = self.stream.read_buf(&mut self.read_buf) => Ok(Some(read.map_err(CodecError::from)?)),
-            () = sleep_until_some(deadline) => Err(on_timeout),
+            read = self.stream.read_buf(&mut self.read_buf) => Ok(Some(read?)),
+            () = sleep_until_some(deadline) => Err(on_timeout.expect("a deadline comes with its reason")),
             () = self.shared.shutdown.cancelled() => Ok(None),
         }
     }
 
-    /// The instant the connection times out, and why: a frame deadline while a frame
-    /// is incomplete, otherwise the idle deadline if one is configured.
-    fn read_deadline(&self) -> (Option<Instant>, Closed) {
+    /// When the connection times out and why: the frame deadline while a frame is
+    /// incomplete, otherwise the idle deadline if one is configured. A timeout too
+    /// large to represent as an instant never fires.
+    fn read_deadline(&self) -> Option<(Instant, Closed)> {
         let limits = &self.shared.limits;
         match self.partial_since {
-            Some(since) => (
-                Some(since + limits.frame_timeout),
-                Closed::FrameTimeout(limits.frame_timeout),
-            ),
+            Some(since) => {
+                let deadline = since.checked_add(limits.frame_timeout)?;
+                Some((deadline, Closed::FrameTimeout(limits.frame_timeout)))
+            }
             None => {
-                let idle = limits.idle_timeout;
-                (
-                    idle.map(|t| self.last_activity + t),
-                    Closed::IdleTimeout(idle.unwrap_or_default()),
-                )
+                let idle = limits.idle_timeout?;
+                Some((self.last_activity.checked_add(idle)?, Closed::IdleTimeout(idle)))
             }
         }
     }
@@ -248,16 +263,9 @@ impl<'a> Connection<'a> {
     }
 }
 
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// The dispatcher's wall clock in unix seconds, for login timestamps.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

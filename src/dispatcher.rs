@@ -56,14 +56,8 @@ pub struct HeartbeatAccepted {
 /// Why a login got the error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LoginRefused {
-    #[error(
-        "login timestamp {timestamp} is {skew_secs} s away from the dispatcher's clock ({now})"
-    )]
-    ClockSkew {
-        timestamp: u64,
-        now: u64,
-        skew_secs: u64,
-    },
+    #[error("login timestamp {timestamp} is {skew_secs} s away from the dispatcher's clock ({now})")]
+    ClockSkew { timestamp: u64, now: u64, skew_secs: u64 },
     #[error("no live backend")]
     NoBackend,
 }
@@ -141,10 +135,28 @@ impl Table {
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         let expired = self.registry.expire(now);
         for (id, backend) in &expired {
-            self.selector
-                .remove(*id, Rank::from_mem(backend.report.mem));
+            self.selector.remove(*id, Rank::from_mem(backend.report.mem));
         }
         expired
+    }
+
+    /// Records a report in the registry and moves the backend in the selector.
+    fn apply(
+        &mut self,
+        id: BackendId,
+        report: Report,
+        now: Instant,
+    ) -> Result<HeartbeatAccepted, RegistryFull> {
+        let change = self.registry.heartbeat(id, report, now)?;
+        let rank = Rank::from_mem(report.mem);
+        match change.previous {
+            Some(previous) => self.selector.update(id, Rank::from_mem(previous.mem), rank),
+            None => self.selector.insert(id, rank),
+        }
+        Ok(HeartbeatAccepted {
+            registered: change.previous.is_none(),
+            first_invalid_report: change.first_invalid_report,
+        })
     }
 }
 
@@ -152,6 +164,7 @@ impl Table {
 #[derive(Debug)]
 pub struct Dispatcher {
     table: Mutex<Table>,
+    ttl: Duration,
     max_clock_skew: Duration,
     stats: Stats,
 }
@@ -172,6 +185,7 @@ impl Dispatcher {
         };
         Dispatcher {
             table: Mutex::new(table),
+            ttl: settings.ttl,
             max_clock_skew: settings.max_clock_skew,
             stats: Stats::default(),
         }
@@ -184,9 +198,7 @@ impl Dispatcher {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the lock leaves both indexes consistent (every
         // mutation is a pair of infallible set operations), so poisoning is ignored.
-        self.table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Applies a heartbeat received on connection `id`.
@@ -201,42 +213,28 @@ impl Dispatcher {
             bump(&self.stats.refused_heartbeats);
             return Err(error.into());
         }
-        let report = Report {
-            ip: heartbeat.ip,
-            port: heartbeat.port,
-            mem: heartbeat.mem,
-        };
+        let report = Report { ip: heartbeat.ip, port: heartbeat.port, mem: heartbeat.mem };
         if !report.mem_is_valid() {
             bump(&self.stats.invalid_mem_reports);
         }
+        // Expire first, so that a backend heard from again only after its TTL
+        // registers anew instead of silently reviving its old entry.
         let mut table = self.lock();
-        let change = match table.registry.heartbeat(id, report, now) {
-            Ok(change) => change,
-            Err(full) => {
-                bump(&self.stats.refused_heartbeats);
-                return Err(full.into());
-            }
-        };
-        let rank = Rank::from_mem(report.mem);
-        match change.previous {
-            Some(previous) => table
-                .selector
-                .update(id, Rank::from_mem(previous.mem), rank),
-            None => table.selector.insert(id, rank),
+        let expired = table.expire(now);
+        let applied = table.apply(id, report, now);
+        drop(table);
+        self.record_expired(&expired);
+        if applied.is_err() {
+            bump(&self.stats.refused_heartbeats);
         }
-        Ok(HeartbeatAccepted {
-            registered: change.previous.is_none(),
-            first_invalid_report: change.first_invalid_report,
-        })
+        Ok(applied?)
     }
 
     /// Removes the backend of connection `id` because the connection ended.
     pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
         let mut table = self.lock();
         let backend = table.registry.remove(id)?;
-        table
-            .selector
-            .remove(id, Rank::from_mem(backend.report.mem));
+        table.selector.remove(id, Rank::from_mem(backend.report.mem));
         drop(table);
         bump(&self.stats.evicted_disconnected);
         Some(backend)
@@ -263,11 +261,7 @@ impl Dispatcher {
         let expired = table.expire(now);
         let picked = table.selector.pick().and_then(|id| {
             let report = table.registry.get(id)?.report;
-            Some(Picked {
-                id,
-                ip: report.ip,
-                port: report.port,
-            })
+            Some(Picked { id, ip: report.ip, port: report.port })
         });
         drop(table);
         self.record_expired(&expired);
@@ -275,20 +269,11 @@ impl Dispatcher {
     }
 
     /// Answers a login: checks its timestamp against `unix_now`, then picks.
-    pub fn login(
-        &self,
-        request: LoginRequest,
-        now: Instant,
-        unix_now: u64,
-    ) -> Result<Picked, LoginRefused> {
+    pub fn login(&self, request: LoginRequest, now: Instant, unix_now: u64) -> Result<Picked, LoginRefused> {
         let skew_secs = request.timestamp.abs_diff(unix_now);
         if skew_secs > self.max_clock_skew.as_secs() {
             bump(&self.stats.logins_clock_skew);
-            return Err(LoginRefused::ClockSkew {
-                timestamp: request.timestamp,
-                now: unix_now,
-                skew_secs,
-            });
+            return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
         }
         match self.pick(now) {
             Some(picked) => {
@@ -305,17 +290,14 @@ impl Dispatcher {
     /// The reply frame for a login outcome.
     pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
         match outcome {
-            Ok(picked) => LoginReply::Backend {
-                ip: picked.ip,
-                port: picked.port,
-            },
+            Ok(picked) => LoginReply::Backend { ip: picked.ip, port: picked.port },
             Err(_) => LoginReply::Error,
         }
     }
 
     /// How long a backend stays registered without a heartbeat.
     pub fn ttl(&self) -> Duration {
-        self.lock().registry.ttl()
+        self.ttl
     }
 
     /// The number of registered backends.
@@ -326,11 +308,7 @@ impl Dispatcher {
     /// A copy of every registered backend, sorted by id.
     pub fn backends(&self) -> Vec<(BackendId, Backend)> {
         let table = self.lock();
-        let mut all: Vec<_> = table
-            .registry
-            .iter()
-            .map(|(id, b)| (id, b.clone()))
-            .collect();
+        let mut all: Vec<_> = table.registry.iter().map(|(id, b)| (id, b.clone())).collect();
         drop(table);
         all.sort_by_key(|(id, _)| *id);
         all

@@ -21,6 +21,7 @@
 //! | [`agent`] | the backend side: heartbeats, reconnects with backoff |
 //! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
+//! | [`config`] | the error settings checks return, naming the setting |
 //! | [`dial`] | outgoing connections: resolve a name, try each address |
 //! | [`client`] | the client side: one login, one reply |
 //!
@@ -41,9 +42,11 @@ pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod codec;
+pub mod config;
 mod connection;
 pub mod dial;
 pub mod dispatcher;
+mod log_limit;
 pub mod meminfo;
 pub mod protocol;
 pub mod registry;

@@ -10,6 +10,7 @@ use clap::Parser as _;
 use cli::{AgentArgs, Cli, Command, PickArgs, ServeArgs};
 use loadwise::agent::MemoryProbe;
 use loadwise::client::PickError;
+use loadwise::dial::DialError;
 use loadwise::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -20,7 +21,8 @@ enum Exit {
     Success = 0,
     /// Anything else went wrong (bad settings, port taken, ...).
     Failure = 1,
-    // 2 is clap's status for a usage error.
+    /// Wrong command-line usage (also clap's status for it).
+    Usage = 2,
     /// `pick`: the dispatcher answered with the error reply.
     Refused = 3,
     /// `pick`: the dispatcher could not be reached or did not answer in time.
@@ -48,11 +50,7 @@ fn main() -> ExitCode {
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`; `warn` for `pick`,
 /// whose stdout is its answer).
 fn init_logging(command: &Command) {
-    let default = if matches!(command, Command::Pick(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default = if matches!(command, Command::Pick(_)) { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -85,7 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
 
 async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
     let probe = MemoryProbe::with_path(&args.meminfo);
-    loadwise::agent::run(args.to_config(), probe, shutdown_signal()).await;
+    loadwise::agent::run(args.to_config(), probe, shutdown_signal()).await?;
     Ok(Exit::Success)
 }
 
@@ -99,7 +97,13 @@ async fn pick(args: PickArgs) -> Exit {
             eprintln!("loadwise: {error}");
             match error {
                 PickError::Refused => Exit::Refused,
-                PickError::Malformed(_) => Exit::Failure,
+                PickError::Malformed(_) | PickError::BadAddress(_) => Exit::Failure,
+                PickError::Unreachable(DialError::Resolve { source, .. })
+                    if source.kind() == std::io::ErrorKind::InvalidInput =>
+                {
+                    // Not HOST:PORT at all: a usage error, not an outage.
+                    Exit::Usage
+                }
                 _ => Exit::Unreachable,
             }
         }
@@ -147,13 +151,8 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_and_stable() {
-        let codes = [
-            Exit::Success,
-            Exit::Failure,
-            Exit::Refused,
-            Exit::Unreachable,
-        ]
-        .map(|e| e as u8);
-        assert_eq!(codes, [0, 1, 3, 4]);
+        let codes =
+            [Exit::Success, Exit::Failure, Exit::Usage, Exit::Refused, Exit::Unreachable].map(|e| e as u8);
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 }

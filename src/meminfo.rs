@@ -30,19 +30,14 @@ pub enum MeminfoError {
     #[error("MemTotal is 0")]
     ZeroTotal,
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
 }
 
 impl MemInfo {
     /// Parses the `MemTotal` and `MemAvailable` lines of `/proc/meminfo` text.
     pub fn parse(text: &str) -> Result<MemInfo, MeminfoError> {
-        let info = MemInfo {
-            total_kib: field(text, "MemTotal")?,
-            available_kib: field(text, "MemAvailable")?,
-        };
+        let info =
+            MemInfo { total_kib: field(text, "MemTotal")?, available_kib: field(text, "MemAvailable")? };
         if info.total_kib == 0 {
             return Err(MeminfoError::ZeroTotal);
         }
@@ -65,18 +60,13 @@ fn field(text: &str, name: &'static str) -> Result<u64, MeminfoError> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
         .ok_or(MeminfoError::Missing(name))?;
     let number = value.trim().trim_end_matches("kB").trim();
-    number.parse().map_err(|_| MeminfoError::BadValue {
-        field: name,
-        value: value.trim().to_owned(),
-    })
+    number.parse().map_err(|_| MeminfoError::BadValue { field: name, value: value.trim().to_owned() })
 }
 
 /// Reads `path` (normally [`PROC_MEMINFO`]) afresh and returns memory used in percent.
 pub fn read_memory_percent(path: &Path) -> Result<u8, MeminfoError> {
-    let text = std::fs::read_to_string(path).map_err(|source| MeminfoError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| MeminfoError::Read { path: path.display().to_string(), source })?;
     Ok(MemInfo::parse(&text)?.used_percent())
 }
 
@@ -89,66 +79,26 @@ mod tests {
     #[test]
     fn parses_total_and_available() {
         let info = MemInfo::parse(SAMPLE).unwrap();
-        assert_eq!(
-            info,
-            MemInfo {
-                total_kib: 24_576_000,
-                available_kib: 18_432_000
-            }
-        );
+        assert_eq!(info, MemInfo { total_kib: 24_576_000, available_kib: 18_432_000 });
         assert_eq!(info.used_percent(), 25);
     }
 
     #[test]
     fn truncates_rather_than_rounds() {
         // 2/3 used = 66.67% -> 66.
-        let info = MemInfo {
-            total_kib: 3,
-            available_kib: 1,
-        };
+        let info = MemInfo { total_kib: 3, available_kib: 1 };
         assert_eq!(info.used_percent(), 66);
-        let info = MemInfo {
-            total_kib: 1000,
-            available_kib: 1,
-        };
+        let info = MemInfo { total_kib: 1000, available_kib: 1 };
         assert_eq!(info.used_percent(), 99);
     }
 
     #[test]
     fn bounds() {
-        assert_eq!(
-            MemInfo {
-                total_kib: 10,
-                available_kib: 10
-            }
-            .used_percent(),
-            0
-        );
-        assert_eq!(
-            MemInfo {
-                total_kib: 10,
-                available_kib: 0
-            }
-            .used_percent(),
-            100
-        );
+        assert_eq!(MemInfo { total_kib: 10, available_kib: 10 }.used_percent(), 0);
+        assert_eq!(MemInfo { total_kib: 10, available_kib: 0 }.used_percent(), 100);
         // Available above total cannot happen, but must not underflow.
-        assert_eq!(
-            MemInfo {
-                total_kib: 10,
-                available_kib: 11
-            }
-            .used_percent(),
-            0
-        );
-        assert_eq!(
-            MemInfo {
-                total_kib: u64::MAX,
-                available_kib: 0
-            }
-            .used_percent(),
-            100
-        );
+        assert_eq!(MemInfo { total_kib: 10, available_kib: 11 }.used_percent(), 0);
+        assert_eq!(MemInfo { total_kib: u64::MAX, available_kib: 0 }.used_percent(), 100);
     }
 
     #[test]
@@ -159,16 +109,10 @@ mod tests {
 
     #[test]
     fn reports_missing_and_bad_fields() {
-        assert!(matches!(
-            MemInfo::parse("MemTotal: 100 kB\n"),
-            Err(MeminfoError::Missing("MemAvailable"))
-        ));
+        assert!(matches!(MemInfo::parse("MemTotal: 100 kB\n"), Err(MeminfoError::Missing("MemAvailable"))));
         assert!(matches!(
             MemInfo::parse("MemTotal: x kB\nMemAvailable: 1 kB\n"),
-            Err(MeminfoError::BadValue {
-                field: "MemTotal",
-                ..
-            })
+            Err(MeminfoError::BadValue { field: "MemTotal", .. })
         ));
         assert!(matches!(
             MemInfo::parse("MemTotal: 0 kB\nMemAvailable: 0 kB\n"),

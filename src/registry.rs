@@ -86,12 +86,7 @@ impl Registry {
     /// An empty registry. A backend expires once `ttl` has passed since its last
     /// heartbeat; at most `max_backends` are registered at once.
     pub fn new(ttl: Duration, max_backends: usize) -> Self {
-        Registry {
-            backends: HashMap::new(),
-            by_last_heartbeat: BTreeSet::new(),
-            ttl,
-            max_backends,
-        }
+        Registry { backends: HashMap::new(), by_last_heartbeat: BTreeSet::new(), ttl, max_backends }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -116,12 +111,7 @@ impl Registry {
     }
 
     /// Registers `id` or replaces its report, and restarts its TTL at `now`.
-    pub fn heartbeat(
-        &mut self,
-        id: BackendId,
-        report: Report,
-        now: Instant,
-    ) -> Result<Change, RegistryFull> {
+    pub fn heartbeat(&mut self, id: BackendId, report: Report, now: Instant) -> Result<Change, RegistryFull> {
         let invalid = !report.mem_is_valid();
         if let Some(backend) = self.backends.get_mut(&id) {
             self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
@@ -131,15 +121,10 @@ impl Registry {
             backend.heartbeats += 1;
             backend.invalid_reports += u64::from(invalid);
             let first_invalid_report = invalid && backend.invalid_reports == 1;
-            return Ok(Change {
-                previous: Some(previous),
-                first_invalid_report,
-            });
+            return Ok(Change { previous: Some(previous), first_invalid_report });
         }
         if self.backends.len() >= self.max_backends {
-            return Err(RegistryFull {
-                max: self.max_backends,
-            });
+            return Err(RegistryFull { max: self.max_backends });
         }
         let backend = Backend {
             report,
@@ -150,10 +135,7 @@ impl Registry {
         };
         self.backends.insert(id, backend);
         self.by_last_heartbeat.insert((now, id));
-        Ok(Change {
-            previous: None,
-            first_invalid_report: invalid,
-        })
+        Ok(Change { previous: None, first_invalid_report: invalid })
     }
 
     /// Removes `id`, returning its entry if it was registered.
@@ -188,9 +170,7 @@ impl Registry {
 
     /// The instant at which the next backend expires, if any is registered.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.by_last_heartbeat
-            .first()
-            .map(|&(last, _)| last + self.ttl)
+        self.by_last_heartbeat.first().map(|&(last, _)| last + self.ttl)
     }
 }
 

@@ -26,11 +26,7 @@ pub enum Rank {
 impl Rank {
     /// The rank of a reported `mem` value.
     pub fn from_mem(mem: u8) -> Self {
-        if mem <= MAX_VALID_MEM {
-            Rank::Mem(mem)
-        } else {
-            Rank::Unusable
-        }
+        if mem <= MAX_VALID_MEM { Rank::Mem(mem) } else { Rank::Unusable }
     }
 }
 
@@ -80,10 +76,7 @@ impl LeastLoaded {
         let &(best, first) = self.index.first()?;
         let after_last = self.last_pick.and_then(|last| {
             let range = (Bound::Excluded((best, last)), Bound::Unbounded);
-            self.index
-                .range(range)
-                .next()
-                .filter(|(rank, _)| *rank == best)
+            self.index.range(range).next().filter(|(rank, _)| *rank == best)
         });
         let id = after_last.map_or(first, |&(_, id)| id);
         self.last_pick = Some(id);

@@ -12,13 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::config::{ConfigError, ensure};
 use crate::connection::{self, ConnectionLimits};
 use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
+use crate::log_limit::RateLimitedLog;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
 
@@ -40,9 +42,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .expect("the default listen address parses"),
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
             dispatch: DispatchSettings::default(),
             connection: ConnectionLimits::default(),
             max_connections: 10_000,
@@ -51,49 +51,22 @@ impl Default for ServerConfig {
     }
 }
 
-/// A setting that cannot work, named as on the command line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{setting}`: {reason}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub reason: String,
-}
-
 impl ServerConfig {
     /// Rejects settings that would make the dispatcher useless or unsafe.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |setting, reason: &str| {
-            Err(ConfigError {
-                setting,
-                reason: reason.to_owned(),
-            })
-        };
-        if self.dispatch.ttl.is_zero() {
-            return fail("ttl", "must be greater than zero");
-        }
-        if self.dispatch.max_backends == 0 {
-            return fail("max-backends", "must be at least 1");
-        }
-        if self.max_connections == 0 {
-            return fail("max-connections", "must be at least 1");
-        }
-        if self.connection.frame_timeout.is_zero() {
-            return fail("frame-timeout", "must be greater than zero");
-        }
-        if self.connection.idle_timeout.is_some_and(|t| t.is_zero()) {
-            return fail(
-                "idle-timeout",
-                "must be greater than zero (omit it to disable)",
-            );
-        }
-        if usize::from(self.connection.max_frame_len) < Heartbeat::LEN {
-            let reason = format!(
-                "must be at least {} (a heartbeat) and at most {MAX_FRAME_LEN}",
-                Heartbeat::LEN
-            );
-            return fail("max-frame-len", &reason);
-        }
-        Ok(())
+        let positive = "must be greater than zero";
+        ensure(!self.dispatch.ttl.is_zero(), "ttl", positive)?;
+        ensure(self.dispatch.max_backends > 0, "max-backends", "must be at least 1")?;
+        ensure(self.max_connections > 0, "max-connections", "must be at least 1")?;
+        ensure(!self.connection.frame_timeout.is_zero(), "frame-timeout", positive)?;
+        ensure(!self.connection.write_timeout.is_zero(), "write-timeout", positive)?;
+        let idle_ok = self.connection.idle_timeout.is_none_or(|t| !t.is_zero());
+        ensure(idle_ok, "idle-timeout", "must be greater than zero, or off")?;
+        let whole_seconds = self.dispatch.max_clock_skew.subsec_nanos() == 0;
+        ensure(whole_seconds, "max-clock-skew", "must be whole seconds (login timestamps are in seconds)")?;
+        let frame_ok = usize::from(self.connection.max_frame_len) >= Heartbeat::LEN;
+        let reason = format!("must be from {} (a heartbeat) to {MAX_FRAME_LEN}", Heartbeat::LEN);
+        ensure(frame_ok, "max-frame-len", &reason)
     }
 }
 
@@ -102,11 +75,10 @@ impl ServerConfig {
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(source))]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message rather than a `source`, so that the
+    // hint follows it and error chains do not print it twice.
+    #[error("cannot listen on {addr}: {error}{hint}", hint = bind_hint(error))]
+    Bind { addr: SocketAddr, error: std::io::Error },
 }
 
 fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -126,7 +98,14 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over: stop at once.
     pub abort: CancellationToken,
+    /// Limits warnings about protocol errors, which any peer can cause.
+    pub protocol_error_log: RateLimitedLog,
+    /// Limits warnings about refused heartbeats.
+    pub refusal_log: RateLimitedLog,
 }
+
+/// At most one warning of each kind per period, however many peers misbehave.
+const WARNING_PERIOD: Duration = Duration::from_secs(1);
 
 /// A bound dispatcher, ready to [`run`](Server::run).
 #[derive(Debug)]
@@ -142,24 +121,16 @@ impl Server {
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| ServerError::Bind { addr: config.listen, error })?;
         Ok(Server::with_listener(listener, config))
     }
 
     /// Wraps an already bound listener; `config.listen` is ignored.
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
-        Server {
-            listener,
-            config,
-            dispatcher,
-        }
+        Server { listener, config, dispatcher }
     }
 
     /// The address actually bound (useful with port 0).
@@ -174,22 +145,17 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server {
-            listener,
-            config,
-            dispatcher,
-        } = self;
+        let Server { listener, config, dispatcher } = self;
         let shared = Arc::new(Shared {
             dispatcher,
             limits: config.connection.clone(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
+            protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
+            refusal_log: RateLimitedLog::new(WARNING_PERIOD),
         });
         let tracker = TaskTracker::new();
-        tracker.spawn(sweep(
-            Arc::clone(&shared.dispatcher),
-            shared.shutdown.clone(),
-        ));
+        tracker.spawn(sweep(Arc::clone(&shared.dispatcher), shared.shutdown.clone()));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -200,15 +166,13 @@ impl Server {
         drop(listener);
         shared.shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, remaining = tracker.len(), "grace period over: closing remaining connections");
             shared.abort.cancel();
             tracker.wait().await;
         }
-        tracing::info!("stopped");
+        let stats = shared.dispatcher.stats().snapshot();
+        tracing::info!(?stats, "stopped");
     }
 }
 
@@ -221,7 +185,7 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(max_connections));
     let next_id = AtomicU64::new(1);
     let mut backoff = AcceptBackoff::default();
-    let mut refusals = RateLimitedLog::new(Duration::from_secs(1));
+    let refusals = RateLimitedLog::new(WARNING_PERIOD);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
@@ -249,76 +213,73 @@ async fn accept_loop(
         let id = BackendId(next_id.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
+            let _open = OpenConnection::new(id, peer, permit, &shared);
             serve_connection(stream, peer, id, &shared).await;
-            // Release the slot before the count drops, so that a connection
-            // accepted once the count shows room is never refused.
-            drop(permit);
-            let stats = shared.dispatcher.stats();
-            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
+/// Accounts for one open connection. Dropping it (when the task ends, panics or
+/// is stopped) removes the connection's backend, frees its slot and updates the
+/// count, so nothing outlives the connection.
+struct OpenConnection<'a> {
+    id: BackendId,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    shared: &'a Shared,
+}
+
+impl<'a> OpenConnection<'a> {
+    fn new(id: BackendId, peer: SocketAddr, permit: OwnedSemaphorePermit, shared: &'a Shared) -> Self {
+        let stats = shared.dispatcher.stats();
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection { id, peer, permit: Some(permit), shared }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        let (id, peer) = (self.id, self.peer);
+        if let Some(backend) = self.shared.dispatcher.disconnect(id) {
+            tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
+        }
+        // Release the slot before the count drops, so that a connection accepted
+        // once the count shows room is never refused.
+        drop(self.permit.take());
+        let stats = self.shared.dispatcher.stats();
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &Shared) {
-    let stats = shared.dispatcher.stats();
-    stats.connections_open.fetch_add(1, Ordering::Relaxed);
     // Replies are tiny and latency matters more than coalescing.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
     let span = tracing::debug_span!("conn", id = id.0, %peer);
-    connection::serve(stream, peer, id, shared)
-        .instrument(span)
-        .await;
-    if let Some(backend) = shared.dispatcher.disconnect(id) {
-        tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
-    }
+    connection::serve(stream, peer, id, shared).instrument(span).await;
 }
 
 /// Removes expired backends in the background, sleeping until the next expiry so
 /// an idle dispatcher does not wake up needlessly.
 async fn sweep(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
     loop {
-        let now = Instant::now();
-        dispatcher.expire(now);
-        // With no backend, nothing can expire sooner than one TTL from now.
-        let wake = dispatcher.next_expiry().unwrap_or(now + dispatcher.ttl());
+        let now = tokio::time::Instant::now();
+        dispatcher.expire(now.into_std());
+        // With no backend, nothing can expire sooner than one TTL from now. A TTL
+        // too large to add to the clock means nothing ever expires.
+        let wake = match dispatcher.next_expiry() {
+            Some(expiry) => Some(tokio::time::Instant::from_std(expiry)),
+            None => now.checked_add(dispatcher.ttl()),
+        };
+        let Some(wake) = wake else {
+            shutdown.cancelled().await;
+            return;
+        };
         tokio::select! {
-            () = tokio::time::sleep_until(wake.into()) => {}
+            () = tokio::time::sleep_until(wake) => {}
             () = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// Lets one message through per period and counts the ones held back, so a flood
-/// of identical events cannot flood the log.
-#[derive(Debug)]
-struct RateLimitedLog {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    fn new(period: Duration) -> Self {
-        RateLimitedLog {
-            period,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(number held back since the last one)` when this event should be logged.
-    fn should_log(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < self.period)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -345,17 +306,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limited_log_lets_one_through_per_period_and_counts_the_rest() {
-        let t0 = Instant::now();
-        let mut log = RateLimitedLog::new(Duration::from_secs(1));
-        assert_eq!(log.should_log(t0), Some(0));
-        assert_eq!(log.should_log(t0 + Duration::from_millis(10)), None);
-        assert_eq!(log.should_log(t0 + Duration::from_millis(999)), None);
-        assert_eq!(log.should_log(t0 + Duration::from_secs(1)), Some(2));
-        assert_eq!(log.should_log(t0 + Duration::from_millis(1500)), None);
-    }
-
-    #[test]
     fn accept_backoff_doubles_to_a_cap_and_resets() {
         let mut backoff = AcceptBackoff::default();
         let delays: Vec<_> = (0..9).map(|_| backoff.next().as_millis()).collect();
@@ -370,10 +320,7 @@ mod tests {
         let mut config = ServerConfig::default();
         config.connection.max_frame_len = 22;
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
-        let config = ServerConfig {
-            max_connections: 0,
-            ..ServerConfig::default()
-        };
+        let config = ServerConfig { max_connections: 0, ..ServerConfig::default() };
         assert_eq!(config.validate().unwrap_err().setting, "max-connections");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use loadwise::agent::{AgentConfig, ProbeError};
+use loadwise::config::ConfigError;
 use loadwise::dispatcher::Dispatcher;
 use loadwise::server::{Server, ServerConfig};
 use tokio::net::TcpListener;
@@ -28,21 +29,13 @@ async fn start_dispatcher(addr: &str) -> Dispatch {
     let dispatcher = server.dispatcher();
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
-    Dispatch {
-        addr,
-        dispatcher,
-        stop,
-        task,
-    }
+    Dispatch { addr, dispatcher, stop, task }
 }
 
 impl Dispatch {
     async fn shut_down(self) {
         self.stop.cancel();
-        tokio::time::timeout(DEADLINE, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(DEADLINE, self.task).await.unwrap().unwrap();
     }
 
     /// The reported mem of the only backend, once one is registered.
@@ -57,9 +50,7 @@ impl Dispatch {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        tokio::time::timeout(DEADLINE, poll)
-            .await
-            .expect("the backend reported in time")
+        tokio::time::timeout(DEADLINE, poll).await.expect("the backend reported in time")
     }
 
     async fn wait_for_no_backend(&self) {
@@ -68,9 +59,7 @@ impl Dispatch {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        tokio::time::timeout(DEADLINE, poll)
-            .await
-            .expect("the backend was removed in time");
+        tokio::time::timeout(DEADLINE, poll).await.expect("the backend was removed in time");
     }
 }
 
@@ -79,31 +68,37 @@ fn start_agent(
     server: &str,
     interval: Duration,
     probe: impl FnMut() -> Result<u8, ProbeError> + Send + 'static,
-) -> (CancellationToken, JoinHandle<()>) {
-    let config = AgentConfig {
-        interval,
-        ..AgentConfig::new(server, "10.0.0.7:7007".parse().unwrap())
-    };
+) -> RunningAgent {
+    let config = AgentConfig { interval, ..AgentConfig::new(server, "10.0.0.7:7007".parse().unwrap()) };
     let stop = CancellationToken::new();
-    let task = tokio::spawn(loadwise::agent::run(
-        config,
-        probe,
-        stop.clone().cancelled_owned(),
-    ));
-    (stop, task)
+    let task = tokio::spawn(loadwise::agent::run(config, probe, stop.clone().cancelled_owned()));
+    RunningAgent { stop, task }
+}
+
+struct RunningAgent {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ConfigError>>,
+}
+
+impl RunningAgent {
+    /// Stops the agent and checks that it ends promptly and without error.
+    async fn stop(self) {
+        self.stop.cancel();
+        let ended = tokio::time::timeout(DEADLINE, self.task).await.expect("the agent stops in time");
+        ended.unwrap().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_heartbeat_is_sent_on_connect() {
     let dispatch = start_dispatcher("127.0.0.1:0").await;
     // With an hour between heartbeats, only the one sent on connect can register.
-    let (stop, agent) = start_agent(&dispatch.addr, Duration::from_secs(3600), || Ok(42));
+    let agent = start_agent(&dispatch.addr, Duration::from_secs(3600), || Ok(42));
     assert_eq!(dispatch.wait_for_mem(|_| true).await, 42);
     let backend = dispatch.dispatcher.backends()[0].1.clone();
     assert_eq!(backend.report.ip.text().unwrap(), "10.0.0.7");
     assert_eq!(backend.report.port, 7007);
-    stop.cancel();
-    agent.await.unwrap();
+    agent.stop().await;
     dispatch.wait_for_no_backend().await;
     dispatch.shut_down().await;
 }
@@ -113,10 +108,9 @@ async fn every_heartbeat_takes_a_fresh_sample() {
     let dispatch = start_dispatcher("127.0.0.1:0").await;
     let samples = AtomicU8::new(0);
     let probe = move || Ok(samples.fetch_add(1, Ordering::Relaxed) % 100);
-    let (stop, agent) = start_agent(&dispatch.addr, Duration::from_millis(20), probe);
+    let agent = start_agent(&dispatch.addr, Duration::from_millis(20), probe);
     dispatch.wait_for_mem(|mem| mem >= 3).await;
-    stop.cancel();
-    agent.await.unwrap();
+    agent.stop().await;
     dispatch.shut_down().await;
 }
 
@@ -126,17 +120,12 @@ async fn a_failed_sample_skips_the_heartbeat_but_not_the_next() {
     let mut calls = 0u32;
     let probe = move || {
         calls += 1;
-        if calls <= 3 {
-            Err(ProbeError::Other("not yet".into()))
-        } else {
-            Ok(calls as u8)
-        }
+        if calls <= 3 { Err(ProbeError::Other("not yet".into())) } else { Ok(calls as u8) }
     };
-    let (stop, agent) = start_agent(&dispatch.addr, Duration::from_millis(20), probe);
+    let agent = start_agent(&dispatch.addr, Duration::from_millis(20), probe);
     // Failed samples send nothing, so the first report is the fourth sample.
     assert_eq!(dispatch.wait_for_mem(|_| true).await, 4);
-    stop.cancel();
-    agent.await.unwrap();
+    agent.stop().await;
     dispatch.shut_down().await;
 }
 
@@ -144,34 +133,34 @@ async fn a_failed_sample_skips_the_heartbeat_but_not_the_next() {
 async fn the_agent_reconnects_to_a_restarted_dispatcher() {
     let first = start_dispatcher("127.0.0.1:0").await;
     let addr = first.addr.clone();
-    let (stop, agent) = start_agent(&addr, Duration::from_millis(50), || Ok(10));
+    let agent = start_agent(&addr, Duration::from_millis(50), || Ok(10));
     first.wait_for_mem(|_| true).await;
     first.shut_down().await;
 
     let second = start_dispatcher(&addr).await;
     assert_eq!(second.wait_for_mem(|_| true).await, 10);
-    stop.cancel();
-    agent.await.unwrap();
+    agent.stop().await;
     second.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_waits_for_a_dispatcher_that_is_not_up_yet() {
     // Reserve a port, free it, start the agent, then the dispatcher on that port.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let (stop, agent) = start_agent(&addr, Duration::from_millis(50), || Ok(5));
+    let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+    let agent = start_agent(&addr, Duration::from_millis(50), || Ok(5));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dispatch = start_dispatcher(&addr).await;
     assert_eq!(dispatch.wait_for_mem(|_| true).await, 5);
-    stop.cancel();
-    tokio::time::timeout(DEADLINE, agent)
-        .await
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
     dispatch.shut_down().await;
+}
+
+#[tokio::test]
+async fn an_unworkable_configuration_fails_before_connecting() {
+    let config = AgentConfig {
+        interval: Duration::ZERO,
+        ..AgentConfig::new("127.0.0.1:1", "10.0.0.7:7007".parse().unwrap())
+    };
+    let error = loadwise::agent::run(config, || Ok(1), std::future::pending()).await.unwrap_err();
+    assert_eq!(error.setting, "interval");
 }

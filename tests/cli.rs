@@ -56,10 +56,7 @@ impl Proc {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -88,21 +85,12 @@ fn serve(extra: &[&str]) -> (Proc, SocketAddr) {
     args.extend_from_slice(extra);
     let server = Proc::spawn(&args);
     let line = server.wait_for_line("listening");
-    let addr = line
-        .rsplit("addr=")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("the log names the address");
+    let addr = line.rsplit("addr=").next().unwrap().trim().parse().expect("the log names the address");
     (server, addr)
 }
 
 fn pick(server: SocketAddr) -> Output {
-    Command::new(BIN)
-        .args(["pick", "--server", &server.to_string(), "--timeout", "2s"])
-        .output()
-        .unwrap()
+    Command::new(BIN).args(["pick", "--server", &server.to_string(), "--timeout", "2s"]).output().unwrap()
 }
 
 /// Picks until the answer is `expected` (the agent registers asynchronously).
@@ -113,24 +101,15 @@ fn pick_until(server: SocketAddr, expected: &str) {
         if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected {
             return;
         }
-        assert!(
-            Instant::now() < end,
-            "never picked {expected}; last: {out:?}"
-        );
+        assert!(Instant::now() < end, "never picked {expected}; last: {out:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn fake_meminfo(name: &str, used_percent: u64) -> PathBuf {
     let path = std::env::temp_dir().join(format!("loadwise-cli-{}-{name}", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "MemTotal: 1000 kB\nMemAvailable: {} kB\n",
-            1000 - used_percent * 10
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("MemTotal: 1000 kB\nMemAvailable: {} kB\n", 1000 - used_percent * 10))
+        .unwrap();
     path
 }
 
@@ -154,11 +133,7 @@ fn agent(server: SocketAddr, advertise: &str, meminfo: &Path) -> Proc {
 fn serve_agent_pick_end_to_end() {
     let (mut server, addr) = serve(&[]);
     let out = pick(addr);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "no backend yet: the error reply; {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(3), "no backend yet: the error reply; {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("error"));
 
     let busy = fake_meminfo("busy", 80);
@@ -207,38 +182,23 @@ fn agent_reregisters_after_the_dispatcher_restarts() {
 fn serve_refuses_a_taken_port() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", &addr])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--listen", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot listen on") && stderr.contains("in use"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot listen on") && stderr.contains("in use"), "{stderr}");
 }
 
 #[test]
 fn serve_refuses_invalid_settings_naming_them() {
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--ttl", "0s"])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--ttl", "0s"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`ttl`"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`ttl`"), "{out:?}");
 }
 
 #[test]
 fn pick_reports_an_unreachable_dispatcher_with_its_own_code() {
     // Bind then drop: the port is very likely closed when pick connects.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let out = pick(addr);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
@@ -247,10 +207,7 @@ fn pick_reports_an_unreachable_dispatcher_with_its_own_code() {
 fn pick_times_out_on_a_silent_server_with_the_unreachable_code() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["pick", "--server", &addr, "--timeout", "200ms"])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["pick", "--server", &addr, "--timeout", "200ms"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
 }
@@ -258,18 +215,9 @@ fn pick_times_out_on_a_silent_server_with_the_unreachable_code() {
 #[test]
 fn agent_refuses_an_ip_longer_than_the_legacy_field() {
     let out = Command::new(BIN)
-        .args([
-            "agent",
-            "--server",
-            "127.0.0.1:1",
-            "--advertise",
-            "2001:db8::1234:5678:80",
-        ])
+        .args(["agent", "--server", "127.0.0.1:1", "--advertise", "2001:db8::1234:5678:80"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("at most 15"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 15"), "{out:?}");
 }

@@ -19,20 +19,14 @@ use tokio::task::JoinSet;
 /// A configuration with a short TTL, everything else default.
 fn config_with_ttl(ttl: Duration) -> ServerConfig {
     ServerConfig {
-        dispatch: DispatchSettings {
-            ttl,
-            ..DispatchSettings::default()
-        },
+        dispatch: DispatchSettings { ttl, ..DispatchSettings::default() },
         ..ServerConfig::default()
     }
 }
 
 /// A configuration with its connection limits changed.
 fn config_with_limits(limits: ConnectionLimits) -> ServerConfig {
-    ServerConfig {
-        connection: limits,
-        ..ServerConfig::default()
-    }
+    ServerConfig { connection: limits, ..ServerConfig::default() }
 }
 
 /// The ports named by `n` logins on `stream`, as a count per port.
@@ -50,8 +44,8 @@ async fn heartbeat_registers_a_backend_that_logins_name_byte_for_byte() {
     let server = TestServer::start().await;
     // The protocol document's example heartbeat: mem 20, 10.0.0.2, port 1002.
     let example = [
-        0x17, 0x00, 0x00, 0x00, 0x14, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xea, 0x03,
+        0x17, 0x00, 0x00, 0x00, 0x14, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xea, 0x03,
     ];
     let mut backend = server.connect().await;
     send(&mut backend, &example).await;
@@ -59,16 +53,12 @@ async fn heartbeat_registers_a_backend_that_logins_name_byte_for_byte() {
 
     let mut client = server.connect().await;
     let expected = [
-        0x16, 0x00, 0x02, 0x00, 0xea, 0x03, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x16, 0x00, 0x02, 0x00, 0xea, 0x03, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x32, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00,
     ];
     assert_eq!(login(&mut client).await, expected);
     // The example timestamp from the document is far off: error reply.
-    send(
-        &mut client,
-        &[0x0c, 0x00, 0x02, 0x00, 0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0],
-    )
-    .await;
+    send(&mut client, &[0x0c, 0x00, 0x02, 0x00, 0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0]).await;
     assert_eq!(read_reply(&mut client).await, ERROR_REPLY);
     server.stop().await;
 }
@@ -84,10 +74,7 @@ async fn reply_returns_the_ip_bytes_exactly_as_sent_even_after_the_nul() {
         send(&mut stream, &heartbeat_raw(5, ip, 0x1234)).await;
         stream
     };
-    wait_until("backend registered", || {
-        server.dispatcher.backend_count() == 1
-    })
-    .await;
+    wait_until("backend registered", || server.dispatcher.backend_count() == 1).await;
     let mut client = server.connect().await;
     assert_eq!(login(&mut client).await, success_reply(ip, 0x1234));
     server.stop().await;
@@ -150,10 +137,7 @@ async fn mem_above_100_ranks_last_is_counted_and_still_serves_alone() {
     assert_eq!(server.stats().invalid_mem_reports, 1);
 
     drop(full);
-    wait_until("the valid backend is evicted", || {
-        server.dispatcher.backend_count() == 1
-    })
-    .await;
+    wait_until("the valid backend is evicted", || server.dispatcher.backend_count() == 1).await;
     let _also_broken = server.register(250, "10.0.0.3", 1003).await;
     assert_eq!(server.stats().invalid_mem_reports, 2);
     let counts = pick_ports(&mut client, 10).await;
@@ -297,16 +281,11 @@ async fn a_frame_split_over_several_writes_is_processed_once_complete() {
     let _serial = shared_access().await;
     let server = TestServer::start().await;
     let mut stream = server.connect().await;
-    send_in_pieces(&mut stream, &heartbeat(10, "10.0.0.1", 1001), || {
-        server.dispatcher.backend_count() == 0
-    })
-    .await;
+    send_in_pieces(&mut stream, &heartbeat(10, "10.0.0.1", 1001), || server.dispatcher.backend_count() == 0)
+        .await;
     server.wait_for_backend("10.0.0.1", 1001).await;
 
-    send_in_pieces(&mut stream, &login_now(), || {
-        server.stats().logins_answered == 0
-    })
-    .await;
+    send_in_pieces(&mut stream, &login_now(), || server.stats().logins_answered == 0).await;
     assert_eq!(read_reply(&mut stream).await, reply_for("10.0.0.1", 1001));
     // Exactly one reply per login: the next one read answers the next login.
     send(&mut stream, &login_stale()).await;
@@ -369,10 +348,7 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
         ("len 3", vec![3, 0, 2, 0]),
         ("4-byte heartbeat", four_byte_heartbeat()),
         ("login with len 11", short_login()),
-        (
-            "unknown command over max_frame_len",
-            vec![101, 0, 3, 0, 1, 2],
-        ),
+        ("unknown command over max_frame_len", vec![101, 0, 3, 0, 1, 2]),
         ("heartbeat over max_frame_len", too_long_heartbeat),
     ];
     for (errors_before, (name, bad)) in cases.into_iter().enumerate() {
@@ -424,13 +400,9 @@ async fn a_peer_close_releases_the_server_side_at_once() {
     let _serial = shared_access().await;
     let server = TestServer::start().await;
     let stream = server.connect().await;
-    server
-        .wait_for_stat("connection open", |s| s.connections_open, |n| n == 1)
-        .await;
+    server.wait_for_stat("connection open", |s| s.connections_open, |n| n == 1).await;
     drop(stream);
-    server
-        .wait_for_stat("connection released", |s| s.connections_open, |n| n == 0)
-        .await;
+    server.wait_for_stat("connection released", |s| s.connections_open, |n| n == 0).await;
     server.stop().await;
 }
 
@@ -459,13 +431,10 @@ async fn many_concurrent_clients_are_all_answered_and_spread_evenly() {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), all)
-        .await
-        .expect("all logins answered in time");
+    tokio::time::timeout(Duration::from_secs(120), all).await.expect("all logins answered in time");
     assert_eq!(total.values().sum::<usize>(), CLIENTS * LOGINS);
-    let expected: HashMap<u16, usize> = (0..BACKENDS)
-        .map(|i| (2000 + i, CLIENTS * LOGINS / usize::from(BACKENDS)))
-        .collect();
+    let expected: HashMap<u16, usize> =
+        (0..BACKENDS).map(|i| (2000 + i, CLIENTS * LOGINS / usize::from(BACKENDS))).collect();
     assert_eq!(total, expected);
     server.stop().await;
 }
@@ -481,45 +450,24 @@ async fn a_thousand_idle_connections_are_all_released() {
     for _ in 0..CONNECTIONS {
         streams.push(server.connect().await);
     }
-    server
-        .wait_for_stat(
-            "all connections accepted",
-            |s| s.connections_open,
-            |n| n == CONNECTIONS,
-        )
-        .await;
+    server.wait_for_stat("all connections accepted", |s| s.connections_open, |n| n == CONNECTIONS).await;
     assert!(open_tcp_sockets() >= baseline + 2 * CONNECTIONS as usize);
     drop(streams);
-    server
-        .wait_for_stat(
-            "all connections released",
-            |s| s.connections_open,
-            |n| n == 0,
-        )
-        .await;
-    wait_until("sockets back to the baseline", || {
-        open_tcp_sockets() == baseline
-    })
-    .await;
+    server.wait_for_stat("all connections released", |s| s.connections_open, |n| n == 0).await;
+    wait_until("sockets back to the baseline", || open_tcp_sockets() == baseline).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_closed_and_counted() {
     let _serial = shared_access().await;
-    let server = TestServer::start_with(ServerConfig {
-        max_connections: 5,
-        ..ServerConfig::default()
-    })
-    .await;
+    let server = TestServer::start_with(ServerConfig { max_connections: 5, ..ServerConfig::default() }).await;
     let _backend = server.register(10, "10.0.0.1", 1001).await;
     let mut open = Vec::new();
     for _ in 0..4 {
         open.push(server.connect().await);
     }
-    server
-        .wait_for_stat("five connections open", |s| s.connections_open, |n| n == 5)
-        .await;
+    server.wait_for_stat("five connections open", |s| s.connections_open, |n| n == 5).await;
     let mut sixth = server.connect().await;
     expect_closed(&mut sixth).await;
     assert_eq!(server.stats().connections_refused, 1);
@@ -528,13 +476,7 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     }
 
     drop(open.pop());
-    server
-        .wait_for_stat(
-            "one connection released",
-            |s| s.connections_open,
-            |n| n == 4,
-        )
-        .await;
+    server.wait_for_stat("one connection released", |s| s.connections_open, |n| n == 4).await;
     // The slot is released before the count drops, so this one is served.
     let mut seventh = server.connect().await;
     assert_eq!(login(&mut seventh).await, reply_for("10.0.0.1", 1001));
@@ -545,10 +487,7 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
 async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usable() {
     let _serial = shared_access().await;
     let server = TestServer::start_with(ServerConfig {
-        dispatch: DispatchSettings {
-            max_backends: 2,
-            ..DispatchSettings::default()
-        },
+        dispatch: DispatchSettings { max_backends: 2, ..DispatchSettings::default() },
         ..ServerConfig::default()
     })
     .await;
@@ -556,9 +495,7 @@ async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usabl
     let _b = server.register(90, "10.0.0.2", 1002).await;
     let mut third = server.connect().await;
     send(&mut third, &heartbeat(0, "10.0.0.3", 1003)).await;
-    server
-        .wait_for_stat("heartbeat refused", |s| s.refused_heartbeats, |n| n == 1)
-        .await;
+    server.wait_for_stat("heartbeat refused", |s| s.refused_heartbeats, |n| n == 1).await;
     assert_eq!(server.dispatcher.backend_count(), 2);
     assert_eq!(login(&mut third).await, reply_for("10.0.0.1", 1001));
     server.stop().await;
@@ -568,11 +505,8 @@ async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usabl
 async fn graceful_shutdown_closes_connections_and_the_listener() {
     let _serial = shared_access().await;
     let grace = Duration::from_secs(2);
-    let server = TestServer::start_with(ServerConfig {
-        shutdown_grace: grace,
-        ..ServerConfig::default()
-    })
-    .await;
+    let server =
+        TestServer::start_with(ServerConfig { shutdown_grace: grace, ..ServerConfig::default() }).await;
     let addr = server.addr;
     let mut backend = server.register(10, "10.0.0.1", 1001).await;
     let mut client = server.connect().await;
@@ -584,16 +518,10 @@ async fn graceful_shutdown_closes_connections_and_the_listener() {
         .await
         .expect("the server stops within the grace period")
         .expect("the server task does not panic");
-    assert!(
-        start.elapsed() < grace,
-        "the idle connections held shutdown"
-    );
+    assert!(start.elapsed() < grace, "the idle connections held shutdown");
     expect_closed(&mut client).await;
     expect_closed(&mut backend).await;
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "the listener still accepts after shutdown"
-    );
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener still accepts after shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,13 +531,7 @@ async fn a_heartbeat_with_an_empty_ip_or_port_0_is_refused() {
     let mut stream = server.connect().await;
     send(&mut stream, &heartbeat(10, "", 1001)).await;
     send(&mut stream, &heartbeat(10, "10.0.0.1", 0)).await;
-    server
-        .wait_for_stat(
-            "both heartbeats refused",
-            |s| s.refused_heartbeats,
-            |n| n == 2,
-        )
-        .await;
+    server.wait_for_stat("both heartbeats refused", |s| s.refused_heartbeats, |n| n == 2).await;
     assert_eq!(server.dispatcher.backend_count(), 0);
     // The connection is still served: a login, then a valid heartbeat.
     assert_eq!(login(&mut stream).await, ERROR_REPLY);

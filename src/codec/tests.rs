@@ -12,11 +12,7 @@ struct Frame {
 }
 
 fn sample_heartbeat(mem: u8) -> Heartbeat {
-    Heartbeat {
-        mem,
-        ip: IpField::from_text("10.0.0.2").unwrap(),
-        port: 1002,
-    }
+    Heartbeat { mem, ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002 }
 }
 
 /// A heartbeat frame, with `trailing` bytes after its 23 counted in its `len`.
@@ -25,28 +21,19 @@ fn heartbeat(hb: Heartbeat, trailing: &[u8]) -> Frame {
     bytes.extend_from_slice(trailing);
     let len = u16::try_from(bytes.len()).unwrap();
     bytes[..2].copy_from_slice(&len.to_le_bytes());
-    Frame {
-        bytes,
-        item: Inbound::Request(Request::Heartbeat(hb)),
-    }
+    Frame { bytes, item: Inbound::Request(Request::Heartbeat(hb)) }
 }
 
 fn login(timestamp: u64) -> Frame {
     let login = LoginRequest { timestamp };
-    Frame {
-        bytes: login.encode().to_vec(),
-        item: Inbound::Request(Request::Login(login)),
-    }
+    Frame { bytes: login.encode().to_vec(), item: Inbound::Request(Request::Login(login)) }
 }
 
 /// A frame of `len` bytes with an unhandled command and a counting body.
 fn unknown(cmd: u16, len: usize) -> Frame {
     let mut bytes = header(len, cmd);
     bytes.extend((HEADER_LEN..len).map(|i| i as u8));
-    Frame {
-        bytes,
-        item: Inbound::Skipped { cmd, len },
-    }
+    Frame { bytes, item: Inbound::Skipped { cmd, len } }
 }
 
 fn header(len: usize, cmd: u16) -> Vec<u8> {
@@ -56,10 +43,7 @@ fn header(len: usize, cmd: u16) -> Vec<u8> {
 
 /// The frames back to back, and the items they must decode to.
 fn concat(frames: &[Frame]) -> (Vec<u8>, Vec<Inbound>) {
-    let bytes = frames
-        .iter()
-        .flat_map(|f| f.bytes.iter().copied())
-        .collect();
+    let bytes = frames.iter().flat_map(|f| f.bytes.iter().copied()).collect();
     let items = frames.iter().map(|f| f.item).collect();
     (bytes, items)
 }
@@ -135,12 +119,8 @@ fn one_byte_at_a_time_decodes_the_same() {
 
 #[test]
 fn coalesced_frames_all_decode_without_more_reads() {
-    let (bytes, items) = concat(&[
-        login(1),
-        heartbeat(sample_heartbeat(5), &[]),
-        unknown(cmd::ERROR, 4),
-        login(2),
-    ]);
+    let (bytes, items) =
+        concat(&[login(1), heartbeat(sample_heartbeat(5), &[]), unknown(cmd::ERROR, 4), login(2)]);
     let mut codec = DispatcherCodec::default();
     let mut buf = BytesMut::from(&bytes[..]);
     for item in items {
@@ -220,10 +200,7 @@ fn eof_inside_a_frame_is_truncated() {
     assert_eq!(truncated_at_eof(&hb.bytes[..10]), 10);
     // The heartbeat itself was complete; only its trailing byte is missing.
     assert_eq!(truncated_at_eof(&hb.bytes[..Heartbeat::LEN]), 0);
-    assert_eq!(
-        truncated_at_eof(&unknown(cmd::REGISTER, 100).bytes[..50]),
-        0
-    );
+    assert_eq!(truncated_at_eof(&unknown(cmd::REGISTER, 100).bytes[..50]), 0);
 }
 
 #[test]
@@ -232,25 +209,14 @@ fn protocol_errors_are_reported_from_the_header_alone() {
         frame_error(MAX_FRAME_LEN, &header(0, cmd::HEARTBEAT)),
         FrameError::ShorterThanHeader { len: 0 }
     );
-    assert_eq!(
-        frame_error(MAX_FRAME_LEN, &header(3, cmd::LOGIN)),
-        FrameError::ShorterThanHeader { len: 3 }
-    );
+    assert_eq!(frame_error(MAX_FRAME_LEN, &header(3, cmd::LOGIN)), FrameError::ShorterThanHeader { len: 3 });
     assert_eq!(
         frame_error(MAX_FRAME_LEN, &header(4, cmd::HEARTBEAT)),
-        FrameError::ShorterThanCommand {
-            cmd: cmd::HEARTBEAT,
-            len: 4,
-            min: 23
-        }
+        FrameError::ShorterThanCommand { cmd: cmd::HEARTBEAT, len: 4, min: 23 }
     );
     assert_eq!(
         frame_error(MAX_FRAME_LEN, &header(11, cmd::LOGIN)),
-        FrameError::ShorterThanCommand {
-            cmd: cmd::LOGIN,
-            len: 11,
-            min: 12
-        }
+        FrameError::ShorterThanCommand { cmd: cmd::LOGIN, len: 11, min: 12 }
     );
 }
 
@@ -275,27 +241,15 @@ fn max_frame_len_is_enforced() {
         decode_chunks(&mut DispatcherCodec::new(100), [&at_limit.bytes[..]]).unwrap(),
         [at_limit.item]
     );
-    assert_eq!(
-        frame_error(100, &over_limit.bytes[..HEADER_LEN]),
-        FrameError::TooLong { len: 101, max: 100 }
-    );
+    assert_eq!(frame_error(100, &over_limit.bytes[..HEADER_LEN]), FrameError::TooLong { len: 101, max: 100 });
     let hb = heartbeat(sample_heartbeat(20), &[0]);
-    assert_eq!(
-        frame_error(23, &hb.bytes),
-        FrameError::TooLong { len: 24, max: 23 }
-    );
-    assert_eq!(
-        frame_error(11, &login(1).bytes),
-        FrameError::TooLong { len: 12, max: 11 }
-    );
+    assert_eq!(frame_error(23, &hb.bytes), FrameError::TooLong { len: 24, max: 23 });
+    assert_eq!(frame_error(11, &login(1).bytes), FrameError::TooLong { len: 12, max: 11 });
 }
 
 #[test]
 fn replies_are_encoded_back_to_back() {
-    let backend = LoginReply::Backend {
-        ip: sample_heartbeat(0).ip,
-        port: 1002,
-    };
+    let backend = LoginReply::Backend { ip: sample_heartbeat(0).ip, port: 1002 };
     let mut dst = BytesMut::new();
     let mut codec = DispatcherCodec::default();
     codec.encode(backend, &mut dst).unwrap();
@@ -305,18 +259,11 @@ fn replies_are_encoded_back_to_back() {
 }
 
 fn any_frame() -> impl Strategy<Value = Frame> {
-    let any_heartbeat =
-        (any::<u8>(), any::<[u8; IP_FIELD_LEN]>(), any::<u16>()).prop_map(|(mem, ip, port)| {
-            Heartbeat {
-                mem,
-                ip: IpField::from_bytes(ip),
-                port,
-            }
-        });
+    let any_heartbeat = (any::<u8>(), any::<[u8; IP_FIELD_LEN]>(), any::<u16>())
+        .prop_map(|(mem, ip, port)| Heartbeat { mem, ip: IpField::from_bytes(ip), port });
     let trailing = proptest::collection::vec(any::<u8>(), 0..8);
-    let unknown_cmd = any::<u16>().prop_filter("handled command", |&c| {
-        c != cmd::HEARTBEAT && c != cmd::LOGIN
-    });
+    let unknown_cmd =
+        any::<u16>().prop_filter("handled command", |&c| c != cmd::HEARTBEAT && c != cmd::LOGIN);
     prop_oneof![
         (any_heartbeat, trailing).prop_map(|(hb, trailing)| heartbeat(hb, &trailing)),
         any::<u64>().prop_map(login),

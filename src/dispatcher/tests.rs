@@ -5,18 +5,13 @@ use super::*;
 const NOW_UNIX: u64 = 1_700_000_000;
 
 fn heartbeat(ip: &str, port: u16, mem: u8) -> Heartbeat {
-    Heartbeat {
-        mem,
-        ip: IpField::from_text(ip).unwrap(),
-        port,
-    }
+    Heartbeat { mem, ip: IpField::from_text(ip).unwrap(), port }
 }
 
 /// Backend `n` reports `mem` at `at`, from 10.0.0.n, port 1000 + n.
 fn beat(d: &Dispatcher, n: u64, mem: u8, at: Instant) {
     let ip = format!("10.0.0.{n}");
-    d.heartbeat(BackendId(n), &heartbeat(&ip, 1000 + n as u16, mem), at)
-        .unwrap();
+    d.heartbeat(BackendId(n), &heartbeat(&ip, 1000 + n as u16, mem), at).unwrap();
 }
 
 fn dispatcher() -> Dispatcher {
@@ -43,10 +38,7 @@ fn picks_the_least_loaded_and_replies_with_its_bytes() {
     beat(&d, 1, 50, t0);
     beat(&d, 2, 20, t0);
     let outcome = login(&d, t0, NOW_UNIX);
-    let expected = LoginReply::Backend {
-        ip: IpField::from_text("10.0.0.2").unwrap(),
-        port: 1002,
-    };
+    let expected = LoginReply::Backend { ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002 };
     assert_eq!(Dispatcher::reply(&outcome), expected);
 }
 
@@ -57,22 +49,10 @@ fn clock_skew_is_allowed_up_to_the_limit_in_both_directions() {
     beat(&d, 1, 50, t0);
     assert!(login(&d, t0, NOW_UNIX - 60).is_ok());
     assert!(login(&d, t0, NOW_UNIX + 60).is_ok());
-    assert!(matches!(
-        login(&d, t0, NOW_UNIX - 61),
-        Err(LoginRefused::ClockSkew { skew_secs: 61, .. })
-    ));
-    assert!(matches!(
-        login(&d, t0, NOW_UNIX + 61),
-        Err(LoginRefused::ClockSkew { .. })
-    ));
-    assert!(matches!(
-        login(&d, t0, 0),
-        Err(LoginRefused::ClockSkew { .. })
-    ));
-    assert!(matches!(
-        login(&d, t0, u64::MAX),
-        Err(LoginRefused::ClockSkew { .. })
-    ));
+    assert!(matches!(login(&d, t0, NOW_UNIX - 61), Err(LoginRefused::ClockSkew { skew_secs: 61, .. })));
+    assert!(matches!(login(&d, t0, NOW_UNIX + 61), Err(LoginRefused::ClockSkew { .. })));
+    assert!(matches!(login(&d, t0, 0), Err(LoginRefused::ClockSkew { .. })));
+    assert!(matches!(login(&d, t0, u64::MAX), Err(LoginRefused::ClockSkew { .. })));
     assert_eq!(d.stats().snapshot().logins_clock_skew, 4);
 }
 
@@ -82,16 +62,8 @@ fn a_pick_never_names_an_expired_backend_even_before_the_sweeper_runs() {
     let t0 = Instant::now();
     let ttl = DispatchSettings::default().ttl;
     beat(&d, 1, 10, t0);
-    d.heartbeat(
-        BackendId(2),
-        &heartbeat("10.0.0.2", 1002, 90),
-        t0 + Duration::from_secs(1),
-    )
-    .unwrap();
-    assert_eq!(
-        d.pick(t0 + ttl - Duration::from_nanos(1)).unwrap().id,
-        BackendId(1)
-    );
+    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 90), t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(d.pick(t0 + ttl - Duration::from_nanos(1)).unwrap().id, BackendId(1));
     assert_eq!(d.pick(t0 + ttl).unwrap().id, BackendId(2));
     assert_eq!(d.stats().snapshot().evicted_expired, 1);
     assert_eq!(d.pick(t0 + ttl + Duration::from_secs(1)), None);
@@ -116,28 +88,20 @@ fn an_update_moves_the_backend_in_the_order() {
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     beat(&d, 2, 20, t0);
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.9", 1009, 30), t0)
-        .unwrap();
+    d.heartbeat(BackendId(1), &heartbeat("10.0.0.9", 1009, 30), t0).unwrap();
     assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
     beat(&d, 2, 40, t0);
     let picked = d.pick(t0).unwrap();
-    assert_eq!(
-        (picked.id, picked.ip.text().unwrap(), picked.port),
-        (BackendId(1), "10.0.0.9", 1009)
-    );
+    assert_eq!((picked.id, picked.ip.text().unwrap(), picked.port), (BackendId(1), "10.0.0.9", 1009));
 }
 
 #[test]
 fn invalid_mem_is_counted_logged_once_and_ranked_last() {
     let d = dispatcher();
     let t0 = Instant::now();
-    let first = d
-        .heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0)
-        .unwrap();
+    let first = d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
     assert!(first.registered && first.first_invalid_report);
-    let second = d
-        .heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0)
-        .unwrap();
+    let second = d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
     assert!(!second.registered && !second.first_invalid_report);
     beat(&d, 2, 100, t0);
     assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
@@ -148,29 +112,12 @@ fn invalid_mem_is_counted_logged_once_and_ranked_last() {
 fn unusable_addresses_are_refused_and_register_nothing() {
     let d = dispatcher();
     let t0 = Instant::now();
-    let empty = Heartbeat {
-        mem: 1,
-        ip: IpField::from_bytes([0; 16]),
-        port: 1,
-    };
-    let unterminated = Heartbeat {
-        mem: 1,
-        ip: IpField::from_bytes([b'1'; 16]),
-        port: 1,
-    };
+    let empty = Heartbeat { mem: 1, ip: IpField::from_bytes([0; 16]), port: 1 };
+    let unterminated = Heartbeat { mem: 1, ip: IpField::from_bytes([b'1'; 16]), port: 1 };
     let zero_port = heartbeat("10.0.0.1", 0, 1);
-    assert_eq!(
-        d.heartbeat(BackendId(1), &empty, t0),
-        Err(HeartbeatRefused::Address(AddressError::Empty))
-    );
-    assert_eq!(
-        d.heartbeat(BackendId(1), &unterminated, t0),
-        Err(AddressError::Unterminated.into())
-    );
-    assert_eq!(
-        d.heartbeat(BackendId(1), &zero_port, t0),
-        Err(AddressError::ZeroPort.into())
-    );
+    assert_eq!(d.heartbeat(BackendId(1), &empty, t0), Err(HeartbeatRefused::Address(AddressError::Empty)));
+    assert_eq!(d.heartbeat(BackendId(1), &unterminated, t0), Err(AddressError::Unterminated.into()));
+    assert_eq!(d.heartbeat(BackendId(1), &zero_port, t0), Err(AddressError::ZeroPort.into()));
     assert_eq!(d.backend_count(), 0);
     assert_eq!(d.stats().snapshot().refused_heartbeats, 3);
 }
@@ -182,12 +129,7 @@ fn concurrent_picks_and_removals_stay_consistent() {
     let d = Arc::new(dispatcher());
     let t0 = Instant::now();
     for i in 0..64u64 {
-        d.heartbeat(
-            BackendId(i),
-            &heartbeat("10.0.0.1", 1000 + i as u16, (i % 7) as u8),
-            t0,
-        )
-        .unwrap();
+        d.heartbeat(BackendId(i), &heartbeat("10.0.0.1", 1000 + i as u16, (i % 7) as u8), t0).unwrap();
     }
     let removed: Arc<Vec<std::sync::atomic::AtomicBool>> =
         Arc::new((0..64).map(|_| Default::default()).collect());
@@ -196,14 +138,9 @@ fn concurrent_picks_and_removals_stay_consistent() {
             let (d, removed) = (Arc::clone(&d), Arc::clone(&removed));
             scope.spawn(move || {
                 for _ in 0..20_000 {
-                    let before: Vec<bool> =
-                        removed.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+                    let before: Vec<bool> = removed.iter().map(|r| r.load(Ordering::SeqCst)).collect();
                     if let Some(picked) = d.pick(t0) {
-                        assert!(
-                            !before[picked.id.0 as usize],
-                            "picked {} after its removal",
-                            picked.id
-                        );
+                        assert!(!before[picked.id.0 as usize], "picked {} after its removal", picked.id);
                     }
                 }
             });

@@ -13,9 +13,7 @@ pub const MAX_IP_CHARS: usize = IP_FIELD_LEN - 1;
 pub enum AddressError {
     #[error("the ip is empty")]
     Empty,
-    #[error(
-        "the ip {ip:?} is {len} characters long; the legacy heartbeat carries at most {MAX_IP_CHARS}"
-    )]
+    #[error("the ip {ip:?} is {len} characters long; the legacy heartbeat carries at most {MAX_IP_CHARS}")]
     TooLong { ip: String, len: usize },
     #[error("the ip field has no terminating NUL within its {IP_FIELD_LEN} bytes")]
     Unterminated,
@@ -46,10 +44,7 @@ impl IpField {
             return Err(AddressError::NotPrintable);
         }
         if ip.len() > MAX_IP_CHARS {
-            return Err(AddressError::TooLong {
-                ip: ip.to_owned(),
-                len: ip.len(),
-            });
+            return Err(AddressError::TooLong { ip: ip.to_owned(), len: ip.len() });
         }
         let mut bytes = [0u8; IP_FIELD_LEN];
         bytes[..ip.len()].copy_from_slice(ip.as_bytes());
@@ -64,11 +59,7 @@ impl IpField {
     /// The text up to the first NUL, if the field holds a usable address: non-empty,
     /// NUL-terminated within the field, printable ASCII.
     pub fn text(&self) -> Result<&str, AddressError> {
-        let end = self
-            .0
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(AddressError::Unterminated)?;
+        let end = self.0.iter().position(|&b| b == 0).ok_or(AddressError::Unterminated)?;
         let text = &self.0[..end];
         if text.is_empty() {
             return Err(AddressError::Empty);
@@ -114,20 +105,13 @@ impl Heartbeat {
     pub fn decode(frame: &[u8; Self::LEN]) -> Self {
         let mut ip = [0u8; IP_FIELD_LEN];
         ip.copy_from_slice(&frame[5..21]);
-        Heartbeat {
-            mem: frame[4],
-            ip: IpField(ip),
-            port: u16::from_le_bytes([frame[21], frame[22]]),
-        }
+        Heartbeat { mem: frame[4], ip: IpField(ip), port: u16::from_le_bytes([frame[21], frame[22]]) }
     }
 
     /// Encodes the full frame, header included.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut frame = [0u8; Self::LEN];
-        let header = Header {
-            len: Self::LEN as u16,
-            cmd: cmd::HEARTBEAT,
-        };
+        let header = Header { len: Self::LEN as u16, cmd: cmd::HEARTBEAT };
         frame[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         frame[4] = self.mem;
         frame[5..21].copy_from_slice(&self.ip.0);

@@ -1,5 +1,7 @@
 //! The login request (cmd 2, 12 bytes) and its reply (22 bytes, cmd 2 or 1).
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use super::{HEADER_LEN, Header, IP_FIELD_LEN, IpField, cmd};
 
 /// A client's request for a backend, stamped with the client's unix time in seconds.
@@ -16,22 +18,23 @@ impl LoginRequest {
     pub fn decode(frame: &[u8; Self::LEN]) -> Self {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&frame[HEADER_LEN..]);
-        LoginRequest {
-            timestamp: u64::from_le_bytes(ts),
-        }
+        LoginRequest { timestamp: u64::from_le_bytes(ts) }
     }
 
     /// Encodes the full frame, header included.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut frame = [0u8; Self::LEN];
-        let header = Header {
-            len: Self::LEN as u16,
-            cmd: cmd::LOGIN,
-        };
+        let header = Header { len: Self::LEN as u16, cmd: cmd::LOGIN };
         frame[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         frame[HEADER_LEN..].copy_from_slice(&self.timestamp.to_le_bytes());
         frame
     }
+}
+
+/// The current unix time in seconds, the unit of login timestamps (0 if the clock
+/// is set before 1970).
+pub fn unix_time_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The dispatcher's answer to a login: a backend, or the fixed error reply.
@@ -63,10 +66,7 @@ impl LoginReply {
             LoginReply::Error => (cmd::ERROR, u16::MAX, [0u8; IP_FIELD_LEN]),
         };
         let mut frame = [0u8; Self::LEN];
-        let header = Header {
-            len: Self::LEN as u16,
-            cmd: command,
-        };
+        let header = Header { len: Self::LEN as u16, cmd: command };
         frame[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         frame[4..6].copy_from_slice(&port.to_le_bytes());
         frame[6..].copy_from_slice(&ip);
@@ -85,10 +85,7 @@ impl LoginReply {
                 let mut ip = [0u8; IP_FIELD_LEN];
                 ip.copy_from_slice(&frame[6..]);
                 let port = u16::from_le_bytes([frame[4], frame[5]]);
-                Ok(LoginReply::Backend {
-                    ip: IpField::from_bytes(ip),
-                    port,
-                })
+                Ok(LoginReply::Backend { ip: IpField::from_bytes(ip), port })
             }
             other => Err(ReplyError::BadCommand(other)),
         }

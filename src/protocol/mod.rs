@@ -11,7 +11,7 @@ mod heartbeat;
 mod login;
 
 pub use heartbeat::{AddressError, Heartbeat, IP_FIELD_LEN, IpField, MAX_IP_CHARS};
-pub use login::{LoginReply, LoginRequest, ReplyError};
+pub use login::{LoginReply, LoginRequest, ReplyError, unix_time_now};
 
 /// Size of the `len` + `cmd` header that starts every frame.
 pub const HEADER_LEN: usize = 4;
@@ -111,12 +111,7 @@ pub fn parse_request(buf: &[u8], max_len: u16) -> Result<Parsed, FrameError> {
         cmd::LOGIN => prefix(buf).map(|f| Request::Login(LoginRequest::decode(f))),
         cmd => return Ok(Parsed::Unknown { cmd, len }),
     };
-    Ok(
-        request.map_or(Parsed::Incomplete, |request| Parsed::Request {
-            request,
-            len,
-        }),
-    )
+    Ok(request.map_or(Parsed::Incomplete, |request| Parsed::Request { request, len }))
 }
 
 /// The first `N` bytes of `buf` as an array, if buffered.
@@ -139,11 +134,7 @@ fn check_len(header: Header, max_len: u16) -> Result<(), FrameError> {
     };
     if usize::from(len) < min {
         // The sizes are small constants, so the cast cannot truncate.
-        return Err(FrameError::ShorterThanCommand {
-            cmd,
-            len,
-            min: min as u16,
-        });
+        return Err(FrameError::ShorterThanCommand { cmd, len, min: min as u16 });
     }
     Ok(())
 }

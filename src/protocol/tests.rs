@@ -7,23 +7,17 @@ const DOC: &str = include_str!("../../docs/protocol.md");
 
 /// The rows of the document's "Test vectors" table, as `(name, bytes)`.
 fn doc_vectors() -> Vec<(&'static str, Vec<u8>)> {
-    let section = DOC
-        .split("\n## Test vectors\n")
-        .nth(1)
-        .expect("docs/protocol.md has a \"## Test vectors\" section");
+    let section =
+        DOC.split("\n## Test vectors\n").nth(1).expect("docs/protocol.md has a \"## Test vectors\" section");
     let section = section.split("\n## ").next().unwrap_or(section);
-    let mut rows = section
-        .lines()
-        .filter(|line| line.starts_with('|'))
-        .map(|line| {
-            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-            assert_eq!(cells.len(), 3, "a vector row has three cells: {line}");
-            (cells[0], cells[1])
-        });
+    let mut rows = section.lines().filter(|line| line.starts_with('|')).map(|line| {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "a vector row has three cells: {line}");
+        (cells[0], cells[1])
+    });
     assert_eq!(rows.next(), Some(("name", "hex")), "table header");
     assert_eq!(rows.next(), Some(("---", "---")), "table separator");
-    rows.map(|(name, hex)| (name, parse_hex(name, hex)))
-        .collect()
+    rows.map(|(name, hex)| (name, parse_hex(name, hex))).collect()
 }
 
 /// Parses `` `xx xx ...` ``: lowercase byte pairs separated by single spaces.
@@ -34,10 +28,8 @@ fn parse_hex(name: &str, cell: &str) -> Vec<u8> {
         .unwrap_or_else(|| panic!("{name}: hex is not in backticks: {cell}"));
     hex.split(' ')
         .map(|pair| {
-            let well_formed = pair.len() == 2
-                && pair
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let well_formed =
+                pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             assert!(well_formed, "{name}: {pair:?} is not a lowercase byte pair");
             u8::from_str_radix(pair, 16).unwrap()
         })
@@ -74,36 +66,15 @@ fn expected() -> Vec<(&'static str, Expect)> {
     let mut newline = *ip("10.0.0.2").as_bytes();
     newline[8] = b'\n';
     vec![
-        (
-            "heartbeat-mem20",
-            Heartbeat(hb_10_0_0_2(20, 1002), Ok("10.0.0.2")),
-        ),
-        (
-            "heartbeat-mem182",
-            Heartbeat(heartbeat(182, ip("10.0.0.3"), 1003), Ok("10.0.0.3")),
-        ),
+        ("heartbeat-mem20", Heartbeat(hb_10_0_0_2(20, 1002), Ok("10.0.0.2"))),
+        ("heartbeat-mem182", Heartbeat(heartbeat(182, ip("10.0.0.3"), 1003), Ok("10.0.0.3"))),
         (
             "heartbeat-ip-15-chars",
-            Heartbeat(
-                heartbeat(0, ip("255.255.255.255"), 8080),
-                Ok("255.255.255.255"),
-            ),
+            Heartbeat(heartbeat(0, ip("255.255.255.255"), 8080), Ok("255.255.255.255")),
         ),
-        (
-            "heartbeat-len25",
-            Heartbeat(hb_10_0_0_2(20, 1002), Ok("10.0.0.2")),
-        ),
-        (
-            "heartbeat-port0",
-            Heartbeat(hb_10_0_0_2(20, 0), Err(AddressError::ZeroPort)),
-        ),
-        (
-            "heartbeat-empty-ip",
-            Heartbeat(
-                heartbeat(20, IpField::default(), 1002),
-                Err(AddressError::Empty),
-            ),
-        ),
+        ("heartbeat-len25", Heartbeat(hb_10_0_0_2(20, 1002), Ok("10.0.0.2"))),
+        ("heartbeat-port0", Heartbeat(hb_10_0_0_2(20, 0), Err(AddressError::ZeroPort))),
+        ("heartbeat-empty-ip", Heartbeat(heartbeat(20, IpField::default(), 1002), Err(AddressError::Empty))),
         (
             "heartbeat-unterminated-ip",
             Heartbeat(
@@ -113,46 +84,20 @@ fn expected() -> Vec<(&'static str, Expect)> {
         ),
         (
             "heartbeat-nonprintable-ip",
-            Heartbeat(
-                heartbeat(20, IpField::from_bytes(newline), 1002),
-                Err(AddressError::NotPrintable),
-            ),
+            Heartbeat(heartbeat(20, IpField::from_bytes(newline), 1002), Err(AddressError::NotPrintable)),
         ),
         ("login-1700000000", Login(1_700_000_000)),
-        (
-            "reply-success-10.0.0.2:1002",
-            Reply(LoginReply::Backend {
-                ip: ip("10.0.0.2"),
-                port: 1002,
-            }),
-        ),
+        ("reply-success-10.0.0.2:1002", Reply(LoginReply::Backend { ip: ip("10.0.0.2"), port: 1002 })),
         ("reply-error", Reply(LoginReply::Error)),
         ("unknown-cmd-3", Unknown(cmd::REGISTER)),
         ("unknown-cmd-1", Unknown(cmd::ERROR)),
-        (
-            "error-len0",
-            Error(FrameError::ShorterThanHeader { len: 0 }),
-        ),
-        (
-            "error-len3",
-            Error(FrameError::ShorterThanHeader { len: 3 }),
-        ),
+        ("error-len0", Error(FrameError::ShorterThanHeader { len: 0 })),
+        ("error-len3", Error(FrameError::ShorterThanHeader { len: 3 })),
         (
             "error-heartbeat-len4",
-            Error(FrameError::ShorterThanCommand {
-                cmd: cmd::HEARTBEAT,
-                len: 4,
-                min: 23,
-            }),
+            Error(FrameError::ShorterThanCommand { cmd: cmd::HEARTBEAT, len: 4, min: 23 }),
         ),
-        (
-            "error-login-len11",
-            Error(FrameError::ShorterThanCommand {
-                cmd: cmd::LOGIN,
-                len: 11,
-                min: 12,
-            }),
-        ),
+        ("error-login-len11", Error(FrameError::ShorterThanCommand { cmd: cmd::LOGIN, len: 11, min: 12 })),
     ]
 }
 
@@ -175,11 +120,7 @@ fn check_request(bytes: &[u8], request: Request, encoded: &[u8]) {
 fn check_prefixes(bytes: &[u8], decisive: usize) {
     let whole = parse(bytes);
     for end in 0..bytes.len() {
-        let expected = if end < decisive {
-            Ok(Parsed::Incomplete)
-        } else {
-            whole
-        };
+        let expected = if end < decisive { Ok(Parsed::Incomplete) } else { whole };
         assert_eq!(parse(&bytes[..end]), expected, "prefix of {end} bytes");
     }
 }
@@ -238,19 +179,10 @@ fn every_doc_vector_means_what_it_says() {
 
 #[test]
 fn header_parses_little_endian() {
-    assert_eq!(
-        Header::parse(&[0x17, 0x00, 0x02, 0x01, 0xff]),
-        Some(Header {
-            len: 23,
-            cmd: 0x0102
-        })
-    );
+    assert_eq!(Header::parse(&[0x17, 0x00, 0x02, 0x01, 0xff]), Some(Header { len: 23, cmd: 0x0102 }));
     assert_eq!(Header::parse(&[0x17, 0x00, 0x02]), None);
     assert_eq!(Header::parse(&[]), None);
-    let header = Header {
-        len: 0xabcd,
-        cmd: 0x1234,
-    };
+    let header = Header { len: 0xabcd, cmd: 0x1234 };
     assert_eq!(header.to_bytes(), [0xcd, 0xab, 0x34, 0x12]);
 }
 
@@ -260,15 +192,9 @@ fn frame_longer_than_the_limit_is_an_error() {
     let too_long = FrameError::TooLong { len: 23, max: 22 };
     assert_eq!(parse_request(&frame, 22), Err(too_long));
     assert_eq!(parse_request(&frame[..HEADER_LEN], 22), Err(too_long));
-    assert!(matches!(
-        parse_request(&frame, 23),
-        Ok(Parsed::Request { len: 23, .. })
-    ));
+    assert!(matches!(parse_request(&frame, 23), Ok(Parsed::Request { len: 23, .. })));
     let unknown = Header { len: 101, cmd: 9 }.to_bytes();
-    assert_eq!(
-        parse_request(&unknown, 100),
-        Err(FrameError::TooLong { len: 101, max: 100 })
-    );
+    assert_eq!(parse_request(&unknown, 100), Err(FrameError::TooLong { len: 101, max: 100 }));
 }
 
 #[test]
@@ -285,17 +211,10 @@ fn ip_from_text_refuses_what_the_field_cannot_carry() {
     assert_eq!(IpField::from_text(""), Err(AddressError::Empty));
     assert_eq!(
         IpField::from_text("1234567890123456"),
-        Err(AddressError::TooLong {
-            ip: "1234567890123456".into(),
-            len: 16
-        })
+        Err(AddressError::TooLong { ip: "1234567890123456".into(), len: 16 })
     );
     for text in ["10.0.0.2 ", "a\tb", "10.0.0.\u{e9}", "a\0b"] {
-        assert_eq!(
-            IpField::from_text(text),
-            Err(AddressError::NotPrintable),
-            "{text:?}"
-        );
+        assert_eq!(IpField::from_text(text), Err(AddressError::NotPrintable), "{text:?}");
     }
     // 8 characters, 16 bytes of UTF-8: does not fit the field.
     assert!(IpField::from_text("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}").is_err());
@@ -311,10 +230,7 @@ fn ip_text_reads_up_to_the_first_nul() {
     assert_eq!(field(b"1.2.3.4\0garbage\x01").text(), Ok("1.2.3.4"));
     assert_eq!(field(b"").text(), Err(AddressError::Empty));
     assert_eq!(field(b"\0abc").text(), Err(AddressError::Empty));
-    assert_eq!(
-        field(b"0123456789abcdef").text(),
-        Err(AddressError::Unterminated)
-    );
+    assert_eq!(field(b"0123456789abcdef").text(), Err(AddressError::Unterminated));
     assert_eq!(field(b"1.2\x7f").text(), Err(AddressError::NotPrintable));
     assert_eq!(field(b"1.2 3").text(), Err(AddressError::NotPrintable));
     assert_eq!(field(b"\xff").text(), Err(AddressError::NotPrintable));

@@ -3,11 +3,7 @@ use super::*;
 const TTL: Duration = Duration::from_secs(3);
 
 fn report(mem: u8) -> Report {
-    Report {
-        ip: IpField::from_text("10.0.0.2").unwrap(),
-        port: 1002,
-        mem,
-    }
+    Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002, mem }
 }
 
 fn registry() -> Registry {
@@ -19,16 +15,8 @@ fn first_heartbeat_registers_and_later_ones_update() {
     let t0 = Instant::now();
     let mut reg = registry();
     let change = reg.heartbeat(BackendId(1), report(20), t0).unwrap();
-    assert_eq!(
-        change,
-        Change {
-            previous: None,
-            first_invalid_report: false
-        }
-    );
-    let change = reg
-        .heartbeat(BackendId(1), report(30), t0 + Duration::from_secs(1))
-        .unwrap();
+    assert_eq!(change, Change { previous: None, first_invalid_report: false });
+    let change = reg.heartbeat(BackendId(1), report(30), t0 + Duration::from_secs(1)).unwrap();
     assert_eq!(change.previous, Some(report(20)));
     let backend = reg.get(BackendId(1)).unwrap();
     assert_eq!(backend.report, report(30));
@@ -58,8 +46,7 @@ fn a_heartbeat_restarts_the_ttl() {
     let t0 = Instant::now();
     let mut reg = registry();
     reg.heartbeat(BackendId(1), report(20), t0).unwrap();
-    reg.heartbeat(BackendId(1), report(20), t0 + Duration::from_secs(2))
-        .unwrap();
+    reg.heartbeat(BackendId(1), report(20), t0 + Duration::from_secs(2)).unwrap();
     assert!(reg.expire(t0 + TTL).is_empty());
     assert_eq!(reg.next_expiry(), Some(t0 + Duration::from_secs(2) + TTL));
     assert_eq!(reg.expire(t0 + Duration::from_secs(2) + TTL).len(), 1);
@@ -70,14 +57,9 @@ fn expire_removes_only_the_silent_ones_oldest_first() {
     let t0 = Instant::now();
     let mut reg = registry();
     for i in 0..5u64 {
-        reg.heartbeat(BackendId(i), report(10), t0 + Duration::from_secs(i))
-            .unwrap();
+        reg.heartbeat(BackendId(i), report(10), t0 + Duration::from_secs(i)).unwrap();
     }
-    let expired: Vec<_> = reg
-        .expire(t0 + Duration::from_secs(5))
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let expired: Vec<_> = reg.expire(t0 + Duration::from_secs(5)).into_iter().map(|(id, _)| id).collect();
     assert_eq!(expired, [BackendId(0), BackendId(1), BackendId(2)]);
     assert_eq!(reg.len(), 2);
     assert_eq!(reg.next_expiry(), Some(t0 + Duration::from_secs(3) + TTL));
@@ -98,33 +80,13 @@ fn remove_forgets_the_backend_and_its_deadline() {
 fn invalid_reports_are_counted_and_flagged_once() {
     let t0 = Instant::now();
     let mut reg = registry();
-    assert!(
-        !reg.heartbeat(BackendId(1), report(20), t0)
-            .unwrap()
-            .first_invalid_report
-    );
-    assert!(
-        reg.heartbeat(BackendId(1), report(182), t0)
-            .unwrap()
-            .first_invalid_report
-    );
-    assert!(
-        !reg.heartbeat(BackendId(1), report(101), t0)
-            .unwrap()
-            .first_invalid_report
-    );
-    assert!(
-        !reg.heartbeat(BackendId(1), report(100), t0)
-            .unwrap()
-            .first_invalid_report
-    );
+    assert!(!reg.heartbeat(BackendId(1), report(20), t0).unwrap().first_invalid_report);
+    assert!(reg.heartbeat(BackendId(1), report(182), t0).unwrap().first_invalid_report);
+    assert!(!reg.heartbeat(BackendId(1), report(101), t0).unwrap().first_invalid_report);
+    assert!(!reg.heartbeat(BackendId(1), report(100), t0).unwrap().first_invalid_report);
     assert_eq!(reg.get(BackendId(1)).unwrap().invalid_reports, 2);
     // A backend whose very first report is invalid is flagged on registration.
-    assert!(
-        reg.heartbeat(BackendId(2), report(255), t0)
-            .unwrap()
-            .first_invalid_report
-    );
+    assert!(reg.heartbeat(BackendId(2), report(255), t0).unwrap().first_invalid_report);
 }
 
 #[test]
@@ -133,10 +95,7 @@ fn the_table_is_capped_but_known_backends_still_update() {
     let mut reg = Registry::new(TTL, 2);
     reg.heartbeat(BackendId(1), report(1), t0).unwrap();
     reg.heartbeat(BackendId(2), report(2), t0).unwrap();
-    assert_eq!(
-        reg.heartbeat(BackendId(3), report(3), t0),
-        Err(RegistryFull { max: 2 })
-    );
+    assert_eq!(reg.heartbeat(BackendId(3), report(3), t0), Err(RegistryFull { max: 2 }));
     assert!(reg.heartbeat(BackendId(1), report(5), t0).is_ok());
     reg.remove(BackendId(2));
     assert!(reg.heartbeat(BackendId(3), report(3), t0).is_ok());
@@ -149,29 +108,8 @@ fn reports_are_copies() {
     let t0 = Instant::now();
     let mut reg = registry();
     let mut field = *report(0).ip.as_bytes();
-    reg.heartbeat(
-        BackendId(1),
-        Report {
-            ip: IpField::from_bytes(field),
-            port: 1,
-            mem: 1,
-        },
-        t0,
-    )
-    .unwrap();
+    reg.heartbeat(BackendId(1), Report { ip: IpField::from_bytes(field), port: 1, mem: 1 }, t0).unwrap();
     field[0] = b'9';
-    reg.heartbeat(
-        BackendId(2),
-        Report {
-            ip: IpField::from_bytes(field),
-            port: 2,
-            mem: 2,
-        },
-        t0,
-    )
-    .unwrap();
-    assert_eq!(
-        reg.get(BackendId(1)).unwrap().report.ip.text().unwrap(),
-        "10.0.0.2"
-    );
+    reg.heartbeat(BackendId(2), Report { ip: IpField::from_bytes(field), port: 2, mem: 2 }, t0).unwrap();
+    assert_eq!(reg.get(BackendId(1)).unwrap().report.ip.text().unwrap(), "10.0.0.2");
 }

@@ -25,12 +25,7 @@ fn picks_the_smallest_rank() {
 
 #[test]
 fn ties_rotate_in_id_order() {
-    let mut s = selector(&[
-        (3, Rank::Mem(10)),
-        (1, Rank::Mem(10)),
-        (2, Rank::Mem(10)),
-        (4, Rank::Mem(11)),
-    ]);
+    let mut s = selector(&[(3, Rank::Mem(10)), (1, Rank::Mem(10)), (2, Rank::Mem(10)), (4, Rank::Mem(11))]);
     assert_eq!(picks(&mut s, 7), [1, 2, 3, 1, 2, 3, 1]);
 }
 
@@ -60,11 +55,7 @@ fn invalid_reports_rank_after_every_valid_one() {
     assert_eq!(Rank::from_mem(100), Rank::Mem(100));
     assert_eq!(Rank::from_mem(101), Rank::Unusable);
     assert_eq!(Rank::from_mem(182), Rank::from_mem(255));
-    let mut s = selector(&[
-        (1, Rank::from_mem(182)),
-        (2, Rank::from_mem(100)),
-        (3, Rank::from_mem(0)),
-    ]);
+    let mut s = selector(&[(1, Rank::from_mem(182)), (2, Rank::from_mem(100)), (3, Rank::from_mem(0))]);
     assert_eq!(picks(&mut s, 2), [3, 3]);
     s.remove(BackendId(3), Rank::Mem(0));
     assert_eq!(picks(&mut s, 2), [2, 2]);
@@ -74,11 +65,7 @@ fn invalid_reports_rank_after_every_valid_one() {
 fn invalid_reports_tie_among_themselves() {
     // Old senders report 100 or garbage after their first heartbeat; whatever the
     // garbage, they must share the logins rather than one of them taking all.
-    let mut s = selector(&[
-        (1, Rank::from_mem(182)),
-        (2, Rank::from_mem(101)),
-        (3, Rank::from_mem(255)),
-    ]);
+    let mut s = selector(&[(1, Rank::from_mem(182)), (2, Rank::from_mem(101)), (3, Rank::from_mem(255))]);
     assert_eq!(picks(&mut s, 6), [1, 2, 3, 1, 2, 3]);
 }
 

@@ -76,12 +76,7 @@ impl TestServer {
         let dispatcher = server.dispatcher();
         let token = CancellationToken::new();
         let task = tokio::spawn(server.run(token.clone().cancelled_owned()));
-        TestServer {
-            addr,
-            dispatcher,
-            token,
-            task,
-        }
+        TestServer { addr, dispatcher, token, task }
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -90,9 +85,7 @@ impl TestServer {
 
     /// A new client connection (with `TCP_NODELAY`, so each write is its own segment).
     pub async fn connect(&self) -> TcpStream {
-        let stream = within(TcpStream::connect(self.addr))
-            .await
-            .expect("connect to the test server");
+        let stream = within(TcpStream::connect(self.addr)).await.expect("connect to the test server");
         stream.set_nodelay(true).expect("nodelay");
         stream
     }
@@ -130,9 +123,7 @@ impl TestServer {
     /// Shuts the server down and waits for it to finish.
     pub async fn stop(self) {
         self.token.cancel();
-        within(self.task)
-            .await
-            .expect("the server task finishes without panicking");
+        within(self.task).await.expect("the server task finishes without panicking");
     }
 
     /// Begins shutdown without waiting, returning the server task.
@@ -144,19 +135,14 @@ impl TestServer {
 
 /// Runs `future` under [`DEADLINE`], failing the test if it takes longer.
 pub async fn within<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, future)
-        .await
-        .expect("operation finished within the deadline")
+    tokio::time::timeout(DEADLINE, future).await.expect("operation finished within the deadline")
 }
 
 /// Polls `condition` every few milliseconds until it holds; fails after [`DEADLINE`].
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
@@ -183,10 +169,7 @@ pub fn heartbeat(mem: u8, ip: &str, port: u16) -> Vec<u8> {
 
 /// This machine's clock in unix seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
 /// A login frame: `0c 00 02 00` and the timestamp as u64 LE.
@@ -234,9 +217,7 @@ pub async fn send(stream: &mut TcpStream, bytes: &[u8]) {
 /// Reads one 22-byte reply.
 pub async fn read_reply(stream: &mut TcpStream) -> [u8; REPLY_LEN] {
     let mut reply = [0u8; REPLY_LEN];
-    within(stream.read_exact(&mut reply))
-        .await
-        .expect("read a reply");
+    within(stream.read_exact(&mut reply)).await.expect("read a reply");
     reply
 }
 
@@ -252,9 +233,7 @@ pub async fn login(stream: &mut TcpStream) -> [u8; REPLY_LEN] {
 pub async fn login_with_skew(stream: &mut TcpStream, offset: i64) -> [u8; REPLY_LEN] {
     for _ in 0..10 {
         let before = unix_now();
-        let stamp = before
-            .checked_add_signed(offset)
-            .expect("timestamp in range");
+        let stamp = before.checked_add_signed(offset).expect("timestamp in range");
         send(stream, &login_at(stamp)).await;
         let reply = read_reply(stream).await;
         if unix_now() == before {
@@ -287,20 +266,14 @@ pub fn open_tcp_sockets() -> usize {
         .filter_map(|table| std::fs::read_to_string(table).ok())
         .collect();
     // The tenth column of each row is the socket's inode.
-    let tcp_inodes: HashSet<&str> = tables
-        .lines()
-        .filter_map(|row| row.split_whitespace().nth(9))
-        .collect();
+    let tcp_inodes: HashSet<&str> = tables.lines().filter_map(|row| row.split_whitespace().nth(9)).collect();
     std::fs::read_dir("/proc/self/fd")
         .expect("read /proc/self/fd")
         .filter_map(Result::ok)
         .filter_map(|entry| std::fs::read_link(entry.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy().into_owned();
-            let inode = target
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .to_owned();
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned();
             Some(inode)
         })
         .filter(|inode| tcp_inodes.contains(inode.as_str()))
