@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,56 @@ impl Proc {
     }
 }
 
+/// What a command that ran to its end printed, and how it exited.
+#[derive(Debug)]
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs the binary to its end, failing the test (and killing the process) if it
+/// is still running after the deadline: a command expected to exit at once that
+/// instead starts serving must not hang the suite.
+fn run_to_end(args: &[&str]) -> Finished {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`loadwise {}` still running after {DEADLINE:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let text = |pipe: std::thread::JoinHandle<String>| pipe.join().unwrap();
+    Finished { code: status.code(), stdout: text(stdout), stderr: text(stderr) }
+}
+
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -89,8 +139,8 @@ fn serve(extra: &[&str]) -> (Proc, SocketAddr) {
     (server, addr)
 }
 
-fn pick(server: SocketAddr) -> Output {
-    Command::new(BIN).args(["pick", "--server", &server.to_string(), "--timeout", "2s"]).output().unwrap()
+fn pick(server: SocketAddr) -> Finished {
+    run_to_end(&["pick", "--server", &server.to_string(), "--timeout", "2s"])
 }
 
 /// Picks until the answer is `expected` (the agent registers asynchronously).
@@ -98,7 +148,7 @@ fn pick_until(server: SocketAddr, expected: &str) {
     let end = Instant::now() + DEADLINE;
     loop {
         let out = pick(server);
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected {
+        if out.success() && out.stdout.trim() == expected {
             return;
         }
         assert!(Instant::now() < end, "never picked {expected}; last: {out:?}");
@@ -133,8 +183,8 @@ fn agent(server: SocketAddr, advertise: &str, meminfo: &Path) -> Proc {
 fn serve_agent_pick_end_to_end() {
     let (mut server, addr) = serve(&[]);
     let out = pick(addr);
-    assert_eq!(out.status.code(), Some(3), "no backend yet: the error reply; {out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error"));
+    assert_eq!(out.code, Some(3), "no backend yet: the error reply; {out:?}");
+    assert!(out.stderr.contains("error"));
 
     let busy = fake_meminfo("busy", 80);
     let idle = fake_meminfo("idle", 30);
@@ -150,7 +200,7 @@ fn serve_agent_pick_end_to_end() {
     drop(idle_agent);
     drop(_busy);
     let end = Instant::now() + DEADLINE;
-    while pick(addr).status.code() != Some(3) {
+    while pick(addr).code != Some(3) {
         assert!(Instant::now() < end, "backends were not evicted");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -182,17 +232,17 @@ fn agent_reregisters_after_the_dispatcher_restarts() {
 fn serve_refuses_a_taken_port() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["serve", "--listen", &addr]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = run_to_end(&["serve", "--listen", &addr]);
+    assert_eq!(out.code, Some(1));
+    let stderr = out.stderr;
     assert!(stderr.contains("cannot listen on") && stderr.contains("in use"), "{stderr}");
 }
 
 #[test]
 fn serve_refuses_invalid_settings_naming_them() {
-    let out = Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--ttl", "0s"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`ttl`"), "{out:?}");
+    let out = run_to_end(&["serve", "--listen", "127.0.0.1:0", "--ttl", "0s"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("`ttl`"), "{out:?}");
 }
 
 #[test]
@@ -200,24 +250,35 @@ fn pick_reports_an_unreachable_dispatcher_with_its_own_code() {
     // Bind then drop: the port is very likely closed when pick connects.
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let out = pick(addr);
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(out.code, Some(4), "{out:?}");
 }
 
 #[test]
 fn pick_times_out_on_a_silent_server_with_the_unreachable_code() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["pick", "--server", &addr, "--timeout", "200ms"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
+    let out = run_to_end(&["pick", "--server", &addr, "--timeout", "200ms"]);
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("no answer"));
 }
 
 #[test]
 fn agent_refuses_an_ip_longer_than_the_legacy_field() {
-    let out = Command::new(BIN)
-        .args(["agent", "--server", "127.0.0.1:1", "--advertise", "2001:db8::1234:5678:80"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 15"), "{out:?}");
+    let out = run_to_end(&["agent", "--server", "127.0.0.1:1", "--advertise", "2001:db8::1234:5678:80"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("at most 15"), "{out:?}");
+}
+
+#[test]
+fn pick_calls_a_server_that_is_not_host_port_a_usage_error() {
+    let out = run_to_end(&["pick", "--server", "no-port-here"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+}
+
+#[test]
+fn agent_refuses_settings_that_would_spin() {
+    let out =
+        run_to_end(&["agent", "--server", "127.0.0.1:1", "--advertise", "10.0.0.1:1", "--interval", "0s"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`interval`"), "{out:?}");
 }
