@@ -14,13 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
 use loadwise::server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The longest any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The most a flooding client writes before giving up.
+const FLOOD_LIMIT: usize = 64 << 20;
 
 /// How often a condition is polled while waiting for the server to notice something.
 const POLL_EVERY: Duration = Duration::from_millis(5);
@@ -118,6 +121,41 @@ impl TestServer {
         ok: impl Fn(u64) -> bool,
     ) {
         wait_until(what, || ok(read(&self.stats()))).await;
+    }
+
+    /// Spawns a client that writes logins as fast as the server takes them and never
+    /// reads a reply. Its small socket buffers make the server block on its replies
+    /// early. It ends with the error that stopped its writes, or with the byte count
+    /// once [`FLOOD_LIMIT`] bytes are written.
+    pub async fn spawn_flood(&self) -> JoinHandle<std::io::Result<usize>> {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+        let mut stream = within(socket.connect(self.addr)).await.expect("connect to the test server");
+        let chunk = login_now().repeat(5_000);
+        tokio::spawn(async move {
+            let mut written = 0;
+            while written < FLOOD_LIMIT {
+                stream.write_all(&chunk).await?;
+                written += chunk.len();
+            }
+            Ok(written)
+        })
+    }
+
+    /// Waits until the server has answered logins and then no more for 200 ms while
+    /// a client floods it: that connection is blocked writing its replies.
+    pub async fn wait_until_stalled(&self) {
+        let answered = |s: &StatsSnapshot| s.logins_answered + s.logins_no_backend + s.logins_clock_skew;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let before = answered(&self.stats());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if before > 0 && answered(&self.stats()) == before {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the server to stall");
+        }
     }
 
     /// Shuts the server down and waits for it to finish.
@@ -253,6 +291,13 @@ pub async fn expect_closed(stream: &mut TcpStream) {
         Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
         Err(error) => panic!("expected EOF or reset, got {error}"),
     }
+}
+
+/// Checks that `stream` receives nothing, not even EOF, for `period`.
+pub async fn assert_quiet_for(stream: &mut TcpStream, period: Duration) {
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(period, stream.read(&mut byte)).await;
+    assert!(read.is_err(), "expected the connection to stay open and quiet, got {read:?} {byte:02x?}");
 }
 
 /// Entries of `/proc/self/fd` that are TCP sockets.
