@@ -29,6 +29,11 @@ fn config_with_limits(limits: ConnectionLimits) -> ServerConfig {
     ServerConfig { connection: limits, ..ServerConfig::default() }
 }
 
+/// A dispatcher with these connection limits and every other setting at its default.
+async fn start_with_limits(limits: ConnectionLimits) -> TestServer {
+    TestServer::start_with(config_with_limits(limits)).await
+}
+
 /// The ports named by `n` logins on `stream`, as a count per port.
 async fn pick_ports(stream: &mut TcpStream, n: usize) -> HashMap<u16, usize> {
     let mut counts = HashMap::new();
@@ -359,11 +364,7 @@ fn short_login() -> Vec<u8> {
 async fn a_malformed_frame_closes_only_its_own_connection() {
     let _serial = shared_access().await;
     let max_frame_len = 100;
-    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
-        max_frame_len,
-        ..ConnectionLimits::default()
-    }))
-    .await;
+    let server = start_with_limits(ConnectionLimits { max_frame_len, ..ConnectionLimits::default() }).await;
     let mut backend = server.register(10, "10.0.0.1", 1001).await;
     let ok = reply_for("10.0.0.1", 1001);
     let mut too_long_heartbeat = heartbeat(10, "10.9.9.9", 999);
@@ -405,11 +406,7 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
 async fn an_incomplete_frame_is_dropped_after_the_frame_timeout() {
     let _serial = shared_access().await;
     let frame_timeout = Duration::from_millis(300);
-    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
-        frame_timeout,
-        ..ConnectionLimits::default()
-    }))
-    .await;
+    let server = start_with_limits(ConnectionLimits { frame_timeout, ..ConnectionLimits::default() }).await;
     let mut stream = server.connect().await;
     let start = Instant::now();
     send(&mut stream, &heartbeat(10, "10.0.0.1", 1001)[..5]).await;
@@ -424,11 +421,7 @@ async fn an_incomplete_frame_is_dropped_after_the_frame_timeout() {
 async fn the_frame_timeout_restarts_whenever_a_frame_completes() {
     let _serial = shared_access().await;
     let frame_timeout = Duration::from_millis(300);
-    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
-        frame_timeout,
-        ..ConnectionLimits::default()
-    }))
-    .await;
+    let server = start_with_limits(ConnectionLimits { frame_timeout, ..ConnectionLimits::default() }).await;
     let _backend = server.register(10, "10.0.0.1", 1001).await;
     let ok = reply_for("10.0.0.1", 1001);
     let mut stream = server.connect().await;
@@ -457,11 +450,7 @@ async fn the_frame_timeout_restarts_whenever_a_frame_completes() {
 async fn a_peer_that_does_not_read_its_replies_is_closed_after_the_write_timeout() {
     let _serial = shared_access().await;
     let write_timeout = Duration::from_millis(300);
-    let server = TestServer::start_with(config_with_limits(ConnectionLimits {
-        write_timeout,
-        ..ConnectionLimits::default()
-    }))
-    .await;
+    let server = start_with_limits(ConnectionLimits { write_timeout, ..ConnectionLimits::default() }).await;
     let _backend = server.register(10, "10.0.0.1", 1001).await;
     let mut other = server.connect().await;
     let start = Instant::now();
