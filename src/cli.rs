@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use loadwise::ConnectionLimits;
 use loadwise::agent::{Advertise, AgentConfig};
 use loadwise::dispatcher::DispatchSettings;
+use loadwise::selection::{LoadSettings, Policy};
 use loadwise::server::{DEFAULT_LISTEN, ServerConfig};
+
+pub mod bench;
+pub mod simulate;
 
 /// A load-aware dispatcher: sends each new client to the backend with the most room.
 #[derive(Debug, Parser)]
@@ -26,6 +30,10 @@ pub enum Command {
     Agent(AgentArgs),
     /// Ask a dispatcher for a backend and print its IP:PORT.
     Pick(PickArgs),
+    /// Measure a dispatcher: throughput and latency of picks and heartbeats.
+    Bench(bench::BenchArgs),
+    /// Compare the selection policies on a simulated pool described by a scenario file.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -60,6 +68,25 @@ pub struct ServeArgs {
     /// Most backends registered at once; heartbeats of further ones are refused.
     #[arg(long, default_value_t = 10_000)]
     pub max_backends: usize,
+    /// How to choose a backend: least-loaded (lowest report plus the clients sent
+    /// since), p2c (better of two at random), round-robin (ignores load), or
+    /// original (lowest report only, as the old server did; for comparison).
+    #[arg(long, default_value = "least-loaded")]
+    pub policy: Policy,
+    /// For this long after a backend registers, the clients sent to it count extra
+    /// (up to 10 times), so a fresh server is not flooded; 0 turns it off.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub slow_start: Duration,
+    /// The cost of one client in percent of a backend's load, assumed until its
+    /// heartbeats show the real figure.
+    #[arg(long, default_value_t = LoadSettings::default().prior_cost)]
+    pub prior_cost: f64,
+    /// The smallest cost of one client (percent) that learning may settle on.
+    #[arg(long, default_value_t = LoadSettings::default().min_cost)]
+    pub min_cost: f64,
+    /// The largest cost of one client (percent) that learning may settle on.
+    #[arg(long, default_value_t = LoadSettings::default().max_cost)]
+    pub max_cost: f64,
     /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
     #[arg(long, default_value_t = 65_535)]
     pub max_frame_len: u16,
@@ -76,6 +103,14 @@ impl ServeArgs {
                 ttl: self.ttl,
                 max_clock_skew: self.max_clock_skew,
                 max_backends: self.max_backends,
+                policy: self.policy,
+                load: LoadSettings {
+                    slow_start: self.slow_start,
+                    prior_cost: self.prior_cost,
+                    min_cost: self.min_cost,
+                    max_cost: self.max_cost,
+                    ..LoadSettings::default()
+                },
             },
             connection: ConnectionLimits {
                 frame_timeout: self.frame_timeout,

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
-use crate::selection::{LeastLoaded, Rank};
+use crate::selection::{BackendLoad, LoadSettings, Policy, Selector};
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
 
 /// The dispatcher settings that selection and expiry depend on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DispatchSettings {
     /// A backend with no heartbeat for this long is removed.
     pub ttl: Duration,
@@ -23,6 +25,10 @@ pub struct DispatchSettings {
     pub max_clock_skew: Duration,
     /// The most backends registered at once.
     pub max_backends: usize,
+    /// How backends are chosen.
+    pub policy: Policy,
+    /// How the cost of a client is learned, and the slow start of new backends.
+    pub load: LoadSettings,
 }
 
 impl Default for DispatchSettings {
@@ -31,6 +37,8 @@ impl Default for DispatchSettings {
             ttl: Duration::from_secs(3),
             max_clock_skew: Duration::from_secs(60),
             max_backends: 10_000,
+            policy: Policy::default(),
+            load: LoadSettings::default(),
         }
     }
 }
@@ -127,15 +135,18 @@ pub(crate) fn bump(counter: &AtomicU64) {
 #[derive(Debug)]
 struct Table {
     registry: Registry,
-    selector: LeastLoaded,
+    selector: Selector,
+    /// The random source of the `p2c` policy; seeded by the caller in tests and
+    /// simulations, so their picks are exact.
+    rng: StdRng,
 }
 
 impl Table {
     /// Drops expired backends from both indexes.
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         let expired = self.registry.expire(now);
-        for (id, backend) in &expired {
-            self.selector.remove(*id, Rank::from_mem(backend.report.mem));
+        for (id, _) in &expired {
+            self.selector.remove(*id);
         }
         expired
     }
@@ -148,11 +159,7 @@ impl Table {
         now: Instant,
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
-        let rank = Rank::from_mem(report.mem);
-        match change.previous {
-            Some(previous) => self.selector.update(id, Rank::from_mem(previous.mem), rank),
-            None => self.selector.insert(id, rank),
-        }
+        self.selector.report(id, report.mem, now);
         Ok(HeartbeatAccepted {
             registered: change.previous.is_none(),
             first_invalid_report: change.first_invalid_report,
@@ -177,11 +184,33 @@ pub struct Picked {
     pub port: u16,
 }
 
+/// One registered backend as the dispatcher sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSnapshot {
+    pub id: BackendId,
+    /// Its registration and last report.
+    pub backend: Backend,
+    /// Its effective load and the picks accounted to it.
+    pub load: BackendLoad,
+}
+
 impl Dispatcher {
+    /// A dispatcher whose random choices are seeded from the operating system.
     pub fn new(settings: DispatchSettings) -> Self {
+        Self::with_rng(settings, StdRng::from_os_rng())
+    }
+
+    /// A dispatcher whose random choices follow `seed`, for exact tests and
+    /// reproducible simulations.
+    pub fn with_seed(settings: DispatchSettings, seed: u64) -> Self {
+        Self::with_rng(settings, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(settings: DispatchSettings, rng: StdRng) -> Self {
         let table = Table {
             registry: Registry::new(settings.ttl, settings.max_backends),
-            selector: LeastLoaded::new(),
+            selector: Selector::new(settings.policy, settings.load),
+            rng,
         };
         Dispatcher {
             table: Mutex::new(table),
@@ -234,7 +263,7 @@ impl Dispatcher {
     pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
         let mut table = self.lock();
         let backend = table.registry.remove(id)?;
-        table.selector.remove(id, Rank::from_mem(backend.report.mem));
+        table.selector.remove(id);
         drop(table);
         bump(&self.stats.evicted_disconnected);
         Some(backend)
@@ -254,13 +283,16 @@ impl Dispatcher {
         }
     }
 
-    /// Picks the least-loaded live backend at `now`. Backends whose TTL has passed
-    /// are removed first, so a pick never names one, even before the sweeper runs.
+    /// Picks a live backend at `now` under the configured policy and accounts for
+    /// the client sent there, in one step under the lock. Backends whose TTL has
+    /// passed are removed first, so a pick never names one, even before the sweeper
+    /// runs.
     pub fn pick(&self, now: Instant) -> Option<Picked> {
         let mut table = self.lock();
         let expired = table.expire(now);
-        let picked = table.selector.pick().and_then(|id| {
-            let report = table.registry.get(id)?.report;
+        let Table { registry, selector, rng } = &mut *table;
+        let picked = selector.pick(now, rng).and_then(|id| {
+            let report = registry.get(id)?.report;
             Some(Picked { id, ip: report.ip, port: report.port })
         });
         drop(table);
@@ -307,11 +339,28 @@ impl Dispatcher {
 
     /// A copy of every registered backend, sorted by id.
     pub fn backends(&self) -> Vec<(BackendId, Backend)> {
+        self.snapshot().into_iter().map(|snapshot| (snapshot.id, snapshot.backend)).collect()
+    }
+
+    /// Every registered backend with its effective load, sorted by id.
+    pub fn snapshot(&self) -> Vec<BackendSnapshot> {
         let table = self.lock();
-        let mut all: Vec<_> = table.registry.iter().map(|(id, b)| (id, b.clone())).collect();
+        let mut all: Vec<_> = table
+            .registry
+            .iter()
+            .filter_map(|(id, backend)| {
+                let load = table.selector.load(id)?.clone();
+                Some(BackendSnapshot { id, backend: backend.clone(), load })
+            })
+            .collect();
         drop(table);
-        all.sort_by_key(|(id, _)| *id);
+        all.sort_by_key(|snapshot| snapshot.id);
         all
+    }
+
+    /// The selection policy in force.
+    pub fn policy(&self) -> Policy {
+        self.lock().selector.policy()
     }
 
     /// When the next backend will expire, for the sweeper to sleep until.

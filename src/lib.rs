@@ -40,6 +40,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -52,6 +53,7 @@ pub mod protocol;
 pub mod registry;
 pub mod selection;
 pub mod server;
+pub mod simulate;
 
 pub use connection::ConnectionLimits;
 

@@ -69,6 +69,8 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Serve(args) => serve(args).await,
             Command::Agent(args) => agent(args).await,
             Command::Pick(args) => Ok(pick(args).await),
+            Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
+            Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
         }
     })
 }

@@ -28,7 +28,7 @@ use crate::registry::BackendId;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8523";
 
 /// Everything `loadwise serve` can be told. Defaults are the documented ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub dispatch: DispatchSettings,
@@ -57,6 +57,7 @@ impl ServerConfig {
         let positive = "must be greater than zero";
         ensure(!self.dispatch.ttl.is_zero(), "ttl", positive)?;
         ensure(self.dispatch.max_backends > 0, "max-backends", "must be at least 1")?;
+        self.dispatch.load.validate()?;
         ensure(self.max_connections > 0, "max-connections", "must be at least 1")?;
         ensure(!self.connection.frame_timeout.is_zero(), "frame-timeout", positive)?;
         ensure(!self.connection.write_timeout.is_zero(), "write-timeout", positive)?;

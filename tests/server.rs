@@ -535,8 +535,12 @@ async fn many_concurrent_clients_are_all_answered_and_spread_evenly() {
     const LOGINS: usize = 1_000;
     const BACKENDS: u16 = 10;
     let _serial = shared_access().await;
-    // The backends send one heartbeat only: they must outlive the whole run.
-    let server = TestServer::start_with(config_with_ttl(Duration::from_secs(600))).await;
+    // The backends send one heartbeat only: they must outlive the whole run. Slow
+    // start would weigh each backend by its registration time; without it, equal
+    // backends take exactly equal turns.
+    let mut config = config_with_ttl(Duration::from_secs(600));
+    config.dispatch.load.slow_start = Duration::ZERO;
+    let server = TestServer::start_with(config).await;
     let mut backends = Vec::new();
     for i in 0..BACKENDS {
         backends.push(server.register(30, &format!("10.0.1.{i}"), 2000 + i).await);

@@ -1,78 +1,333 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+
 use super::*;
 
-fn selector(ranks: &[(u64, Rank)]) -> LeastLoaded {
-    let mut s = LeastLoaded::new();
-    for &(id, rank) in ranks {
-        s.insert(BackendId(id), rank);
+/// Settings without slow start, so that costs are the prior's exact figures.
+fn flat() -> LoadSettings {
+    LoadSettings { slow_start: Duration::ZERO, ..LoadSettings::default() }
+}
+
+fn selector(policy: Policy, reports: &[(u64, u8)], now: Instant) -> Selector {
+    let mut s = Selector::new(policy, flat());
+    for &(id, mem) in reports {
+        s.report(BackendId(id), mem, now);
     }
     s
 }
 
-fn picks(s: &mut LeastLoaded, n: usize) -> Vec<u64> {
-    (0..n).map(|_| s.pick().unwrap().0).collect()
+fn picks(s: &mut Selector, n: usize, now: Instant, rng: &mut StdRng) -> Vec<u64> {
+    (0..n).map(|_| s.pick(now, rng).unwrap().0).collect()
+}
+
+fn counts(picked: &[u64]) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for id in picked {
+        *counts.entry(*id).or_default() += 1;
+    }
+    counts
+}
+
+fn rng() -> StdRng {
+    StdRng::seed_from_u64(7)
 }
 
 #[test]
-fn empty_picks_nothing() {
-    assert_eq!(LeastLoaded::new().pick(), None);
+fn policy_names_round_trip_and_unknown_names_are_refused() {
+    for policy in Policy::ALL {
+        assert_eq!(policy.name().parse::<Policy>(), Ok(policy));
+        assert_eq!(policy.to_string(), policy.name());
+    }
+    assert_eq!("fastest".parse::<Policy>(), Err(UnknownPolicy("fastest".into())));
+    assert_eq!(Policy::default(), Policy::LeastLoaded);
 }
 
 #[test]
-fn picks_the_smallest_rank() {
-    let mut s = selector(&[(1, Rank::Mem(50)), (2, Rank::Mem(20)), (3, Rank::Mem(70))]);
-    assert_eq!(picks(&mut s, 3), [2, 2, 2]);
+fn every_policy_picks_nothing_from_an_empty_pool() {
+    for policy in Policy::ALL {
+        assert_eq!(Selector::new(policy, flat()).pick(Instant::now(), &mut rng()), None, "{policy}");
+    }
 }
 
 #[test]
-fn ties_rotate_in_id_order() {
-    let mut s = selector(&[(3, Rank::Mem(10)), (1, Rank::Mem(10)), (2, Rank::Mem(10)), (4, Rank::Mem(11))]);
-    assert_eq!(picks(&mut s, 7), [1, 2, 3, 1, 2, 3, 1]);
+fn least_loaded_rotates_among_equal_reports() {
+    let now = Instant::now();
+    let mut s = selector(Policy::LeastLoaded, &[(3, 40), (1, 40), (2, 40)], now);
+    assert_eq!(picks(&mut s, 7, now, &mut rng()), [1, 2, 3, 1, 2, 3, 1]);
 }
 
 #[test]
-fn rotation_continues_across_membership_changes() {
-    let mut s = selector(&[(1, Rank::Mem(10)), (2, Rank::Mem(10)), (3, Rank::Mem(10))]);
-    assert_eq!(picks(&mut s, 2), [1, 2]);
-    s.remove(BackendId(3), Rank::Mem(10));
-    assert_eq!(picks(&mut s, 2), [1, 2]);
-    s.insert(BackendId(5), Rank::Mem(10));
-    assert_eq!(picks(&mut s, 3), [5, 1, 2]);
+fn least_loaded_fills_the_gap_then_shares() {
+    // 10 % against 11 % at the prior's 0.1 % per client: backend 1 takes the ten
+    // clients that close the gap, wins the tie at 11.0 (lower id), then they alternate.
+    let now = Instant::now();
+    let mut s = selector(Policy::LeastLoaded, &[(1, 10), (2, 11)], now);
+    let picked = picks(&mut s, 15, now, &mut rng());
+    assert_eq!(picked[..11], [1; 11]);
+    assert_eq!(picked[11..], [2, 1, 2, 1]);
+    assert_eq!(s.load(BackendId(1)).unwrap().picks_since_report, 13);
 }
 
 #[test]
-fn a_new_lower_rank_wins_at_once() {
-    let mut s = selector(&[(1, Rank::Mem(10)), (2, Rank::Mem(10))]);
-    assert_eq!(picks(&mut s, 1), [1]);
-    s.update(BackendId(2), Rank::Mem(10), Rank::Mem(5));
-    assert_eq!(picks(&mut s, 2), [2, 2]);
-    s.update(BackendId(2), Rank::Mem(5), Rank::Mem(90));
-    assert_eq!(picks(&mut s, 2), [1, 1]);
+fn a_report_replaces_the_estimate() {
+    let now = Instant::now();
+    let mut s = selector(Policy::LeastLoaded, &[(1, 10), (2, 12)], now);
+    picks(&mut s, 30, now, &mut rng());
+    assert!(s.load(BackendId(1)).unwrap().effective() > 12.0);
+    s.report(BackendId(1), 10, now);
+    let load = s.load(BackendId(1)).unwrap();
+    assert_eq!((load.effective(), load.picks_since_report), (10.0, 0));
+    assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)));
 }
 
 #[test]
-fn invalid_reports_rank_after_every_valid_one() {
-    assert!(Rank::Mem(100) < Rank::Unusable);
-    assert_eq!(Rank::from_mem(100), Rank::Mem(100));
-    assert_eq!(Rank::from_mem(101), Rank::Unusable);
-    assert_eq!(Rank::from_mem(182), Rank::from_mem(255));
-    let mut s = selector(&[(1, Rank::from_mem(182)), (2, Rank::from_mem(100)), (3, Rank::from_mem(0))]);
-    assert_eq!(picks(&mut s, 2), [3, 3]);
-    s.remove(BackendId(3), Rank::Mem(0));
-    assert_eq!(picks(&mut s, 2), [2, 2]);
+fn the_cost_of_a_client_is_learned_from_reports() {
+    let now = Instant::now();
+    let settings = flat();
+    let mut load = BackendLoad::new(20, now, &settings);
+    assert_eq!(load.cost(), 0.1);
+    for _ in 0..100 {
+        load.record_pick(now, &settings);
+    }
+    load.reconcile(25, &settings);
+    // (5 % seen + 0.1 % × 20 prior picks) / (100 picks + 20 prior picks)
+    assert!((load.cost() - 7.0 / 120.0).abs() < 1e-12, "{}", load.cost());
+    for _ in 0..100 {
+        load.record_pick(now, &settings);
+    }
+    load.reconcile(30, &settings);
+    // Old evidence is kept at 0.8: (5×0.8 + 5 + 2) / (100×0.8 + 100 + 20)
+    assert!((load.cost() - 11.0 / 200.0).abs() < 1e-12, "{}", load.cost());
 }
 
 #[test]
-fn invalid_reports_tie_among_themselves() {
-    // Old senders report 100 or garbage after their first heartbeat; whatever the
-    // garbage, they must share the logins rather than one of them taking all.
-    let mut s = selector(&[(1, Rank::from_mem(182)), (2, Rank::from_mem(101)), (3, Rank::from_mem(255))]);
-    assert_eq!(picks(&mut s, 6), [1, 2, 3, 1, 2, 3]);
+fn the_learned_cost_stays_within_its_bounds() {
+    let now = Instant::now();
+    let settings = flat();
+    let mut load = BackendLoad::new(0, now, &settings);
+    for _ in 0..20 {
+        // One client, and the load jumps from 0 to 100; then back with no clients.
+        load.record_pick(now, &settings);
+        load.reconcile(100, &settings);
+        load.reconcile(0, &settings);
+    }
+    assert_eq!(load.cost(), settings.max_cost);
+
+    let mut load = BackendLoad::new(100, now, &settings);
+    for _ in 0..50 {
+        for _ in 0..1000 {
+            load.record_pick(now, &settings);
+        }
+        load.reconcile(100, &settings);
+    }
+    assert_eq!(load.cost(), settings.min_cost);
 }
 
 #[test]
-fn remove_needs_the_current_rank() {
-    let mut s = selector(&[(1, Rank::Mem(10))]);
-    assert!(!s.remove(BackendId(1), Rank::Mem(11)));
-    assert!(s.remove(BackendId(1), Rank::Mem(10)));
-    assert!(s.is_empty());
+fn a_falling_report_counts_as_no_increase_and_silent_intervals_teach_nothing() {
+    let now = Instant::now();
+    let settings = flat();
+    let mut falling = BackendLoad::new(50, now, &settings);
+    let mut flat_report = BackendLoad::new(50, now, &settings);
+    for load in [&mut falling, &mut flat_report] {
+        for _ in 0..10 {
+            load.record_pick(now, &settings);
+        }
+    }
+    falling.reconcile(40, &settings);
+    flat_report.reconcile(50, &settings);
+    assert_eq!(falling.cost(), flat_report.cost());
+    let learned = falling.cost();
+    falling.reconcile(45, &settings);
+    assert_eq!(falling.cost(), learned, "no picks in the interval");
+}
+
+#[test]
+fn invalid_reports_rank_after_every_valid_one_and_share_among_themselves() {
+    let now = Instant::now();
+    let mut s = selector(Policy::LeastLoaded, &[(1, 182), (2, 100), (3, 255), (4, 101)], now);
+    let picked = picks(&mut s, 3, now, &mut rng());
+    assert_eq!(picked, [2, 2, 2]);
+    s.remove(BackendId(2));
+    assert_eq!(picks(&mut s, 6, now, &mut rng()), [1, 3, 4, 1, 3, 4]);
+    // Invalid reports teach nothing.
+    s.report(BackendId(1), 200, now);
+    assert_eq!(s.load(BackendId(1)).unwrap().cost(), flat().prior_cost);
+}
+
+#[test]
+fn backends_all_reporting_100_share_evenly() {
+    let now = Instant::now();
+    let reports: Vec<_> = (1..=10).map(|id| (id, 100)).collect();
+    for policy in [Policy::LeastLoaded, Policy::P2c, Policy::RoundRobin] {
+        let mut s = selector(policy, &reports, now);
+        let counts = counts(&picks(&mut s, 10_000, now, &mut rng()));
+        let busiest = counts.values().max().copied().unwrap();
+        assert!(busiest <= 1050, "{policy}: {counts:?}");
+    }
+}
+
+#[test]
+fn original_sends_everything_to_the_lowest_report() {
+    let now = Instant::now();
+    let mut s = selector(Policy::Original, &[(2, 40), (1, 40), (3, 39)], now);
+    assert_eq!(picks(&mut s, 5, now, &mut rng()), [3; 5]);
+    s.report(BackendId(3), 41, now);
+    // Ties go to the lowest id, every time: the herding the other policies avoid.
+    assert_eq!(picks(&mut s, 5, now, &mut rng()), [1; 5]);
+}
+
+#[test]
+fn round_robin_ignores_load_and_survives_removals() {
+    let now = Instant::now();
+    let mut s = selector(Policy::RoundRobin, &[(1, 90), (2, 0), (3, 50)], now);
+    assert_eq!(picks(&mut s, 4, now, &mut rng()), [1, 2, 3, 1]);
+    s.remove(BackendId(1));
+    let picked = picks(&mut s, 4, now, &mut rng());
+    assert_eq!(counts(&picked), HashMap::from([(2, 2), (3, 2)]));
+}
+
+#[test]
+fn p2c_never_picks_the_single_worst_backend() {
+    let now = Instant::now();
+    let mut s = selector(Policy::P2c, &[(1, 20), (2, 20), (3, 20), (4, 99)], now);
+    // Accounting raises the others, but not past 99 % within 1000 picks at 0.1 %.
+    let picked = picks(&mut s, 1000, now, &mut rng());
+    assert!(!picked.contains(&4));
+}
+
+#[test]
+fn p2c_with_two_backends_is_exact() {
+    let now = Instant::now();
+    let mut s = selector(Policy::P2c, &[(1, 30), (2, 10)], now);
+    // Both are always drawn, so the lower effective load always wins: backend 2
+    // takes the 200 clients that close the gap, then they share (ties go to the
+    // first drawn, so only the totals are exact).
+    let picked = picks(&mut s, 300, now, &mut rng());
+    assert_eq!(picked[..200], [2; 200]);
+    assert_eq!(counts(&picked), HashMap::from([(1, 50), (2, 250)]));
+}
+
+#[test]
+fn p2c_is_reproducible_with_the_same_seed() {
+    let now = Instant::now();
+    let reports: Vec<_> = (1..=20).map(|id| (id, (id * 3 % 50) as u8)).collect();
+    let mut a = selector(Policy::P2c, &reports, now);
+    let mut b = selector(Policy::P2c, &reports, now);
+    assert_eq!(picks(&mut a, 500, now, &mut rng()), picks(&mut b, 500, now, &mut rng()));
+}
+
+#[test]
+fn slow_start_weight_falls_from_the_factor_to_one() {
+    let settings = LoadSettings::default();
+    let ramp = settings.slow_start;
+    assert_eq!(settings.slow_start_weight(Duration::ZERO), settings.slow_start_factor);
+    assert_eq!(settings.slow_start_weight(ramp / 20), settings.slow_start_factor);
+    assert_eq!(settings.slow_start_weight(ramp / 4), 4.0);
+    assert_eq!(settings.slow_start_weight(ramp / 2), 2.0);
+    assert_eq!(settings.slow_start_weight(ramp), 1.0);
+    assert_eq!(flat().slow_start_weight(Duration::ZERO), 1.0);
+}
+
+#[test]
+fn a_new_backend_under_slow_start_takes_a_bounded_share() {
+    let start = Instant::now();
+    let settings = LoadSettings::default();
+    let mut s = Selector::new(Policy::LeastLoaded, settings.clone());
+    for id in 1..=4 {
+        s.report(BackendId(id), 50, start);
+    }
+    let joined = start + Duration::from_secs(60);
+    s.report(BackendId(9), 10, joined);
+    // The 40-point gap is 400 clients at 0.1 % each; counted ten times over, the
+    // newcomer takes 40 of them before it ranks with the others, then one in 41.
+    let picked = picks(&mut s, 100, joined + Duration::from_millis(10), &mut rng());
+    assert_eq!(counts(&picked)[&9], 42);
+
+    let mut without = Selector::new(Policy::LeastLoaded, flat());
+    for id in 1..=4 {
+        without.report(BackendId(id), 50, start);
+    }
+    without.report(BackendId(9), 10, joined);
+    let picked = picks(&mut without, 100, joined + Duration::from_millis(10), &mut rng());
+    assert_eq!(counts(&picked)[&9], 100);
+}
+
+#[test]
+fn changing_policy_keeps_the_learned_loads() {
+    let now = Instant::now();
+    let mut s = selector(Policy::Original, &[(1, 10), (2, 11)], now);
+    picks(&mut s, 30, now, &mut rng());
+    s.set_policy(Policy::LeastLoaded);
+    // Backend 1 carries 30 picks (13 %), so least-loaded turns to backend 2.
+    assert_eq!(s.pick(now, &mut rng()), Some(BackendId(2)));
+}
+
+#[test]
+fn settings_are_validated_by_name() {
+    assert_eq!(LoadSettings::default().validate(), Ok(()));
+    let bad = [
+        (LoadSettings { min_cost: 0.0, ..LoadSettings::default() }, "min-cost"),
+        (LoadSettings { max_cost: 0.0001, ..LoadSettings::default() }, "max-cost"),
+        (LoadSettings { prior_cost: 50.0, ..LoadSettings::default() }, "prior-cost"),
+        (LoadSettings { prior_cost: f64::NAN, ..LoadSettings::default() }, "prior-cost"),
+        (LoadSettings { retention: 1.0, ..LoadSettings::default() }, "retention"),
+        (LoadSettings { slow_start_factor: 0.5, ..LoadSettings::default() }, "slow-start-factor"),
+    ];
+    for (settings, name) in bad {
+        assert_eq!(settings.validate().unwrap_err().setting, name);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Report(u64, u8),
+    Remove(u64),
+    Pick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..12u64, any::<u8>()).prop_map(|(id, mem)| Op::Report(id, mem)),
+        (0..12u64).prop_map(Op::Remove),
+        Just(Op::Pick),
+    ]
+}
+
+proptest! {
+    /// Whatever the sequence of reports, removals and picks, every policy picks
+    /// only registered backends, and least-loaded picks one of the lowest score.
+    #[test]
+    fn picks_name_only_registered_backends(ops in proptest::collection::vec(op(), 1..200), policy in 0..4usize) {
+        let policy = Policy::ALL[policy];
+        let now = Instant::now();
+        let mut s = Selector::new(policy, flat());
+        let mut alive = std::collections::HashSet::new();
+        let mut rng = rng();
+        for op in ops {
+            match op {
+                Op::Report(id, mem) => {
+                    s.report(BackendId(id), mem, now);
+                    alive.insert(id);
+                }
+                Op::Remove(id) => prop_assert_eq!(s.remove(BackendId(id)), alive.remove(&id)),
+                Op::Pick => {
+                    let scores: HashMap<u64, Score> =
+                        alive.iter().map(|id| (*id, s.load(BackendId(*id)).unwrap().effective_score())).collect();
+                    let picked = s.pick(now, &mut rng);
+                    prop_assert_eq!(picked.is_some(), !alive.is_empty());
+                    if let Some(id) = picked {
+                        prop_assert!(alive.contains(&id.0));
+                        if policy == Policy::LeastLoaded {
+                            prop_assert_eq!(scores[&id.0], *scores.values().min().unwrap());
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(s.len(), alive.len());
+        }
+    }
 }

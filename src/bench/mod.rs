@@ -1,0 +1,1 @@
+//! Load generator for a running dispatcher (being built).

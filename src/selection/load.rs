@@ -1,0 +1,205 @@
+//! Effective load: a backend's last report plus the clients sent to it since.
+//!
+//! A report is up to one heartbeat old. Every pick adds the backend's estimated cost
+//! of one client to its effective load, so picks between two heartbeats spread out
+//! instead of all landing on the backend that reported least. The next heartbeat
+//! replaces the estimate with the measurement, and the change it shows teaches the
+//! per-backend cost of a client. Nothing here reads a clock: `now` is a parameter.
+
+use std::time::{Duration, Instant};
+
+use crate::registry::MAX_VALID_MEM;
+
+/// Loads are kept in millionths of a percentage point, so that the cost of one
+/// client (often far below 1 %) adds up exactly and orders totally.
+pub const MICROS_PER_PERCENT: f64 = 1_000_000.0;
+
+/// How the cost of one client is learned, and how new backends are ramped up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSettings {
+    /// The cost of one client, in percent, assumed for a backend before its
+    /// heartbeats have shown anything.
+    pub prior_cost: f64,
+    /// The learned cost never goes below this, so that every pick moves the
+    /// backend's effective load and equal backends keep taking turns, even when
+    /// their reports never change (old senders report 100 forever).
+    pub min_cost: f64,
+    /// The learned cost never exceeds this, so that one noisy interval (other load
+    /// on the machine rising) cannot take a backend out of rotation.
+    pub max_cost: f64,
+    /// How many picks' worth of evidence the prior counts for.
+    pub prior_weight: f64,
+    /// How much of the evidence gathered so far each new heartbeat keeps (0..1);
+    /// lower forgets faster.
+    pub retention: f64,
+    /// A new backend's picks count extra during this time after it registers, so a
+    /// fresh server reporting a low load is not flooded before its first real
+    /// report. Zero turns slow start off.
+    pub slow_start: Duration,
+    /// At registration, one pick counts this many times; the factor falls to 1 as
+    /// the slow start period runs out.
+    pub slow_start_factor: f64,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        LoadSettings {
+            prior_cost: 0.1,
+            min_cost: 0.001,
+            max_cost: 10.0,
+            prior_weight: 20.0,
+            retention: 0.8,
+            slow_start: Duration::from_secs(3),
+            slow_start_factor: 10.0,
+        }
+    }
+}
+
+impl LoadSettings {
+    /// Checks that the settings describe a usable model.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        use crate::config::ensure;
+        let finite_positive = |value: f64| value.is_finite() && value > 0.0;
+        ensure(finite_positive(self.min_cost), "min-cost", "must be a positive number of percent")?;
+        ensure(
+            finite_positive(self.max_cost) && self.max_cost >= self.min_cost,
+            "max-cost",
+            "must be at least min-cost",
+        )?;
+        ensure(
+            (self.min_cost..=self.max_cost).contains(&self.prior_cost),
+            "prior-cost",
+            "must lie between min-cost and max-cost",
+        )?;
+        ensure(finite_positive(self.prior_weight), "prior-weight", "must be positive")?;
+        ensure((0.0..1.0).contains(&self.retention), "retention", "must be at least 0 and below 1")?;
+        ensure(
+            self.slow_start_factor.is_finite() && self.slow_start_factor >= 1.0,
+            "slow-start-factor",
+            "must be at least 1",
+        )
+    }
+
+    /// How many times a pick counts for a backend registered `age` ago.
+    ///
+    /// The factor starts at `slow_start_factor` and falls as `slow_start / age`
+    /// (an ever smaller overcount) until it reaches 1 at the end of the period.
+    pub fn slow_start_weight(&self, age: Duration) -> f64 {
+        if age >= self.slow_start {
+            return 1.0;
+        }
+        let ramp = self.slow_start.as_secs_f64() / age.as_secs_f64().max(f64::MIN_POSITIVE);
+        ramp.clamp(1.0, self.slow_start_factor)
+    }
+}
+
+/// A backend's place in the order of preference: lower is better. Every valid
+/// report ranks before every report above 100, which is not a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Score {
+    /// 0 for a valid report, 1 for an invalid one.
+    pub tier: u8,
+    /// Load in millionths of a percent.
+    pub micros: u64,
+}
+
+/// The dispatcher's view of one backend's load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendLoad {
+    /// The last reported memory percentage, as sent.
+    pub reported: u8,
+    pub registered_at: Instant,
+    /// What the clients sent since the last report are estimated to add, in
+    /// millionths of a percent.
+    pending_micros: u64,
+    /// Picks since the last report.
+    pub picks_since_report: u64,
+    /// Picks since the backend registered.
+    pub picks_total: u64,
+    /// Decayed sum of the load increases seen across reports, in percent.
+    evidence_load: f64,
+    /// Decayed sum of the picks made across those same reports.
+    evidence_picks: f64,
+    /// The current estimate of one client's cost, in percent.
+    cost: f64,
+}
+
+impl BackendLoad {
+    /// A backend that has just sent its first report.
+    pub fn new(reported: u8, now: Instant, settings: &LoadSettings) -> Self {
+        BackendLoad {
+            reported,
+            registered_at: now,
+            pending_micros: 0,
+            picks_since_report: 0,
+            picks_total: 0,
+            evidence_load: 0.0,
+            evidence_picks: 0.0,
+            cost: settings.prior_cost,
+        }
+    }
+
+    /// Whether the last report is a valid percentage.
+    pub fn report_is_valid(&self) -> bool {
+        self.reported <= MAX_VALID_MEM
+    }
+
+    /// The estimated cost of one more client, in percent.
+    pub fn cost(&self) -> f64 {
+        self.cost
+    }
+
+    /// The report plus what the picks since then are estimated to add, in percent.
+    pub fn effective(&self) -> f64 {
+        f64::from(self.reported) + self.pending_micros as f64 / MICROS_PER_PERCENT
+    }
+
+    /// The rank by effective load.
+    pub fn effective_score(&self) -> Score {
+        if self.report_is_valid() {
+            let base = u64::from(self.reported) * MICROS_PER_PERCENT as u64;
+            Score { tier: 0, micros: base.saturating_add(self.pending_micros) }
+        } else {
+            // Unmeasured backends tie among themselves; only the picks separate them.
+            Score { tier: 1, micros: self.pending_micros }
+        }
+    }
+
+    /// The rank by the report alone, as the original server ranked.
+    pub fn reported_score(&self) -> Score {
+        Score { tier: u8::from(!self.report_is_valid()), micros: u64::from(self.reported) }
+    }
+
+    /// Accounts for one client sent to this backend at `now`.
+    pub fn record_pick(&mut self, now: Instant, settings: &LoadSettings) {
+        let weight = settings.slow_start_weight(now.saturating_duration_since(self.registered_at));
+        // At least one micro, so that every pick moves the backend along.
+        let added = (self.cost * weight * MICROS_PER_PERCENT).max(1.0) as u64;
+        self.pending_micros = self.pending_micros.saturating_add(added);
+        self.picks_since_report += 1;
+        self.picks_total += 1;
+    }
+
+    /// Replaces the estimate with a new report, and learns from the change it shows.
+    pub fn reconcile(&mut self, reported: u8, settings: &LoadSettings) {
+        let previous = std::mem::replace(&mut self.reported, reported);
+        let picks = std::mem::take(&mut self.picks_since_report);
+        self.pending_micros = 0;
+        if picks > 0 && previous <= MAX_VALID_MEM && reported <= MAX_VALID_MEM {
+            // A fall means sessions ended faster than new ones arrived; it says
+            // nothing about what a new one costs, so it counts as no increase.
+            let increase = f64::from(reported.saturating_sub(previous));
+            self.learn(increase, picks as f64, settings);
+        }
+    }
+
+    /// Folds one interval's evidence into the cost estimate: a decayed ratio of load
+    /// increase to picks, pulled towards the prior while evidence is thin.
+    fn learn(&mut self, increase: f64, picks: f64, settings: &LoadSettings) {
+        self.evidence_load = self.evidence_load * settings.retention + increase;
+        self.evidence_picks = self.evidence_picks * settings.retention + picks;
+        let estimate = (self.evidence_load + settings.prior_cost * settings.prior_weight)
+            / (self.evidence_picks + settings.prior_weight);
+        self.cost = estimate.clamp(settings.min_cost, settings.max_cost);
+    }
+}

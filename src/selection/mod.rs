@@ -1,0 +1,249 @@
+//! Who gets picked: the selection policies over each backend's effective load.
+//!
+//! The selector keeps its own view of every backend's load ([`BackendLoad`]) and its
+//! own indexes, and never reads the registry; the dispatcher keeps the two in step.
+//! A pick accounts for the client it sends in the same call, so the next pick already
+//! sees it. Picks and reports each cost O(log n) in the number of backends (O(1) for
+//! the random and rotating policies), where the original sorted the whole table on
+//! every login. Time and randomness are parameters.
+
+mod load;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use rand::Rng;
+
+pub use load::{BackendLoad, LoadSettings, MICROS_PER_PERCENT, Score};
+
+use crate::registry::BackendId;
+
+/// How a backend is chosen for each client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The lowest effective load (report plus the clients sent since); ties go to
+    /// the lowest id, and each pick raises the backend it names.
+    #[default]
+    LeastLoaded,
+    /// The better of two backends drawn at random, by effective load.
+    P2c,
+    /// Every backend in turn, whatever its load: a baseline.
+    RoundRobin,
+    /// The lowest reported load, lowest id on ties, with no accounting: the old
+    /// server's behaviour, kept for comparison only.
+    Original,
+}
+
+impl Policy {
+    /// Every policy, in the order tables list them.
+    pub const ALL: [Policy; 4] = [Policy::LeastLoaded, Policy::P2c, Policy::RoundRobin, Policy::Original];
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::LeastLoaded => "least-loaded",
+            Policy::P2c => "p2c",
+            Policy::RoundRobin => "round-robin",
+            Policy::Original => "original",
+        }
+    }
+
+    /// Whether picks under this policy are ordered by the ordered index.
+    fn uses_order(self) -> bool {
+        matches!(self, Policy::LeastLoaded | Policy::Original)
+    }
+
+    /// The key this policy orders backends by.
+    fn score(self, load: &BackendLoad) -> Score {
+        match self {
+            Policy::Original => load.reported_score(),
+            _ => load.effective_score(),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A policy name that is not one of [`Policy::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {0:?} (expected least-loaded, p2c, round-robin or original)")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Policy::ALL.into_iter().find(|policy| policy.name() == text).ok_or_else(|| UnknownPolicy(text.into()))
+    }
+}
+
+/// One backend's entry: its load and its slot in the dense list.
+#[derive(Debug, Clone)]
+struct Entry {
+    load: BackendLoad,
+    /// Where the backend sits in `Selector::members`.
+    slot: usize,
+}
+
+/// Picks backends under one policy and accounts for every pick.
+#[derive(Debug)]
+pub struct Selector {
+    policy: Policy,
+    settings: LoadSettings,
+    entries: HashMap<BackendId, Entry>,
+    /// `(score, id)` by the policy's score, lowest first; kept only for the policies
+    /// that pick from the front.
+    order: BTreeSet<(Score, BackendId)>,
+    /// Every backend, densely packed, for uniform random draws and rotation.
+    members: Vec<BackendId>,
+    /// The next slot round-robin hands out.
+    cursor: usize,
+}
+
+impl Selector {
+    pub fn new(policy: Policy, settings: LoadSettings) -> Self {
+        Selector {
+            policy,
+            settings,
+            entries: HashMap::new(),
+            order: BTreeSet::new(),
+            members: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    pub fn settings(&self) -> &LoadSettings {
+        &self.settings
+    }
+
+    /// Changes the policy; the loads learned so far are kept.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+        self.rebuild_order();
+    }
+
+    /// Changes how loads are learned and ramped; the loads learned so far are kept.
+    pub fn set_settings(&mut self, settings: LoadSettings) {
+        self.settings = settings;
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The selector's view of one backend's load.
+    pub fn load(&self, id: BackendId) -> Option<&BackendLoad> {
+        self.entries.get(&id).map(|entry| &entry.load)
+    }
+
+    /// Records a report: registers the backend, or reconciles its effective load
+    /// with the new measurement.
+    pub fn report(&mut self, id: BackendId, mem: u8, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            self.insert(id, BackendLoad::new(mem, now, &self.settings));
+            return;
+        };
+        let before = self.policy.score(&entry.load);
+        entry.load.reconcile(mem, &self.settings);
+        let after = self.policy.score(&entry.load);
+        self.reorder(id, before, after);
+    }
+
+    fn insert(&mut self, id: BackendId, load: BackendLoad) {
+        if self.policy.uses_order() {
+            self.order.insert((self.policy.score(&load), id));
+        }
+        self.entries.insert(id, Entry { load, slot: self.members.len() });
+        self.members.push(id);
+    }
+
+    /// Forgets a backend; returns whether it was known.
+    pub fn remove(&mut self, id: BackendId) -> bool {
+        let Some(entry) = self.entries.remove(&id) else { return false };
+        if self.policy.uses_order() {
+            self.order.remove(&(self.policy.score(&entry.load), id));
+        }
+        self.members.swap_remove(entry.slot);
+        if let Some(&moved) = self.members.get(entry.slot) {
+            self.entries.get_mut(&moved).expect("every member has an entry").slot = entry.slot;
+        }
+        true
+    }
+
+    /// Picks a backend at `now` and accounts for the client sent there.
+    pub fn pick(&mut self, now: Instant, rng: &mut impl Rng) -> Option<BackendId> {
+        let id = match self.policy {
+            Policy::LeastLoaded | Policy::Original => self.order.first()?.1,
+            Policy::P2c => self.pick_better_of_two(rng)?,
+            Policy::RoundRobin => self.pick_next_in_turn()?,
+        };
+        self.record_pick(id, now);
+        Some(id)
+    }
+
+    fn pick_better_of_two(&self, rng: &mut impl Rng) -> Option<BackendId> {
+        let first = *self.members.get(rng.random_range(0..self.members.len().max(1)))?;
+        if self.members.len() == 1 {
+            return Some(first);
+        }
+        // A second draw from the others, so the two are always distinct.
+        let slot_of_first = self.entries[&first].slot;
+        let mut other = rng.random_range(0..self.members.len() - 1);
+        if other >= slot_of_first {
+            other += 1;
+        }
+        let second = self.members[other];
+        let score = |id: &BackendId| self.entries[id].load.effective_score();
+        Some(if score(&second) < score(&first) { second } else { first })
+    }
+
+    fn pick_next_in_turn(&mut self) -> Option<BackendId> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let slot = self.cursor % self.members.len();
+        self.cursor = slot + 1;
+        Some(self.members[slot])
+    }
+
+    fn record_pick(&mut self, id: BackendId, now: Instant) {
+        let entry = self.entries.get_mut(&id).expect("picked backends have an entry");
+        let before = self.policy.score(&entry.load);
+        entry.load.record_pick(now, &self.settings);
+        let after = self.policy.score(&entry.load);
+        self.reorder(id, before, after);
+    }
+
+    fn reorder(&mut self, id: BackendId, before: Score, after: Score) {
+        if self.policy.uses_order() && before != after {
+            self.order.remove(&(before, id));
+            self.order.insert((after, id));
+        }
+    }
+
+    fn rebuild_order(&mut self) {
+        self.order.clear();
+        if self.policy.uses_order() {
+            let policy = self.policy;
+            self.order.extend(self.entries.iter().map(|(id, entry)| (policy.score(&entry.load), *id)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
