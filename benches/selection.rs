@@ -1,0 +1,97 @@
+//! Cost of a pick and of a heartbeat as the pool grows, against the original's
+//! sort-everything-per-login as a reference measured in the same run.
+//!
+//! `cargo bench --bench selection`; the figures are quoted in docs/balancing.md.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use loadwise::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise::protocol::{Heartbeat, IpField};
+use loadwise::registry::BackendId;
+use loadwise::selection::Policy;
+
+const POOL_SIZES: [u64; 3] = [10, 1_000, 100_000];
+
+fn heartbeat(n: u64) -> Heartbeat {
+    let ip = format!("10.{}.{}.{}", n >> 16 & 0xff, n >> 8 & 0xff, n & 0xff);
+    Heartbeat {
+        mem: (n * 7 % 90) as u8,
+        ip: IpField::from_text(&ip).unwrap(),
+        port: 1000 + (n % 50_000) as u16,
+    }
+}
+
+/// A dispatcher holding `size` backends with spread-out loads.
+fn pool(policy: Policy, size: u64, now: Instant) -> Dispatcher {
+    let settings = DispatchSettings {
+        ttl: Duration::from_secs(3600),
+        max_backends: size as usize,
+        policy,
+        ..DispatchSettings::default()
+    };
+    let dispatcher = Dispatcher::with_seed(settings, 1);
+    for n in 0..size {
+        dispatcher.heartbeat(BackendId(n), &heartbeat(n), now).unwrap();
+    }
+    dispatcher
+}
+
+fn pick(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut group = c.benchmark_group("pick");
+    for policy in [Policy::LeastLoaded, Policy::P2c, Policy::RoundRobin, Policy::Original] {
+        for size in POOL_SIZES {
+            let dispatcher = pool(policy, size, now);
+            group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, _| {
+                b.iter(|| black_box(dispatcher.pick(now)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn heartbeat_update(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut group = c.benchmark_group("heartbeat");
+    for policy in [Policy::LeastLoaded, Policy::P2c] {
+        for size in POOL_SIZES {
+            let dispatcher = pool(policy, size, now);
+            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(|n| heartbeat(n * 13)).collect();
+            let mut next = 0u64;
+            group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, &size| {
+                b.iter(|| {
+                    // A known backend with a changed load: the common case.
+                    next = (next + 1) % size;
+                    let beat = &beats[(next % beats.len() as u64) as usize];
+                    black_box(dispatcher.heartbeat(BackendId(next), beat, now).unwrap())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The original server's login: copy the table, sort it by memory, take the first.
+fn sort_every_login(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reference-sort-per-login");
+    for size in POOL_SIZES {
+        let table: Vec<(u8, u64)> = (0..size).map(|n| (heartbeat(n).mem, n)).collect();
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                let mut sorted = table.clone();
+                sorted.sort();
+                black_box(sorted[0])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = pick, heartbeat_update, sort_every_login
+}
+criterion_main!(benches);
