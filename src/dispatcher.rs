@@ -5,15 +5,23 @@
 //! and removal: a pick never returns a backend that was removed before it began.
 //! Time comes in as parameters (`now` for TTLs, `unix_now` for login timestamps).
 
+mod stats;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub(crate) use stats::bump;
+pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
+
 use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
-use crate::selection::{BackendLoad, LoadSettings, Policy, Selector};
+use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy, Selector};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
+
+/// The service every backend belongs to until the protocol can name others.
+pub const DEFAULT_SERVICE: &str = "default";
 
 /// The dispatcher settings that selection and expiry depend on.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +69,19 @@ pub struct HeartbeatAccepted {
     pub first_invalid_report: bool,
 }
 
+/// An operator action named a backend that is not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no backend {0} is registered")]
+pub struct UnknownBackend(pub BackendId);
+
+/// One setting that a reconfiguration changed, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    pub setting: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
 /// Why a login got the error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LoginRefused {
@@ -70,72 +91,12 @@ pub enum LoginRefused {
     NoBackend,
 }
 
-/// Counters of what the dispatcher has done since it started.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub heartbeats: AtomicU64,
-    pub invalid_mem_reports: AtomicU64,
-    pub refused_heartbeats: AtomicU64,
-    pub logins_answered: AtomicU64,
-    pub logins_no_backend: AtomicU64,
-    pub logins_clock_skew: AtomicU64,
-    pub evicted_disconnected: AtomicU64,
-    pub evicted_expired: AtomicU64,
-    pub protocol_errors: AtomicU64,
-    pub skipped_frames: AtomicU64,
-    pub connections_accepted: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub connections_open: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub heartbeats: u64,
-    pub invalid_mem_reports: u64,
-    pub refused_heartbeats: u64,
-    pub logins_answered: u64,
-    pub logins_no_backend: u64,
-    pub logins_clock_skew: u64,
-    pub evicted_disconnected: u64,
-    pub evicted_expired: u64,
-    pub protocol_errors: u64,
-    pub skipped_frames: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
-    pub connections_open: u64,
-}
-
-impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        StatsSnapshot {
-            heartbeats: get(&self.heartbeats),
-            invalid_mem_reports: get(&self.invalid_mem_reports),
-            refused_heartbeats: get(&self.refused_heartbeats),
-            logins_answered: get(&self.logins_answered),
-            logins_no_backend: get(&self.logins_no_backend),
-            logins_clock_skew: get(&self.logins_clock_skew),
-            evicted_disconnected: get(&self.evicted_disconnected),
-            evicted_expired: get(&self.evicted_expired),
-            protocol_errors: get(&self.protocol_errors),
-            skipped_frames: get(&self.skipped_frames),
-            connections_accepted: get(&self.connections_accepted),
-            connections_refused: get(&self.connections_refused),
-            connections_open: get(&self.connections_open),
-        }
-    }
-}
-
-/// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 #[derive(Debug)]
 struct Table {
     registry: Registry,
     selector: Selector,
+    /// The settings in force, kept to report what a reconfiguration changes.
+    settings: DispatchSettings,
     /// The random source of the `p2c` policy; seeded by the caller in tests and
     /// simulations, so their picks are exact.
     rng: StdRng,
@@ -171,8 +132,8 @@ impl Table {
 #[derive(Debug)]
 pub struct Dispatcher {
     table: Mutex<Table>,
-    ttl: Duration,
-    max_clock_skew: Duration,
+    /// Read on every login before the lock is taken, so kept apart from the table.
+    max_clock_skew_secs: AtomicU64,
     stats: Stats,
 }
 
@@ -192,6 +153,8 @@ pub struct BackendSnapshot {
     pub backend: Backend,
     /// Its effective load and the picks accounted to it.
     pub load: BackendLoad,
+    /// Whether it takes new clients.
+    pub state: BackendState,
 }
 
 impl Dispatcher {
@@ -207,17 +170,46 @@ impl Dispatcher {
     }
 
     fn with_rng(settings: DispatchSettings, rng: StdRng) -> Self {
+        let max_clock_skew_secs = AtomicU64::new(settings.max_clock_skew.as_secs());
         let table = Table {
             registry: Registry::new(settings.ttl, settings.max_backends),
-            selector: Selector::new(settings.policy, settings.load),
+            selector: Selector::new(settings.policy, settings.load.clone()),
             rng,
+            settings,
         };
-        Dispatcher {
-            table: Mutex::new(table),
-            ttl: settings.ttl,
-            max_clock_skew: settings.max_clock_skew,
-            stats: Stats::default(),
+        Dispatcher { table: Mutex::new(table), max_clock_skew_secs, stats: Stats::default() }
+    }
+
+    /// Applies new settings to the running dispatcher, keeping every backend and
+    /// what was learned about it. Returns what changed, for the log.
+    pub fn reconfigure(&self, new: &DispatchSettings) -> Vec<SettingChange> {
+        let mut table = self.lock();
+        let changes = setting_changes(&table.settings, new);
+        table.registry.set_ttl(new.ttl);
+        table.registry.set_max_backends(new.max_backends);
+        table.selector.set_settings(new.load.clone());
+        if table.selector.policy() != new.policy {
+            table.selector.set_policy(new.policy);
         }
+        table.settings = new.clone();
+        self.max_clock_skew_secs.store(new.max_clock_skew.as_secs(), Ordering::Relaxed);
+        changes
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> DispatchSettings {
+        self.lock().settings.clone()
+    }
+
+    /// Sets a backend's state, as an operator override: a backend that is not
+    /// ready gets no new clients but stays listed. Heartbeats do not reset it.
+    pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
+        let changed = self.lock().selector.set_state(id, state);
+        if !changed {
+            return Err(UnknownBackend(id));
+        }
+        tracing::info!(backend = %id, %state, "backend state set by an operator");
+        Ok(())
     }
 
     pub fn stats(&self) -> &Stats {
@@ -290,7 +282,7 @@ impl Dispatcher {
     pub fn pick(&self, now: Instant) -> Option<Picked> {
         let mut table = self.lock();
         let expired = table.expire(now);
-        let Table { registry, selector, rng } = &mut *table;
+        let Table { registry, selector, rng, .. } = &mut *table;
         let picked = selector.pick(now, rng).and_then(|id| {
             let report = registry.get(id)?.report;
             Some(Picked { id, ip: report.ip, port: report.port })
@@ -302,8 +294,20 @@ impl Dispatcher {
 
     /// Answers a login: checks its timestamp against `unix_now`, then picks.
     pub fn login(&self, request: LoginRequest, now: Instant, unix_now: u64) -> Result<Picked, LoginRefused> {
+        let started = Instant::now();
+        let outcome = self.answer_login(request, now, unix_now);
+        self.stats.pick_latency.record(started.elapsed());
+        outcome
+    }
+
+    fn answer_login(
+        &self,
+        request: LoginRequest,
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Picked, LoginRefused> {
         let skew_secs = request.timestamp.abs_diff(unix_now);
-        if skew_secs > self.max_clock_skew.as_secs() {
+        if skew_secs > self.max_clock_skew_secs.load(Ordering::Relaxed) {
             bump(&self.stats.logins_clock_skew);
             return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
         }
@@ -329,7 +333,7 @@ impl Dispatcher {
 
     /// How long a backend stays registered without a heartbeat.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.lock().registry.ttl()
     }
 
     /// The number of registered backends.
@@ -350,7 +354,8 @@ impl Dispatcher {
             .iter()
             .filter_map(|(id, backend)| {
                 let load = table.selector.load(id)?.clone();
-                Some(BackendSnapshot { id, backend: backend.clone(), load })
+                let state = table.selector.state(id)?;
+                Some(BackendSnapshot { id, backend: backend.clone(), load, state })
             })
             .collect();
         drop(table);
@@ -371,3 +376,27 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests;
+
+/// The settings that differ between `old` and `new`, named as on the command line.
+fn setting_changes(old: &DispatchSettings, new: &DispatchSettings) -> Vec<SettingChange> {
+    let mut changes = Vec::new();
+    let mut compare = |setting: &'static str, old: String, new: String| {
+        if old != new {
+            changes.push(SettingChange { setting, old, new });
+        }
+    };
+    let human = |duration: Duration| humantime::format_duration(duration).to_string();
+    compare("ttl", human(old.ttl), human(new.ttl));
+    compare("max-clock-skew", human(old.max_clock_skew), human(new.max_clock_skew));
+    compare("max-backends", old.max_backends.to_string(), new.max_backends.to_string());
+    compare("policy", old.policy.to_string(), new.policy.to_string());
+    let (a, b) = (&old.load, &new.load);
+    compare("slow-start", human(a.slow_start), human(b.slow_start));
+    compare("slow-start-factor", a.slow_start_factor.to_string(), b.slow_start_factor.to_string());
+    compare("prior-cost", a.prior_cost.to_string(), b.prior_cost.to_string());
+    compare("min-cost", a.min_cost.to_string(), b.min_cost.to_string());
+    compare("max-cost", a.max_cost.to_string(), b.max_cost.to_string());
+    compare("prior-weight", a.prior_weight.to_string(), b.prior_weight.to_string());
+    compare("retention", a.retention.to_string(), b.retention.to_string());
+    changes
+}

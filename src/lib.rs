@@ -38,6 +38,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod backoff;
 pub mod bench;

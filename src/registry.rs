@@ -93,6 +93,17 @@ impl Registry {
         self.ttl
     }
 
+    /// Changes the TTL; it applies to every backend from the next expiry check.
+    pub fn set_ttl(&mut self, ttl: Duration) {
+        self.ttl = ttl;
+    }
+
+    /// Changes the cap. Lowering it below the current count removes no one; it
+    /// only refuses new backends until enough have gone.
+    pub fn set_max_backends(&mut self, max_backends: usize) {
+        self.max_backends = max_backends;
+    }
+
     pub fn len(&self) -> usize {
         self.backends.len()
     }

@@ -152,3 +152,72 @@ fn concurrent_picks_and_removals_stay_consistent() {
     });
     assert_eq!(d.pick(t0), None);
 }
+
+#[test]
+fn an_operator_can_drain_and_restore_a_backend() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    beat(&d, 2, 60, t0);
+    d.set_state(BackendId(1), BackendState::Draining).unwrap();
+    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    // A heartbeat does not undo the override; the backend stays listed.
+    beat(&d, 1, 5, t0);
+    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    let states: Vec<_> = d.snapshot().iter().map(|b| (b.id.0, b.state, b.load.reported)).collect();
+    assert_eq!(states, [(1, BackendState::Draining, 5), (2, BackendState::Ready, 60)]);
+    d.set_state(BackendId(1), BackendState::Ready).unwrap();
+    assert_eq!(d.pick(t0).unwrap().id, BackendId(1));
+    assert_eq!(d.set_state(BackendId(7), BackendState::Maintenance), Err(UnknownBackend(BackendId(7))));
+}
+
+#[test]
+fn the_snapshot_shows_the_picks_accounted_to_each_backend() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    for _ in 0..3 {
+        d.pick(t0).unwrap();
+    }
+    let load = &d.snapshot()[0].load;
+    assert_eq!((load.picks_total, load.picks_since_report), (3, 3));
+    assert!(load.effective() > 10.0);
+    beat(&d, 1, 11, t0);
+    let load = &d.snapshot()[0].load;
+    assert_eq!((load.picks_total, load.picks_since_report, load.effective()), (3, 0, 11.0));
+}
+
+#[test]
+fn reconfiguring_keeps_backends_and_reports_what_changed() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    beat(&d, 2, 10, t0);
+    let mut new = DispatchSettings::default();
+    new.policy = Policy::Original;
+    new.ttl = Duration::from_secs(10);
+    new.max_clock_skew = Duration::from_secs(5);
+    let changes = d.reconfigure(&new);
+    let names: Vec<_> = changes.iter().map(|change| change.setting).collect();
+    assert_eq!(names, ["ttl", "max-clock-skew", "policy"]);
+    assert_eq!((changes[0].old.as_str(), changes[0].new.as_str()), ("3s", "10s"));
+    assert_eq!(d.settings(), new);
+    assert_eq!(d.ttl(), Duration::from_secs(10));
+    assert_eq!(d.backend_count(), 2);
+    // Original herds onto the lowest id; the new TTL and skew apply at once.
+    assert_eq!([d.pick(t0).unwrap().id, d.pick(t0).unwrap().id], [BackendId(1); 2]);
+    assert!(d.pick(t0 + Duration::from_secs(5)).is_some());
+    assert!(matches!(login(&d, t0, NOW_UNIX - 6), Err(LoginRefused::ClockSkew { .. })));
+    assert!(d.reconfigure(&new).is_empty());
+}
+
+#[test]
+fn every_login_is_timed() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    let _ = login(&d, t0, NOW_UNIX);
+    beat(&d, 1, 10, t0);
+    let _ = login(&d, t0, NOW_UNIX);
+    let _ = login(&d, t0, 0);
+    assert_eq!(d.stats().pick_latency.count(), 3);
+}

@@ -84,12 +84,46 @@ impl FromStr for Policy {
     }
 }
 
-/// One backend's entry: its load and its slot in the dense list.
+/// Whether a backend takes new clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new clients.
+    #[default]
+    Ready,
+    /// Takes no new clients but stays listed, so its current ones can finish.
+    Draining,
+    /// Out of service for maintenance: takes no new clients, stays listed.
+    Maintenance,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] =
+        [BackendState::Ready, BackendState::Draining, BackendState::Maintenance];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Ready => "ready",
+            BackendState::Draining => "draining",
+            BackendState::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One backend's entry: its load, its state, and its place in the pick indexes.
 #[derive(Debug, Clone)]
 struct Entry {
     load: BackendLoad,
-    /// Where the backend sits in `Selector::members`.
-    slot: usize,
+    state: BackendState,
+    /// Where the backend sits in `Selector::members`; `None` while it is not ready
+    /// (only ready backends are in the pick indexes).
+    slot: Option<usize>,
 }
 
 /// Picks backends under one policy and accounts for every pick.
@@ -98,10 +132,10 @@ pub struct Selector {
     policy: Policy,
     settings: LoadSettings,
     entries: HashMap<BackendId, Entry>,
-    /// `(score, id)` by the policy's score, lowest first; kept only for the policies
-    /// that pick from the front.
+    /// `(score, id)` of every ready backend by the policy's score, lowest first;
+    /// kept only for the policies that pick from the front.
     order: BTreeSet<(Score, BackendId)>,
-    /// Every backend, densely packed, for uniform random draws and rotation.
+    /// Every ready backend, densely packed, for uniform random draws and rotation.
     members: Vec<BackendId>,
     /// The next slot round-robin hands out.
     cursor: usize,
@@ -138,8 +172,14 @@ impl Selector {
         self.settings = settings;
     }
 
+    /// The number of backends known, ready or not.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The number of backends that take new clients.
+    pub fn ready_len(&self) -> usize {
+        self.members.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -151,38 +191,73 @@ impl Selector {
         self.entries.get(&id).map(|entry| &entry.load)
     }
 
+    /// Whether a backend takes new clients.
+    pub fn state(&self, id: BackendId) -> Option<BackendState> {
+        self.entries.get(&id).map(|entry| entry.state)
+    }
+
+    /// Sets a backend's state; returns false for an unknown backend. A backend
+    /// that is not ready leaves the pick indexes and keeps its load.
+    pub fn set_state(&mut self, id: BackendId, state: BackendState) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else { return false };
+        let was_ready = entry.state == BackendState::Ready;
+        entry.state = state;
+        match (was_ready, state == BackendState::Ready) {
+            (true, false) => self.unindex(id),
+            (false, true) => self.index(id),
+            _ => {}
+        }
+        true
+    }
+
     /// Records a report: registers the backend, or reconciles its effective load
     /// with the new measurement.
     pub fn report(&mut self, id: BackendId, mem: u8, now: Instant) {
         let Some(entry) = self.entries.get_mut(&id) else {
-            self.insert(id, BackendLoad::new(mem, now, &self.settings));
+            let load = BackendLoad::new(mem, now, &self.settings);
+            self.entries.insert(id, Entry { load, state: BackendState::Ready, slot: None });
+            self.index(id);
             return;
         };
         let before = self.policy.score(&entry.load);
         entry.load.reconcile(mem, &self.settings);
         let after = self.policy.score(&entry.load);
-        self.reorder(id, before, after);
-    }
-
-    fn insert(&mut self, id: BackendId, load: BackendLoad) {
-        if self.policy.uses_order() {
-            self.order.insert((self.policy.score(&load), id));
+        let ready = entry.state == BackendState::Ready;
+        if ready {
+            self.reorder(id, before, after);
         }
-        self.entries.insert(id, Entry { load, slot: self.members.len() });
-        self.members.push(id);
     }
 
     /// Forgets a backend; returns whether it was known.
     pub fn remove(&mut self, id: BackendId) -> bool {
-        let Some(entry) = self.entries.remove(&id) else { return false };
+        self.unindex(id);
+        self.entries.remove(&id).is_some()
+    }
+
+    /// Adds a known backend to the pick indexes.
+    fn index(&mut self, id: BackendId) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        if entry.slot.is_some() {
+            return;
+        }
+        entry.slot = Some(self.members.len());
+        self.members.push(id);
+        if self.policy.uses_order() {
+            self.order.insert((self.policy.score(&entry.load), id));
+        }
+    }
+
+    /// Takes a backend out of the pick indexes, keeping its entry.
+    fn unindex(&mut self, id: BackendId) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let Some(slot) = entry.slot.take() else { return };
         if self.policy.uses_order() {
             self.order.remove(&(self.policy.score(&entry.load), id));
         }
-        self.members.swap_remove(entry.slot);
-        if let Some(&moved) = self.members.get(entry.slot) {
-            self.entries.get_mut(&moved).expect("every member has an entry").slot = entry.slot;
+        self.members.swap_remove(slot);
+        if let Some(&moved) = self.members.get(slot) {
+            self.entries.get_mut(&moved).expect("every member has an entry").slot = Some(slot);
         }
-        true
     }
 
     /// Picks a backend at `now` and accounts for the client sent there.
@@ -202,7 +277,7 @@ impl Selector {
             return Some(first);
         }
         // A second draw from the others, so the two are always distinct.
-        let slot_of_first = self.entries[&first].slot;
+        let slot_of_first = self.entries[&first].slot.expect("members are indexed");
         let mut other = rng.random_range(0..self.members.len() - 1);
         if other >= slot_of_first {
             other += 1;
@@ -240,7 +315,8 @@ impl Selector {
         self.order.clear();
         if self.policy.uses_order() {
             let policy = self.policy;
-            self.order.extend(self.entries.iter().map(|(id, entry)| (policy.score(&entry.load), *id)));
+            let ready = self.members.iter().map(|id| (policy.score(&self.entries[id].load), *id));
+            self.order.extend(ready);
         }
     }
 }

@@ -282,52 +282,99 @@ fn settings_are_validated_by_name() {
     }
 }
 
+#[test]
+fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
+    let now = Instant::now();
+    for policy in Policy::ALL {
+        let mut s = selector(policy, &[(1, 10), (2, 50), (3, 50)], now);
+        assert!(s.set_state(BackendId(1), BackendState::Draining));
+        assert!(s.set_state(BackendId(2), BackendState::Maintenance));
+        assert_eq!(picks(&mut s, 5, now, &mut rng()), [3; 5], "{policy}");
+        assert_eq!((s.len(), s.ready_len()), (3, 1));
+        assert_eq!(s.state(BackendId(1)), Some(BackendState::Draining));
+        // Reports keep arriving while draining; they are recorded, not picked.
+        s.report(BackendId(1), 5, now);
+        assert_eq!(s.load(BackendId(1)).unwrap().reported, 5);
+        assert_eq!(s.pick(now, &mut rng()), Some(BackendId(3)), "{policy}");
+        s.set_state(BackendId(3), BackendState::Draining);
+        assert_eq!(s.pick(now, &mut rng()), None, "{policy}: nothing is ready");
+        s.set_state(BackendId(1), BackendState::Ready);
+        assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)), "{policy}");
+    }
+    assert!(!Selector::new(Policy::LeastLoaded, flat()).set_state(BackendId(9), BackendState::Draining));
+}
+
+#[test]
+fn backend_state_names() {
+    let names: Vec<_> = BackendState::ALL.iter().map(|state| state.to_string()).collect();
+    assert_eq!(names, ["ready", "draining", "maintenance"]);
+    assert_eq!(BackendState::default(), BackendState::Ready);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Report(u64, u8),
     Remove(u64),
+    SetState(u64, usize),
     Pick,
+    ChangePolicy(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..12u64, any::<u8>()).prop_map(|(id, mem)| Op::Report(id, mem)),
         (0..12u64).prop_map(Op::Remove),
+        (0..12u64, 0..3usize).prop_map(|(id, state)| Op::SetState(id, state)),
         Just(Op::Pick),
+        Just(Op::Pick),
+        (0..4usize).prop_map(Op::ChangePolicy),
     ]
 }
 
 proptest! {
-    /// Whatever the sequence of reports, removals and picks, every policy picks
-    /// only registered backends, and least-loaded picks one of the lowest score.
+    /// Whatever the sequence of reports, removals, state changes and picks, every
+    /// policy picks only registered ready backends, and least-loaded picks one of
+    /// the lowest score.
     #[test]
-    fn picks_name_only_registered_backends(ops in proptest::collection::vec(op(), 1..200), policy in 0..4usize) {
-        let policy = Policy::ALL[policy];
+    fn picks_name_only_registered_ready_backends(ops in proptest::collection::vec(op(), 1..200), policy in 0..4usize) {
         let now = Instant::now();
-        let mut s = Selector::new(policy, flat());
-        let mut alive = std::collections::HashSet::new();
+        let mut s = Selector::new(Policy::ALL[policy], flat());
+        let mut alive: HashMap<u64, BackendState> = HashMap::new();
         let mut rng = rng();
         for op in ops {
             match op {
                 Op::Report(id, mem) => {
                     s.report(BackendId(id), mem, now);
-                    alive.insert(id);
+                    alive.entry(id).or_default();
                 }
-                Op::Remove(id) => prop_assert_eq!(s.remove(BackendId(id)), alive.remove(&id)),
+                Op::Remove(id) => prop_assert_eq!(s.remove(BackendId(id)), alive.remove(&id).is_some()),
+                Op::SetState(id, state) => {
+                    let state = BackendState::ALL[state];
+                    prop_assert_eq!(s.set_state(BackendId(id), state), alive.contains_key(&id));
+                    if let Some(known) = alive.get_mut(&id) {
+                        *known = state;
+                    }
+                }
+                Op::ChangePolicy(policy) => s.set_policy(Policy::ALL[policy]),
                 Op::Pick => {
-                    let scores: HashMap<u64, Score> =
-                        alive.iter().map(|id| (*id, s.load(BackendId(*id)).unwrap().effective_score())).collect();
+                    let ready: HashMap<u64, Score> = alive
+                        .iter()
+                        .filter(|(_, state)| **state == BackendState::Ready)
+                        .map(|(id, _)| (*id, s.load(BackendId(*id)).unwrap().effective_score()))
+                        .collect();
                     let picked = s.pick(now, &mut rng);
-                    prop_assert_eq!(picked.is_some(), !alive.is_empty());
+                    prop_assert_eq!(picked.is_some(), !ready.is_empty());
                     if let Some(id) = picked {
-                        prop_assert!(alive.contains(&id.0));
-                        if policy == Policy::LeastLoaded {
-                            prop_assert_eq!(scores[&id.0], *scores.values().min().unwrap());
+                        prop_assert!(ready.contains_key(&id.0));
+                        if s.policy() == Policy::LeastLoaded {
+                            prop_assert_eq!(ready[&id.0], *ready.values().min().unwrap());
                         }
                     }
                 }
             }
             prop_assert_eq!(s.len(), alive.len());
+            let ready = alive.values().filter(|state| **state == BackendState::Ready).count();
+            prop_assert_eq!(s.ready_len(), ready);
         }
     }
 }

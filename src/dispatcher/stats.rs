@@ -1,0 +1,140 @@
+//! The dispatcher's counters: lock-free atomics, read as a snapshot or scraped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of what the dispatcher has done since it started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub heartbeats: AtomicU64,
+    pub invalid_mem_reports: AtomicU64,
+    pub refused_heartbeats: AtomicU64,
+    pub logins_answered: AtomicU64,
+    pub logins_no_backend: AtomicU64,
+    pub logins_clock_skew: AtomicU64,
+    pub evicted_disconnected: AtomicU64,
+    pub evicted_expired: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub skipped_frames: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_open: AtomicU64,
+    /// How long each login took inside the dispatcher, lock wait included.
+    pub pick_latency: LatencyHistogram,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub heartbeats: u64,
+    pub invalid_mem_reports: u64,
+    pub refused_heartbeats: u64,
+    pub logins_answered: u64,
+    pub logins_no_backend: u64,
+    pub logins_clock_skew: u64,
+    pub evicted_disconnected: u64,
+    pub evicted_expired: u64,
+    pub protocol_errors: u64,
+    pub skipped_frames: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_open: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            heartbeats: get(&self.heartbeats),
+            invalid_mem_reports: get(&self.invalid_mem_reports),
+            refused_heartbeats: get(&self.refused_heartbeats),
+            logins_answered: get(&self.logins_answered),
+            logins_no_backend: get(&self.logins_no_backend),
+            logins_clock_skew: get(&self.logins_clock_skew),
+            evicted_disconnected: get(&self.evicted_disconnected),
+            evicted_expired: get(&self.evicted_expired),
+            protocol_errors: get(&self.protocol_errors),
+            skipped_frames: get(&self.skipped_frames),
+            connections_accepted: get(&self.connections_accepted),
+            connections_refused: get(&self.connections_refused),
+            connections_open: get(&self.connections_open),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Upper bounds of the pick latency buckets, in nanoseconds: 1 µs to 10 ms in
+/// 1-2-5 steps. A pick normally takes well under a microsecond; the upper buckets
+/// show lock contention.
+pub const LATENCY_BOUNDS_NANOS: [u64; 13] = [
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
+    10_000_000,
+];
+
+/// A fixed-bucket histogram of durations, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per-bucket (not cumulative) counts; the last one holds what exceeds every bound.
+    buckets: [AtomicU64; LATENCY_BOUNDS_NANOS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// `(upper bound in seconds, cumulative count)` per bucket, ending with
+    /// `(+Inf, total)`, as Prometheus histograms are exposed.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let bounds = LATENCY_BOUNDS_NANOS.iter().map(|&nanos| nanos as f64 / 1e9).chain([f64::INFINITY]);
+        let mut total = 0;
+        bounds
+            .zip(&self.buckets)
+            .map(|(bound, count)| {
+                total += count.load(Ordering::Relaxed);
+                (bound, total)
+            })
+            .collect()
+    }
+
+    /// The number of durations recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The sum of every duration recorded, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_cumulative_buckets() {
+        let histogram = LatencyHistogram::default();
+        for micros in [0, 1, 2, 3, 7_000, 20_000] {
+            histogram.record(Duration::from_micros(micros));
+        }
+        let buckets = histogram.buckets();
+        assert_eq!(buckets.len(), LATENCY_BOUNDS_NANOS.len() + 1);
+        assert_eq!(buckets[0], (1e-6, 2), "0 and 1 µs are at most 1 µs");
+        assert_eq!(buckets[1].1, 3);
+        assert_eq!(buckets[2].1, 4);
+        assert_eq!(buckets[11].1, 4, "below 5 ms");
+        assert_eq!(buckets[12].1, 5, "7 ms is at most 10 ms");
+        assert_eq!(buckets[13], (f64::INFINITY, 6));
+        assert_eq!(histogram.count(), 6);
+        assert!((histogram.sum_seconds() - 0.027_006).abs() < 1e-12);
+    }
+}
