@@ -5,6 +5,9 @@
 //! hanging. Frames are written out byte by byte where the legacy format matters, so
 //! the tests do not trust the crate's own encoder.
 
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
