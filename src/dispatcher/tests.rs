@@ -193,10 +193,12 @@ fn reconfiguring_keeps_backends_and_reports_what_changed() {
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     beat(&d, 2, 10, t0);
-    let mut new = DispatchSettings::default();
-    new.policy = Policy::Original;
-    new.ttl = Duration::from_secs(10);
-    new.max_clock_skew = Duration::from_secs(5);
+    let new = DispatchSettings {
+        policy: Policy::Original,
+        ttl: Duration::from_secs(10),
+        max_clock_skew: Duration::from_secs(5),
+        ..DispatchSettings::default()
+    };
     let changes = d.reconfigure(&new);
     let names: Vec<_> = changes.iter().map(|change| change.setting).collect();
     assert_eq!(names, ["ttl", "max-clock-skew", "policy"]);
