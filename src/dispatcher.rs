@@ -294,24 +294,21 @@ impl Dispatcher {
 
     /// Answers a login: checks its timestamp against `unix_now`, then picks.
     pub fn login(&self, request: LoginRequest, now: Instant, unix_now: u64) -> Result<Picked, LoginRefused> {
-        let started = Instant::now();
-        let outcome = self.answer_login(request, now, unix_now);
-        self.stats.pick_latency.record(started.elapsed());
-        outcome
-    }
-
-    fn answer_login(
-        &self,
-        request: LoginRequest,
-        now: Instant,
-        unix_now: u64,
-    ) -> Result<Picked, LoginRefused> {
         let skew_secs = request.timestamp.abs_diff(unix_now);
         if skew_secs > self.max_clock_skew_secs.load(Ordering::Relaxed) {
             bump(&self.stats.logins_clock_skew);
             return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
         }
-        match self.pick(now) {
+        self.pick_for_client(now)
+    }
+
+    /// Picks a backend for a client that asked by any means (a login frame, an
+    /// HTTP pick), counting the outcome and timing it.
+    pub fn pick_for_client(&self, now: Instant) -> Result<Picked, LoginRefused> {
+        let started = Instant::now();
+        let picked = self.pick(now);
+        self.stats.pick_latency.record(started.elapsed());
+        match picked {
             Some(picked) => {
                 bump(&self.stats.logins_answered);
                 Ok(picked)

@@ -14,8 +14,9 @@
 //! | [`protocol`] | the legacy wire format: frame header, message kinds, pure parse and encode |
 //! | [`codec`] | a `tokio_util` codec that frames a byte stream into requests |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
-//! | [`selection`] | who gets picked: least loaded, ties in rotation (no I/O) |
+//! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
 //! | [`dispatcher`] | registry and selection kept in step under one lock; answers logins |
+//! | [`simulate`] | a seeded discrete-event simulation of a pool, driving the real dispatcher |
 //! | [`server`] | the TCP server: bind, accept under a cap, sweep, graceful shutdown |
 //! | `connection` | the only code that reads and writes the dispatcher's sockets |
 //! | [`agent`] | the backend side: heartbeats, reconnects with backoff |
@@ -24,8 +25,11 @@
 //! | [`config`] | the error settings checks return, naming the setting |
 //! | [`dial`] | outgoing connections: resolve a name, try each address |
 //! | [`client`] | the client side: one login, one reply |
+//! | [`bench`] | the load generator behind `loadwise bench`, and a no-logic ceiling server |
+//! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
 //!
-//! The `loadwise` binary (`serve`, `agent`, `pick`) is a thin layer over these.
+//! The `loadwise` binary (`serve`, `agent`, `pick`, `bench`, `simulate`, ...) is a thin
+//! layer over these.
 //!
 //! # Example
 //!

@@ -221,5 +221,9 @@ fn every_login_is_timed() {
     beat(&d, 1, 10, t0);
     let _ = login(&d, t0, NOW_UNIX);
     let _ = login(&d, t0, 0);
+    assert_eq!(d.stats().pick_latency.count(), 2, "a refused timestamp never reaches a pick");
+    assert!(d.pick_for_client(t0).is_ok());
+    let stats = d.stats().snapshot();
+    assert_eq!((stats.logins_answered, stats.logins_no_backend, stats.logins_clock_skew), (2, 1, 1));
     assert_eq!(d.stats().pick_latency.count(), 3);
 }
