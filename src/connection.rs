@@ -6,19 +6,22 @@
 //! protocol error closes this connection only, after the replies already owed.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{Dispatcher, HeartbeatRefused, bump};
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
-use crate::server::Shared;
+use crate::server::{LiveLimits, Shared};
 
 /// Per-connection limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +51,13 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Bytes requested from the socket per read. Frames are at most 23 bytes unless
-/// skipped, and skipped bytes are discarded as they arrive, so the buffer stays small.
+/// Bytes requested from the socket per read at first: ten frames or so. Frames are
+/// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
+/// so the buffer stays small, and an idle connection holds only this much.
+const FIRST_READ_CHUNK: usize = 256;
+
+/// The most bytes requested per read. A read that fills its chunk doubles the next
+/// one up to this, so a peer that pipelines is read in few system calls.
 const READ_CHUNK: usize = 4096;
 
 /// Why a connection ended other than by a clean close.
@@ -98,26 +106,48 @@ struct Connection<'a> {
     stream: TcpStream,
     id: BackendId,
     shared: &'a Shared,
+    /// The limits this connection applies, refreshed between frames after a reload.
+    limits: ConnectionLimits,
+    limits_rx: watch::Receiver<LiveLimits>,
     codec: DispatcherCodec,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    /// When the connection last received bytes.
+    /// Bytes to request on the next read (from `FIRST_READ_CHUNK` to `READ_CHUNK`).
+    read_chunk: usize,
+    /// When the connection last received bytes. Frames are applied at this time:
+    /// one clock read per read, however many frames it brought.
     last_activity: Instant,
+    /// The unix time of the latest read, taken when a login in it first needs it.
+    read_unix: Option<u64>,
     /// When the frame now being received began to arrive, if one is incomplete.
     partial_since: Option<Instant>,
+    /// Fires no later than the read deadline. It is re-armed lazily, when it fires
+    /// early or the deadline moves closer, so that a read costs no timer operation.
+    timer: Pin<Box<Sleep>>,
+    /// Completes when shutdown begins. A child token of the connection's own, so
+    /// waiting on it does not contend for the lock of the token all connections share.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<'a> Connection<'a> {
     fn new(stream: TcpStream, id: BackendId, shared: &'a Shared) -> Self {
+        let mut limits_rx = shared.limits.clone();
+        let limits = limits_rx.borrow_and_update().connection.clone();
         Connection {
             stream,
             id,
             shared,
-            codec: DispatcherCodec::new(shared.limits.max_frame_len),
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            codec: DispatcherCodec::new(limits.max_frame_len),
+            limits,
+            limits_rx,
+            read_buf: BytesMut::new(),
+            read_chunk: FIRST_READ_CHUNK,
             write_buf: BytesMut::new(),
             last_activity: Instant::now(),
+            read_unix: None,
             partial_since: None,
+            timer: Box::pin(tokio::time::sleep_until(far_future())),
+            shutdown: Box::pin(shared.shutdown.child_token().cancelled_owned()),
         }
     }
 
@@ -126,6 +156,7 @@ impl<'a> Connection<'a> {
             let decoded = self.process_buffered();
             self.flush().await?;
             decoded?;
+            let between_frames = !self.codec.is_mid_frame(&self.read_buf);
             let Some(read) = self.read_more().await? else {
                 return Ok(());
             };
@@ -134,8 +165,22 @@ impl<'a> Connection<'a> {
                 self.flush().await?;
                 return Ok(drained?);
             }
+            if between_frames {
+                self.follow_reload();
+            }
             self.last_activity = Instant::now();
+            self.read_unix = None;
         }
+    }
+
+    /// Takes up limits changed by a reload. Called only when the bytes just read
+    /// begin a new frame, so that each frame is judged by one set of limits.
+    fn follow_reload(&mut self) {
+        if !self.limits_rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        self.limits = self.limits_rx.borrow_and_update().connection.clone();
+        self.codec = DispatcherCodec::new(self.limits.max_frame_len);
     }
 
     /// Decodes and applies every complete frame in the read buffer, then notes
@@ -172,7 +217,7 @@ impl<'a> Connection<'a> {
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat) {
         tracing::trace!(?heartbeat, "heartbeat");
-        let now = Instant::now().into_std();
+        let now = self.last_activity.into_std();
         match self.dispatcher().heartbeat(self.id, heartbeat, now) {
             Ok(accepted) => {
                 if accepted.registered {
@@ -196,8 +241,9 @@ impl<'a> Connection<'a> {
     }
 
     fn on_login(&mut self, login: LoginRequest) -> Result<(), CodecError> {
-        let now = Instant::now().into_std();
-        let outcome = self.dispatcher().login(login, now, unix_time_now());
+        let now = self.last_activity.into_std();
+        let unix_now = *self.read_unix.get_or_insert_with(unix_time_now);
+        let outcome = self.dispatcher().login(login, now, unix_now);
         match &outcome {
             Ok(picked) => {
                 tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
@@ -214,7 +260,18 @@ impl<'a> Connection<'a> {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        let write_timeout = self.shared.limits.write_timeout;
+        // Replies are small and the socket almost always has room for them: try
+        // once before arming the write timeout and waiting on the abort token.
+        match self.stream.try_write(&self.write_buf) {
+            Ok(written) => self.write_buf.advance(written),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error.into()),
+        }
+        if self.write_buf.is_empty() {
+            self.write_buf.clear();
+            return Ok(());
+        }
+        let write_timeout = self.limits.write_timeout;
         tokio::select! {
             written = tokio::time::timeout(write_timeout, self.stream.write_all(&self.write_buf)) => {
                 written.map_err(|_| Closed::WriteTimeout(write_timeout))??;
@@ -227,12 +284,33 @@ impl<'a> Connection<'a> {
 
     /// Reads more bytes, or returns `None` when shutdown begins between frames.
     async fn read_more(&mut self) -> Result<Option<usize>, Closed> {
-        self.read_buf.reserve(READ_CHUNK);
-        let (deadline, on_timeout) = self.read_deadline().unzip();
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.read_buf) => Ok(Some(read?)),
-            () = sleep_until_some(deadline) => Err(on_timeout.expect("a deadline comes with its reason")),
-            () = self.shared.shutdown.cancelled() => Ok(None),
+        self.read_buf.reserve(self.read_chunk);
+        loop {
+            if let Some((deadline, _)) = self.read_deadline()
+                && deadline < self.timer.deadline()
+            {
+                self.timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                // Shutdown first, so a peer that never stops sending cannot delay it.
+                biased;
+                () = &mut self.shutdown => return Ok(None),
+                read = self.stream.read_buf(&mut self.read_buf) => {
+                    let read = read?;
+                    if read >= self.read_chunk {
+                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK);
+                    }
+                    return Ok(Some(read));
+                }
+                () = &mut self.timer => {}
+            }
+            // The timer fired: a timeout if the deadline has really passed; otherwise
+            // it was armed for a deadline that activity has since pushed back.
+            match self.read_deadline() {
+                Some((deadline, reason)) if Instant::now() >= deadline => return Err(reason),
+                Some((deadline, _)) => self.timer.as_mut().reset(deadline),
+                None => self.timer.as_mut().reset(far_future()),
+            }
         }
     }
 
@@ -240,7 +318,7 @@ impl<'a> Connection<'a> {
     /// incomplete, otherwise the idle deadline if one is configured. A timeout too
     /// large to represent as an instant never fires.
     fn read_deadline(&self) -> Option<(Instant, Closed)> {
-        let limits = &self.shared.limits;
+        let limits = &self.limits;
         match self.partial_since {
             Some(since) => {
                 let deadline = since.checked_add(limits.frame_timeout)?;
@@ -263,9 +341,7 @@ impl<'a> Connection<'a> {
     }
 }
 
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// A deadline that never comes: about thirty years away, as tokio itself uses.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }

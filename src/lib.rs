@@ -23,6 +23,7 @@
 //! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
 //! | [`config`] | the error settings checks return, naming the setting |
+//! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
 //! | [`dial`] | outgoing connections: resolve a name, try each address |
 //! | [`client`] | the client side: one login, one reply |
 //! | [`bench`] | the load generator behind `loadwise bench`, and a no-logic ceiling server |
@@ -58,6 +59,7 @@ pub mod protocol;
 pub mod registry;
 pub mod selection;
 pub mod server;
+pub mod settings;
 pub mod simulate;
 
 pub use connection::ConnectionLimits;

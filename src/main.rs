@@ -6,12 +6,10 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
-use cli::{AgentArgs, Cli, Command, PickArgs, ServeArgs};
+use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise::agent::MemoryProbe;
 use loadwise::client::PickError;
 use loadwise::dial::DialError;
-use loadwise::server::Server;
 use tracing_subscriber::EnvFilter;
 
 /// The process exit statuses, distinct per outcome so scripts can tell them apart.
@@ -36,8 +34,8 @@ impl From<Exit> for ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli.command);
+    let cli = cli::parse();
+    init_logging(cli.log_format, &cli.command);
     match run(cli.command) {
         Ok(exit) => exit.into(),
         Err(error) => {
@@ -47,16 +45,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`; `warn` for `pick`,
-/// whose stdout is its answer).
-fn init_logging(command: &Command) {
-    let default = if matches!(command, Command::Pick(_)) { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+/// Logs go to stderr as text or JSON lines, filtered by `RUST_LOG` (default `info`;
+/// `warn` for `pick` and `config`, whose stdout is their answer).
+fn init_logging(format: LogFormat, command: &Command) {
+    let quiet = matches!(command, Command::Pick(_) | Command::Config(_));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" }));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<Exit> {
@@ -66,21 +65,15 @@ fn run(command: Command) -> anyhow::Result<Exit> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         match command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => cli::serve::run(args, shutdown_signal()).await.map(|()| Exit::Success),
+            Command::Config(args) => cli::serve::config(args).map(|()| Exit::Success),
+            Command::Demo(args) => cli::demo::run(args, shutdown_signal()).await.map(|()| Exit::Success),
             Command::Agent(args) => agent(args).await,
             Command::Pick(args) => Ok(pick(args).await),
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
         }
     })
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
-    let config = args.into_config();
-    raise_descriptor_limit(config.max_connections);
-    let server = Server::bind(config).await?;
-    server.run(shutdown_signal()).await;
-    Ok(Exit::Success)
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
@@ -112,38 +105,26 @@ async fn pick(args: PickArgs) -> Exit {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed at once,
+/// not when the future is first polled, so that a signal arriving while the command
+/// starts up stops it gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the process");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for SIGINT or SIGTERM; only Ctrl-C stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-    }
-}
-
-/// Each connection needs a file descriptor; raise the soft limit as far as the hard
-/// limit allows and say so if it is still below the connection cap.
-fn raise_descriptor_limit(max_connections: usize) {
-    // Leave room for the listener, logging and the runtime.
-    let wanted = max_connections as u64 + 64;
-    match rlimit::increase_nofile_limit(wanted) {
-        Ok(limit) if limit < wanted => {
-            tracing::warn!(
-                limit,
-                max_connections,
-                "the open-file limit is below --max-connections; accepts may fail"
-            )
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
     }
 }
 

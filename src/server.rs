@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{ConfigError, ensure};
 use crate::connection::{self, ConnectionLimits};
-use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
+use crate::dispatcher::{DispatchSettings, Dispatcher, SettingChange, bump};
 use crate::log_limit::RateLimitedLog;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
@@ -90,11 +90,50 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// The settings a reload can change while connections stay open.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LiveLimits {
+    pub connection: ConnectionLimits,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl LiveLimits {
+    fn of(config: &ServerConfig) -> Self {
+        LiveLimits {
+            connection: config.connection.clone(),
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// Changes a running server's settings (from [`Server::reload_handle`]).
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    dispatcher: Arc<Dispatcher>,
+    limits: watch::Sender<LiveLimits>,
+}
+
+impl ReloadHandle {
+    /// Applies every setting of `config` except `listen` (the socket stays bound):
+    /// the dispatcher's at once, connection limits from each connection's next frame,
+    /// the connection cap from the next accept. Invalid settings are refused and the
+    /// old ones stay. Returns what changed in the dispatcher.
+    pub fn apply(&self, config: &ServerConfig) -> Result<Vec<SettingChange>, ConfigError> {
+        config.validate()?;
+        let changes = self.dispatcher.reconfigure(&config.dispatch);
+        self.limits.send_replace(LiveLimits::of(config));
+        Ok(changes)
+    }
+}
+
 /// State every connection task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub dispatcher: Arc<Dispatcher>,
-    pub limits: ConnectionLimits,
+    /// The connection limits in force; each connection follows changes between frames.
+    pub limits: watch::Receiver<LiveLimits>,
     /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over: stop at once.
@@ -112,7 +151,7 @@ const WARNING_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    config: ServerConfig,
+    limits: watch::Sender<LiveLimits>,
     dispatcher: Arc<Dispatcher>,
 }
 
@@ -131,7 +170,8 @@ impl Server {
     /// Wraps an already bound listener; `config.listen` is ignored.
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
-        Server { listener, config, dispatcher }
+        let (limits, _) = watch::channel(LiveLimits::of(&config));
+        Server { listener, limits, dispatcher }
     }
 
     /// The address actually bound (useful with port 0).
@@ -144,12 +184,17 @@ impl Server {
         Arc::clone(&self.dispatcher)
     }
 
+    /// A handle that changes the settings while the server runs (for SIGHUP).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle { dispatcher: Arc::clone(&self.dispatcher), limits: self.limits.clone() }
+    }
+
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, config, dispatcher } = self;
+        let Server { listener, limits, dispatcher } = self;
         let shared = Arc::new(Shared {
             dispatcher,
-            limits: config.connection.clone(),
+            limits: limits.subscribe(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
@@ -161,14 +206,15 @@ impl Server {
             tracing::info!(%addr, "listening");
         }
         tokio::select! {
-            () = accept_loop(&listener, &shared, &tracker, config.max_connections) => {}
+            () = accept_loop(&listener, &shared, &tracker, ConnectionCap::new(limits.subscribe())) => {}
             () = shutdown => tracing::info!("shutting down: no longer accepting"),
         }
         drop(listener);
         shared.shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-            tracing::warn!(grace = ?config.shutdown_grace, remaining = tracker.len(), "grace period over: closing remaining connections");
+        let shutdown_grace = limits.borrow().shutdown_grace;
+        if tokio::time::timeout(shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!(grace = ?shutdown_grace, remaining = tracker.len(), "grace period over: closing remaining connections");
             shared.abort.cancel();
             tracker.wait().await;
         }
@@ -181,9 +227,8 @@ async fn accept_loop(
     listener: &TcpListener,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
-    max_connections: usize,
+    mut cap: ConnectionCap,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
     let next_id = AtomicU64::new(1);
     let mut backoff = AcceptBackoff::default();
     let refusals = RateLimitedLog::new(WARNING_PERIOD);
@@ -202,10 +247,10 @@ async fn accept_loop(
             }
         };
         let stats = shared.dispatcher.stats();
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let Some(permit) = cap.try_acquire() else {
             bump(&stats.connections_refused);
             if let Some(suppressed) = refusals.should_log(Instant::now()) {
-                tracing::warn!(%peer, max_connections, suppressed, "connection limit reached; closing new connection");
+                tracing::warn!(%peer, max_connections = cap.size, suppressed, "connection limit reached; closing new connection");
             }
             drop(stream);
             continue;
@@ -217,6 +262,46 @@ async fn accept_loop(
             let _open = OpenConnection::new(id, peer, permit, &shared);
             serve_connection(stream, peer, id, &shared).await;
         });
+    }
+}
+
+/// The cap on open connections: a semaphore whose size follows reloads.
+struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    size: usize,
+    /// Permits to take out of circulation, once connections release them, after a
+    /// reload lowered the cap.
+    debt: usize,
+    limits: watch::Receiver<LiveLimits>,
+}
+
+impl ConnectionCap {
+    fn new(mut limits: watch::Receiver<LiveLimits>) -> Self {
+        let size = limits.borrow_and_update().max_connections;
+        ConnectionCap { permits: Arc::new(Semaphore::new(size)), size, debt: 0, limits }
+    }
+
+    fn try_acquire(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.follow_reload();
+        if self.debt > 0 {
+            self.debt -= self.permits.forget_permits(self.debt);
+        }
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    fn follow_reload(&mut self) {
+        if !self.limits.has_changed().unwrap_or(false) {
+            return;
+        }
+        let size = self.limits.borrow_and_update().max_connections;
+        if size >= self.size {
+            let repaid = (size - self.size).min(self.debt);
+            self.debt -= repaid;
+            self.permits.add_permits(size - self.size - repaid);
+        } else {
+            self.debt += self.size - size;
+        }
+        self.size = size;
     }
 }
 
@@ -323,5 +408,29 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
         let config = ServerConfig { max_connections: 0, ..ServerConfig::default() };
         assert_eq!(config.validate().unwrap_err().setting, "max-connections");
+    }
+
+    #[test]
+    fn the_connection_cap_follows_reloads_without_closing_anything() {
+        let config = ServerConfig { max_connections: 2, ..ServerConfig::default() };
+        let (limits, _) = watch::channel(LiveLimits::of(&config));
+        let set_cap = |max_connections| limits.send_modify(|live| live.max_connections = max_connections);
+        let mut cap = ConnectionCap::new(limits.subscribe());
+        let mut held: Vec<_> = (0..2).map(|_| cap.try_acquire().unwrap()).collect();
+        assert!(cap.try_acquire().is_none());
+        set_cap(3);
+        held.push(cap.try_acquire().unwrap());
+        assert!(cap.try_acquire().is_none());
+        // Lowered below the open count: nothing closes, and a slot opens again only
+        // once the count is below the new cap, even if it rises meanwhile.
+        set_cap(1);
+        assert!(cap.try_acquire().is_none());
+        set_cap(2);
+        held.truncate(1);
+        held.push(cap.try_acquire().unwrap());
+        assert!(cap.try_acquire().is_none());
+        set_cap(4);
+        let more: Vec<_> = (0..4).filter_map(|_| cap.try_acquire()).collect();
+        assert_eq!(more.len(), 2);
     }
 }

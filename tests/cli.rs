@@ -130,8 +130,9 @@ impl Drop for Proc {
 }
 
 /// Starts `loadwise serve` on an ephemeral loopback port and returns it with its address.
+/// The admin API is off: tests run in parallel and its default port is fixed.
 fn serve(extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"];
     args.extend_from_slice(extra);
     let server = Proc::spawn(&args);
     let line = server.wait_for_line("listening");
@@ -222,7 +223,7 @@ fn agent_reregisters_after_the_dispatcher_restarts() {
     assert_eq!(server.wait_exit(), 0);
     agent.wait_for_line("not connected");
 
-    let restarted = Proc::spawn(&["serve", "--listen", &addr.to_string()]);
+    let restarted = Proc::spawn(&["serve", "--listen", &addr.to_string(), "--admin-listen", "off"]);
     restarted.wait_for_line("listening");
     pick_until(addr, "10.0.0.3:7003");
     std::fs::remove_file(meminfo).unwrap();

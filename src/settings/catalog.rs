@@ -1,0 +1,114 @@
+//! Every setting of `loadwise serve`: its file key, flag, environment variable, whether
+//! a reload applies it, and what it means. The example file, `config show`, the
+//! reload log and the documentation tests all read this one list.
+
+/// One setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingInfo {
+    /// The key in the file; `admin.` keys live in the `[admin]` table.
+    pub key: &'static str,
+    /// Whether a reload (SIGHUP) applies it; if not, it needs a restart.
+    pub live: bool,
+    /// What it does, for the example file (one or more lines, no `#`).
+    pub doc: &'static str,
+    /// A value to show, commented out, for a setting that is unset by default.
+    pub example: Option<&'static str>,
+}
+
+impl SettingInfo {
+    /// The flag's name without dashes in front, also the name a
+    /// [`ConfigError`](crate::config::ConfigError) gives: `max-clock-skew`.
+    pub fn flag(&self) -> String {
+        self.key.replace(['.', '_'], "-")
+    }
+
+    /// The environment variable: `LOADWISE_MAX_CLOCK_SKEW`, `LOADWISE_ADMIN_LISTEN`.
+    pub fn env(&self) -> String {
+        format!("LOADWISE_{}", self.key.replace('.', "_").to_uppercase())
+    }
+
+    /// The name in the `[admin]` table, or at the top level.
+    pub fn table_key(&self) -> (Option<&'static str>, &'static str) {
+        match self.key.split_once('.') {
+            Some((table, key)) => (Some(table), key),
+            None => (None, self.key),
+        }
+    }
+
+    /// The setting named `name`, as a file key or as a flag.
+    pub fn find(name: &str) -> Option<&'static SettingInfo> {
+        CATALOG.iter().find(|info| info.key == name || info.flag() == name)
+    }
+}
+
+const fn live(key: &'static str, doc: &'static str) -> SettingInfo {
+    SettingInfo { key, live: true, doc, example: None }
+}
+
+/// Every setting, in the order the example file lists them.
+pub const CATALOG: &[SettingInfo] = &[
+    SettingInfo {
+        key: "listen",
+        live: false,
+        doc: "Where backends and clients connect. Refuses to start if the port is taken.",
+        example: None,
+    },
+    live(
+        "policy",
+        "How to choose a backend: least-loaded (lowest report plus the clients sent since),\n\
+         p2c (better of two at random), round-robin (ignores load), or original (lowest\n\
+         report only, as the old server did; for comparison).",
+    ),
+    live("ttl", "Remove a backend that has sent no heartbeat for this long."),
+    live(
+        "max_clock_skew",
+        "A login whose timestamp is further than this from the dispatcher's clock gets\n\
+         the error reply. Whole seconds.",
+    ),
+    live("max_backends", "Most backends registered at once; heartbeats of further ones are refused."),
+    live(
+        "slow_start",
+        "For this long after a backend registers, the clients sent to it count extra\n\
+         (up to 10 times), so a fresh server is not flooded; 0s turns it off.",
+    ),
+    live(
+        "prior_cost",
+        "The cost of one client, in percent of a backend's load, assumed until its\n\
+         heartbeats show the real figure.",
+    ),
+    live("min_cost", "The smallest cost of one client (percent) that learning may settle on."),
+    live("max_cost", "The largest cost of one client (percent) that learning may settle on."),
+    live(
+        "max_connections",
+        "Most connections open at once; further ones are closed as they arrive. Lowering\n\
+         it closes no open connection.",
+    ),
+    live(
+        "max_frame_len",
+        "Longest frame accepted, in bytes (23 to 65535); a longer one closes its connection.",
+    ),
+    live("frame_timeout", "Close a connection that holds an incomplete frame for this long."),
+    live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
+    live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
+    live("shutdown_grace", "On SIGINT/SIGTERM, how long connections may finish before they are closed."),
+    SettingInfo {
+        key: "admin.listen",
+        live: false,
+        doc: "Where the admin HTTP API and dashboard listen, or \"off\". Keep it on loopback or\n\
+              a private network: reads need no token.",
+        example: None,
+    },
+    SettingInfo {
+        key: "admin.token",
+        live: true,
+        doc: "The bearer token operator actions (drain, maintenance) must present; without one\n\
+              they are refused. Prefer token_file, which keeps the secret out of this file.",
+        example: Some("\"change-me\""),
+    },
+    SettingInfo {
+        key: "admin.token_file",
+        live: true,
+        doc: "A file holding the admin token, read at start and at each reload (SIGHUP).",
+        example: Some("\"/etc/loadwise/admin-token\""),
+    },
+];

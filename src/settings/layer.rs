@@ -1,0 +1,180 @@
+//! One source's settings, as the configuration file spells them: every setting is
+//! optional, and a key the model does not know is an error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::text::{AdminListen, as_duration, as_text};
+use super::{Settings, TokenSource};
+use crate::config::{ConfigError, ensure};
+use crate::selection::Policy;
+
+/// The settings one source gives; `None` leaves a setting to the sources below.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backends: Option<usize>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_len: Option<u16>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub frame_timeout: Option<Duration>,
+    /// Zero keeps idle connections open.
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<Duration>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<Duration>,
+    #[serde(default, skip_serializing_if = "AdminLayer::is_empty")]
+    pub admin: AdminLayer,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminLayer {
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub listen: Option<AdminListen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminLayer {
+    fn is_empty(&self) -> bool {
+        *self == AdminLayer::default()
+    }
+}
+
+impl Layer {
+    /// Parses a configuration file's text. The message, on one line, quotes the
+    /// offending line, which names the key.
+    pub fn parse(text: &str) -> Result<Layer, String> {
+        toml::from_str(text).map_err(|error| describe(text, &error))
+    }
+
+    /// Every setting of `settings`, as a layer that sets them all (the admin token
+    /// included: callers that print it must hide it).
+    pub fn from_settings(settings: &Settings) -> Layer {
+        let server = &settings.server;
+        let (dispatch, load, connection) = (&server.dispatch, &server.dispatch.load, &server.connection);
+        let (token, token_file) = match &settings.admin.token {
+            None => (None, None),
+            Some(TokenSource::Inline(token)) => (Some(token.clone()), None),
+            Some(TokenSource::File(path)) => (None, Some(path.clone())),
+        };
+        Layer {
+            listen: Some(server.listen),
+            policy: Some(dispatch.policy),
+            ttl: Some(dispatch.ttl),
+            max_clock_skew: Some(dispatch.max_clock_skew),
+            max_backends: Some(dispatch.max_backends),
+            slow_start: Some(load.slow_start),
+            prior_cost: Some(load.prior_cost),
+            min_cost: Some(load.min_cost),
+            max_cost: Some(load.max_cost),
+            max_connections: Some(server.max_connections),
+            max_frame_len: Some(connection.max_frame_len),
+            frame_timeout: Some(connection.frame_timeout),
+            idle_timeout: Some(connection.idle_timeout.unwrap_or(Duration::ZERO)),
+            write_timeout: Some(connection.write_timeout),
+            shutdown_grace: Some(server.shutdown_grace),
+            admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
+        }
+    }
+
+    /// Sets in `settings` what this layer sets. Fails only when the layer gives the
+    /// admin token twice (inline and from a file).
+    pub fn apply(&self, settings: &mut Settings) -> Result<(), ConfigError> {
+        let server = &mut settings.server;
+        let dispatch = &mut server.dispatch;
+        set(&mut server.listen, self.listen);
+        set(&mut dispatch.policy, self.policy);
+        set(&mut dispatch.ttl, self.ttl);
+        set(&mut dispatch.max_clock_skew, self.max_clock_skew);
+        set(&mut dispatch.max_backends, self.max_backends);
+        set(&mut dispatch.load.slow_start, self.slow_start);
+        set(&mut dispatch.load.prior_cost, self.prior_cost);
+        set(&mut dispatch.load.min_cost, self.min_cost);
+        set(&mut dispatch.load.max_cost, self.max_cost);
+        set(&mut server.max_connections, self.max_connections);
+        let connection = &mut server.connection;
+        set(&mut connection.max_frame_len, self.max_frame_len);
+        set(&mut connection.frame_timeout, self.frame_timeout);
+        set(&mut connection.idle_timeout, self.idle_timeout.map(|idle| (!idle.is_zero()).then_some(idle)));
+        set(&mut connection.write_timeout, self.write_timeout);
+        set(&mut server.shutdown_grace, self.shutdown_grace);
+        self.admin.apply(&mut settings.admin)
+    }
+
+    /// Whether this layer sets `key` (a file key such as `ttl` or `admin.listen`).
+    pub fn sets(&self, key: &str) -> bool {
+        let table = self.table();
+        match key.split_once('.') {
+            Some((section, key)) => table.get(section).and_then(|section| section.get(key)).is_some(),
+            None => table.contains_key(key),
+        }
+    }
+
+    /// The layer as a TOML table (only the settings it sets).
+    pub fn table(&self) -> toml::Table {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(table)) => table,
+            _ => unreachable!("a layer serializes to a table"),
+        }
+    }
+}
+
+impl AdminLayer {
+    fn apply(&self, admin: &mut super::AdminSettings) -> Result<(), ConfigError> {
+        set(&mut admin.listen, self.listen);
+        let both = self.token.is_some() && self.token_file.is_some();
+        ensure(!both, "admin-token", "give the admin token or a file to read it from, not both")?;
+        if let Some(token) = &self.token {
+            admin.token = Some(TokenSource::Inline(token.clone()));
+        }
+        if let Some(path) = &self.token_file {
+            admin.token = Some(TokenSource::File(path.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// `line 3, `ttl = 3`: invalid type: ...`.
+fn describe(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else { return message.to_owned() };
+    let start = span.start.min(text.len());
+    let number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or_default().trim();
+    format!("line {number}, `{line}`: {message}")
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}

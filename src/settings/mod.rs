@@ -1,0 +1,180 @@
+//! The settings of `loadwise serve` from a TOML file, the environment and flags: the
+//! file model, merging by precedence, validation, and what a reload changes.
+//!
+//! Each source is a [`Layer`] that sets some settings and leaves the rest alone.
+//! [`Sources::load`] lays them over the built-in defaults in order of precedence,
+//! lowest first: defaults, the file, then the environment and flags (which clap has
+//! already merged, flags winning). The result is validated, and an error names the
+//! setting and where its value came from.
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `mod.rs` | [`Settings`], [`Sources`], the errors |
+//! | `layer.rs` | [`Layer`]: one source's settings, as the file spells them |
+//! | `text.rs` | settings written as text: durations, `off`-able addresses |
+//! | `catalog.rs` | [`CATALOG`]: every setting's key, flag, variable, default and doc |
+//! | `render.rs` | settings as a commented TOML file ([`example`], [`render`]) |
+//! | `diff.rs` | what changed between two loads, and whether it applies live |
+
+mod catalog;
+mod diff;
+mod layer;
+mod render;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use catalog::{CATALOG, SettingInfo};
+pub use diff::{Change, diff};
+pub use layer::{AdminLayer, Layer};
+pub use render::{example, render};
+pub use text::{AdminListen, DEFAULT_ADMIN_LISTEN, format_duration};
+
+use crate::config::ConfigError;
+use crate::server::ServerConfig;
+
+/// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub admin: AdminSettings,
+}
+
+/// The admin HTTP API's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminSettings {
+    /// Where the admin API listens, or off.
+    pub listen: AdminListen,
+    /// Where the bearer token for operator actions comes from; none refuses actions.
+    pub token: Option<TokenSource>,
+}
+
+/// Where the admin token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Given as is (flag, variable or file key `admin.token`).
+    Inline(String),
+    /// Read from this file at start and at each reload, so secrets stay out of argv
+    /// and the configuration file.
+    File(PathBuf),
+}
+
+impl Settings {
+    /// Keeps the settings that cannot change while running (listen addresses) as
+    /// they are in `running`.
+    pub fn keep_restart_only(&mut self, running: &Settings) {
+        self.server.listen = running.server.listen;
+        self.admin.listen = running.admin.listen;
+    }
+}
+
+/// The settings a process loads, with its admin token read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The admin token's text, read from its source; `None` refuses actions.
+    pub admin_token: Option<String>,
+}
+
+/// Where a process's settings come from, kept so that a reload reads them again.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The configuration file, if any; read again at each reload.
+    pub file: Option<PathBuf>,
+    /// The environment and the flags, merged: fixed for the life of the process.
+    pub overrides: Layer,
+    /// For each key the overrides set, how: the flag (`--ttl`) or the variable
+    /// (`LOADWISE_TTL`). Errors name it.
+    pub origins: BTreeMap<String, String>,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    // The I/O error is part of the message rather than a `source`, so that error
+    // chains do not print it twice.
+    #[error("cannot read the configuration file {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("invalid configuration file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{error} (set by {origin})")]
+    Invalid { error: ConfigError, origin: String },
+    #[error("cannot read the admin token file {} (set by {origin}): {error}", path.display())]
+    TokenFile { path: PathBuf, origin: String, error: std::io::Error },
+}
+
+impl Sources {
+    /// Reads the file (if any), merges it under the overrides, validates the result
+    /// and reads the admin token.
+    pub fn load(&self) -> Result<Loaded, SettingsError> {
+        let file = match &self.file {
+            Some(path) => read_file(path)?,
+            None => Layer::default(),
+        };
+        let settings = self.merge(&file)?;
+        let admin_token = self.read_token(&settings, &file)?;
+        Ok(Loaded { settings, admin_token })
+    }
+
+    /// Lays the file and then the overrides over the defaults, and validates.
+    pub fn merge(&self, file: &Layer) -> Result<Settings, SettingsError> {
+        let mut settings = Settings::default();
+        let invalid =
+            |error: ConfigError| SettingsError::Invalid { origin: self.origin(file, error.setting), error };
+        file.apply(&mut settings).map_err(invalid)?;
+        self.overrides.apply(&mut settings).map_err(invalid)?;
+        settings.server.validate().map_err(invalid)?;
+        Ok(settings)
+    }
+
+    fn read_token(&self, settings: &Settings, file: &Layer) -> Result<Option<String>, SettingsError> {
+        match &settings.admin.token {
+            None => Ok(None),
+            Some(TokenSource::Inline(token)) => Ok(Some(token.clone())),
+            Some(TokenSource::File(path)) => {
+                read_token_file(path).map_err(|error| SettingsError::TokenFile {
+                    path: path.clone(),
+                    origin: self.origin(file, "admin-token-file"),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Where the value of `setting` (named as on the command line) came from: the
+    /// highest-precedence source that sets it.
+    pub fn origin(&self, file: &Layer, setting: &str) -> String {
+        let Some(info) = CATALOG.iter().find(|info| info.flag() == setting) else {
+            return "the default".to_owned();
+        };
+        if let Some(how) = self.origins.get(info.key) {
+            return how.clone();
+        }
+        if self.overrides.sets(info.key) {
+            return format!("--{} or {}", info.flag(), info.env());
+        }
+        match &self.file {
+            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.key, path.display()),
+            _ => "the default".to_owned(),
+        }
+    }
+}
+
+/// Reads and parses a configuration file; unknown keys are errors.
+pub fn read_file(path: &Path) -> Result<Layer, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| SettingsError::Read { path: path.to_owned(), error })?;
+    Layer::parse(&text).map_err(|message| SettingsError::Parse { path: path.to_owned(), message })
+}
+
+/// The token is the file's text without surrounding whitespace (a trailing newline
+/// is usual); an empty file means no token.
+fn read_token_file(path: &Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim();
+    Ok((!token.is_empty()).then(|| token.to_owned()))
+}

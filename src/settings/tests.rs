@@ -1,0 +1,190 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::selection::Policy;
+
+fn loaded(settings: Settings) -> Loaded {
+    Loaded { settings, admin_token: None }
+}
+
+fn sources(overrides: Layer) -> Sources {
+    Sources { file: Some("/etc/loadwise/loadwise.toml".into()), overrides, origins: BTreeMap::new() }
+}
+
+#[test]
+fn the_example_sets_every_setting_to_its_default() {
+    let text = example();
+    let layer = Layer::parse(&text).unwrap();
+    let mut settings = Settings::default();
+    layer.apply(&mut settings).unwrap();
+    assert_eq!(settings, Settings::default());
+    for info in CATALOG {
+        let (_, key) = info.table_key();
+        assert!(text.contains(&format!("{key} = ")), "the example lacks {}", info.key);
+        assert!(text.contains(&info.env()), "the example does not name {}", info.env());
+    }
+}
+
+#[test]
+fn rendered_settings_parse_back_to_themselves() {
+    let mut settings = Settings::default();
+    settings.server.dispatch.policy = Policy::P2c;
+    settings.server.dispatch.ttl = Duration::from_millis(1500);
+    settings.server.connection.idle_timeout = None;
+    settings.admin.listen = AdminListen::Off;
+    settings.admin.token = Some(TokenSource::File("/run/token".into()));
+    let mut parsed = Settings::default();
+    Layer::parse(&render(&settings)).unwrap().apply(&mut parsed).unwrap();
+    assert_eq!(parsed, settings);
+}
+
+#[test]
+fn an_inline_token_is_never_rendered() {
+    let mut settings = Settings::default();
+    settings.admin.token = Some(TokenSource::Inline("s3cret".into()));
+    let text = render(&settings);
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("# token = (set; not shown)"), "{text}");
+}
+
+#[test]
+fn overrides_win_over_the_file_which_wins_over_defaults() {
+    let file = Layer::parse("ttl = \"5s\"\npolicy = \"p2c\"\nmax_backends = 7\n").unwrap();
+    let overrides = Layer { ttl: Some(Duration::from_secs(9)), ..Layer::default() };
+    let settings = sources(overrides).merge(&file).unwrap();
+    assert_eq!(settings.server.dispatch.ttl, Duration::from_secs(9));
+    assert_eq!(settings.server.dispatch.policy, Policy::P2c);
+    assert_eq!(settings.server.dispatch.max_backends, 7);
+    assert_eq!(settings.server.max_connections, 10_000);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let error = Layer::parse("tll = \"5s\"\n").unwrap_err();
+    assert!(error.contains("tll"), "{error}");
+    let error = Layer::parse("[admin]\ntokn = \"x\"\n").unwrap_err();
+    assert!(error.contains("tokn"), "{error}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let error = Layer::parse("ttl = \"3 parsecs\"\n").unwrap_err();
+    assert!(error.contains("ttl"), "{error}");
+    let error = Layer::parse("max_frame_len = 70000\n").unwrap_err();
+    assert!(error.contains("max_frame_len"), "{error}");
+    let error = Layer::parse("[admin]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert!(error.contains("listen") && error.contains("off"), "{error}");
+}
+
+#[test]
+fn invalid_settings_name_the_setting_and_where_it_was_set() {
+    let file = Layer::parse("ttl = \"0s\"\n").unwrap();
+    let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
+    assert!(error.contains("`ttl`") && error.contains("/etc/loadwise/loadwise.toml"), "{error}");
+
+    let mut from_env = sources(Layer { max_connections: Some(0), ..Layer::default() });
+    from_env.origins.insert("max_connections".into(), "LOADWISE_MAX_CONNECTIONS".into());
+    let error = from_env.merge(&Layer::default()).unwrap_err().to_string();
+    assert!(error.contains("`max-connections`") && error.contains("LOADWISE_MAX_CONNECTIONS"), "{error}");
+}
+
+#[test]
+fn a_zero_idle_timeout_keeps_idle_connections() {
+    let file = Layer::parse("idle_timeout = \"0s\"\n").unwrap();
+    let settings = sources(Layer::default()).merge(&file).unwrap();
+    assert_eq!(settings.server.connection.idle_timeout, None);
+}
+
+#[test]
+fn the_admin_token_is_given_once_per_source_and_the_higher_source_wins() {
+    let both = Layer::parse("[admin]\ntoken = \"a\"\ntoken_file = \"/t\"\n").unwrap();
+    let error = sources(Layer::default()).merge(&both).unwrap_err().to_string();
+    assert!(error.contains("admin-token"), "{error}");
+
+    let file = Layer::parse("[admin]\ntoken_file = \"/t\"\n").unwrap();
+    let overrides =
+        Layer { admin: AdminLayer { token: Some("b".into()), ..AdminLayer::default() }, ..Layer::default() };
+    let settings = sources(overrides).merge(&file).unwrap();
+    assert_eq!(settings.admin.token, Some(TokenSource::Inline("b".into())));
+}
+
+#[test]
+fn admin_listen_is_an_address_or_off() {
+    assert_eq!("off".parse::<AdminListen>(), Ok(AdminListen::Off));
+    assert_eq!(AdminListen::default().to_string(), DEFAULT_ADMIN_LISTEN);
+    assert!("8524".parse::<AdminListen>().is_err());
+}
+
+#[test]
+fn durations_are_written_as_flags_take_them() {
+    assert_eq!(format_duration(Duration::from_secs(60)), "60s");
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(format_duration(Duration::ZERO), "0s");
+    assert_eq!(
+        humantime::parse_duration(&format_duration(Duration::from_nanos(1_500))).unwrap().as_nanos(),
+        1_500
+    );
+}
+
+#[test]
+fn diff_names_each_change_and_whether_it_applies_live() {
+    let old = loaded(Settings::default());
+    let mut new = old.clone();
+    new.settings.server.dispatch.policy = Policy::RoundRobin;
+    new.settings.server.listen = "127.0.0.1:9000".parse().unwrap();
+    new.admin_token = Some("s3cret".into());
+    let changes = diff(&old, &new);
+    let summary: Vec<_> = changes.iter().map(|c| (c.key, c.old.as_str(), c.new.as_str(), c.live)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("listen", "127.0.0.1:8523", "127.0.0.1:9000", false),
+            ("policy", "least-loaded", "round-robin", true),
+            ("admin.token", "unset", "set (hidden)", true),
+        ]
+    );
+    let mut rotated = new.clone();
+    rotated.admin_token = Some("other".into());
+    let changes = diff(&new, &rotated);
+    assert_eq!(changes.len(), 1);
+    assert!(!format!("{changes:?}").contains("s3cret"));
+}
+
+#[test]
+fn restart_only_settings_keep_their_running_values() {
+    let running = Settings::default();
+    let mut reloaded = Settings::default();
+    reloaded.server.listen = "127.0.0.1:9000".parse().unwrap();
+    reloaded.admin.listen = AdminListen::Off;
+    reloaded.server.dispatch.ttl = Duration::from_secs(8);
+    reloaded.keep_restart_only(&running);
+    assert_eq!(reloaded.server.listen, running.server.listen);
+    assert_eq!(reloaded.admin.listen, running.admin.listen);
+    assert_eq!(reloaded.server.dispatch.ttl, Duration::from_secs(8));
+}
+
+#[test]
+fn every_setting_the_server_validates_is_in_the_catalogue() {
+    let named = [
+        "ttl",
+        "max-backends",
+        "min-cost",
+        "max-cost",
+        "prior-cost",
+        "max-connections",
+        "frame-timeout",
+        "write-timeout",
+        "idle-timeout",
+        "max-clock-skew",
+        "max-frame-len",
+    ];
+    for name in named {
+        assert!(SettingInfo::find(name).is_some(), "{name}");
+    }
+    let info = SettingInfo::find("admin.token_file").unwrap();
+    assert_eq!(
+        (info.flag().as_str(), info.env().as_str()),
+        ("admin-token-file", "LOADWISE_ADMIN_TOKEN_FILE")
+    );
+}

@@ -1,0 +1,493 @@
+//! Settings end to end with the real binary: the file, the environment and flags in
+//! order of precedence, errors that name the setting, the example file, SIGHUP
+//! reloads, the admin token from a file, and JSON logs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use loadwise::protocol::{Header, Heartbeat, IpField, cmd};
+use loadwise::server::{Server, ServerConfig};
+use loadwise::settings::{CATALOG, Layer, Settings};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loadwise");
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A scratch file, removed when the test ends.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("loadwise-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a command that ran to its end printed, and how it exited.
+#[derive(Debug)]
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// A command with a clean environment: no `LOADWISE_…` or `RUST_LOG` from outside.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LOADWISE_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// Runs the binary to its end, killing it if it is still running after the deadline.
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut child = command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`loadwise {}` still running after {DEADLINE:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// A running `loadwise serve`, killed when the test ends.
+struct Serve {
+    child: Child,
+    stderr: Receiver<String>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
+impl Serve {
+    /// Starts serve and waits until it listens, and its admin API too unless off.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut serve = Serve::spawn(args, env);
+        let admin_off = args.contains(&"off");
+        let end = Instant::now() + DEADLINE;
+        while serve.addr.port() == 0 || (serve.admin.is_none() && !admin_off) {
+            let line = serve.next_line(end);
+            if line.contains("admin API listening") {
+                serve.admin = Some(address_in(&line));
+            } else if line.contains("loadwise::server: listening") {
+                serve.addr = address_in(&line);
+            }
+        }
+        serve
+    }
+
+    /// Starts serve without waiting for anything.
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut child = command(&[&["serve"], args].concat(), env)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serve { child, stderr, addr: "0.0.0.0:0".parse().unwrap(), admin: None }
+    }
+
+    fn next_line(&self, end: Instant) -> String {
+        match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("serve logged nothing more within {DEADLINE:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("serve ended early"),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for_line(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?} within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("serve ended before logging {needle:?}"),
+            }
+        }
+    }
+
+    /// Every log line until one contains `needle`, that one included.
+    fn lines_until(&self, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        while let Ok(line) = self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            let done = line.contains(needle);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+        panic!("no log line with {needle:?} within {DEADLINE:?}; got {lines:#?}");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-s", name, &pid]).status().unwrap().success());
+    }
+
+    fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("serve did not stop within {DEADLINE:?}");
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, body) = http(self.admin.expect("the admin API is on"), "GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn address_in(line: &str) -> SocketAddr {
+    let after = line.rsplit("addr=").next().unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The settings `config show` prints for these options, parsed back.
+fn shown(args: &[&str], env: &[(&str, &str)]) -> Settings {
+    let out = run_to_end(&[&["config", "show"], args].concat(), env);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut settings = Settings::default();
+    Layer::parse(&out.stdout).unwrap().apply(&mut settings).unwrap();
+    settings
+}
+
+fn heartbeat(stream: &mut TcpStream, mem: u8) {
+    let frame = Heartbeat { mem, ip: IpField::from_text("10.0.0.9").unwrap(), port: 7009 }.encode();
+    stream.write_all(&frame).unwrap();
+}
+
+/// Polls the backend list until `check` holds, returning the last list.
+fn backends_until(serve: &Serve, check: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let list = serve.get("/v1/services/default/backends");
+        if check(&list) {
+            return list;
+        }
+        assert!(Instant::now() < end, "never saw the expected backends; last: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_example_file_sets_every_default() {
+    let out = run_to_end(&["config", "example"], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut settings = Settings::default();
+    Layer::parse(&out.stdout).unwrap().apply(&mut settings).unwrap();
+    assert_eq!(settings, Settings::default());
+    for info in CATALOG {
+        assert!(out.stdout.contains(&info.env()), "the example does not mention {}", info.env());
+    }
+    // Serving from the example file changes nothing.
+    let example = TempFile::new("example.toml", &out.stdout);
+    assert_eq!(shown(&["--config", example.path()], &[]), Settings::default());
+    assert_eq!(shown(&[], &[]), Settings::default());
+}
+
+#[test]
+fn flags_win_over_the_environment_which_wins_over_the_file() {
+    let file = TempFile::new(
+        "precedence.toml",
+        "ttl = \"5s\"\npolicy = \"p2c\"\nmax_backends = 7\nmax_clock_skew = \"9s\"\n",
+    );
+    let env = [("LOADWISE_TTL", "6s"), ("LOADWISE_POLICY", "round-robin"), ("LOADWISE_MAX_CLOCK_SKEW", "8s")];
+    let flags = ["--config", file.path(), "--policy", "original"];
+    let settings = shown(&flags, &env);
+    let dispatch = &settings.server.dispatch;
+    assert_eq!(dispatch.max_backends, 7, "from the file");
+    assert_eq!(dispatch.ttl, Duration::from_secs(6), "the environment over the file");
+    assert_eq!(dispatch.max_clock_skew, Duration::from_secs(8), "the environment over the file");
+    assert_eq!(dispatch.policy.name(), "original", "the flag over the environment");
+    assert_eq!(settings.server.max_connections, 10_000, "the default");
+
+    // The running dispatcher has the same settings; LOADWISE_CONFIG names the file.
+    let env = [env.as_slice(), &[("LOADWISE_CONFIG", file.path())]].concat();
+    let mut serve = Serve::start(
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--policy", "original"],
+        &env,
+    );
+    let list = serve.get("/v1/services/default/backends");
+    assert_eq!(list["ttl_seconds"], 6.0, "{list}");
+    assert_eq!(list["policy"], "original", "{list}");
+    assert_eq!(serve.stop(), Some(0));
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_named() {
+    let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
+    let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`tll`") && out.stderr.contains(file.path()), "{}", out.stderr);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_values_name_the_setting_and_where_it_was_set() {
+    let file = TempFile::new("zero-ttl.toml", "ttl = \"0s\"\n");
+    let out = run_to_end(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`ttl`") && out.stderr.contains(file.path()), "{}", out.stderr);
+
+    file.write("frame_timeout = \"3 parsecs\"\n");
+    let out = run_to_end(&["config", "show", "--config", file.path()], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("frame_timeout") && out.stderr.contains(file.path()), "{}", out.stderr);
+
+    let out = run_to_end(&["config", "show"], &[("LOADWISE_MAX_CONNECTIONS", "0")]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = out.stderr.contains("`max-connections`") && out.stderr.contains("LOADWISE_MAX_CONNECTIONS");
+    assert!(named, "{}", out.stderr);
+
+    let out = run_to_end(&["config", "show", "--admin-listen", "nowhere"], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--admin-listen"), "{}", out.stderr);
+}
+
+#[test]
+fn a_taken_admin_port_is_reported() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    let out = run_to_end(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", &admin], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains(&admin) && out.stderr.contains("--admin-listen"), "{}", out.stderr);
+}
+
+#[test]
+fn sighup_applies_live_settings_and_keeps_connections() {
+    let file = TempFile::new(
+        "reload.toml",
+        "listen = \"127.0.0.1:0\"\nttl = \"3s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let mut serve = Serve::start(&["--config", file.path()], &[]);
+    let mut backend = TcpStream::connect(serve.addr).unwrap();
+    heartbeat(&mut backend, 40);
+    let before = backends_until(&serve, |list| list["backends"].as_array().is_some_and(|all| all.len() == 1));
+    let id = before["backends"][0]["id"].clone();
+
+    file.write(
+        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"p2c\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    serve.signal("HUP");
+    let log = serve.lines_until("configuration reloaded").join("\n");
+    assert!(log.contains("setting changed setting=policy old=least-loaded new=p2c"), "{log}");
+    assert!(log.contains("setting changed setting=ttl old=3s new=7s"), "{log}");
+    assert!(log.contains("needs a restart") && log.contains("setting=listen"), "{log}");
+    assert!(!log.contains("backend removed"), "{log}");
+
+    // The backend's connection survived: the same id, heard from again.
+    heartbeat(&mut backend, 41);
+    let after = backends_until(&serve, |list| list["backends"][0]["reported"]["mem_percent"] == 41);
+    assert_eq!(after["backends"][0]["id"], id, "{after}");
+    assert_eq!((after["policy"].as_str(), after["ttl_seconds"].as_f64()), (Some("p2c"), Some(7.0)));
+
+    // An invalid file is refused and the settings in force stay.
+    file.write("ttl = \"0s\"\n");
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(refused.contains("`ttl`") && refused.contains(file.path()), "{refused}");
+    file.write("ttl = [\n");
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(refused.contains(file.path()), "{refused}");
+    let still = serve.get("/v1/services/default/backends");
+    assert_eq!((still["policy"].as_str(), still["ttl_seconds"].as_f64()), (Some("p2c"), Some(7.0)));
+    assert_eq!(still["backends"][0]["id"], id, "{still}");
+    assert_eq!(serve.stop(), Some(0));
+}
+
+#[test]
+fn the_admin_token_is_read_from_its_file_and_again_on_reload() {
+    let token = TempFile::new("token", "first-secret\n");
+    let mut serve = Serve::start(
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-token-file", token.path()],
+        &[],
+    );
+    let mut backend = TcpStream::connect(serve.addr).unwrap();
+    heartbeat(&mut backend, 10);
+    let list = backends_until(&serve, |list| list["backends"].as_array().is_some_and(|all| all.len() == 1));
+    let drain = format!("/v1/backends/{}/drain", list["backends"][0]["id"]);
+    let admin = serve.admin.unwrap();
+    assert_eq!(http(admin, "POST", &drain, Some("first-secret")).0, 200);
+
+    token.write("second-secret\n");
+    serve.signal("HUP");
+    let line = serve.wait_for_line("setting=admin.token");
+    assert!(line.contains("changed (hidden)") && !line.contains("secret"), "{line}");
+    serve.wait_for_line("configuration reloaded");
+    assert_eq!(http(admin, "POST", &drain, Some("first-secret")).0, 401);
+    assert_eq!(http(admin, "POST", &drain, Some("second-secret")).0, 200);
+    assert_eq!(serve.stop(), Some(0));
+}
+
+#[test]
+fn logs_can_be_json_lines() {
+    let env = [("LOADWISE_LOG_FORMAT", "json")];
+    let mut serve = Serve::spawn(&["--listen", "127.0.0.1:0", "--admin-listen", "off"], &env);
+    serve.wait_for_line("\"listening\"");
+    assert_eq!(serve.stop(), Some(0));
+    let line = serve.wait_for_line("stopped");
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(
+        (event["level"].as_str(), event["message"].as_str()),
+        (Some("INFO"), Some("stopped")),
+        "{event}"
+    );
+}
+
+#[test]
+fn the_configuration_guide_lists_every_setting() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    for info in CATALOG {
+        for needle in [format!("`--{}`", info.flag()), format!("`{}`", info.env()), format!("`{}`", info.key)]
+        {
+            assert!(guide.contains(&needle), "docs/configuration.md does not mention {needle}");
+        }
+    }
+}
+
+#[test]
+fn the_deployment_files_hold_valid_settings() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/loadwise.toml");
+    let settings = shown(&["--config", file], &[]);
+    assert_eq!(settings.server.listen, "0.0.0.0:8523".parse().unwrap());
+
+    let help = run_to_end(&["agent", "--help"], &[]).stdout;
+    let env_file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/agent.env.example")).unwrap();
+    for line in env_file.lines().map(|line| line.trim_start_matches('#')) {
+        if let Some((name, _)) = line.split_once('=').filter(|(name, _)| name.starts_with("LOADWISE_AGENT_"))
+        {
+            assert!(help.contains(&format!("env: {name}")), "`loadwise agent` has no {name}");
+        }
+    }
+}
+
+/// A frame of a kind the dispatcher skips, `len` bytes long.
+fn skipped_frame(len: u16) -> Vec<u8> {
+    let mut frame = Header { len, cmd: cmd::REGISTER }.to_bytes().to_vec();
+    frame.resize(usize::from(len), 0);
+    frame
+}
+
+#[tokio::test]
+async fn a_reload_applies_connection_limits_to_open_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::with_listener(listener, ServerConfig::default());
+    let (reload, dispatcher) = (server.reload_handle(), server.dispatcher());
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+
+    // A 100-byte frame passes under the default limit...
+    conn.write_all(&skipped_frame(100)).await.unwrap();
+    let stats = || dispatcher.stats().snapshot();
+    let end = Instant::now() + DEADLINE;
+    while stats().skipped_frames < 1 {
+        assert!(Instant::now() < end, "the frame was never read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and closes the same connection once a reload lowers the limit.
+    let mut lower = ServerConfig::default();
+    lower.connection.max_frame_len = 64;
+    assert_eq!(reload.apply(&lower), Ok(Vec::new()), "no dispatch setting changed");
+    conn.write_all(&skipped_frame(100)).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert_eq!(stats().protocol_errors, 1);
+
+    // Invalid settings are refused and change nothing.
+    lower.connection.max_frame_len = 10;
+    lower.dispatch.ttl = Duration::from_secs(9);
+    assert_eq!(reload.apply(&lower).unwrap_err().setting, "max-frame-len");
+    assert_eq!(dispatcher.ttl(), Duration::from_secs(3));
+    stop.cancel();
+    serving.await.unwrap();
+}
