@@ -112,7 +112,7 @@ async fn services_lists_the_default_service_with_counts_by_state() {
     assert_eq!(services.len(), 1);
     let service = &services[0];
     assert_eq!(service["name"], "default");
-    assert_eq!(service["policy"], "least-loaded");
+    assert_eq!(service["policy"], "p2c");
     assert_eq!(service["backends"], 3);
     assert_eq!(service["states"], serde_json::json!({"ready": 2, "draining": 1, "maintenance": 0}));
 }

@@ -105,7 +105,10 @@ async fn a_second_heartbeat_on_the_same_connection_replaces_the_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_least_loaded_backend_wins() {
     let _serial = shared_access().await;
-    let server = TestServer::start().await;
+    // p2c, the default, compares two random backends; least-loaded always takes the lowest.
+    let mut config = ServerConfig::default();
+    config.dispatch.policy = loadwise::selection::Policy::LeastLoaded;
+    let server = TestServer::start_with(config).await;
     let _a = server.register(50, "10.0.0.1", 1001).await;
     let _b = server.register(20, "10.0.0.2", 1002).await;
     let _c = server.register(70, "10.0.0.3", 1003).await;
@@ -537,9 +540,10 @@ async fn many_concurrent_clients_are_all_answered_and_spread_evenly() {
     let _serial = shared_access().await;
     // The backends send one heartbeat only: they must outlive the whole run. Slow
     // start would weigh each backend by its registration time; without it, equal
-    // backends take exactly equal turns.
+    // backends take exactly equal turns under least-loaded (p2c draws at random).
     let mut config = config_with_ttl(Duration::from_secs(600));
     config.dispatch.load.slow_start = Duration::ZERO;
+    config.dispatch.policy = loadwise::selection::Policy::LeastLoaded;
     let server = TestServer::start_with(config).await;
     let mut backends = Vec::new();
     for i in 0..BACKENDS {

@@ -184,10 +184,14 @@ impl BackendLoad {
     pub fn reconcile(&mut self, reported: u8, settings: &LoadSettings) {
         let previous = std::mem::replace(&mut self.reported, reported);
         let picks = std::mem::take(&mut self.picks_since_report);
+        // A report of 100 is censored: the backend is full, or it is an old sender
+        // that reports 100 after its first heartbeat whatever its load. Either way
+        // it does not show what the clients added.
+        let measured = previous <= MAX_VALID_MEM && reported < MAX_VALID_MEM;
+        // A fall means sessions ended faster than new ones arrived; it says
+        // nothing about what a new one costs, so it counts as no increase.
         self.pending_micros = 0;
-        if picks > 0 && previous <= MAX_VALID_MEM && reported <= MAX_VALID_MEM {
-            // A fall means sessions ended faster than new ones arrived; it says
-            // nothing about what a new one costs, so it counts as no increase.
+        if picks > 0 && measured {
             let increase = f64::from(reported.saturating_sub(previous));
             self.learn(increase, picks as f64, settings);
         }

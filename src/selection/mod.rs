@@ -26,9 +26,10 @@ use crate::registry::BackendId;
 pub enum Policy {
     /// The lowest effective load (report plus the clients sent since); ties go to
     /// the lowest id, and each pick raises the backend it names.
-    #[default]
     LeastLoaded,
-    /// The better of two backends drawn at random, by effective load.
+    /// The better of two backends drawn at random, by effective load. The default:
+    /// it is the most robust to reports that are late or wrong (docs/balancing.md).
+    #[default]
     P2c,
     /// Every backend in turn, whatever its load: a baseline.
     RoundRobin,

@@ -42,7 +42,7 @@ fn policy_names_round_trip_and_unknown_names_are_refused() {
         assert_eq!(policy.to_string(), policy.name());
     }
     assert_eq!("fastest".parse::<Policy>(), Err(UnknownPolicy("fastest".into())));
-    assert_eq!(Policy::default(), Policy::LeastLoaded);
+    assert_eq!(Policy::default(), Policy::P2c);
 }
 
 #[test]
@@ -109,19 +109,19 @@ fn the_learned_cost_stays_within_its_bounds() {
     let settings = flat();
     let mut load = BackendLoad::new(0, now, &settings);
     for _ in 0..20 {
-        // One client, and the load jumps from 0 to 100; then back with no clients.
+        // One client, and the load jumps from 0 to 99; then back with no clients.
         load.record_pick(now, &settings);
-        load.reconcile(100, &settings);
+        load.reconcile(99, &settings);
         load.reconcile(0, &settings);
     }
     assert_eq!(load.cost(), settings.max_cost);
 
-    let mut load = BackendLoad::new(100, now, &settings);
+    let mut load = BackendLoad::new(50, now, &settings);
     for _ in 0..50 {
         for _ in 0..1000 {
             load.record_pick(now, &settings);
         }
-        load.reconcile(100, &settings);
+        load.reconcile(50, &settings);
     }
     assert_eq!(load.cost(), settings.min_cost);
 }
@@ -143,6 +143,21 @@ fn a_falling_report_counts_as_no_increase_and_silent_intervals_teach_nothing() {
     let learned = falling.cost();
     falling.reconcile(45, &settings);
     assert_eq!(falling.cost(), learned, "no picks in the interval");
+}
+
+#[test]
+fn a_report_of_100_teaches_nothing() {
+    // Old senders jump from their first real report to 100 for good; learning from
+    // that jump would give each backend a different, meaningless cost.
+    let now = Instant::now();
+    let settings = flat();
+    let mut load = BackendLoad::new(40, now, &settings);
+    for _ in 0..10 {
+        load.record_pick(now, &settings);
+    }
+    load.reconcile(100, &settings);
+    assert_eq!(load.cost(), settings.prior_cost);
+    assert_eq!(load.effective(), 100.0);
 }
 
 #[test]

@@ -55,9 +55,9 @@ pub const CATALOG: &[SettingInfo] = &[
     },
     live(
         "policy",
-        "How to choose a backend: least-loaded (lowest report plus the clients sent since),\n\
-         p2c (better of two at random), round-robin (ignores load), or original (lowest\n\
-         report only, as the old server did; for comparison).",
+        "How to choose a backend: p2c (the better of two at random, by effective load),\n\
+         least-loaded (lowest report plus the clients sent since), round-robin (ignores\n\
+         load), or original (lowest report only, as the old server did; for comparison).",
     ),
     live("ttl", "Remove a backend that has sent no heartbeat for this long."),
     live(
