@@ -24,6 +24,14 @@ fn config_with_ttl(ttl: Duration) -> ServerConfig {
     }
 }
 
+/// The default configuration under the least-loaded policy, whose choices are
+/// deterministic (p2c, the default, draws at random).
+fn least_loaded() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.dispatch.policy = loadwise::selection::Policy::LeastLoaded;
+    config
+}
+
 /// A configuration with its connection limits changed.
 fn config_with_limits(limits: ConnectionLimits) -> ServerConfig {
     ServerConfig { connection: limits, ..ServerConfig::default() }
@@ -105,10 +113,7 @@ async fn a_second_heartbeat_on_the_same_connection_replaces_the_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_least_loaded_backend_wins() {
     let _serial = shared_access().await;
-    // p2c, the default, compares two random backends; least-loaded always takes the lowest.
-    let mut config = ServerConfig::default();
-    config.dispatch.policy = loadwise::selection::Policy::LeastLoaded;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_with(least_loaded()).await;
     let _a = server.register(50, "10.0.0.1", 1001).await;
     let _b = server.register(20, "10.0.0.2", 1002).await;
     let _c = server.register(70, "10.0.0.3", 1003).await;
@@ -122,7 +127,10 @@ async fn the_least_loaded_backend_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ties_rotate_evenly() {
     let _serial = shared_access().await;
-    let server = TestServer::start().await;
+    let mut config = least_loaded();
+    // Slow start would weigh each backend by its registration time.
+    config.dispatch.load.slow_start = Duration::ZERO;
+    let server = TestServer::start_with(config).await;
     let _a = server.register(40, "10.0.0.1", 1001).await;
     let _b = server.register(40, "10.0.0.2", 1002).await;
     let _c = server.register(40, "10.0.0.3", 1003).await;
