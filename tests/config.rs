@@ -2,11 +2,13 @@
 //! order of precedence, errors that name the setting, the example file, SIGHUP
 //! reloads, the admin token from a file, and JSON logs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod process;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Deref;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use loadwise::protocol::{Header, Heartbeat, IpField, cmd};
@@ -15,8 +17,7 @@ use loadwise::settings::{CATALOG, Layer, Settings};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_loadwise");
-const DEADLINE: Duration = Duration::from_secs(10);
+use process::{DEADLINE, Proc, Spawn, request, run_to_end};
 
 /// A scratch file, removed when the test ends.
 struct TempFile(PathBuf);
@@ -43,59 +44,9 @@ impl Drop for TempFile {
     }
 }
 
-/// What a command that ran to its end printed, and how it exited.
-#[derive(Debug)]
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// A command with a clean environment: no `LOADWISE_…` or `RUST_LOG` from outside.
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LOADWISE_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().copied());
-    command
-}
-
-/// Runs the binary to its end, killing it if it is still running after the deadline.
-fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut child = command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`loadwise {}` still running after {DEADLINE:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
-}
-
-fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-/// A running `loadwise serve`, killed when the test ends.
+/// A running `loadwise serve` and the addresses it listens on, killed when the test ends.
 struct Serve {
-    child: Child,
-    stderr: Receiver<String>,
+    proc: Proc,
     addr: SocketAddr,
     admin: Option<SocketAddr>,
 }
@@ -107,7 +58,11 @@ impl Serve {
         let admin_off = args.contains(&"off");
         let end = Instant::now() + DEADLINE;
         while serve.addr.port() == 0 || (serve.admin.is_none() && !admin_off) {
-            let line = serve.next_line(end);
+            let line = match serve.next_line(end) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => panic!("serve logged nothing more within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("serve ended early"),
+            };
             if line.contains("admin API listening") {
                 serve.admin = Some(address_in(&line));
             } else if line.contains("loadwise::server: listening") {
@@ -119,109 +74,34 @@ impl Serve {
 
     /// Starts serve without waiting for anything.
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut child = command(&[&["serve"], args].concat(), env)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, stderr) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Serve { child, stderr, addr: "0.0.0.0:0".parse().unwrap(), admin: None }
-    }
-
-    fn next_line(&self, end: Instant) -> String {
-        match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!("serve logged nothing more within {DEADLINE:?}"),
-            Err(RecvTimeoutError::Disconnected) => panic!("serve ended early"),
-        }
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    fn wait_for_line(&self, needle: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?} within {DEADLINE:?}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("serve ended before logging {needle:?}"),
-            }
-        }
-    }
-
-    /// Every log line until one contains `needle`, that one included.
-    fn lines_until(&self, needle: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        let end = Instant::now() + DEADLINE;
-        while let Ok(line) = self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            let done = line.contains(needle);
-            lines.push(line);
-            if done {
-                return lines;
-            }
-        }
-        panic!("no log line with {needle:?} within {DEADLINE:?}; got {lines:#?}");
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-s", name, &pid]).status().unwrap().success());
+        let proc = Spawn::new(&[&["serve"], args].concat()).envs(env).env("RUST_LOG", "info").start();
+        Serve { proc, addr: "0.0.0.0:0".parse().unwrap(), admin: None }
     }
 
     fn stop(&mut self) -> Option<i32> {
         self.signal("TERM");
-        let end = Instant::now() + DEADLINE;
-        while Instant::now() < end {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("serve did not stop within {DEADLINE:?}");
+        self.proc.wait_exit()
     }
 
     fn get(&self, path: &str) -> Value {
-        let (status, body) = http(self.admin.expect("the admin API is on"), "GET", path, None);
+        let (status, body) = process::get(self.admin.expect("the admin API is on"), path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The process itself: its log lines and signals.
+impl Deref for Serve {
+    type Target = Proc;
+
+    fn deref(&self) -> &Proc {
+        &self.proc
     }
 }
 
 fn address_in(line: &str) -> SocketAddr {
     let after = line.rsplit("addr=").next().unwrap();
     after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
-}
-
-/// One HTTP/1.1 request; returns the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let auth = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 /// The settings `config show` prints for these options, parsed back.
@@ -390,15 +270,15 @@ fn the_admin_token_is_read_from_its_file_and_again_on_reload() {
     let list = backends_until(&serve, |list| list["backends"].as_array().is_some_and(|all| all.len() == 1));
     let drain = format!("/v1/backends/{}/drain", list["backends"][0]["id"]);
     let admin = serve.admin.unwrap();
-    assert_eq!(http(admin, "POST", &drain, Some("first-secret")).0, 200);
+    assert_eq!(request(admin, "POST", &drain, Some("first-secret")).0, 200);
 
     token.write("second-secret\n");
     serve.signal("HUP");
     let line = serve.wait_for_line("setting=admin.token");
     assert!(line.contains("changed (hidden)") && !line.contains("secret"), "{line}");
     serve.wait_for_line("configuration reloaded");
-    assert_eq!(http(admin, "POST", &drain, Some("first-secret")).0, 401);
-    assert_eq!(http(admin, "POST", &drain, Some("second-secret")).0, 200);
+    assert_eq!(request(admin, "POST", &drain, Some("first-secret")).0, 401);
+    assert_eq!(request(admin, "POST", &drain, Some("second-secret")).0, 200);
     assert_eq!(serve.stop(), Some(0));
 }
 

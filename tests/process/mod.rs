@@ -1,0 +1,236 @@
+//! Running the real `loadwise` binary in tests and talking HTTP to it.
+//!
+//! Every wait in here has a deadline and every child process is killed when its
+//! handle is dropped, so a test that goes wrong fails instead of hanging or leaving
+//! a process behind. Children start with a clean environment: no `LOADWISE_…` or
+//! `RUST_LOG` from outside the test.
+
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for the integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_loadwise");
+
+/// The longest any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The binary with `args` and a clean environment plus `env`.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LOADWISE_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// What a command that ran to its end printed, and how it exited.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs the binary with `args` and the extra `env` to its end, failing the test
+/// (and killing the process) if it is still running after the deadline: a command
+/// expected to exit at once that instead starts serving must not hang the suite.
+pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut child =
+        command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary starts");
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`loadwise {}` still running after {DEADLINE:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// Reads `pipe` to its end on a thread, so the child never blocks on a full pipe.
+fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// How to start a long-running `loadwise`: its arguments, its environment and
+/// which output to follow line by line (stderr, where the logs go, unless told).
+pub struct Spawn {
+    command: Command,
+    name: String,
+    follow_stdout: bool,
+}
+
+impl Spawn {
+    pub fn new(args: &[&str]) -> Spawn {
+        Spawn {
+            command: command(args, &[]),
+            name: format!("loadwise {}", args.join(" ")),
+            follow_stdout: false,
+        }
+    }
+
+    /// Sets an environment variable; a later setting of the same name wins.
+    pub fn env(mut self, key: &str, value: &str) -> Spawn {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn envs(mut self, env: &[(&str, &str)]) -> Spawn {
+        self.command.envs(env.iter().copied());
+        self
+    }
+
+    /// Follows stdout instead of stderr; the other one is discarded.
+    pub fn follow_stdout(mut self) -> Spawn {
+        self.follow_stdout = true;
+        self
+    }
+
+    /// Starts the process without waiting for anything.
+    pub fn start(mut self) -> Proc {
+        let (stdout, stderr) = if self.follow_stdout {
+            (Stdio::piped(), Stdio::null())
+        } else {
+            (Stdio::null(), Stdio::piped())
+        };
+        let mut child = self.command.stdout(stdout).stderr(stderr).spawn().expect("the binary starts");
+        let pipe: Box<dyn Read + Send> = if self.follow_stdout {
+            Box::new(child.stdout.take().unwrap())
+        } else {
+            Box::new(child.stderr.take().unwrap())
+        };
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Reads every line, wanted or not, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines, name: self.name }
+    }
+}
+
+/// A running `loadwise`, killed when the test ends, whatever happens.
+pub struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    name: String,
+}
+
+impl Proc {
+    /// The next line of the followed output, unless none comes before `end`.
+    pub fn next_line(&self, end: Instant) -> Result<String, RecvTimeoutError> {
+        self.lines.recv_timeout(end.saturating_duration_since(Instant::now()))
+    }
+
+    /// Waits for the first line `pick` finds something in, `what`, and returns that.
+    pub fn wait_for<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self.next_line(end) {
+                Ok(line) => {
+                    if let Some(found) = pick(&line) {
+                        return found;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("`{}`: no {what} within {DEADLINE:?}", self.name),
+                Err(RecvTimeoutError::Disconnected) => panic!("`{}` ended before printing {what}", self.name),
+            }
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        self.wait_for(&format!("line with {needle:?}"), |line| line.contains(needle).then(|| line.to_owned()))
+    }
+
+    /// Every line until one contains `needle`, that one included.
+    pub fn lines_until(&self, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        while let Ok(line) = self.next_line(end) {
+            let done = line.contains(needle);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+        panic!("`{}`: no line with {needle:?} within {DEADLINE:?}; got {lines:#?}", self.name);
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …) with `kill -s`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-s", name, &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("`{}` did not exit within {DEADLINE:?}", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with an optional bearer token; returns the status and the body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// One HTTP/1.1 GET without a token; returns the status and the body.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path, None)
+}
