@@ -26,7 +26,7 @@
 //! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
 //! | [`dial`] | outgoing connections: resolve a name, try each address |
 //! | [`client`] | the client side: one login, one reply |
-//! | [`bench`] | the load generator behind `loadwise bench`, and a no-logic ceiling server |
+//! | [`bench`](mod@bench) | the load generator behind `loadwise bench`, and a no-logic ceiling server |
 //! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
 //!
 //! The `loadwise` binary (`serve`, `agent`, `pick`, `bench`, `simulate`, ...) is a thin

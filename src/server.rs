@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -155,15 +155,30 @@ pub struct Server {
     dispatcher: Arc<Dispatcher>,
 }
 
+/// Connections the kernel may hold established but not yet accepted. The usual
+/// default (128, the standard library's) overflows when many clients connect at
+/// once, and every connection it drops waits a second for its SYN to be resent.
+/// The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` for listening as `TcpListener::bind` does (`SO_REUSEADDR`, so a
+/// restart need not wait for old connections to time out; no `SO_REUSEPORT`), with
+/// an accept queue of [`LISTEN_BACKLOG`]. Must be called within a tokio runtime.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Validates `config` and binds its listen address. Fails if the port is taken:
     /// the socket is not shared (no `SO_REUSEPORT`), so a second dispatcher cannot
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|error| ServerError::Bind { addr: config.listen, error })?;
+        let listener =
+            listen(config.listen).map_err(|error| ServerError::Bind { addr: config.listen, error })?;
         Ok(Server::with_listener(listener, config))
     }
 
@@ -343,7 +358,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: BackendId, sh
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
     let span = tracing::debug_span!("conn", id = id.0, %peer);
-    connection::serve(stream, peer, id, shared).instrument(span).await;
+    let serve = connection::serve(stream, peer, id, shared);
+    // A disabled span (the default, at info level) would still be entered and left
+    // on every poll.
+    if span.is_disabled() { serve.await } else { serve.instrument(span).await }
 }
 
 /// Removes expired backends in the background, sleeping until the next expiry so

@@ -1,10 +1,281 @@
 //! `loadwise bench`: arguments and the glue that runs the load generator.
 
-use clap::Args;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, ValueEnum};
+use loadwise::bench::{BenchConfig, Mode, Protocol, Stop, Target};
+use loadwise::server::ServerConfig;
+
+fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text)
+}
+
+/// What the connections send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Logins: 12-byte frame out, 22-byte reply back.
+    Pick,
+    /// Heartbeats, each batch closed by one login whose reply proves them read.
+    Heartbeat,
+    /// A heartbeat before every login, on the same connection.
+    Mixed,
+    /// Open connections that send nothing (memory and idle CPU).
+    Idle,
+}
+
+/// The wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// The LoadBanceServer protocol (docs/protocol.md).
+    Legacy,
+}
+
+/// Measure a dispatcher: throughput, latency percentiles, errors by kind, CPU.
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
+#[command(group(ArgGroup::new("target").required(true).args(["server", "spawn", "serve_ceiling"])))]
+pub struct BenchArgs {
+    /// The dispatcher to measure, as HOST:PORT.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Process id of the --server dispatcher, to read its CPU time and memory
+    /// (default: the local process listening on its port, if any).
+    #[arg(long, requires = "server")]
+    pub server_pid: Option<u32>,
+    /// Start a dispatcher inside the bench process, on threads of its own.
+    #[arg(long)]
+    pub spawn: bool,
+    /// What the connections send.
+    #[arg(long, value_enum, default_value = "pick")]
+    pub mode: ModeArg,
+    /// The wire protocol.
+    #[arg(long, value_enum, default_value = "legacy")]
+    pub protocol: ProtocolArg,
+    /// Client connections (concurrent clients with --connect-per-pick).
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+    /// Requests written together on a connection before their replies are awaited.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// How long to send load (default 5s).
+    #[arg(long, value_parser = duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Stop after this many ops instead (picks; heartbeats in heartbeat mode).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Fake backends to register, each on its own connection, heart-beating with a
+    /// changing load for the whole run.
+    #[arg(long, default_value_t = 10)]
+    pub backends: usize,
+    /// Time between two heartbeats of one fake backend.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub backend_interval: Duration,
+    /// Each pick on a new connection: connect, one login, one reply, close.
+    #[arg(long)]
+    pub connect_per_pick: bool,
+    /// Open loop: this many ops per second in total, latency measured from each op's
+    /// intended send time. Without it, each connection sends when its replies are in.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// A reply or connection taking longer than this is a timeout error.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub timeout: Duration,
+    /// Also run the same load against a built-in no-logic server, in this process,
+    /// and print the ratio.
+    #[arg(long, conflicts_with = "ceiling_server")]
+    pub ceiling: bool,
+    /// Like --ceiling, against a ceiling server already running (`loadwise bench
+    /// --serve-ceiling ADDR`), as HOST:PORT.
+    #[arg(long)]
+    pub ceiling_server: Option<String>,
+    /// Process id of the --ceiling-server (default: found by its port).
+    #[arg(long, requires = "ceiling_server")]
+    pub ceiling_pid: Option<u32>,
+    /// Worker threads of in-process servers (default: one per CPU).
+    #[arg(long)]
+    pub server_threads: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not measure: serve the no-logic ceiling server on this address until
+    /// SIGINT/SIGTERM, for --ceiling-server runs from another process.
+    #[arg(long, value_name = "ADDR")]
+    pub serve_ceiling: Option<SocketAddr>,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// Runs `loadwise bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.serve_ceiling {
+        return serve_ceiling(addr).await;
+    }
+    let config = args.to_config().await?;
+    raise_descriptor_limit(&config);
+    let report = loadwise::bench::run(&config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    async fn to_config(&self) -> anyhow::Result<BenchConfig> {
+        let target = match &self.server {
+            Some(server) => remote(server, self.server_pid).await?,
+            None => Target::Spawn(Box::new(self.spawn_config())),
+        };
+        let ceiling = match (&self.ceiling_server, self.ceiling) {
+            (Some(server), _) => Some(remote(server, self.ceiling_pid).await?),
+            (None, true) => Some(Target::Ceiling),
+            (None, false) => None,
+        };
+        let stop = match (self.requests, self.duration) {
+            (Some(n), _) => Stop::Requests(n),
+            (None, duration) => Stop::Duration(duration.unwrap_or(Duration::from_secs(5))),
+        };
+        let config = BenchConfig {
+            ceiling,
+            mode: self.mode.into(),
+            protocol: self.protocol.into(),
+            conns: self.conns,
+            pipeline: self.pipeline,
+            stop,
+            backends: self.backends,
+            backend_interval: self.backend_interval,
+            connect_per_pick: self.connect_per_pick,
+            rate: self.rate,
+            timeout: self.timeout,
+            server_threads: self.server_threads,
+            progress: std::io::stderr().is_terminal(),
+            ..BenchConfig::new(target)
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The in-process dispatcher: default settings, with room for every connection
+    /// and backend of the run.
+    fn spawn_config(&self) -> ServerConfig {
+        let defaults = ServerConfig::default();
+        let connections = self.conns + self.backends + 64;
+        let mut config = ServerConfig {
+            max_connections: defaults.max_connections.max(connections),
+            shutdown_grace: Duration::from_secs(1),
+            ..defaults
+        };
+        config.dispatch.max_backends = config.dispatch.max_backends.max(connections);
+        config
+    }
+}
+
+async fn remote(server: &str, pid: Option<u32>) -> anyhow::Result<Target> {
+    let addr = loadwise::bench::resolve(server).await.with_context(|| format!("cannot resolve {server}"))?;
+    Ok(Target::Remote { addr, pid })
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Pick => Mode::Pick,
+            ModeArg::Heartbeat => Mode::Heartbeat,
+            ModeArg::Mixed => Mode::Mixed,
+            ModeArg::Idle => Mode::Idle,
+        }
+    }
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(protocol: ProtocolArg) -> Self {
+        match protocol {
+            ProtocolArg::Legacy => Protocol::Legacy,
+        }
+    }
+}
+
+/// Every connection is a descriptor, twice over when the server is in-process.
+fn raise_descriptor_limit(config: &BenchConfig) {
+    let local =
+        !matches!(config.target, Target::Remote { .. }) || matches!(config.ceiling, Some(Target::Ceiling));
+    let per_side = (config.conns + config.backends) as u64;
+    let wanted = per_side * if local { 2 } else { 1 } + 64;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => {
+            eprintln!("loadwise: warning: the open-file limit {limit} is below the {wanted} this run needs")
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("loadwise: warning: cannot raise the open-file limit: {error}"),
+    }
+}
+
+async fn serve_ceiling(addr: SocketAddr) -> anyhow::Result<()> {
+    // The dispatcher's accept queue, for a fair comparison.
+    let listener = loadwise::server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("loadwise: ceiling server listening on {}", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(loadwise::bench::ceiling::serve(listener, stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    server.await.context("the ceiling server failed")?;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn a_target_is_required() {
+        let error = parse(&["--conns", "4"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["--server", "h:1", "--spawn"]).is_err());
+    }
+
+    #[test]
+    fn duration_and_requests_exclude_each_other() {
+        assert!(parse(&["--spawn", "--duration", "1s", "--requests", "5"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_combinations_are_refused_before_running() {
+        let args = parse(&["--spawn", "--connect-per-pick", "--pipeline", "4"]).unwrap();
+        let error = args.to_config().await.unwrap_err().to_string();
+        assert!(error.contains("connect-per-pick"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn defaults_make_a_valid_spawned_run() {
+        let config = parse(&["--spawn"]).unwrap().to_config().await.unwrap();
+        assert_eq!(config.stop, Stop::Duration(Duration::from_secs(5)));
+        assert!(matches!(config.target, Target::Spawn(_)));
+    }
 }
