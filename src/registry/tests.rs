@@ -113,3 +113,15 @@ fn reports_are_copies() {
     reg.heartbeat(BackendId(2), Report { ip: IpField::from_bytes(field), port: 2, mem: 2 }, t0).unwrap();
     assert_eq!(reg.get(BackendId(1)).unwrap().report.ip.text().unwrap(), "10.0.0.2");
 }
+
+#[test]
+fn the_id_hasher_spreads_sequential_ids() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let build = BuildHasherDefault::<IdHasher>::default();
+    let hashes: std::collections::HashSet<u64> = (0..10_000).map(|n| build.hash_one(BackendId(n))).collect();
+    assert_eq!(hashes.len(), 10_000);
+    // The table takes its probe tags from the top 7 bits: sequential ids must not
+    // all share them.
+    let tags: std::collections::HashSet<u64> = hashes.iter().map(|hash| hash >> 57).collect();
+    assert_eq!(tags.len(), 128);
+}

@@ -9,7 +9,7 @@
 
 mod load;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use rand::Rng;
 
 pub use load::{BackendLoad, LoadSettings, MICROS_PER_PERCENT, Score};
 
-use crate::registry::BackendId;
+use crate::registry::{BackendId, IdMap};
 
 /// How a backend is chosen for each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
@@ -132,7 +132,7 @@ struct Entry {
 pub struct Selector {
     policy: Policy,
     settings: LoadSettings,
-    entries: HashMap<BackendId, Entry>,
+    entries: IdMap<Entry>,
     /// `(score, id)` of every ready backend by the policy's score, lowest first;
     /// kept only for the policies that pick from the front.
     order: BTreeSet<(Score, BackendId)>,
@@ -147,7 +147,7 @@ impl Selector {
         Selector {
             policy,
             settings,
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             order: BTreeSet::new(),
             members: Vec::new(),
             cursor: 0,
