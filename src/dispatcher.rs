@@ -74,14 +74,6 @@ pub struct HeartbeatAccepted {
 #[error("no backend {0} is registered")]
 pub struct UnknownBackend(pub BackendId);
 
-/// One setting that a reconfiguration changed, for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingChange {
-    pub setting: &'static str,
-    pub old: String,
-    pub new: String,
-}
-
 /// Why a login got the error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LoginRefused {
@@ -95,7 +87,7 @@ pub enum LoginRefused {
 struct Table {
     registry: Registry,
     selector: Selector,
-    /// The settings in force, kept to report what a reconfiguration changes.
+    /// The settings in force.
     settings: DispatchSettings,
     /// The random source of the `p2c` policy; seeded by the caller in tests and
     /// simulations, so their picks are exact.
@@ -181,10 +173,10 @@ impl Dispatcher {
     }
 
     /// Applies new settings to the running dispatcher, keeping every backend and
-    /// what was learned about it. Returns what changed, for the log.
-    pub fn reconfigure(&self, new: &DispatchSettings) -> Vec<SettingChange> {
+    /// what was learned about it. (What changed is logged by the caller, which
+    /// compares whole configurations: `settings::diff`.)
+    pub fn reconfigure(&self, new: &DispatchSettings) {
         let mut table = self.lock();
-        let changes = setting_changes(&table.settings, new);
         table.registry.set_ttl(new.ttl);
         table.registry.set_max_backends(new.max_backends);
         table.selector.set_settings(new.load.clone());
@@ -193,7 +185,6 @@ impl Dispatcher {
         }
         table.settings = new.clone();
         self.max_clock_skew_secs.store(new.max_clock_skew.as_secs(), Ordering::Relaxed);
-        changes
     }
 
     /// The settings in force.
@@ -373,27 +364,3 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests;
-
-/// The settings that differ between `old` and `new`, named as on the command line.
-fn setting_changes(old: &DispatchSettings, new: &DispatchSettings) -> Vec<SettingChange> {
-    let mut changes = Vec::new();
-    let mut compare = |setting: &'static str, old: String, new: String| {
-        if old != new {
-            changes.push(SettingChange { setting, old, new });
-        }
-    };
-    let human = |duration: Duration| humantime::format_duration(duration).to_string();
-    compare("ttl", human(old.ttl), human(new.ttl));
-    compare("max-clock-skew", human(old.max_clock_skew), human(new.max_clock_skew));
-    compare("max-backends", old.max_backends.to_string(), new.max_backends.to_string());
-    compare("policy", old.policy.to_string(), new.policy.to_string());
-    let (a, b) = (&old.load, &new.load);
-    compare("slow-start", human(a.slow_start), human(b.slow_start));
-    compare("slow-start-factor", a.slow_start_factor.to_string(), b.slow_start_factor.to_string());
-    compare("prior-cost", a.prior_cost.to_string(), b.prior_cost.to_string());
-    compare("min-cost", a.min_cost.to_string(), b.min_cost.to_string());
-    compare("max-cost", a.max_cost.to_string(), b.max_cost.to_string());
-    compare("prior-weight", a.prior_weight.to_string(), b.prior_weight.to_string());
-    compare("retention", a.retention.to_string(), b.retention.to_string());
-    changes
-}

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::config::{ConfigError, ensure};
 use crate::connection::{self, ConnectionLimits};
-use crate::dispatcher::{DispatchSettings, Dispatcher, SettingChange, bump};
+use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
 use crate::log_limit::RateLimitedLog;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
@@ -119,12 +119,12 @@ impl ReloadHandle {
     /// Applies every setting of `config` except `listen` (the socket stays bound):
     /// the dispatcher's at once, connection limits from each connection's next frame,
     /// the connection cap from the next accept. Invalid settings are refused and the
-    /// old ones stay. Returns what changed in the dispatcher.
-    pub fn apply(&self, config: &ServerConfig) -> Result<Vec<SettingChange>, ConfigError> {
+    /// old ones stay.
+    pub fn apply(&self, config: &ServerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let changes = self.dispatcher.reconfigure(&config.dispatch);
+        self.dispatcher.reconfigure(&config.dispatch);
         self.limits.send_replace(LiveLimits::of(config));
-        Ok(changes)
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
 use super::views::{BackendList, BackendView, PickView, ServiceList, ServiceSummary, StateCounts, StateView};
-use crate::dispatcher::{DEFAULT_SERVICE, Dispatcher, Picked};
+use crate::dispatcher::DEFAULT_SERVICE;
 use crate::registry::BackendId;
 use crate::selection::BackendState;
 
@@ -62,18 +62,13 @@ pub(crate) async fn pick(
     Path(service): Path<String>,
 ) -> Result<Json<PickView>, ApiError> {
     known_service(&service)?;
-    match pick_accounted(state.dispatcher()) {
+    match state.dispatcher().pick_for_client(Instant::now()).ok() {
         Some(picked) => {
             tracing::debug!(backend = %picked.id, "http pick answered");
             Ok(Json(PickView::new(&service, &picked)))
         }
         None => Err(ApiError::NoBackend(service)),
     }
-}
-
-/// Picks now, counted and timed as a login.
-fn pick_accounted(dispatcher: &Dispatcher) -> Option<Picked> {
-    dispatcher.pick_for_client(Instant::now()).ok()
 }
 
 /// `POST /v1/backends/{id}/drain`.
