@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use loadwise::agent::{Advertise, AgentConfig};
+use loadwise::client::FailoverConfig;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{AdminLayer, AdminListen, CATALOG, Layer, Settings, Sources};
@@ -256,9 +257,10 @@ pub enum ConfigAction {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The dispatcher, as HOST:PORT.
-    #[arg(long, env = "LOADWISE_AGENT_SERVER")]
-    pub server: String,
+    /// A dispatcher, as HOST:PORT. Repeat the flag (or separate with commas) to
+    /// report to several replicas; each gets its own connection.
+    #[arg(long, env = "LOADWISE_AGENT_SERVER", required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
     /// The address clients should connect to, as IP:PORT (the IP at most 15 characters).
     #[arg(long, env = "LOADWISE_AGENT_ADVERTISE")]
     pub advertise: Advertise,
@@ -268,8 +270,10 @@ pub struct AgentArgs {
     /// How long one connection attempt may take.
     #[arg(long, env = "LOADWISE_AGENT_CONNECT_TIMEOUT", default_value = "3s", value_parser = duration)]
     pub connect_timeout: Duration,
-    /// Longest wait between reconnect attempts (they start at 100ms and double).
-    #[arg(long, env = "LOADWISE_AGENT_MAX_BACKOFF", default_value = "2s", value_parser = duration)]
+    /// Longest wait between reconnect attempts (they start at 100ms and double). Keep
+    /// it at most the interval, so a restarted dispatcher hears from every backend
+    /// within two intervals.
+    #[arg(long, env = "LOADWISE_AGENT_MAX_BACKOFF", default_value = "1s", value_parser = duration)]
     pub max_backoff: Duration,
     /// Read memory statistics from this file instead of /proc/meminfo.
     #[arg(long, default_value = loadwise::meminfo::PROC_MEMINFO, hide = true)]
@@ -282,19 +286,37 @@ impl AgentArgs {
             interval: self.interval,
             connect_timeout: self.connect_timeout,
             max_backoff: self.max_backoff,
-            ..AgentConfig::new(self.server.clone(), self.advertise)
+            ..AgentConfig::with_servers(self.server.clone(), self.advertise)
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct PickArgs {
-    /// The dispatcher, as HOST:PORT.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub server: String,
-    /// Give up if no answer arrives within this time.
+    /// A dispatcher, as HOST:PORT. Repeat the flag (or separate with commas) to
+    /// name replicas: they are asked in a random order until one assigns a backend.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Give up if no backend is assigned within this time, all attempts together.
     #[arg(long, default_value = "3s", value_parser = duration)]
     pub timeout: Duration,
+    /// Move on to the next dispatcher if one gives no answer within this time.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub attempt_timeout: Duration,
+    /// Print one JSON object: the backend, the dispatcher that assigned it, and
+    /// the attempts that failed first (or, on failure, every attempt).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PickArgs {
+    pub fn failover_config(&self) -> FailoverConfig {
+        FailoverConfig {
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.timeout,
+            ..FailoverConfig::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise::agent::MemoryProbe;
-use loadwise::client::PickError;
+use loadwise::client::{Answer, Attempt, Failover, FailoverError, PickError};
 use loadwise::dial::DialError;
 use tracing_subscriber::EnvFilter;
 
@@ -69,7 +69,7 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Config(args) => cli::serve::config(args).map(|()| Exit::Success),
             Command::Demo(args) => cli::demo::run(args, shutdown_signal()).await.map(|()| Exit::Success),
             Command::Agent(args) => agent(args).await,
-            Command::Pick(args) => Ok(pick(args).await),
+            Command::Pick(args) => pick(args).await,
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
         }
@@ -82,26 +82,74 @@ async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-async fn pick(args: PickArgs) -> Exit {
-    match loadwise::client::pick(&args.server, args.timeout).await {
-        Ok(backend) => {
-            println!("{backend}");
-            Exit::Success
+async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
+    let failover = Failover::new(args.server.clone(), args.failover_config())?;
+    let outcome = failover.pick().await;
+    if args.json {
+        println!("{}", pick_json(&outcome));
+    }
+    match outcome {
+        Ok(answer) => {
+            if !args.json {
+                println!("{}", answer.backend);
+                if !answer.failed.is_empty() {
+                    let failed: Vec<String> = answer.failed.iter().map(describe).collect();
+                    eprintln!("loadwise: assigned by {} after {}", answer.dispatcher, failed.join("; "));
+                }
+            }
+            Ok(Exit::Success)
         }
         Err(error) => {
-            eprintln!("loadwise: {error}");
-            match error {
-                PickError::Refused => Exit::Refused,
-                PickError::Malformed(_) | PickError::BadAddress(_) => Exit::Failure,
-                PickError::Unreachable(DialError::Resolve { source, .. })
-                    if source.kind() == std::io::ErrorKind::InvalidInput =>
-                {
-                    // Not HOST:PORT at all: a usage error, not an outage.
-                    Exit::Usage
-                }
-                _ => Exit::Unreachable,
+            if !args.json {
+                eprintln!("loadwise: {error}");
             }
+            Ok(pick_failure_exit(&error))
         }
+    }
+}
+
+fn describe(attempt: &Attempt) -> String {
+    format!("{} failed: {}", attempt.dispatcher, attempt.error)
+}
+
+/// The exit status of a failed pick: a refusal if any dispatcher answered and said
+/// no, a usage error if no `--server` was even `HOST:PORT`, otherwise the outage.
+fn pick_failure_exit(error: &FailoverError) -> Exit {
+    let usage = |attempt: &Attempt| {
+        matches!(&attempt.error, PickError::Unreachable(DialError::Resolve { source, .. })
+            if source.kind() == std::io::ErrorKind::InvalidInput)
+    };
+    let malformed =
+        |attempt: &Attempt| matches!(attempt.error, PickError::Malformed(_) | PickError::BadAddress(_));
+    let attempts = &error.attempts;
+    if error.any_refusal() {
+        Exit::Refused
+    } else if !attempts.is_empty() && attempts.iter().all(usage) {
+        Exit::Usage
+    } else if !attempts.is_empty() && attempts.iter().all(malformed) {
+        Exit::Failure
+    } else {
+        Exit::Unreachable
+    }
+}
+
+fn pick_json(outcome: &Result<Answer, FailoverError>) -> serde_json::Value {
+    let attempts = |attempts: &[Attempt]| -> Vec<serde_json::Value> {
+        let one = |a: &Attempt| serde_json::json!({"dispatcher": a.dispatcher, "error": a.error.to_string(), "elapsed_ms": a.elapsed.as_secs_f64() * 1e3});
+        attempts.iter().map(one).collect()
+    };
+    match outcome {
+        Ok(answer) => serde_json::json!({
+            "backend": answer.backend.to_string(),
+            "dispatcher": answer.dispatcher,
+            "failed": attempts(&answer.failed),
+        }),
+        Err(error) => serde_json::json!({
+            "error": error.to_string(),
+            "refused": error.any_refusal(),
+            "deadline_reached": error.deadline_reached,
+            "failed": attempts(&error.attempts),
+        }),
     }
 }
 

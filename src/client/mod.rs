@@ -1,10 +1,15 @@
-//! The client side: ask a dispatcher for a backend with one login, read one reply.
+//! The client side: ask a dispatcher for a backend with one login, read one reply;
+//! or ask several replicas in turn ([`Failover`]).
+
+mod failover;
 
 use std::time::Duration;
 
 use crate::dial::{self, DialError};
 use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, attempt_order};
 
 /// The backend a dispatcher named. Its ip field always holds a usable address
 /// (checked when the reply is read).
