@@ -21,19 +21,6 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_loadwise");
 /// The longest any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The binary with `args` and a clean environment plus `env`.
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LOADWISE_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().copied());
-    command
-}
-
 /// What a command that ran to its end printed, and how it exited.
 #[derive(Debug)]
 pub struct Finished {
@@ -52,23 +39,7 @@ impl Finished {
 /// (and killing the process) if it is still running after the deadline: a command
 /// expected to exit at once that instead starts serving must not hang the suite.
 pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut child =
-        command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary starts");
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`loadwise {}` still running after {DEADLINE:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+    run_wrapped_to_end(&[], args, env)
 }
 
 /// Reads `pipe` to its end on a thread, so the child never blocks on a full pipe.
@@ -90,11 +61,7 @@ pub struct Spawn {
 
 impl Spawn {
     pub fn new(args: &[&str]) -> Spawn {
-        Spawn {
-            command: command(args, &[]),
-            name: format!("loadwise {}", args.join(" ")),
-            follow_stdout: false,
-        }
+        Spawn::wrapped(&[], args)
     }
 
     /// Sets an environment variable; a later setting of the same name wins.
@@ -233,4 +200,75 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) 
 /// One HTTP/1.1 GET without a token; returns the status and the body.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     request(addr, "GET", path, None)
+}
+
+/// The binary run through `wrapper` (for example `ip netns exec NS`, so that it
+/// runs inside a network namespace; nothing when empty), with a clean environment
+/// plus `env`.
+fn wrapped_command(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    };
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LOADWISE_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// [`run_to_end`] for the binary run through `wrapper` (see [`Spawn::wrapped`]).
+/// A command expected to exit at once that instead starts serving must not hang
+/// the suite: after the deadline the process is killed and the test fails.
+pub fn run_wrapped_to_end(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let name = format!("{} loadwise {}", wrapper.join(" "), args.join(" "));
+    let name = name.trim_start();
+    let mut child = wrapped_command(wrapper, args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{name}` still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+impl Spawn {
+    /// Like [`Spawn::new`], but runs the binary through `wrapper`, such as
+    /// `["ip", "netns", "exec", "ns1"]`. The wrapper must exec the binary in its own
+    /// process (as `ip netns exec` does), so that killing the child kills the binary.
+    pub fn wrapped(wrapper: &[&str], args: &[&str]) -> Spawn {
+        let name = format!("{} loadwise {}", wrapper.join(" "), args.join(" "));
+        Spawn {
+            command: wrapped_command(wrapper, args, &[]),
+            name: name.trim_start().to_owned(),
+            follow_stdout: false,
+        }
+    }
+}
+
+impl Proc {
+    /// The process id, for tools that need it (`ps`, `/proc`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
 }
