@@ -1,11 +1,12 @@
 //! loadwise: a load-aware dispatcher that sends each new client to the backend with
 //! the most room, and a drop-in replacement for the C++ LoadBanceServer.
 //!
-//! Backends run an [agent] that keeps one TCP connection to the dispatcher and sends
-//! a heartbeat with its address and memory use every second. The dispatcher keeps a
-//! live table of backends, removes those that disconnect or fall silent, and answers
+//! Backends run an [agent] that keeps one TCP connection to each dispatcher replica
+//! and sends a heartbeat with its address and memory use every second. A dispatcher
+//! keeps a live table of backends, removes those that disconnect or fall silent, and answers
 //! each client's login with the `ip:port` of the least-loaded backend. Clients use
-//! the [client] module (or any program speaking the legacy protocol).
+//! the [client] module, which fails over between replicas (or any program speaking
+//! the legacy protocol).
 //!
 //! # Layout
 //!
@@ -19,13 +20,15 @@
 //! | [`simulate`] | a seeded discrete-event simulation of a pool, driving the real dispatcher |
 //! | [`server`] | the TCP server: bind, accept under a cap, sweep, graceful shutdown |
 //! | `connection` | the only code that reads and writes the dispatcher's sockets |
-//! | [`agent`] | the backend side: heartbeats, reconnects with backoff |
+//! | [`agent`] | the backend side: one sampler, a heartbeat link per dispatcher, reconnects with backoff |
 //! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
+//! | [`cgroup`] | memory use in percent of a cgroup v2 limit, for backends in containers |
+//! | [`cpustat`] | CPU use in percent from two readings of `/proc/stat` |
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
 //! | [`config`] | the error settings checks return, naming the setting |
 //! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
 //! | [`dial`] | outgoing connections: resolve a name, try each address |
-//! | [`client`] | the client side: one login, one reply |
+//! | [`client`] | the client side: one login, one reply; failover over several dispatchers |
 //! | [`bench`](mod@bench) | the load generator behind `loadwise bench`, and a no-logic ceiling server |
 //! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
 //!
@@ -47,10 +50,12 @@ pub mod admin;
 pub mod agent;
 pub mod backoff;
 pub mod bench;
+pub mod cgroup;
 pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
+pub mod cpustat;
 pub mod dial;
 pub mod dispatcher;
 mod log_limit;

@@ -77,7 +77,18 @@ fn run(command: Command) -> anyhow::Result<Exit> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
-    let probe = MemoryProbe::with_path(&args.meminfo);
+    // A meminfo file named on the command line (tests, unusual hosts) is used alone.
+    let probe = if args.meminfo.as_os_str() == loadwise::meminfo::PROC_MEMINFO {
+        MemoryProbe::new()
+    } else {
+        MemoryProbe::with_path(&args.meminfo)
+    };
+    match probe.cgroup() {
+        Some(cgroup) => {
+            tracing::info!(cgroup = %cgroup.dir().display(), "memory: of the cgroup's limit when it has one")
+        }
+        None => tracing::info!(meminfo = %args.meminfo.display(), "memory: of the host"),
+    }
     loadwise::agent::run(args.to_config(), probe, shutdown_signal()).await?;
     Ok(Exit::Success)
 }

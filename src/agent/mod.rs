@@ -2,7 +2,7 @@
 //! dispatcher, one connection each, and keeps each connection up on its own.
 //!
 //! One sampler measures the load every interval and hands the sample to every
-//! dispatcher link ([`link`]); a link that is down or stalled never delays the
+//! dispatcher link (the `link` module); a link that is down or stalled never delays the
 //! others. The first heartbeat on each connection goes out as soon as it is up, so a
 //! restarted dispatcher learns about the backend at once.
 

@@ -1,7 +1,8 @@
 //! Load probes: what the agent measures before each heartbeat.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::cgroup::{self, CgroupMemory};
 use crate::meminfo::{self, MeminfoError};
 
 /// Something that can report this backend's load, in percent, on demand.
@@ -28,21 +29,48 @@ where
     }
 }
 
-/// Memory use in percent from a meminfo file, read afresh for every sample.
+/// Memory use in percent: of the cgroup's limit when this process runs in a cgroup v2
+/// with a memory limit (a container), otherwise of the host from a meminfo file. Read
+/// afresh for every sample.
 #[derive(Debug, Clone)]
 pub struct MemoryProbe {
     path: PathBuf,
+    cgroup: Option<CgroupMemory>,
 }
 
 impl MemoryProbe {
-    /// Reads `/proc/meminfo`.
+    /// This process's cgroup v2 limit if it has one, else `/proc/meminfo`.
     pub fn new() -> Self {
-        Self::with_path(meminfo::PROC_MEMINFO)
+        let cgroup = CgroupMemory::of_this_process(Path::new(cgroup::CGROUP_MOUNT));
+        MemoryProbe { path: meminfo::PROC_MEMINFO.into(), cgroup }
     }
 
-    /// Reads another file in the same format (for tests and unusual hosts).
+    /// Only the meminfo file at `path`, never a cgroup (for tests and unusual hosts).
     pub fn with_path(path: impl Into<PathBuf>) -> Self {
-        MemoryProbe { path: path.into() }
+        MemoryProbe { path: path.into(), cgroup: None }
+    }
+
+    /// The cgroup directory `cgroup` first, then the meminfo file at `path` when the
+    /// cgroup has no limit or cannot be read.
+    pub fn with_cgroup(path: impl Into<PathBuf>, cgroup: CgroupMemory) -> Self {
+        MemoryProbe { path: path.into(), cgroup: Some(cgroup) }
+    }
+
+    /// The cgroup whose limit is tried first, if any.
+    pub fn cgroup(&self) -> Option<&CgroupMemory> {
+        self.cgroup.as_ref()
+    }
+
+    fn cgroup_percent(&self) -> Option<u8> {
+        match self.cgroup.as_ref()?.read_percent() {
+            Ok(percent) => percent,
+            Err(error) => {
+                // The cgroup can vanish or change under a running process; the host's
+                // figure is still a figure.
+                tracing::debug!(%error, "cannot read the cgroup's memory; using the host's");
+                None
+            }
+        }
     }
 }
 
@@ -54,6 +82,32 @@ impl Default for MemoryProbe {
 
 impl LoadProbe for MemoryProbe {
     fn sample(&mut self) -> Result<u8, ProbeError> {
-        Ok(meminfo::read_memory_percent(&self.path)?)
+        match self.cgroup_percent() {
+            Some(percent) => Ok(percent),
+            None => Ok(meminfo::read_memory_percent(&self.path)?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limited_cgroup_wins_over_the_host_and_an_unlimited_one_falls_back() {
+        let dir = std::env::temp_dir().join(format!("loadwise-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meminfo = dir.join("meminfo");
+        std::fs::write(&meminfo, "MemTotal: 1000 kB\nMemAvailable: 900 kB\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "1000\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "750\n").unwrap();
+        std::fs::write(dir.join("memory.stat"), "inactive_file 0\n").unwrap();
+        let mut probe = MemoryProbe::with_cgroup(&meminfo, CgroupMemory::at(&dir));
+        assert_eq!(probe.sample().unwrap(), 75);
+        std::fs::write(dir.join("memory.max"), "max\n").unwrap();
+        assert_eq!(probe.sample().unwrap(), 10);
+        std::fs::remove_file(dir.join("memory.max")).unwrap();
+        assert_eq!(probe.sample().unwrap(), 10, "an unreadable cgroup falls back to the host");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
