@@ -12,7 +12,8 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`protocol`] | the legacy wire format: frame header, message kinds, pure parse and encode |
+//! | [`protocol`] | the wire formats, legacy and v2: frame header, message kinds, pure parse and encode |
+//! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | a `tokio_util` codec that frames a byte stream into requests |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
@@ -66,6 +67,7 @@ pub mod selection;
 pub mod server;
 pub mod settings;
 pub mod simulate;
+pub mod ticket;
 
 pub use connection::ConnectionLimits;
 

@@ -1,6 +1,7 @@
-//! The legacy LoadBanceServer wire format: frame header, message kinds and pure parsing.
+//! The wire formats, legacy and [`v2`]: frame header, message kinds and pure parsing.
 //!
-//! Every frame starts with a 4-byte header, `len: u16` then `cmd: u16`, both
+//! This module holds the legacy LoadBanceServer format; [`v2`] the versioned one that
+//! shares its header on the same port. Every frame starts with a 4-byte header, `len: u16` then `cmd: u16`, both
 //! little-endian; `len` counts the whole frame including the header. Nothing here
 //! touches a socket: functions take byte slices and return values, so they can be
 //! tested exhaustively (split reads, coalesced frames, arbitrary input).
@@ -9,6 +10,7 @@
 
 mod heartbeat;
 mod login;
+pub mod v2;
 
 pub use heartbeat::{AddressError, Heartbeat, IP_FIELD_LEN, IpField, MAX_IP_CHARS};
 pub use login::{LoginReply, LoginRequest, ReplyError, unix_time_now};
