@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
-use loadwise::agent::{Advertise, AgentConfig};
+use loadwise::agent::{Advertise, AgentConfig, Protocol, Secret};
 use loadwise::client::FailoverConfig;
+use loadwise::protocol::v2::ServiceName;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{AdminLayer, AdminListen, CATALOG, Layer, Settings, Sources};
@@ -278,17 +280,63 @@ pub struct AgentArgs {
     /// Read memory statistics from this file instead of /proc/meminfo.
     #[arg(long, default_value = loadwise::meminfo::PROC_MEMINFO, hide = true)]
     pub meminfo: PathBuf,
+    /// What to speak: legacy (memory only, what the C++ dispatcher understands) or v2
+    /// (service, id, memory, CPU and custom metrics, weight, drain state, and
+    /// authentication with --secret-file).
+    #[arg(long, env = "LOADWISE_AGENT_PROTOCOL", default_value = "legacy", value_name = "legacy|v2")]
+    pub protocol: Protocol,
+    /// v2: the pool this backend belongs to.
+    #[arg(long, env = "LOADWISE_AGENT_SERVICE", default_value = loadwise::agent::DEFAULT_SERVICE)]
+    pub service: ServiceName,
+    /// v2: this backend's id, kept across restarts; by default derived from the
+    /// service and --advertise.
+    #[arg(long, env = "LOADWISE_AGENT_ID", value_name = "N")]
+    pub id: Option<u64>,
+    /// v2: a file holding the secret shared with the dispatchers (at least 16 bytes);
+    /// the agent proves it knows it before it registers.
+    #[arg(long, env = "LOADWISE_AGENT_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// v2: relative capacity (1 to 65535); a backend of 200 should get twice the
+    /// clients of one of 100 at equal load.
+    #[arg(long, env = "LOADWISE_AGENT_WEIGHT", default_value = "100", value_name = "N")]
+    pub weight: NonZeroU16,
+    /// v2: a file the backend writes its own figures to, one `NAME VALUE` per line,
+    /// read before every heartbeat; `connections` is the active connection count,
+    /// any other name a custom metric.
+    #[arg(long, env = "LOADWISE_AGENT_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Start draining: no new clients (v2 says so in heartbeats; legacy stays
+    /// disconnected). SIGUSR1 drains and SIGUSR2 makes the backend ready at any time.
+    #[arg(long, env = "LOADWISE_AGENT_DRAIN")]
+    pub drain: bool,
 }
 
 impl AgentArgs {
-    pub fn to_config(&self) -> AgentConfig {
-        AgentConfig {
+    /// The library configuration; reads the secret file if one is named.
+    pub fn to_config(&self) -> anyhow::Result<AgentConfig> {
+        let mut config = AgentConfig::with_servers(self.server.clone(), self.advertise.clone());
+        if self.protocol == Protocol::V2 {
+            config = config.v2(self.service.clone());
+        } else {
+            config.service = self.service.clone();
+        }
+        config.backend_id = self.id.unwrap_or(config.backend_id);
+        config.secret = self.secret_file.as_deref().map(read_secret).transpose()?;
+        Ok(AgentConfig {
             interval: self.interval,
             connect_timeout: self.connect_timeout,
             max_backoff: self.max_backoff,
-            ..AgentConfig::with_servers(self.server.clone(), self.advertise)
-        }
+            weight: self.weight,
+            ..config
+        })
     }
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    Ok(Secret::from_file_text(&text)?)
 }
 
 #[derive(Debug, Args)]
@@ -374,7 +422,7 @@ mod tests {
     fn agent_defaults_match_the_library_defaults() {
         let cli = parse_from(&["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"]);
         let Command::Agent(args) = cli.command else { panic!("not agent") };
-        assert_eq!(args.to_config(), AgentConfig::new("h:1", "10.0.0.2:7000".parse().unwrap()));
+        assert_eq!(args.to_config().unwrap(), AgentConfig::new("h:1", "10.0.0.2:7000".parse().unwrap()));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A `tokio_util` codec for the dispatcher side of the legacy protocol: requests in, replies out.
+//! `tokio_util` codecs: the dispatcher side of the legacy protocol (requests in, replies
+//! out), and in [`v2`] the peer side of protocol v2.
 //!
 //! The codec adds to [`protocol::parse_request`](crate::protocol::parse_request) the one
 //! piece of state that framing needs: how many bytes of the current frame remain to be
@@ -115,6 +116,8 @@ impl Encoder<LoginReply> for DispatcherCodec {
         Ok(())
     }
 }
+
+pub mod v2;
 
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use cli::{AgentArgs, Command, LogFormat, PickArgs};
-use loadwise::agent::MemoryProbe;
+use loadwise::agent::{HostProbe, MemoryProbe, Protocol};
 use loadwise::client::{Answer, Attempt, Failover, FailoverError, PickError};
+use loadwise::cpustat::CpuProbe;
 use loadwise::dial::DialError;
+use loadwise::protocol::v2::State;
 use tracing_subscriber::EnvFilter;
 
 /// The process exit statuses, distinct per outcome so scripts can tell them apart.
@@ -77,7 +79,28 @@ fn run(command: Command) -> anyhow::Result<Exit> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
-    // A meminfo file named on the command line (tests, unusual hosts) is used alone.
+    let config = args.to_config()?;
+    let memory = memory_probe(&args);
+    let initial = if args.drain { State::Draining } else { State::Ready };
+    let (state, watched) = tokio::sync::watch::channel(initial);
+    let drain_signals = follow_drain_signals(state)?;
+    let shutdown = shutdown_signal();
+    if config.protocol == Protocol::V2 {
+        let mut probe = HostProbe::with(memory, CpuProbe::new());
+        if let Some(path) = &args.metrics_file {
+            probe = probe.with_metrics_file(path);
+        }
+        loadwise::agent::run_with_state(config, probe, watched, shutdown).await?;
+    } else {
+        loadwise::agent::run_with_state(config, memory, watched, shutdown).await?;
+    }
+    drain_signals.abort();
+    Ok(Exit::Success)
+}
+
+/// Memory of this process's cgroup limit if it has one, else of the host; a meminfo
+/// file named on the command line (tests, unusual hosts) is used alone.
+fn memory_probe(args: &AgentArgs) -> MemoryProbe {
     let probe = if args.meminfo.as_os_str() == loadwise::meminfo::PROC_MEMINFO {
         MemoryProbe::new()
     } else {
@@ -89,8 +112,27 @@ async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
         }
         None => tracing::info!(meminfo = %args.meminfo.display(), "memory: of the host"),
     }
-    loadwise::agent::run(args.to_config(), probe, shutdown_signal()).await?;
-    Ok(Exit::Success)
+    probe
+}
+
+/// SIGUSR1 drains the backend, SIGUSR2 makes it ready again. The handlers are
+/// installed at once, so a signal sent right after start is not lost (or fatal).
+fn follow_drain_signals(
+    state: tokio::sync::watch::Sender<State>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut drain = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
+    let mut ready = signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                Some(()) = drain.recv() => State::Draining,
+                Some(()) = ready.recv() => State::Ready,
+                else => return,
+            };
+            state.send_replace(next);
+        }
+    }))
 }
 
 async fn pick(args: PickArgs) -> anyhow::Result<Exit> {

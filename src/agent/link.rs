@@ -1,8 +1,10 @@
-//! One dispatcher link: connects, sends every published sample, reconnects forever.
+//! One dispatcher link: connects, sends every published report, reconnects forever.
 //!
-//! The link also watches its socket: a dispatcher never writes to a backend, so
-//! end-of-file or an error means the connection is gone and the link reconnects
-//! (with exponential backoff and jitter) without waiting for a failed write.
+//! The link also watches its socket: a legacy dispatcher never writes to a backend
+//! (and a v2 one only to refuse), so end-of-file or an error means the connection is
+//! gone and the link reconnects (with exponential backoff and jitter) without waiting
+//! for a failed write. A legacy link disconnects while the backend drains: leaving the
+//! table is the only way the legacy protocol can say "no new clients".
 
 use std::time::Duration;
 
@@ -13,15 +15,17 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::AgentConfig;
+use super::{AgentConfig, Protocol, Report};
 use crate::backoff::Backoff;
+use crate::codec::v2::PeerCodecError;
 use crate::dial::{self, DialError};
 use crate::log_limit::FailureStreak;
-use crate::protocol::Heartbeat;
+use crate::protocol::v2::{ErrorMessage, State};
+use crate::protocol::{Heartbeat, IpField};
 
 /// Why one connection to the dispatcher ended.
 #[derive(Debug, thiserror::Error)]
-enum SessionEnd {
+pub(super) enum SessionEnd {
     #[error(transparent)]
     Dial(#[from] DialError),
     #[error("connecting timed out after {0:?}")]
@@ -32,6 +36,14 @@ enum SessionEnd {
     Io(#[from] std::io::Error),
     #[error("the agent is stopping")]
     Stopped,
+    #[error("the backend is draining: the legacy protocol leaves the table")]
+    Draining,
+    #[error("the dispatcher refused: {} {}", .0.code, .0.text)]
+    Refused(ErrorMessage),
+    #[error("registering took longer than {0:?}")]
+    RegisterTimeout(Duration),
+    #[error("the dispatcher broke the protocol: {0}")]
+    Protocol(#[from] PeerCodecError),
 }
 
 /// Keeps a connection to `server` until `stop` is cancelled, sending each sample
@@ -39,7 +51,7 @@ enum SessionEnd {
 pub(super) async fn run(
     server: String,
     config: AgentConfig,
-    mut samples: watch::Receiver<Option<Heartbeat>>,
+    mut reports: watch::Receiver<Report>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
@@ -47,8 +59,16 @@ pub(super) async fn run(
     let mut rng = StdRng::from_os_rng();
     let mut failures = FailureStreak::default();
     loop {
-        let end = match session(&server, &config, &mut samples, &stop).await {
+        if config.protocol == Protocol::Legacy && !wait_until_ready(&mut reports, &stop).await {
+            return;
+        }
+        let end = match session(&server, &config, &mut reports, &stop).await {
             Ok((SessionEnd::Stopped, _)) | Err(SessionEnd::Stopped) => return,
+            Ok((SessionEnd::Draining, _)) => {
+                tracing::info!(%server, "draining: disconnected from the legacy dispatcher");
+                backoff.reset();
+                continue;
+            }
             // Only a connection that lasted starts the backoff afresh, so a
             // dispatcher that accepts and at once closes (at its connection cap,
             // say) is not hammered.
@@ -75,12 +95,20 @@ pub(super) async fn run(
     }
 }
 
-/// One connection: connects, then sends samples until it fails. Returns why it
+/// Waits while the backend is not ready; false when the agent stops meanwhile.
+async fn wait_until_ready(reports: &mut watch::Receiver<Report>, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        ready = reports.wait_for(|report| report.state == State::Ready) => ready.is_ok(),
+        () = stop.cancelled() => false,
+    }
+}
+
+/// One connection: connects, then sends reports until it fails. Returns why it
 /// ended and how long it was up, or why it could not connect.
 async fn session(
     server: &str,
     config: &AgentConfig,
-    samples: &mut watch::Receiver<Option<Heartbeat>>,
+    reports: &mut watch::Receiver<Report>,
     stop: &CancellationToken,
 ) -> Result<(SessionEnd, Duration), SessionEnd> {
     let stream = tokio::select! {
@@ -90,7 +118,14 @@ async fn session(
     detect_silent_loss(&stream, config.interval);
     tracing::info!(%server, advertise = %config.advertise, "connected to dispatcher");
     let connected_at = tokio::time::Instant::now();
-    let end = send_samples(stream, samples, stop).await;
+    let end = match config.protocol {
+        Protocol::Legacy => {
+            // Checked by AgentConfig::validate.
+            let ip = config.advertise.legacy_ip().expect("a legacy advertise address");
+            send_legacy(stream, ip, config.advertise.port(), reports, stop).await
+        }
+        Protocol::V2 => super::v2::session(stream, config, reports, stop).await,
+    };
     Ok((end, connected_at.elapsed()))
 }
 
@@ -113,38 +148,56 @@ async fn connect(server: &str, timeout: Duration) -> Result<TcpStream, SessionEn
     }
 }
 
-/// Sends the latest sample at once (the first heartbeat registers the backend),
-/// then each new one, until the connection fails or the agent stops.
-async fn send_samples(
+/// Sends the latest report at once (the first heartbeat registers the backend),
+/// then each new one, until the connection fails, the backend drains, or the agent
+/// stops.
+async fn send_legacy(
     mut stream: TcpStream,
-    samples: &mut watch::Receiver<Option<Heartbeat>>,
+    ip: IpField,
+    port: u16,
+    reports: &mut watch::Receiver<Report>,
     stop: &CancellationToken,
 ) -> SessionEnd {
-    let latest = *samples.borrow_and_update();
-    if let Err(end) = send(&mut stream, latest, stop).await {
+    let mut sink = [0u8; 64];
+    if let Err(end) = send_report(&mut stream, ip, port, reports, stop).await {
         return end;
     }
-    let mut sink = [0u8; 64];
     loop {
         tokio::select! {
-            changed = samples.changed() => {
+            changed = reports.changed() => {
                 if changed.is_err() {
                     return SessionEnd::Stopped;
                 }
-                let latest = *samples.borrow_and_update();
-                if let Err(end) = send(&mut stream, latest, stop).await {
+                if let Err(end) = send_report(&mut stream, ip, port, reports, stop).await {
                     return end;
                 }
             }
             read = stream.read(&mut sink) => match read {
                 Ok(0) => return SessionEnd::ClosedByPeer,
-                // A dispatcher sends nothing to backends; ignore whatever arrives.
+                // A legacy dispatcher sends nothing to backends; ignore whatever arrives.
                 Ok(_) => {}
                 Err(error) => return error.into(),
             },
             () = stop.cancelled() => return SessionEnd::Stopped,
         }
     }
+}
+
+/// Sends the latest report as a legacy heartbeat, or ends the session if the
+/// backend no longer takes clients.
+async fn send_report(
+    stream: &mut TcpStream,
+    ip: IpField,
+    port: u16,
+    reports: &mut watch::Receiver<Report>,
+    stop: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let report = reports.borrow_and_update().clone();
+    if report.state != State::Ready {
+        return Err(SessionEnd::Draining);
+    }
+    let heartbeat = report.sample.map(|sample| Heartbeat { mem: sample.memory, ip, port });
+    send(stream, heartbeat, stop).await
 }
 
 /// Writes one heartbeat, if there is one. A dispatcher that stopped reading can

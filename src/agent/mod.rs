@@ -5,11 +5,18 @@
 //! dispatcher link (the `link` module); a link that is down or stalled never delays the
 //! others. The first heartbeat on each connection goes out as soon as it is up, so a
 //! restarted dispatcher learns about the backend at once.
+//!
+//! Links speak the legacy protocol (memory only) or v2 ([`Protocol`]): a service, a
+//! stable id, every metric of a [`Sample`], a weight, the drain state, and with a
+//! [`Secret`] an authenticated registration (the `v2` module).
 
 mod link;
 mod probe;
+mod v2;
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU16;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,50 +27,147 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ensure};
 use crate::log_limit::FailureStreak;
-use crate::protocol::{AddressError, Heartbeat, IpField};
+use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
+use crate::protocol::{AddressError, IpField};
 
-pub use probe::{LoadProbe, MemoryProbe, ProbeError};
+pub use probe::{
+    Extra, HostProbe, LoadProbe, MemoryProbe, MetricsProbe, ProbeError, Sample, apply_metrics_text,
+};
 
-/// The address clients should be sent to, as it will appear in heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The address clients should be sent to, as it will appear in heartbeats: an IPv4
+/// or IPv6 address, or (protocol v2 only) a host name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertise {
-    pub ip: IpField,
-    pub port: u16,
+    host: String,
+    port: NonZeroU16,
 }
 
 /// Why an `--advertise` value is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdvertiseError {
-    #[error("expected IP:PORT, for example 10.0.0.2:7000")]
+    #[error("expected HOST:PORT, for example 10.0.0.2:7000 or [2001:db8::2]:7000")]
     MissingPort,
     #[error("the port {0:?} is not a number from 1 to 65535")]
     BadPort(String),
-    #[error(transparent)]
-    Address(#[from] AddressError),
+    #[error("the host is neither an IP address nor a host name: {0}")]
+    Host(#[from] NameError),
+}
+
+impl Advertise {
+    /// The address as given, without brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.get()
+    }
+
+    /// The legacy heartbeat's 16-byte ip field: at most 15 characters.
+    pub fn legacy_ip(&self) -> Result<IpField, AddressError> {
+        IpField::from_text(&self.host)
+    }
+
+    /// The v2 endpoint: an IP address if the host is one, else a host name.
+    pub fn endpoint(&self) -> Endpoint {
+        let host = match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => Host::V4(ip),
+            Ok(IpAddr::V6(ip)) => Host::V6(ip),
+            // Checked when parsed.
+            Err(_) => Host::Name(HostName::new(&self.host).expect("a checked host name")),
+        };
+        Endpoint { host, port: self.port }
+    }
 }
 
 impl FromStr for Advertise {
     type Err = AdvertiseError;
 
-    /// Parses `IP:PORT`; an IPv6 literal may be bracketed (`[::1]:7000`). The ip must
-    /// fit the legacy 16-byte field with its NUL: at most 15 characters.
+    /// Parses `HOST:PORT`; an IPv6 literal is bracketed (`[::1]:7000`).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (ip, port) = text.rsplit_once(':').ok_or(AdvertiseError::MissingPort)?;
-        let ip = ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(ip);
-        let port = match port.parse::<u16>() {
-            Ok(port) if port != 0 => port,
-            _ => return Err(AdvertiseError::BadPort(port.to_owned())),
-        };
-        Ok(Advertise { ip: IpField::from_text(ip)?, port })
+        let (host, port) = text.rsplit_once(':').ok_or(AdvertiseError::MissingPort)?;
+        let host = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')).unwrap_or(host);
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .and_then(NonZeroU16::new)
+            .ok_or_else(|| AdvertiseError::BadPort(port.to_owned()))?;
+        if host.parse::<IpAddr>().is_err() {
+            HostName::new(host)?;
+        }
+        Ok(Advertise { host: host.to_owned(), port })
     }
 }
 
 impl std::fmt::Display for Advertise {
+    /// `HOST:PORT`, with IPv6 literals in brackets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ip = self.ip.text().unwrap_or("?");
-        write!(f, "{ip}:{}", self.port)
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
     }
 }
+
+/// The protocol the agent's links speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// The original 23-byte heartbeat: memory only, no service, no authentication.
+    /// What the C++ dispatcher understands.
+    #[default]
+    Legacy,
+    /// Protocol v2: service, stable id, all metrics, weight, drain state and, with a
+    /// secret, authenticated registration.
+    V2,
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "legacy" => Ok(Protocol::Legacy),
+            "v2" => Ok(Protocol::V2),
+            other => Err(format!("unknown protocol {other:?}; expected legacy or v2")),
+        }
+    }
+}
+
+/// The shared secret a v2 backend proves it knows when it registers. Its `Debug`
+/// output does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret from raw bytes; at least 16 are needed for it to resist guessing.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, ConfigError> {
+        let bytes = bytes.into();
+        ensure(
+            bytes.len() >= MIN_SECRET_LEN,
+            "secret-file",
+            &format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
+        )?;
+        Ok(Secret(bytes))
+    }
+
+    /// The contents of a secret file, without a trailing newline.
+    pub fn from_file_text(text: &str) -> Result<Secret, ConfigError> {
+        Secret::new(text.trim_end_matches(['\n', '\r']).as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// The shortest secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// Where the agent reports to and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +179,7 @@ pub struct AgentConfig {
     pub advertise: Advertise,
     /// Time between heartbeats.
     pub interval: Duration,
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take, and (v2) the registration after it.
     pub connect_timeout: Duration,
     /// First delay between reconnect attempts.
     pub initial_backoff: Duration,
@@ -83,10 +187,37 @@ pub struct AgentConfig {
     /// default) re-registers the backend within two intervals of a dispatcher's
     /// restart.
     pub max_backoff: Duration,
+    /// What the links speak.
+    pub protocol: Protocol,
+    /// v2: the pool this backend belongs to.
+    pub service: ServiceName,
+    /// v2: this backend's id, the same across reconnects and restarts. By default a
+    /// hash of the service and the advertised address ([`default_backend_id`]).
+    pub backend_id: u64,
+    /// v2: registers with a proof of this secret before heart-beating.
+    pub secret: Option<Secret>,
+    /// v2: relative capacity; 200 should get twice the clients of 100 at equal load.
+    pub weight: NonZeroU16,
 }
 
 /// The most dispatchers one agent reports to.
 pub const MAX_SERVERS: usize = 64;
+
+/// The service of backends that do not name one (and of all legacy traffic).
+pub const DEFAULT_SERVICE: &str = "default";
+
+/// A stable id for a backend from its service and advertised address: the first 8
+/// bytes of their SHA-256. Two backends share it only if they advertise the same
+/// address for the same service, in which case they are the same backend to clients.
+pub fn default_backend_id(service: &ServiceName, advertise: &Advertise) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(service.as_str())
+        .chain_update([0])
+        .chain_update(advertise.to_string())
+        .finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
 
 impl AgentConfig {
     /// Rejects settings that would make the agent spin or never connect.
@@ -103,25 +234,55 @@ impl AgentConfig {
         ensure(!self.connect_timeout.is_zero(), "connect-timeout", positive)?;
         ensure(!self.initial_backoff.is_zero(), "initial-backoff", positive)?;
         let ordered = self.max_backoff >= self.initial_backoff;
-        ensure(ordered, "max-backoff", "must be at least the initial backoff (100ms by default)")
+        ensure(ordered, "max-backoff", "must be at least the initial backoff (100ms by default)")?;
+        self.validate_protocol()
     }
 
-    /// A configuration for one dispatcher with the documented defaults: 1 s
-    /// interval, 3 s connect timeout, reconnect backoff from 100 ms up to 1 s.
+    fn validate_protocol(&self) -> Result<(), ConfigError> {
+        if self.protocol == Protocol::V2 {
+            return Ok(());
+        }
+        if let Err(error) = self.advertise.legacy_ip() {
+            let reason = format!("{error}; the legacy protocol cannot carry it (use --protocol v2)");
+            return Err(ConfigError::new("advertise", reason));
+        }
+        let v2_only = self.secret.is_some()
+            || self.service.as_str() != DEFAULT_SERVICE
+            || self.weight != DEFAULT_WEIGHT;
+        ensure(!v2_only, "protocol", "--service, --secret-file and --weight need --protocol v2")
+    }
+
+    /// A configuration for one dispatcher with the documented defaults: legacy
+    /// protocol, 1 s interval, 3 s connect timeout, reconnect backoff from 100 ms up
+    /// to 1 s.
     pub fn new(server: impl Into<String>, advertise: Advertise) -> Self {
         Self::with_servers([server], advertise)
     }
 
     /// The defaults of [`new`](Self::new), reporting to every one of `servers`.
     pub fn with_servers(servers: impl IntoIterator<Item = impl Into<String>>, advertise: Advertise) -> Self {
+        let service = ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid");
         AgentConfig {
             servers: servers.into_iter().map(Into::into).collect(),
+            backend_id: default_backend_id(&service, &advertise),
             advertise,
             interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(3),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
+            protocol: Protocol::Legacy,
+            service,
+            secret: None,
+            weight: DEFAULT_WEIGHT,
         }
+    }
+
+    /// Speaks v2 for `service`, with the id derived from it and the address.
+    pub fn v2(mut self, service: ServiceName) -> Self {
+        self.backend_id = default_backend_id(&service, &self.advertise);
+        self.service = service;
+        self.protocol = Protocol::V2;
+        self
     }
 }
 
@@ -130,12 +291,34 @@ fn has_duplicates(servers: &[String]) -> bool {
     unique.len() != servers.len()
 }
 
+/// What every link sends next: the latest sample (none while measuring fails) and
+/// whether the backend takes new clients.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Report {
+    pub sample: Option<Sample>,
+    pub state: State,
+}
+
 /// Runs the agent until `shutdown` completes: samples the load every interval and
 /// keeps a link to each dispatcher. Fails at once, before connecting, if the
 /// configuration cannot work.
 pub async fn run(
     config: AgentConfig,
-    probe: impl LoadProbe,
+    probe: impl MetricsProbe,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
+    let (_keep, state) = watch::channel(State::Ready);
+    run_with_state(config, probe, state, shutdown).await
+}
+
+/// [`run`], with the backend's state following `state`: while it is draining or in
+/// maintenance, v2 heartbeats say so (the dispatcher sends no new clients but keeps
+/// the backend listed) and legacy links disconnect (the only way to say it in the
+/// legacy protocol); back to ready, both resume.
+pub async fn run_with_state(
+    config: AgentConfig,
+    probe: impl MetricsProbe,
+    mut state: watch::Receiver<State>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
     config.validate()?;
@@ -143,14 +326,15 @@ pub async fn run(
         tracing::warn!(max_backoff = ?config.max_backoff, interval = ?config.interval,
             "max-backoff is above the interval: after a dispatcher restarts, re-registering may take longer than two intervals");
     }
-    let (samples, latest) = watch::channel(None);
+    let initial = Report { sample: None, state: *state.borrow_and_update() };
+    let (reports, latest) = watch::channel(initial);
     let stop = CancellationToken::new();
     let mut links = JoinSet::new();
     for server in &config.servers {
         links.spawn(link::run(server.clone(), config.clone(), latest.clone(), stop.clone()));
     }
     tokio::select! {
-        () = sample_every_interval(&config, probe, samples) => {}
+        () = sample_every_interval(&config, probe, state, reports) => {}
         () = shutdown => {}
     }
     stop.cancel();
@@ -159,35 +343,53 @@ pub async fn run(
     Ok(())
 }
 
-/// Measures the load now and then every interval, and publishes each heartbeat to
-/// the links. A failed sample publishes `None`, so that interval sends nothing.
+/// Measures the load now and then every interval, and publishes each report to the
+/// links; a change of state is published at once. A failed sample publishes no
+/// sample, so that interval sends nothing.
 async fn sample_every_interval(
     config: &AgentConfig,
-    mut probe: impl LoadProbe,
-    samples: watch::Sender<Option<Heartbeat>>,
+    mut probe: impl MetricsProbe,
+    mut state: watch::Receiver<State>,
+    reports: watch::Sender<Report>,
 ) {
     let mut ticks = tokio::time::interval(config.interval);
     // After a stall, sample once and keep the rhythm rather than a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failures = FailureStreak::default();
+    let mut state_open = true;
     loop {
-        ticks.tick().await;
-        match probe.sample() {
-            Ok(mem) => {
-                failures.succeed();
-                tracing::debug!(mem, "sampled");
-                let (ip, port) = (config.advertise.ip, config.advertise.port);
-                samples.send_replace(Some(Heartbeat { mem, ip, port }));
+        tokio::select! {
+            _ = ticks.tick() => {
+                let sample = measure(&mut probe, &mut failures);
+                reports.send_modify(|report| report.sample = sample);
             }
-            Err(error) => {
-                if failures.fail() {
-                    let times = failures.count();
-                    tracing::warn!(%error, times, "cannot measure load; skipping this heartbeat");
+            changed = state.changed(), if state_open => match changed {
+                Ok(()) => {
+                    let now = *state.borrow_and_update();
+                    tracing::info!(state = ?now, "backend state changed");
+                    reports.send_modify(|report| report.state = now);
                 }
-                // A link that connects now waits for a real sample rather than
-                // registering the backend with an old one.
-                samples.send_replace(None);
+                Err(_) => state_open = false,
+            },
+        }
+    }
+}
+
+fn measure(probe: &mut impl MetricsProbe, failures: &mut FailureStreak) -> Option<Sample> {
+    match probe.measure() {
+        Ok(sample) => {
+            failures.succeed();
+            tracing::debug!(?sample, "sampled");
+            Some(sample)
+        }
+        Err(error) => {
+            if failures.fail() {
+                let times = failures.count();
+                tracing::warn!(%error, times, "cannot measure load; skipping this heartbeat");
             }
+            // A link that connects now waits for a real sample rather than
+            // registering the backend with an old one.
+            None
         }
     }
 }
@@ -211,33 +413,46 @@ mod tests {
     #[test]
     fn the_dispatcher_list_must_be_non_empty_bounded_and_without_repeats() {
         let advertise: Advertise = "10.0.0.1:1".parse().unwrap();
-        let two = AgentConfig::with_servers(["a:1", "b:1"], advertise);
+        let two = AgentConfig::with_servers(["a:1", "b:1"], advertise.clone());
         assert_eq!(two.validate(), Ok(()));
-        let none = AgentConfig::with_servers(Vec::<String>::new(), advertise);
+        let none = AgentConfig::with_servers(Vec::<String>::new(), advertise.clone());
         assert_eq!(none.validate().unwrap_err().setting, "server");
-        let twice = AgentConfig::with_servers(["a:1", "b:1", "a:1"], advertise);
+        let twice = AgentConfig::with_servers(["a:1", "b:1", "a:1"], advertise.clone());
         assert!(twice.validate().unwrap_err().to_string().contains("twice"));
         let many = AgentConfig::with_servers((0..=MAX_SERVERS).map(|i| format!("h{i}:1")), advertise);
         assert_eq!(many.validate().unwrap_err().setting, "server");
     }
 
     #[test]
-    fn parses_advertise() {
+    fn parses_advertise_ipv4_ipv6_and_host_names() {
         let a: Advertise = "10.0.0.2:1002".parse().unwrap();
-        assert_eq!(a.ip.text().unwrap(), "10.0.0.2");
-        assert_eq!(a.port, 1002);
+        assert_eq!((a.host(), a.port()), ("10.0.0.2", 1002));
         assert_eq!(a.to_string(), "10.0.0.2:1002");
-        let v6: Advertise = "[::1]:80".parse().unwrap();
-        assert_eq!(v6.ip.text().unwrap(), "::1");
+        assert_eq!(a.legacy_ip().unwrap().text().unwrap(), "10.0.0.2");
+        assert_eq!(a.endpoint().to_string(), "10.0.0.2:1002");
+        let v6: Advertise = "[2001:db8::2]:80".parse().unwrap();
+        assert_eq!(v6.host(), "2001:db8::2");
+        assert_eq!(v6.to_string(), "[2001:db8::2]:80");
+        assert!(matches!(v6.endpoint().host, Host::V6(_)));
+        let name: Advertise = "game-7.eu.example.net:7000".parse().unwrap();
+        assert!(matches!(name.endpoint().host, Host::Name(_)));
     }
 
     #[test]
-    fn refuses_long_ip_with_a_clear_error() {
-        let error = "255.255.255.2555:80".parse::<Advertise>().unwrap_err();
-        assert!(matches!(error, AdvertiseError::Address(AddressError::TooLong { len: 16, .. })), "{error:?}");
-        assert!(error.to_string().contains("at most 15"), "{error}");
+    fn the_legacy_protocol_refuses_what_it_cannot_carry() {
+        let long: Advertise = "game-7.eu.example.net:7000".parse().unwrap();
+        let error = AgentConfig::new("h:1", long.clone()).validate().unwrap_err();
+        assert_eq!(error.setting, "advertise");
+        assert!(error.reason.contains("at most 15") && error.reason.contains("--protocol v2"), "{error}");
+        let v2 = AgentConfig::new("h:1", long).v2(ServiceName::new("game").unwrap());
+        assert_eq!(v2.validate(), Ok(()));
         // Exactly 15 characters fit.
-        assert!("255.255.255.255:80".parse::<Advertise>().is_ok());
+        assert_eq!(AgentConfig::new("h:1", "255.255.255.255:80".parse().unwrap()).validate(), Ok(()));
+        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap());
+        let secret = Some(Secret::new(*b"0123456789abcdef").unwrap());
+        assert_eq!(AgentConfig { secret, ..ok.clone() }.validate().unwrap_err().setting, "protocol");
+        let service = ServiceName::new("game").unwrap();
+        assert_eq!(AgentConfig { service, ..ok }.validate().unwrap_err().setting, "protocol");
     }
 
     #[test]
@@ -245,10 +460,29 @@ mod tests {
         assert_eq!("10.0.0.1".parse::<Advertise>(), Err(AdvertiseError::MissingPort));
         assert!(matches!("10.0.0.1:0".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
         assert!(matches!("10.0.0.1:70000".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
-        assert!(matches!(":80".parse::<Advertise>(), Err(AdvertiseError::Address(AddressError::Empty))));
+        assert!(matches!(":80".parse::<Advertise>(), Err(AdvertiseError::Host(NameError::Empty))));
         assert!(matches!(
             "a b:80".parse::<Advertise>(),
-            Err(AdvertiseError::Address(AddressError::NotPrintable))
+            Err(AdvertiseError::Host(NameError::BadByte { .. }))
         ));
+    }
+
+    #[test]
+    fn the_default_backend_id_is_stable_and_tells_services_and_addresses_apart() {
+        let game = ServiceName::new("game").unwrap();
+        let chat = ServiceName::new("chat").unwrap();
+        let a: Advertise = "10.0.0.1:7000".parse().unwrap();
+        let b: Advertise = "10.0.0.2:7000".parse().unwrap();
+        assert_eq!(default_backend_id(&game, &a), default_backend_id(&game, &a.to_string().parse().unwrap()));
+        assert_ne!(default_backend_id(&game, &a), default_backend_id(&chat, &a));
+        assert_ne!(default_backend_id(&game, &a), default_backend_id(&game, &b));
+    }
+
+    #[test]
+    fn secrets_are_long_enough_and_never_printed() {
+        assert_eq!(Secret::new(*b"short").unwrap_err().setting, "secret-file");
+        let secret = Secret::from_file_text("0123456789abcdef\n").unwrap();
+        assert_eq!(secret.as_bytes(), b"0123456789abcdef");
+        assert_eq!(format!("{secret:?}"), "Secret(16 bytes)");
     }
 }

@@ -1,9 +1,160 @@
 //! Load probes: what the agent measures before each heartbeat.
+//!
+//! A [`LoadProbe`] gives memory use in percent, all a legacy heartbeat carries. A
+//! [`MetricsProbe`] gives a whole [`Sample`] for v2 heartbeats: memory, CPU, active
+//! connections and named metrics. Every `LoadProbe` is a `MetricsProbe` that reports
+//! memory only; [`HostProbe`] measures the host and lets the backend add its own
+//! figures through a callback or a metrics file.
 
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupMemory};
+use crate::cpustat::{CpuProbe, CpuStatError};
 use crate::meminfo::{self, MeminfoError};
+use crate::protocol::v2::{MAX_METRICS, Metric, MetricName, Percent};
+
+/// One measurement of this backend's load.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    /// Memory in use, percent (0..=100): the one figure legacy heartbeats carry.
+    pub memory: u8,
+    /// CPU in use, if measured.
+    pub cpu: Option<Percent>,
+    /// Clients or connections the backend is serving, if it says.
+    pub connections: Option<u32>,
+    /// Backend-defined figures (queue depth, GPU use, ...), at most 32, distinct names.
+    pub metrics: Vec<Metric>,
+}
+
+impl Sample {
+    /// Memory only.
+    pub fn memory(percent: u8) -> Sample {
+        Sample { memory: percent.min(100), ..Sample::default() }
+    }
+}
+
+/// Something that can measure this backend's load on demand, for v2 heartbeats.
+pub trait MetricsProbe: Send {
+    /// The current load. An error skips this heartbeat.
+    fn measure(&mut self) -> Result<Sample, ProbeError>;
+}
+
+impl<P: LoadProbe> MetricsProbe for P {
+    fn measure(&mut self) -> Result<Sample, ProbeError> {
+        self.sample().map(Sample::memory)
+    }
+}
+
+/// The backend's own figures, added to each sample (connections, custom metrics).
+pub type Extra = Box<dyn FnMut(&mut Sample) -> Result<(), ProbeError> + Send>;
+
+/// Memory (of the cgroup's limit when there is one) and CPU of this host, plus
+/// whatever the backend adds.
+pub struct HostProbe {
+    memory: MemoryProbe,
+    cpu: CpuProbe,
+    extra: Vec<Extra>,
+}
+
+impl HostProbe {
+    /// Memory and CPU as the agent binary measures them.
+    pub fn new() -> Self {
+        Self::with(MemoryProbe::new(), CpuProbe::new())
+    }
+
+    /// Memory and CPU from the given probes.
+    pub fn with(memory: MemoryProbe, cpu: CpuProbe) -> Self {
+        HostProbe { memory, cpu, extra: Vec::new() }
+    }
+
+    /// Calls `extra` on every sample, after memory and CPU are measured: the hook for
+    /// a backend's own figures. An error skips that heartbeat.
+    pub fn with_extra(
+        mut self,
+        extra: impl FnMut(&mut Sample) -> Result<(), ProbeError> + Send + 'static,
+    ) -> Self {
+        self.extra.push(Box::new(extra));
+        self
+    }
+
+    /// Reads `path` on every sample: one `NAME VALUE` per line; `connections` fills
+    /// the connections field, any other name becomes a custom metric. A missing file
+    /// adds nothing (the backend may not have written it yet).
+    pub fn with_metrics_file(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.with_extra(move |sample| read_metrics_file(&path, sample))
+    }
+}
+
+impl Default for HostProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for HostProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra = self.extra.len();
+        f.debug_struct("HostProbe")
+            .field("memory", &self.memory)
+            .field("cpu", &self.cpu)
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
+impl MetricsProbe for HostProbe {
+    fn measure(&mut self) -> Result<Sample, ProbeError> {
+        let mut sample = Sample::memory(self.memory.sample()?);
+        sample.cpu = self.cpu.sample()?.and_then(Percent::from_hundredths);
+        for extra in &mut self.extra {
+            extra(&mut sample)?;
+        }
+        Ok(sample)
+    }
+}
+
+/// Adds the figures of a metrics file to `sample` (see [`HostProbe::with_metrics_file`]).
+fn read_metrics_file(path: &Path, sample: &mut Sample) -> Result<(), ProbeError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(ProbeError::Other(format!("cannot read {}: {error}", path.display()))),
+    };
+    apply_metrics_text(&text, sample)
+        .map_err(|reason| ProbeError::Other(format!("{}: {reason}", path.display())))
+}
+
+/// Parses `NAME VALUE` lines (blank lines and `#` comments skipped) into `sample`.
+pub fn apply_metrics_text(text: &str, sample: &mut Sample) -> Result<(), String> {
+    for (number, line) in text.lines().enumerate().map(|(i, line)| (i + 1, line.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) =
+            line.split_once(char::is_whitespace).ok_or(format!("line {number}: expected NAME VALUE"))?;
+        let value: f64 =
+            value.trim().parse().map_err(|_| format!("line {number}: {value:?} is not a number"))?;
+        if !value.is_finite() {
+            return Err(format!("line {number}: {name} is not finite"));
+        }
+        if name == "connections" {
+            let count = (value >= 0.0 && value < f64::from(u32::MAX)).then_some(value as u32);
+            sample.connections =
+                Some(count.ok_or(format!("line {number}: connections must be from 0 to {}", u32::MAX - 1))?);
+            continue;
+        }
+        let name = MetricName::new(name).map_err(|error| format!("line {number}: {error}"))?;
+        if sample.metrics.iter().any(|metric| metric.name == name) {
+            return Err(format!("line {number}: {name} is given twice"));
+        }
+        if sample.metrics.len() == MAX_METRICS {
+            return Err(format!("more than {MAX_METRICS} metrics"));
+        }
+        sample.metrics.push(Metric { name, value });
+    }
+    Ok(())
+}
 
 /// Something that can report this backend's load, in percent, on demand.
 pub trait LoadProbe: Send {
@@ -16,6 +167,8 @@ pub trait LoadProbe: Send {
 pub enum ProbeError {
     #[error(transparent)]
     Meminfo(#[from] MeminfoError),
+    #[error(transparent)]
+    Cpu(#[from] CpuStatError),
     #[error("{0}")]
     Other(String),
 }
@@ -108,6 +261,44 @@ mod tests {
         assert_eq!(probe.sample().unwrap(), 10);
         std::fs::remove_file(dir.join("memory.max")).unwrap();
         assert_eq!(probe.sample().unwrap(), 10, "an unreadable cgroup falls back to the host");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_metrics_file_gives_connections_and_custom_metrics() {
+        let mut sample = Sample::memory(40);
+        apply_metrics_text(
+            "# from the game server\nconnections 120\n\nqueue_depth 7.5\ngpu 0.25\n",
+            &mut sample,
+        )
+        .unwrap();
+        assert_eq!(sample.connections, Some(120));
+        let names: Vec<(&str, f64)> = sample.metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
+        assert_eq!(names, [("queue_depth", 7.5), ("gpu", 0.25)]);
+        for bad in ["queue_depth", "x notanumber", "x inf", "connections -1", "bad/name 1", "a 1\na 2"] {
+            assert!(apply_metrics_text(bad, &mut Sample::default()).is_err(), "{bad:?} accepted");
+        }
+        let many: String = (0..=MAX_METRICS).map(|i| format!("m{i} 1\n")).collect();
+        assert!(apply_metrics_text(&many, &mut Sample::default()).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn a_host_probe_measures_memory_and_cpu_then_adds_the_backends_figures() {
+        let dir = std::env::temp_dir().join(format!("loadwise-host-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\nMemAvailable: 700 kB\n").unwrap();
+        std::fs::write(dir.join("stat"), "cpu 100 0 0 900 0 0 0 0\n").unwrap();
+        let memory = MemoryProbe::with_path(dir.join("meminfo"));
+        let mut probe = HostProbe::with(memory, CpuProbe::with_path(dir.join("stat")))
+            .with_metrics_file(dir.join("absent"))
+            .with_extra(|sample| {
+                sample.connections = Some(3);
+                Ok(())
+            });
+        let first = probe.measure().unwrap();
+        assert_eq!((first.memory, first.cpu, first.connections), (30, None, Some(3)));
+        std::fs::write(dir.join("stat"), "cpu 150 0 0 950 0 0 0 0\n").unwrap();
+        assert_eq!(probe.measure().unwrap().cpu, Percent::from_hundredths(5000));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -201,7 +201,7 @@ async fn run_backend(
     count: usize,
     stop: CancellationToken,
 ) {
-    let config = AgentConfig::new(dispatcher.to_string(), backend.advertise);
+    let config = AgentConfig::new(dispatcher.to_string(), backend.advertise.clone());
     let mut model = LoadModel::new(Arc::clone(&backend), count);
     let probe = move || -> Result<u8, ProbeError> { Ok(model.sample()) };
     if let Err(error) = loadwise::agent::run(config, probe, stop.cancelled_owned()).await {

@@ -1,0 +1,139 @@
+//! A link's protocol v2 session: registers (with a proof of the secret, when there is
+//! one), then sends a v2 heartbeat for every report until the connection ends.
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::link::SessionEnd;
+use super::{AgentConfig, Report, Secret};
+use crate::codec::v2::PeerCodec;
+use crate::protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
+
+type Connection = Framed<TcpStream, PeerCodec>;
+
+/// Registers if a secret is configured (without one, a dispatcher takes heartbeats
+/// directly), then heart-beats until the connection fails or the agent stops.
+pub(super) async fn session(
+    stream: TcpStream,
+    config: &AgentConfig,
+    reports: &mut watch::Receiver<Report>,
+    stop: &CancellationToken,
+) -> SessionEnd {
+    let mut conn = Framed::new(stream, PeerCodec);
+    if let Some(secret) = &config.secret {
+        let registered = tokio::time::timeout(config.connect_timeout, register(&mut conn, config, secret));
+        let outcome = tokio::select! {
+            outcome = registered => outcome.unwrap_or(Err(SessionEnd::RegisterTimeout(config.connect_timeout))),
+            () = stop.cancelled() => Err(SessionEnd::Stopped),
+        };
+        if let Err(end) = outcome {
+            return end;
+        }
+        tracing::debug!(backend_id = config.backend_id, service = %config.service, "registered");
+    }
+    heartbeat_loop(&mut conn, config, reports, stop).await
+}
+
+/// Hello → Challenge → Register → Registered.
+async fn register(conn: &mut Connection, config: &AgentConfig, secret: &Secret) -> Result<(), SessionEnd> {
+    conn.send(&Message::Hello(Hello)).await?;
+    let Challenge { nonce, .. } = expect(conn, |message| match message {
+        Message::Challenge(challenge) => Some(challenge),
+        _ => None,
+    })
+    .await?;
+    let register = Register::signed(secret.as_bytes(), &nonce, config.service.clone(), config.backend_id);
+    conn.send(&Message::Register(register)).await?;
+    let id = config.backend_id;
+    expect(conn, |message| match message {
+        Message::Registered(Registered { backend_id }) if backend_id == id => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+/// Reads until `wanted` accepts a message; an Error message or the end of the
+/// connection ends the wait. Other messages are ignored.
+async fn expect<T>(conn: &mut Connection, wanted: impl Fn(Message) -> Option<T>) -> Result<T, SessionEnd> {
+    loop {
+        match conn.next().await {
+            Some(Ok(Message::Error(error))) => return Err(SessionEnd::Refused(error)),
+            Some(Ok(message)) => {
+                if let Some(found) = wanted(message) {
+                    return Ok(found);
+                }
+            }
+            Some(Err(error)) => return Err(error.into()),
+            None => return Err(SessionEnd::ClosedByPeer),
+        }
+    }
+}
+
+/// Sends the latest report at once, then each new one; anything the dispatcher
+/// sends but an Error is ignored.
+async fn heartbeat_loop(
+    conn: &mut Connection,
+    config: &AgentConfig,
+    reports: &mut watch::Receiver<Report>,
+    stop: &CancellationToken,
+) -> SessionEnd {
+    if let Err(end) = send_report(conn, config, reports, stop).await {
+        return end;
+    }
+    loop {
+        tokio::select! {
+            changed = reports.changed() => {
+                if changed.is_err() {
+                    return SessionEnd::Stopped;
+                }
+                if let Err(end) = send_report(conn, config, reports, stop).await {
+                    return end;
+                }
+            }
+            received = conn.next() => match received {
+                // The dispatcher refused a heartbeat; the connection ends here and
+                // the link tries again after its backoff.
+                Some(Ok(Message::Error(error))) => return SessionEnd::Refused(error),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return error.into(),
+                None => return SessionEnd::ClosedByPeer,
+            },
+            () = stop.cancelled() => return SessionEnd::Stopped,
+        }
+    }
+}
+
+/// Sends the latest report, if it has a sample. Stopping the agent does not wait
+/// for a write that a stalled dispatcher blocks.
+async fn send_report(
+    conn: &mut Connection,
+    config: &AgentConfig,
+    reports: &mut watch::Receiver<Report>,
+    stop: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let report = reports.borrow_and_update().clone();
+    let Some(heartbeat) = heartbeat(config, &report) else { return Ok(()) };
+    tokio::select! {
+        sent = conn.send(&heartbeat) => Ok(sent?),
+        () = stop.cancelled() => Err(SessionEnd::Stopped),
+    }
+}
+
+/// The v2 heartbeat for `report`, or none while there is no sample.
+fn heartbeat(config: &AgentConfig, report: &Report) -> Option<Message> {
+    let sample = report.sample.as_ref()?;
+    Some(Message::Heartbeat(v2::Heartbeat {
+        backend_id: config.backend_id,
+        service: config.service.clone(),
+        endpoint: config.advertise.endpoint(),
+        memory: Percent::from_hundredths(u16::from(sample.memory.min(100)) * 100),
+        cpu: sample.cpu,
+        connections: sample.connections,
+        weight: config.weight,
+        state: report.state,
+        metrics: sample.metrics.clone(),
+    }))
+}
