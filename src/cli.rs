@@ -355,6 +355,11 @@ pub struct PickArgs {
     /// the attempts that failed first (or, on failure, every attempt).
     #[arg(long)]
     pub json: bool,
+    /// Ask with protocol v2 for a backend of this service. The answer may be an IPv6
+    /// address or a host name, and carries the backend's id and, when the
+    /// dispatcher signs them, an admission ticket (printed on a second line).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<ServiceName>,
 }
 
 impl PickArgs {

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise::agent::{HostProbe, MemoryProbe, Protocol};
-use loadwise::client::{Answer, Attempt, Failover, FailoverError, PickError};
+use loadwise::client::{Answer, Assigned, Attempt, Failover, FailoverError, PickError};
 use loadwise::cpustat::CpuProbe;
 use loadwise::dial::DialError;
-use loadwise::protocol::v2::State;
+use loadwise::protocol::v2::{Picked, State};
 use tracing_subscriber::EnvFilter;
 
 /// The process exit statuses, distinct per outcome so scripts can tell them apart.
@@ -137,14 +137,20 @@ fn follow_drain_signals(
 
 async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
     let failover = Failover::new(args.server.clone(), args.failover_config())?;
-    let outcome = failover.pick().await;
+    let outcome = match &args.service {
+        None => failover.pick().await.map(|answer| shown(answer, Shown::legacy)),
+        Some(service) => failover.pick_service(service).await.map(|answer| shown(answer, Shown::v2)),
+    };
     if args.json {
         println!("{}", pick_json(&outcome));
     }
     match outcome {
         Ok(answer) => {
             if !args.json {
-                println!("{}", answer.backend);
+                println!("{}", answer.backend.address);
+                if let Some(ticket) = &answer.backend.ticket {
+                    println!("{ticket}");
+                }
                 if !answer.failed.is_empty() {
                     let failed: Vec<String> = answer.failed.iter().map(describe).collect();
                     eprintln!("loadwise: assigned by {} after {}", answer.dispatcher, failed.join("; "));
@@ -159,6 +165,31 @@ async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
             Ok(pick_failure_exit(&error))
         }
     }
+}
+
+/// What `pick` prints of an assigned backend.
+#[derive(Debug)]
+struct Shown {
+    address: String,
+    backend_id: Option<u64>,
+    /// Hex, when the dispatcher signed one.
+    ticket: Option<String>,
+}
+
+impl Shown {
+    fn legacy(backend: Assigned) -> Shown {
+        Shown { address: backend.to_string(), backend_id: None, ticket: None }
+    }
+
+    fn v2(backend: Picked) -> Shown {
+        let ticket =
+            (!backend.ticket.is_empty()).then(|| backend.ticket.iter().map(|b| format!("{b:02x}")).collect());
+        Shown { address: backend.endpoint.to_string(), backend_id: Some(backend.backend_id), ticket }
+    }
+}
+
+fn shown<B>(answer: Answer<B>, show: impl Fn(B) -> Shown) -> Answer<Shown> {
+    Answer { backend: show(answer.backend), dispatcher: answer.dispatcher, failed: answer.failed }
 }
 
 fn describe(attempt: &Attempt) -> String {
@@ -186,14 +217,16 @@ fn pick_failure_exit(error: &FailoverError) -> Exit {
     }
 }
 
-fn pick_json(outcome: &Result<Answer, FailoverError>) -> serde_json::Value {
+fn pick_json(outcome: &Result<Answer<Shown>, FailoverError>) -> serde_json::Value {
     let attempts = |attempts: &[Attempt]| -> Vec<serde_json::Value> {
         let one = |a: &Attempt| serde_json::json!({"dispatcher": a.dispatcher, "error": a.error.to_string(), "elapsed_ms": a.elapsed.as_secs_f64() * 1e3});
         attempts.iter().map(one).collect()
     };
     match outcome {
         Ok(answer) => serde_json::json!({
-            "backend": answer.backend.to_string(),
+            "backend": answer.backend.address,
+            "backend_id": answer.backend.backend_id,
+            "ticket": answer.backend.ticket,
             "dispatcher": answer.dispatcher,
             "failed": attempts(&answer.failed),
         }),

@@ -13,9 +13,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng, SeedableRng as _};
 
-use super::{Assigned, PickError, pick_with_timestamp};
+use super::{Assigned, PickError, pick_service, pick_with_timestamp};
 use crate::config::{ConfigError, ensure};
 use crate::protocol::unix_time_now;
+use crate::protocol::v2::{Picked, ServiceName};
 
 /// How [`Failover::pick`] spends its time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +57,11 @@ pub struct Attempt {
     pub elapsed: Duration,
 }
 
-/// A backend, the dispatcher that assigned it, and the attempts that failed first.
+/// A backend (legacy [`Assigned`], or v2 [`Picked`]), the dispatcher that assigned
+/// it, and the attempts that failed first.
 #[derive(Debug)]
-pub struct Answer {
-    pub backend: Assigned,
+pub struct Answer<B = Assigned> {
+    pub backend: B,
     pub dispatcher: String,
     pub failed: Vec<Attempt>,
 }
@@ -131,11 +133,28 @@ impl Failover {
         &self.servers
     }
 
-    /// Asks the dispatchers one after another until one assigns a backend, the
-    /// list is exhausted, or the deadline passes. A dispatcher that refuses (no
-    /// live backend) is not held down: it works, and the next pick may find it
-    /// filled again.
+    /// Asks the dispatchers one after another, with a legacy login, until one
+    /// assigns a backend, the list is exhausted, or the deadline passes. A dispatcher
+    /// that refuses (no live backend) is not held down: it works, and the next pick
+    /// may find it filled again.
     pub async fn pick(&self) -> Result<Answer, FailoverError> {
+        self.pick_with(
+            |server, budget| async move { pick_with_timestamp(&server, unix_time_now(), budget).await },
+        )
+        .await
+    }
+
+    /// [`pick`](Self::pick) with a v2 PickRequest for a backend of `service`.
+    pub async fn pick_service(&self, service: &ServiceName) -> Result<Answer<Picked>, FailoverError> {
+        self.pick_with(|server, budget| async move { pick_service(&server, service, budget).await }).await
+    }
+
+    /// Tries `ask` on each dispatcher in turn (it gets the address and the time the
+    /// attempt may take).
+    async fn pick_with<B, F>(&self, ask: impl Fn(String, Duration) -> F) -> Result<Answer<B>, FailoverError>
+    where
+        F: Future<Output = Result<B, PickError>>,
+    {
         let started = Instant::now();
         let order = self.order(started);
         let mut failed = Vec::new();
@@ -145,7 +164,7 @@ impl Failover {
             };
             let dispatcher = &self.servers[index];
             let attempt_start = Instant::now();
-            match pick_with_timestamp(dispatcher, unix_time_now(), budget).await {
+            match ask(dispatcher.clone(), budget).await {
                 Ok(backend) => {
                     self.note(index, None);
                     return Ok(Answer { backend, dispatcher: dispatcher.clone(), failed });

@@ -1,13 +1,19 @@
-//! The client side: ask a dispatcher for a backend with one login, read one reply;
-//! or ask several replicas in turn ([`Failover`]).
+//! The client side: ask a dispatcher for a backend with one login, read one reply
+//! (legacy, [`pick`]; or v2 for a named service, [`pick_service`]); or ask several
+//! replicas in turn ([`Failover`]).
 
 mod failover;
 
 use std::time::Duration;
 
-use crate::dial::{self, DialError};
-use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Framed;
+
+use crate::codec::v2::{PeerCodec, PeerCodecError};
+use crate::dial::{self, DialError};
+use crate::protocol::v2::{ErrorCode, ErrorMessage, Message, PickOutcome, PickRequest, Picked, ServiceName};
+use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 
 pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, attempt_order};
 
@@ -56,13 +62,23 @@ pub enum PickError {
     Malformed(#[from] ReplyError),
     #[error("the dispatcher named an unusable backend address: {0}")]
     BadAddress(#[from] AddressError),
+    /// v2: the dispatcher answered the pick with a status other than success.
+    #[error("the dispatcher answered: {0}")]
+    Declined(ErrorCode),
+    /// v2: the dispatcher refused the request frame itself.
+    #[error("the dispatcher refused the request: {} {}", .0.code, .0.text)]
+    Rejected(ErrorMessage),
+    /// v2: the dispatcher's reply broke the protocol.
+    #[error("v2 exchange failed: {0}")]
+    V2(#[from] PeerCodecError),
 }
 
 impl PickError {
-    /// True when the dispatcher answered and said no; false when it could not be
-    /// reached or did not answer properly.
+    /// True when the dispatcher answered and said no (no live backend, clocks too far
+    /// apart, an unknown service); false when it could not be reached or did not
+    /// answer properly.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, PickError::Refused)
+        matches!(self, PickError::Refused | PickError::Declined(_))
     }
 }
 
@@ -86,6 +102,49 @@ pub async fn pick_with_timestamp(
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(PickError::Timeout { server: server.to_owned(), after: timeout }),
+    }
+}
+
+/// Asks the dispatcher at `server` for a backend of `service` with a v2
+/// PickRequest, stamped with this machine's clock. The reply names the backend's
+/// endpoint (IPv4, IPv6 or a host name), its id, and a ticket when the dispatcher
+/// signs them. The whole exchange is bounded by `timeout`.
+pub async fn pick_service(
+    server: &str,
+    service: &ServiceName,
+    timeout: Duration,
+) -> Result<Picked, PickError> {
+    let exchange = async {
+        let mut conn = Framed::new(dial::connect(server).await?, PeerCodec);
+        let request_id = rand::random();
+        let request = PickRequest { request_id, timestamp: unix_time_now(), service: service.clone() };
+        conn.send(&Message::PickRequest(request)).await?;
+        read_pick_reply(&mut conn, request_id).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(PickError::Timeout { server: server.to_owned(), after: timeout }),
+    }
+}
+
+/// Reads until the PickReply to `request_id`; other messages are skipped.
+async fn read_pick_reply<S>(conn: &mut Framed<S, PeerCodec>, request_id: u32) -> Result<Picked, PickError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match conn.next().await {
+            Some(Ok(Message::PickReply(reply))) if reply.request_id == request_id => {
+                return match reply.outcome {
+                    PickOutcome::Picked(picked) => Ok(picked),
+                    PickOutcome::Refused(code) => Err(PickError::Declined(code)),
+                };
+            }
+            Some(Ok(Message::Error(error))) => return Err(PickError::Rejected(error)),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => return Err(PickError::Closed),
+        }
     }
 }
 
@@ -137,6 +196,35 @@ mod tests {
     fn ipv6_literals_are_bracketed() {
         let assigned = Assigned { ip: IpField::from_text("::1").unwrap(), port: 80 };
         assert_eq!(assigned.to_string(), "[::1]:80");
+    }
+
+    #[tokio::test]
+    async fn reads_v2_replies_skipping_others_and_mapping_refusals() {
+        use crate::protocol::v2::{Endpoint, PickReply};
+        let endpoint = Endpoint::from_socket_addr("[::1]:7000".parse().unwrap()).unwrap();
+        let picked = Picked { backend_id: 9, endpoint, ticket: vec![1, 2, 3] };
+        let reply = |request_id, outcome| Message::PickReply(PickReply { request_id, outcome });
+        let mut bytes = Vec::new();
+        for message in [
+            reply(1, PickOutcome::Refused(ErrorCode::NO_BACKEND)),
+            reply(2, PickOutcome::Picked(picked.clone())),
+        ] {
+            bytes.extend(message.encode().unwrap());
+        }
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        server.write_all(&bytes).await.unwrap();
+        let mut conn = Framed::new(&mut client, PeerCodec);
+        // The reply to another request is skipped.
+        assert_eq!(read_pick_reply(&mut conn, 2).await.unwrap(), picked);
+        let refused = Message::PickReply(PickReply {
+            request_id: 3,
+            outcome: PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE),
+        });
+        server.write_all(&refused.encode().unwrap()).await.unwrap();
+        let error = read_pick_reply(&mut conn, 3).await.unwrap_err();
+        assert!(error.is_refusal() && error.to_string().contains("unknown service"), "{error}");
+        drop(server);
+        assert!(matches!(read_pick_reply(&mut conn, 4).await, Err(PickError::Closed)));
     }
 
     #[test]
