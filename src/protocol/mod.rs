@@ -142,4 +142,6 @@ fn check_len(header: Header, max_len: u16) -> Result<(), FrameError> {
 }
 
 #[cfg(test)]
+pub(crate) mod doc_vectors;
+#[cfg(test)]
 mod tests;

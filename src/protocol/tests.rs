@@ -2,38 +2,9 @@ use super::*;
 
 use proptest::prelude::*;
 
-/// The protocol document; its "Test vectors" table is the source of the vectors below.
-const DOC: &str = include_str!("../../docs/protocol.md");
-
 /// The rows of the document's "Test vectors" table, as `(name, bytes)`.
 fn doc_vectors() -> Vec<(&'static str, Vec<u8>)> {
-    let section =
-        DOC.split("\n## Test vectors\n").nth(1).expect("docs/protocol.md has a \"## Test vectors\" section");
-    let section = section.split("\n## ").next().unwrap_or(section);
-    let mut rows = section.lines().filter(|line| line.starts_with('|')).map(|line| {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 3, "a vector row has three cells: {line}");
-        (cells[0], cells[1])
-    });
-    assert_eq!(rows.next(), Some(("name", "hex")), "table header");
-    assert_eq!(rows.next(), Some(("---", "---")), "table separator");
-    rows.map(|(name, hex)| (name, parse_hex(name, hex))).collect()
-}
-
-/// Parses `` `xx xx ...` ``: lowercase byte pairs separated by single spaces.
-fn parse_hex(name: &str, cell: &str) -> Vec<u8> {
-    let hex = cell
-        .strip_prefix('`')
-        .and_then(|c| c.strip_suffix('`'))
-        .unwrap_or_else(|| panic!("{name}: hex is not in backticks: {cell}"));
-    hex.split(' ')
-        .map(|pair| {
-            let well_formed =
-                pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            assert!(well_formed, "{name}: {pair:?} is not a lowercase byte pair");
-            u8::from_str_radix(pair, 16).unwrap()
-        })
-        .collect()
+    crate::protocol::doc_vectors::table("## Test vectors")
 }
 
 /// What a vector must mean to the code.

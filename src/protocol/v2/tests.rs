@@ -8,9 +8,6 @@ use proptest::prelude::*;
 
 use crate::ticket;
 
-/// The protocol document; its "v2 test vectors" table is the source of the vectors below.
-const DOC: &str = include_str!("../../../docs/protocol.md");
-
 /// The frame limit every vector is decoded with (the documented recommendation).
 const MAX: u16 = 4096;
 
@@ -28,35 +25,7 @@ const TICKET_NONCE: [u8; 16] = [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 
 
 /// The rows of the document's "v2 test vectors" table, as `(name, bytes)`.
 fn doc_vectors() -> Vec<(&'static str, Vec<u8>)> {
-    let section = DOC
-        .split("\n### v2 test vectors\n")
-        .nth(1)
-        .expect("docs/protocol.md has a \"### v2 test vectors\" section");
-    let section = section.split("\n#").next().unwrap_or(section);
-    let mut rows = section.lines().filter(|line| line.starts_with('|')).map(|line| {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 3, "a vector row has three cells: {line}");
-        (cells[0], cells[1])
-    });
-    assert_eq!(rows.next(), Some(("name", "hex")), "table header");
-    assert_eq!(rows.next(), Some(("---", "---")), "table separator");
-    rows.map(|(name, hex)| (name, parse_hex(name, hex))).collect()
-}
-
-/// Parses `` `xx xx ...` ``: lowercase byte pairs separated by single spaces.
-fn parse_hex(name: &str, cell: &str) -> Vec<u8> {
-    let hex = cell
-        .strip_prefix('`')
-        .and_then(|c| c.strip_suffix('`'))
-        .unwrap_or_else(|| panic!("{name}: hex is not in backticks: {cell}"));
-    hex.split(' ')
-        .map(|pair| {
-            let well_formed =
-                pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            assert!(well_formed, "{name}: {pair:?} is not a lowercase byte pair");
-            u8::from_str_radix(pair, 16).unwrap()
-        })
-        .collect()
+    crate::protocol::doc_vectors::table("### v2 test vectors")
 }
 
 /// What a vector must mean to the code.
@@ -299,7 +268,10 @@ fn every_doc_vector_means_what_it_says() {
 #[test]
 fn doc_quotes_the_example_ticket_text() {
     let text = example_ticket().to_text();
-    assert!(DOC.contains(&format!("`{text}`")), "docs/protocol.md should quote the ticket text {text}");
+    assert!(
+        crate::protocol::doc_vectors::DOC.contains(&format!("`{text}`")),
+        "docs/protocol.md should quote the ticket text {text}"
+    );
     assert_eq!(ticket::verify(SECRET, &text, 42, 1_700_000_000), Ok(example_claims()));
 }
 
