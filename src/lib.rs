@@ -16,6 +16,7 @@
 //! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | a `tokio_util` codec that frames a byte stream into requests |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
+//! | [`scoring`] | how a v2 backend's metrics combine into one load (per service) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
 //! | [`dispatcher`] | registry and selection kept in step under one lock; answers logins |
 //! | [`simulate`] | a seeded discrete-event simulation of a pool, driving the real dispatcher |
@@ -63,6 +64,7 @@ mod log_limit;
 pub mod meminfo;
 pub mod protocol;
 pub mod registry;
+pub mod scoring;
 pub mod selection;
 pub mod server;
 pub mod settings;
