@@ -16,6 +16,7 @@
 //! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | a `tokio_util` codec that frames a byte stream into requests |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
+//! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
 //! | [`scoring`] | how a v2 backend's metrics combine into one load (per service) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
 //! | [`dispatcher`] | registry and selection kept in step under one lock; answers logins |
@@ -62,6 +63,7 @@ pub mod dial;
 pub mod dispatcher;
 mod log_limit;
 pub mod meminfo;
+pub mod netlist;
 pub mod protocol;
 pub mod registry;
 pub mod scoring;
