@@ -431,18 +431,13 @@ mod tests {
     }
 
     #[test]
-    fn agent_refuses_a_long_ip() {
-        let error = command()
-            .try_get_matches_from([
-                "loadwise",
-                "agent",
-                "--server",
-                "h:1",
-                "--advertise",
-                "1234567890.123456:1",
-            ])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("at most 15"), "{error}");
+    fn agent_refuses_a_long_address_for_legacy_and_a_bad_one_at_once() {
+        let long = ["loadwise", "agent", "--server", "h:1", "--advertise", "1234567890.123456:1"];
+        let Command::Agent(args) = parse_from(&long).command else { panic!("not agent") };
+        let error = args.to_config().unwrap().validate().unwrap_err().to_string();
+        assert!(error.contains("at most 15") && error.contains("--protocol v2"), "{error}");
+        let bad = ["loadwise", "agent", "--server", "h:1", "--advertise", "a b:1"];
+        let error = command().try_get_matches_from(bad).unwrap_err().to_string();
+        assert!(error.contains("neither an IP address nor a host name"), "{error}");
     }
 }
