@@ -12,7 +12,7 @@ use loadwise::protocol::{Heartbeat, IpField};
 use loadwise::registry::BackendId;
 use loadwise::selection::Policy;
 
-const POOL_SIZES: [u64; 3] = [10, 1_000, 100_000];
+const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 
 fn heartbeat(n: u64) -> Heartbeat {
     let ip = format!("10.{}.{}.{}", n >> 16 & 0xff, n >> 8 & 0xff, n & 0xff);

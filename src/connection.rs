@@ -1,9 +1,11 @@
 //! One client or backend connection: reads frames, applies them, writes replies.
 //!
 //! This is the only module that reads and writes the dispatcher's sockets. Each read
-//! is decoded completely (several frames in one segment are several frames), the
-//! replies for that batch are written with one `write_all` in request order, and a
-//! protocol error closes this connection only, after the replies already owed.
+//! is decoded completely (several frames in one segment are several frames) and
+//! applied as one dispatcher [`Batch`], under one hold of its lock; the replies for
+//! that batch are written with one `write_all` in request order, after the lock is
+//! released, and a protocol error closes this connection only, after the replies
+//! already owed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
-use crate::dispatcher::{Dispatcher, HeartbeatRefused, bump};
+use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump};
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
@@ -186,11 +188,15 @@ impl<'a> Connection<'a> {
     /// Decodes and applies every complete frame in the read buffer, then notes
     /// whether a frame is left incomplete and since when.
     fn process_buffered(&mut self) -> Result<(), CodecError> {
+        // The buffer holds at most one read, so the batch, and its hold of the
+        // dispatcher's lock, is bounded; it ends before anything is written.
+        let mut batch = self.dispatcher().batch(self.last_activity.into_std());
         while let Some(item) = self.codec.decode(&mut self.read_buf)? {
             // A frame completed: whatever is left began in the latest read.
             self.partial_since = None;
-            self.apply(item)?;
+            self.apply(item, &mut batch)?;
         }
+        drop(batch);
         if !self.codec.is_mid_frame(&self.read_buf) {
             self.partial_since = None;
         } else if self.partial_since.is_none() {
@@ -199,10 +205,10 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn apply(&mut self, item: Inbound) -> Result<(), CodecError> {
+    fn apply(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), CodecError> {
         match item {
-            Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat),
-            Inbound::Request(Request::Login(login)) => self.on_login(login)?,
+            Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
+            Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
             Inbound::Skipped { cmd, len } => {
                 bump(&self.dispatcher().stats().skipped_frames);
                 tracing::debug!(cmd, len, "skipped frame with unhandled command");
@@ -211,14 +217,22 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn dispatcher(&self) -> &Dispatcher {
+    /// The dispatcher, borrowed for as long as the server's shared state rather than
+    /// this connection, so that a batch can be held while the connection decodes.
+    fn dispatcher(&self) -> &'a Dispatcher {
         &self.shared.dispatcher
     }
 
-    fn on_heartbeat(&mut self, heartbeat: &Heartbeat) {
+    fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
         tracing::trace!(?heartbeat, "heartbeat");
-        let now = self.last_activity.into_std();
-        match self.dispatcher().heartbeat(self.id, heartbeat, now) {
+        let outcome = batch.heartbeat(self.id, heartbeat);
+        if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false }) = outcome {
+            return;
+        }
+        // What follows is logged, and a log write may block: not while holding the
+        // lock that every other connection needs.
+        batch.unlock();
+        match outcome {
             Ok(accepted) => {
                 if accepted.registered {
                     tracing::info!(backend = %self.id, ip = ?heartbeat.ip, port = heartbeat.port, mem = heartbeat.mem, "backend registered");
@@ -228,7 +242,7 @@ impl<'a> Connection<'a> {
                         "backend reports memory above 100%; ranking it after every valid report (an old sender?)");
                 }
             }
-            Err(refused) => self.log_refusal(&refused, now),
+            Err(refused) => self.log_refusal(&refused, batch.now()),
         }
     }
 
@@ -240,10 +254,9 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn on_login(&mut self, login: LoginRequest) -> Result<(), CodecError> {
-        let now = self.last_activity.into_std();
+    fn on_login(&mut self, login: LoginRequest, batch: &mut Batch<'_>) -> Result<(), CodecError> {
         let unix_now = *self.read_unix.get_or_insert_with(unix_time_now);
-        let outcome = self.dispatcher().login(login, now, unix_now);
+        let outcome = batch.login(login, unix_now);
         match &outcome {
             Ok(picked) => {
                 tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
@@ -334,8 +347,9 @@ impl<'a> Connection<'a> {
     /// Applies whatever the peer completed before closing; a frame it left
     /// incomplete is an error.
     fn drain_at_eof(&mut self) -> Result<(), CodecError> {
+        let mut batch = self.dispatcher().batch(self.last_activity.into_std());
         while let Some(item) = self.codec.decode_eof(&mut self.read_buf)? {
-            self.apply(item)?;
+            self.apply(item, &mut batch)?;
         }
         Ok(())
     }

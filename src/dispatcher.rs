@@ -3,18 +3,22 @@
 //! Every request a connection decodes is applied here. Holding the registry and the
 //! selector under a single mutex makes each pick linearizable with every heartbeat
 //! and removal: a pick never returns a backend that was removed before it began.
+//! The requests of one read are applied as a [`Batch`], under one hold of that mutex.
 //! Time comes in as parameters (`now` for TTLs, `unix_now` for login timestamps).
 
+mod batch;
 mod stats;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use crate::selection::Picked;
+pub use batch::Batch;
 pub(crate) use stats::bump;
 pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 
-use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
+use crate::protocol::{AddressError, Heartbeat, LoginReply, LoginRequest};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy, Selector};
 use rand::SeedableRng as _;
@@ -112,7 +116,7 @@ impl Table {
         now: Instant,
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
-        self.selector.report(id, report.mem, now);
+        self.selector.report(id, report, now);
         Ok(HeartbeatAccepted {
             registered: change.previous.is_none(),
             first_invalid_report: change.first_invalid_report,
@@ -127,14 +131,6 @@ pub struct Dispatcher {
     /// Read on every login before the lock is taken, so kept apart from the table.
     max_clock_skew_secs: AtomicU64,
     stats: Stats,
-}
-
-/// The backend chosen for a login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Picked {
-    pub id: BackendId,
-    pub ip: IpField,
-    pub port: u16,
 }
 
 /// One registered backend as the dispatcher sees it.
@@ -213,33 +209,21 @@ impl Dispatcher {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies a heartbeat received on connection `id`.
+    /// A batch that applies requests arrived at `now`, under one hold of the lock.
+    pub fn batch(&self, now: Instant) -> Batch<'_> {
+        Batch::new(self, now)
+    }
+
+    /// Applies a heartbeat received on connection `id`. Expired backends are
+    /// removed first, so that a backend heard from again only after its TTL
+    /// registers anew instead of silently reviving its old entry.
     pub fn heartbeat(
         &self,
         id: BackendId,
         heartbeat: &Heartbeat,
         now: Instant,
     ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
-        bump(&self.stats.heartbeats);
-        if let Err(error) = heartbeat.validate_address() {
-            bump(&self.stats.refused_heartbeats);
-            return Err(error.into());
-        }
-        let report = Report { ip: heartbeat.ip, port: heartbeat.port, mem: heartbeat.mem };
-        if !report.mem_is_valid() {
-            bump(&self.stats.invalid_mem_reports);
-        }
-        // Expire first, so that a backend heard from again only after its TTL
-        // registers anew instead of silently reviving its old entry.
-        let mut table = self.lock();
-        let expired = table.expire(now);
-        let applied = table.apply(id, report, now);
-        drop(table);
-        self.record_expired(&expired);
-        if applied.is_err() {
-            bump(&self.stats.refused_heartbeats);
-        }
-        Ok(applied?)
+        self.batch(now).heartbeat(id, heartbeat)
     }
 
     /// Removes the backend of connection `id` because the connection ended.
@@ -271,44 +255,18 @@ impl Dispatcher {
     /// passed are removed first, so a pick never names one, even before the sweeper
     /// runs.
     pub fn pick(&self, now: Instant) -> Option<Picked> {
-        let mut table = self.lock();
-        let expired = table.expire(now);
-        let Table { registry, selector, rng, .. } = &mut *table;
-        let picked = selector.pick(now, rng).and_then(|id| {
-            let report = registry.get(id)?.report;
-            Some(Picked { id, ip: report.ip, port: report.port })
-        });
-        drop(table);
-        self.record_expired(&expired);
-        picked
+        self.batch(now).pick()
     }
 
     /// Answers a login: checks its timestamp against `unix_now`, then picks.
     pub fn login(&self, request: LoginRequest, now: Instant, unix_now: u64) -> Result<Picked, LoginRefused> {
-        let skew_secs = request.timestamp.abs_diff(unix_now);
-        if skew_secs > self.max_clock_skew_secs.load(Ordering::Relaxed) {
-            bump(&self.stats.logins_clock_skew);
-            return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
-        }
-        self.pick_for_client(now)
+        self.batch(now).login(request, unix_now)
     }
 
     /// Picks a backend for a client that asked by any means (a login frame, an
     /// HTTP pick), counting the outcome and timing it.
     pub fn pick_for_client(&self, now: Instant) -> Result<Picked, LoginRefused> {
-        let started = Instant::now();
-        let picked = self.pick(now);
-        self.stats.pick_latency.record(started.elapsed());
-        match picked {
-            Some(picked) => {
-                bump(&self.stats.logins_answered);
-                Ok(picked)
-            }
-            None => {
-                bump(&self.stats.logins_no_backend);
-                Err(LoginRefused::NoBackend)
-            }
-        }
+        self.batch(now).pick_for_client()
     }
 
     /// The reply frame for a login outcome.

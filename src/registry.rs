@@ -106,6 +106,10 @@ pub struct Registry {
     /// `(last_heartbeat, id)` for every backend, oldest first, so expiry finds the
     /// silent ones without scanning the table.
     by_last_heartbeat: BTreeSet<(Instant, BackendId)>,
+    /// The first instant of `by_last_heartbeat`, kept beside it: expiry is checked
+    /// before every pick, and with thousands of backends the tree's first leaf is
+    /// rarely in cache.
+    oldest: Option<Instant>,
     ttl: Duration,
     max_backends: usize,
 }
@@ -114,7 +118,13 @@ impl Registry {
     /// An empty registry. A backend expires once `ttl` has passed since its last
     /// heartbeat; at most `max_backends` are registered at once.
     pub fn new(ttl: Duration, max_backends: usize) -> Self {
-        Registry { backends: IdMap::default(), by_last_heartbeat: BTreeSet::new(), ttl, max_backends }
+        Registry {
+            backends: IdMap::default(),
+            by_last_heartbeat: BTreeSet::new(),
+            oldest: None,
+            ttl,
+            max_backends,
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -153,10 +163,16 @@ impl Registry {
     pub fn heartbeat(&mut self, id: BackendId, report: Report, now: Instant) -> Result<Change, RegistryFull> {
         let invalid = !report.mem_is_valid();
         if let Some(backend) = self.backends.get_mut(&id) {
-            self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
-            self.by_last_heartbeat.insert((now, id));
+            let last = std::mem::replace(&mut backend.last_heartbeat, now);
+            // Heartbeats pipelined in one read share its instant: the index is right as it is.
+            if last != now {
+                self.by_last_heartbeat.remove(&(last, id));
+                self.by_last_heartbeat.insert((now, id));
+                if Some(last) == self.oldest || Some(now) < self.oldest {
+                    self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
+                }
+            }
             let previous = std::mem::replace(&mut backend.report, report);
-            backend.last_heartbeat = now;
             backend.heartbeats += 1;
             backend.invalid_reports += u64::from(invalid);
             let first_invalid_report = invalid && backend.invalid_reports == 1;
@@ -174,6 +190,7 @@ impl Registry {
         };
         self.backends.insert(id, backend);
         self.by_last_heartbeat.insert((now, id));
+        self.oldest = Some(self.oldest.map_or(now, |oldest| oldest.min(now)));
         Ok(Change { previous: None, first_invalid_report: invalid })
     }
 
@@ -181,6 +198,9 @@ impl Registry {
     pub fn remove(&mut self, id: BackendId) -> Option<Backend> {
         let backend = self.backends.remove(&id)?;
         self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
+        if Some(backend.last_heartbeat) == self.oldest {
+            self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
+        }
         Some(backend)
     }
 
@@ -195,6 +215,9 @@ impl Registry {
     /// Costs O(log n) per removed backend and O(1) when none has expired.
     pub fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         let mut expired = Vec::new();
+        if !self.oldest.is_some_and(|oldest| self.is_expired(oldest, now)) {
+            return expired;
+        }
         while let Some(&(last, id)) = self.by_last_heartbeat.first() {
             if !self.is_expired(last, now) {
                 break;
@@ -204,12 +227,13 @@ impl Registry {
                 expired.push((id, backend));
             }
         }
+        self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
         expired
     }
 
     /// The instant at which the next backend expires, if any is registered.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.by_last_heartbeat.first().map(|&(last, _)| last + self.ttl)
+        self.oldest.map(|oldest| oldest + self.ttl)
     }
 }
 

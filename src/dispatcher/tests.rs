@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::protocol::IpField;
 
 const NOW_UNIX: u64 = 1_700_000_000;
 
@@ -222,4 +223,55 @@ fn every_login_is_timed() {
     let stats = d.stats().snapshot();
     assert_eq!((stats.logins_answered, stats.logins_no_backend, stats.logins_clock_skew), (2, 1, 1));
     assert_eq!(d.stats().pick_latency.count(), 3);
+}
+
+#[test]
+fn a_batch_answers_in_order_and_counts_when_it_ends() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    let request = |timestamp| LoginRequest { timestamp };
+    {
+        let mut batch = d.batch(t0);
+        // A heartbeat earlier in the batch is seen by the logins after it.
+        batch.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10)).unwrap();
+        let picked: Vec<_> =
+            (0..16).map(|_| batch.login(request(NOW_UNIX), NOW_UNIX).unwrap().port).collect();
+        assert_eq!(picked, [1001; 16]);
+        assert!(matches!(batch.login(request(0), NOW_UNIX), Err(LoginRefused::ClockSkew { .. })));
+        assert_eq!(d.stats().pick_latency.count(), 0, "picks are recorded when the batch ends");
+    }
+    let stats = d.stats().snapshot();
+    assert_eq!((stats.heartbeats, stats.logins_answered, stats.logins_clock_skew), (1, 16, 1));
+    assert_eq!(d.stats().pick_latency.count(), 16, "one observation per pick");
+    assert!(d.stats().pick_latency.sum_seconds() > 0.0);
+    assert_eq!(d.snapshot()[0].load.picks_total, 16);
+}
+
+#[test]
+fn a_batch_holds_the_lock_from_its_first_request_until_it_ends_or_unlocks() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    let mut batch = d.batch(t0);
+    assert!(d.table.try_lock().is_ok(), "nothing is locked before a request needs it");
+    batch.pick().unwrap();
+    assert!(d.table.try_lock().is_err());
+    batch.unlock();
+    assert!(d.table.try_lock().is_ok());
+    batch.pick().unwrap();
+    assert!(d.table.try_lock().is_err(), "the next request locks again");
+    drop(batch);
+    assert!(d.table.try_lock().is_ok());
+}
+
+#[test]
+fn a_batch_removes_expired_backends_before_its_first_request() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    let mut batch = d.batch(t0 + DispatchSettings::default().ttl);
+    assert_eq!(batch.pick_for_client(), Err(LoginRefused::NoBackend));
+    drop(batch);
+    let stats = d.stats().snapshot();
+    assert_eq!((stats.evicted_expired, stats.logins_no_backend), (1, 1));
 }

@@ -125,3 +125,36 @@ fn the_id_hasher_spreads_sequential_ids() {
     let tags: std::collections::HashSet<u64> = hashes.iter().map(|hash| hash >> 57).collect();
     assert_eq!(tags.len(), 128);
 }
+
+proptest::proptest! {
+    /// Whatever the order of heartbeats (their instants need not rise: connections
+    /// apply their reads in any order), removals and expiries, the registry expires
+    /// exactly the backends silent for a TTL and knows when the next one expires.
+    #[test]
+    fn expiry_follows_the_last_heartbeats(ops in proptest::collection::vec((0..3u8, 0..8u64, 0..12u64), 1..100)) {
+        let t0 = Instant::now();
+        let mut reg = registry();
+        let mut last_heard: std::collections::HashMap<u64, Instant> = Default::default();
+        for (kind, id, half_secs) in ops {
+            let at = t0 + Duration::from_millis(half_secs * 500);
+            match kind {
+                0 => {
+                    reg.heartbeat(BackendId(id), report(1), at).unwrap();
+                    last_heard.insert(id, at);
+                }
+                1 => proptest::prop_assert_eq!(reg.remove(BackendId(id)).is_some(), last_heard.remove(&id).is_some()),
+                _ => {
+                    let mut expired: Vec<u64> = reg.expire(at).into_iter().map(|(id, _)| id.0).collect();
+                    let mut silent: Vec<u64> =
+                        last_heard.iter().filter(|(_, last)| reg.is_expired(**last, at)).map(|(id, _)| *id).collect();
+                    last_heard.retain(|id, _| !silent.contains(id));
+                    expired.sort_unstable();
+                    silent.sort_unstable();
+                    proptest::prop_assert_eq!(expired, silent);
+                }
+            }
+            proptest::prop_assert_eq!(reg.next_expiry(), last_heard.values().min().map(|last| *last + TTL));
+            proptest::prop_assert_eq!(reg.len(), last_heard.len());
+        }
+    }
+}

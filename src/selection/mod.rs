@@ -18,7 +18,8 @@ use rand::Rng;
 
 pub use load::{BackendLoad, LoadSettings, MICROS_PER_PERCENT, Score};
 
-use crate::registry::{BackendId, IdMap};
+use crate::protocol::IpField;
+use crate::registry::{BackendId, IdMap, Report};
 
 /// How a backend is chosen for each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
@@ -117,14 +118,26 @@ impl fmt::Display for BackendState {
     }
 }
 
-/// One backend's entry: its load, its state, and its place in the pick indexes.
+/// The backend a pick chose, with the address its clients are sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picked {
+    pub id: BackendId,
+    /// The ip bytes of its latest report, returned to clients unchanged.
+    pub ip: IpField,
+    pub port: u16,
+}
+
+/// One backend as the selector keeps it. A slot holds everything a pick changes or
+/// returns, the reply address included, so that a p2c pick touches the winner's
+/// slot and no map: with thousands of backends, every extra lookup is a cache miss.
 #[derive(Debug, Clone)]
-struct Entry {
+struct Slot {
+    id: BackendId,
     load: BackendLoad,
     state: BackendState,
-    /// Where the backend sits in `Selector::members`; `None` while it is not ready
-    /// (only ready backends are in the pick indexes).
-    slot: Option<usize>,
+    /// Where this backend's clients are sent, from its latest report.
+    ip: IpField,
+    port: u16,
 }
 
 /// Picks backends under one policy and accounts for every pick.
@@ -132,12 +145,20 @@ struct Entry {
 pub struct Selector {
     policy: Policy,
     settings: LoadSettings,
-    entries: IdMap<Entry>,
+    /// Every known backend, densely packed, the ready ones first: `slots[..ready]`
+    /// is what random draws and rotation choose from.
+    slots: Vec<Slot>,
+    /// The effective score of every slot, in slot order, packed apart from the slots:
+    /// a p2c pick compares two of these (an array small enough to stay in cache) and
+    /// then touches the winner's slot alone.
+    scores: Vec<Score>,
+    /// How many slots, from the front, take new clients.
+    ready: usize,
+    /// Where each backend's slot is, for reports, removals and operator actions.
+    positions: IdMap<usize>,
     /// `(score, id)` of every ready backend by the policy's score, lowest first;
     /// kept only for the policies that pick from the front.
     order: BTreeSet<(Score, BackendId)>,
-    /// Every ready backend, densely packed, for uniform random draws and rotation.
-    members: Vec<BackendId>,
     /// The next slot round-robin hands out.
     cursor: usize,
 }
@@ -147,9 +168,11 @@ impl Selector {
         Selector {
             policy,
             settings,
-            entries: IdMap::default(),
+            slots: Vec::new(),
+            scores: Vec::new(),
+            ready: 0,
+            positions: IdMap::default(),
             order: BTreeSet::new(),
-            members: Vec::new(),
             cursor: 0,
         }
     }
@@ -175,133 +198,181 @@ impl Selector {
 
     /// The number of backends known, ready or not.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     /// The number of backends that take new clients.
     pub fn ready_len(&self) -> usize {
-        self.members.len()
+        self.ready
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
+    }
+
+    fn slot(&self, id: BackendId) -> Option<&Slot> {
+        self.positions.get(&id).map(|&position| &self.slots[position])
     }
 
     /// The selector's view of one backend's load.
     pub fn load(&self, id: BackendId) -> Option<&BackendLoad> {
-        self.entries.get(&id).map(|entry| &entry.load)
+        self.slot(id).map(|slot| &slot.load)
     }
 
     /// Whether a backend takes new clients.
     pub fn state(&self, id: BackendId) -> Option<BackendState> {
-        self.entries.get(&id).map(|entry| entry.state)
+        self.slot(id).map(|slot| slot.state)
     }
 
     /// Sets a backend's state; returns false for an unknown backend. A backend
     /// that is not ready leaves the pick indexes and keeps its load.
     pub fn set_state(&mut self, id: BackendId, state: BackendState) -> bool {
-        let Some(entry) = self.entries.get_mut(&id) else { return false };
-        let was_ready = entry.state == BackendState::Ready;
-        entry.state = state;
+        let Some(&position) = self.positions.get(&id) else { return false };
+        self.slots[position].state = state;
+        let was_ready = position < self.ready;
         match (was_ready, state == BackendState::Ready) {
-            (true, false) => self.unindex(id),
-            (false, true) => self.index(id),
+            (true, false) => {
+                self.unindex(position);
+            }
+            (false, true) => self.index(position),
             _ => {}
         }
         true
     }
 
     /// Records a report: registers the backend, or reconciles its effective load
-    /// with the new measurement.
-    pub fn report(&mut self, id: BackendId, mem: u8, now: Instant) {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            let load = BackendLoad::new(mem, now, &self.settings);
-            self.entries.insert(id, Entry { load, state: BackendState::Ready, slot: None });
-            self.index(id);
+    /// with the new measurement and takes up the address it gives.
+    pub fn report(&mut self, id: BackendId, report: Report, now: Instant) {
+        let Some(&position) = self.positions.get(&id) else {
+            self.register(id, report, now);
             return;
         };
-        let before = self.policy.score(&entry.load);
-        entry.load.reconcile(mem, &self.settings);
-        let after = self.policy.score(&entry.load);
-        let ready = entry.state == BackendState::Ready;
-        if ready {
+        let slot = &mut self.slots[position];
+        (slot.ip, slot.port) = (report.ip, report.port);
+        let before = self.policy.score(&slot.load);
+        slot.load.reconcile(report.mem, &self.settings);
+        self.scores[position] = slot.load.effective_score();
+        let after = self.policy.score(&slot.load);
+        if position < self.ready {
             self.reorder(id, before, after);
         }
     }
 
+    /// Adds a backend heard from for the first time, ready.
+    fn register(&mut self, id: BackendId, report: Report, now: Instant) {
+        let load = BackendLoad::new(report.mem, now, &self.settings);
+        let position = self.slots.len();
+        self.scores.push(load.effective_score());
+        self.slots.push(Slot { id, load, state: BackendState::Ready, ip: report.ip, port: report.port });
+        self.positions.insert(id, position);
+        self.index(position);
+    }
+
     /// Forgets a backend; returns whether it was known.
     pub fn remove(&mut self, id: BackendId) -> bool {
-        self.unindex(id);
-        self.entries.remove(&id).is_some()
+        let Some(&position) = self.positions.get(&id) else { return false };
+        // Out of the ready prefix first (it lands at its end), then to the back.
+        let position = if position < self.ready { self.unindex(position) } else { position };
+        let last = self.slots.len() - 1;
+        self.swap(position, last);
+        self.slots.pop();
+        self.scores.pop();
+        self.positions.remove(&id);
+        true
     }
 
-    /// Adds a known backend to the pick indexes.
-    fn index(&mut self, id: BackendId) {
-        let Some(entry) = self.entries.get_mut(&id) else { return };
-        if entry.slot.is_some() {
+    /// Moves the slot at `position`, not ready, to the end of the ready prefix, and
+    /// into the order.
+    fn index(&mut self, position: usize) {
+        debug_assert!(position >= self.ready, "already indexed");
+        let target = self.ready;
+        self.swap(position, target);
+        self.ready += 1;
+        if self.policy.uses_order() {
+            let slot = &self.slots[target];
+            self.order.insert((self.policy.score(&slot.load), slot.id));
+        }
+    }
+
+    /// Takes the ready slot at `position` out of the pick indexes, keeping its load:
+    /// it moves just past the shrunk ready prefix. Returns its new position. The
+    /// last ready slot takes its place, as `Vec::swap_remove` would place it, so the
+    /// order of random draws and rotation is that of a swap-removed list.
+    fn unindex(&mut self, position: usize) -> usize {
+        debug_assert!(position < self.ready, "not indexed");
+        if self.policy.uses_order() {
+            let slot = &self.slots[position];
+            self.order.remove(&(self.policy.score(&slot.load), slot.id));
+        }
+        self.ready -= 1;
+        let target = self.ready;
+        self.swap(position, target);
+        target
+    }
+
+    /// Swaps two slots and keeps `positions` pointing at both.
+    fn swap(&mut self, a: usize, b: usize) {
+        if a == b {
             return;
         }
-        entry.slot = Some(self.members.len());
-        self.members.push(id);
-        if self.policy.uses_order() {
-            self.order.insert((self.policy.score(&entry.load), id));
-        }
-    }
-
-    /// Takes a backend out of the pick indexes, keeping its entry.
-    fn unindex(&mut self, id: BackendId) {
-        let Some(entry) = self.entries.get_mut(&id) else { return };
-        let Some(slot) = entry.slot.take() else { return };
-        if self.policy.uses_order() {
-            self.order.remove(&(self.policy.score(&entry.load), id));
-        }
-        self.members.swap_remove(slot);
-        if let Some(&moved) = self.members.get(slot) {
-            self.entries.get_mut(&moved).expect("every member has an entry").slot = Some(slot);
-        }
+        self.slots.swap(a, b);
+        self.scores.swap(a, b);
+        self.positions.insert(self.slots[a].id, a);
+        self.positions.insert(self.slots[b].id, b);
     }
 
     /// Picks a backend at `now` and accounts for the client sent there.
     pub fn pick(&mut self, now: Instant, rng: &mut impl Rng) -> Option<BackendId> {
-        let id = match self.policy {
-            Policy::LeastLoaded | Policy::Original => self.order.first()?.1,
+        self.pick_target(now, rng).map(|picked| picked.id)
+    }
+
+    /// Picks a backend at `now`, accounts for the client sent there, and returns
+    /// where to send it.
+    pub fn pick_target(&mut self, now: Instant, rng: &mut impl Rng) -> Option<Picked> {
+        let position = match self.policy {
+            Policy::LeastLoaded | Policy::Original => self.positions[&self.order.first()?.1],
             Policy::P2c => self.pick_better_of_two(rng)?,
             Policy::RoundRobin => self.pick_next_in_turn()?,
         };
-        self.record_pick(id, now);
-        Some(id)
+        self.record_pick(position, now);
+        let slot = &self.slots[position];
+        Some(Picked { id: slot.id, ip: slot.ip, port: slot.port })
     }
 
-    fn pick_better_of_two(&self, rng: &mut impl Rng) -> Option<BackendId> {
-        let first = *self.members.get(rng.random_range(0..self.members.len().max(1)))?;
-        if self.members.len() == 1 {
+    fn pick_better_of_two(&self, rng: &mut impl Rng) -> Option<usize> {
+        // An empty pool still takes a draw, so that seeded sequences do not
+        // depend on whether a pick found the pool empty.
+        let first = rng.random_range(0..self.ready.max(1));
+        if first >= self.ready {
+            return None;
+        }
+        if self.ready == 1 {
             return Some(first);
         }
         // A second draw from the others, so the two are always distinct.
-        let slot_of_first = self.entries[&first].slot.expect("members are indexed");
-        let mut other = rng.random_range(0..self.members.len() - 1);
-        if other >= slot_of_first {
-            other += 1;
+        let mut second = rng.random_range(0..self.ready - 1);
+        if second >= first {
+            second += 1;
         }
-        let second = self.members[other];
-        let score = |id: &BackendId| self.entries[id].load.effective_score();
-        Some(if score(&second) < score(&first) { second } else { first })
+        Some(if self.scores[second] < self.scores[first] { second } else { first })
     }
 
-    fn pick_next_in_turn(&mut self) -> Option<BackendId> {
-        if self.members.is_empty() {
+    fn pick_next_in_turn(&mut self) -> Option<usize> {
+        if self.ready == 0 {
             return None;
         }
-        let slot = self.cursor % self.members.len();
-        self.cursor = slot + 1;
-        Some(self.members[slot])
+        let position = self.cursor % self.ready;
+        self.cursor = position + 1;
+        Some(position)
     }
 
-    fn record_pick(&mut self, id: BackendId, now: Instant) {
-        let entry = self.entries.get_mut(&id).expect("picked backends have an entry");
-        let before = self.policy.score(&entry.load);
-        entry.load.record_pick(now, &self.settings);
-        let after = self.policy.score(&entry.load);
+    fn record_pick(&mut self, position: usize, now: Instant) {
+        let slot = &mut self.slots[position];
+        let before = self.policy.score(&slot.load);
+        slot.load.record_pick(now, &self.settings);
+        self.scores[position] = slot.load.effective_score();
+        let after = self.policy.score(&slot.load);
+        let id = slot.id;
         self.reorder(id, before, after);
     }
 
@@ -312,11 +383,31 @@ impl Selector {
         }
     }
 
+    /// Checks that every index agrees with the slots (for tests).
+    #[cfg(test)]
+    fn check_indexes(&self) {
+        assert_eq!(
+            (self.slots.len(), self.scores.len(), self.positions.len()),
+            (self.len(), self.len(), self.len())
+        );
+        for (position, slot) in self.slots.iter().enumerate() {
+            assert_eq!(self.positions[&slot.id], position, "{}", slot.id);
+            assert_eq!(self.scores[position], slot.load.effective_score(), "{}", slot.id);
+            assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
+        }
+        let expected: BTreeSet<_> = if self.policy.uses_order() {
+            self.slots[..self.ready].iter().map(|slot| (self.policy.score(&slot.load), slot.id)).collect()
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(self.order, expected);
+    }
+
     fn rebuild_order(&mut self) {
         self.order.clear();
         if self.policy.uses_order() {
             let policy = self.policy;
-            let ready = self.members.iter().map(|id| (policy.score(&self.entries[id].load), *id));
+            let ready = self.slots[..self.ready].iter().map(|slot| (policy.score(&slot.load), slot.id));
             self.order.extend(ready);
         }
     }

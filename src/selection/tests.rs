@@ -12,10 +12,15 @@ fn flat() -> LoadSettings {
     LoadSettings { slow_start: Duration::ZERO, ..LoadSettings::default() }
 }
 
+/// A report of `mem` from an address only the address test looks at.
+fn at(mem: u8) -> Report {
+    Report { ip: IpField::from_text("10.0.0.1").unwrap(), port: 1001, mem }
+}
+
 fn selector(policy: Policy, reports: &[(u64, u8)], now: Instant) -> Selector {
     let mut s = Selector::new(policy, flat());
     for &(id, mem) in reports {
-        s.report(BackendId(id), mem, now);
+        s.report(BackendId(id), at(mem), now);
     }
     s
 }
@@ -78,7 +83,7 @@ fn a_report_replaces_the_estimate() {
     let mut s = selector(Policy::LeastLoaded, &[(1, 10), (2, 12)], now);
     picks(&mut s, 30, now, &mut rng());
     assert!(s.load(BackendId(1)).unwrap().effective() > 12.0);
-    s.report(BackendId(1), 10, now);
+    s.report(BackendId(1), at(10), now);
     let load = s.load(BackendId(1)).unwrap();
     assert_eq!((load.effective(), load.picks_since_report), (10.0, 0));
     assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)));
@@ -170,7 +175,7 @@ fn invalid_reports_rank_after_every_valid_one_and_share_among_themselves() {
     s.remove(BackendId(2));
     assert_eq!(picks(&mut s, 6, now, &mut rng()), [1, 3, 4, 1, 3, 4]);
     // Invalid reports teach nothing.
-    s.report(BackendId(1), 200, now);
+    s.report(BackendId(1), at(200), now);
     assert_eq!(s.load(BackendId(1)).unwrap().cost(), flat().prior_cost);
 }
 
@@ -191,7 +196,7 @@ fn original_sends_everything_to_the_lowest_report() {
     let now = Instant::now();
     let mut s = selector(Policy::Original, &[(2, 40), (1, 40), (3, 39)], now);
     assert_eq!(picks(&mut s, 5, now, &mut rng()), [3; 5]);
-    s.report(BackendId(3), 41, now);
+    s.report(BackendId(3), at(41), now);
     // Ties go to the lowest id, every time: the herding the other policies avoid.
     assert_eq!(picks(&mut s, 5, now, &mut rng()), [1; 5]);
 }
@@ -254,10 +259,10 @@ fn a_new_backend_under_slow_start_takes_a_bounded_share() {
     let settings = LoadSettings::default();
     let mut s = Selector::new(Policy::LeastLoaded, settings.clone());
     for id in 1..=4 {
-        s.report(BackendId(id), 50, start);
+        s.report(BackendId(id), at(50), start);
     }
     let joined = start + Duration::from_secs(60);
-    s.report(BackendId(9), 10, joined);
+    s.report(BackendId(9), at(10), joined);
     // The 40-point gap is 400 clients at 0.1 % each; counted ten times over, the
     // newcomer takes 40 of them before it ranks with the others, then one in 41.
     let picked = picks(&mut s, 100, joined + Duration::from_millis(10), &mut rng());
@@ -265,9 +270,9 @@ fn a_new_backend_under_slow_start_takes_a_bounded_share() {
 
     let mut without = Selector::new(Policy::LeastLoaded, flat());
     for id in 1..=4 {
-        without.report(BackendId(id), 50, start);
+        without.report(BackendId(id), at(50), start);
     }
-    without.report(BackendId(9), 10, joined);
+    without.report(BackendId(9), at(10), joined);
     let picked = picks(&mut without, 100, joined + Duration::from_millis(10), &mut rng());
     assert_eq!(counts(&picked)[&9], 100);
 }
@@ -309,7 +314,7 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
         assert_eq!((s.len(), s.ready_len()), (3, 1));
         assert_eq!(s.state(BackendId(1)), Some(BackendState::Draining));
         // Reports keep arriving while draining; they are recorded, not picked.
-        s.report(BackendId(1), 5, now);
+        s.report(BackendId(1), at(5), now);
         assert_eq!(s.load(BackendId(1)).unwrap().reported, 5);
         assert_eq!(s.pick(now, &mut rng()), Some(BackendId(3)), "{policy}");
         s.set_state(BackendId(3), BackendState::Draining);
@@ -318,6 +323,21 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
         assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)), "{policy}");
     }
     assert!(!Selector::new(Policy::LeastLoaded, flat()).set_state(BackendId(9), BackendState::Draining));
+}
+
+#[test]
+fn a_pick_returns_the_address_of_the_latest_report() {
+    let now = Instant::now();
+    let report = |ip: &str, port: u16, mem: u8| Report { ip: IpField::from_text(ip).unwrap(), port, mem };
+    for policy in Policy::ALL {
+        let mut s = Selector::new(policy, flat());
+        s.report(BackendId(7), report("10.0.0.7", 7007, 10), now);
+        let expected = Picked { id: BackendId(7), ip: IpField::from_text("10.0.0.7").unwrap(), port: 7007 };
+        assert_eq!(s.pick_target(now, &mut rng()), Some(expected), "{policy}");
+        s.report(BackendId(7), report("10.0.0.8", 8008, 20), now);
+        let picked = s.pick_target(now, &mut rng()).unwrap();
+        assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.8", 8008), "{policy}");
+    }
 }
 
 #[test]
@@ -349,21 +369,28 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     /// Whatever the sequence of reports, removals, state changes and picks, every
-    /// policy picks only registered ready backends, and least-loaded picks one of
-    /// the lowest score.
+    /// policy picks only registered ready backends, at the address of their latest
+    /// report, and least-loaded picks one of the lowest score.
     #[test]
     fn picks_name_only_registered_ready_backends(ops in proptest::collection::vec(op(), 1..200), policy in 0..4usize) {
         let now = Instant::now();
         let mut s = Selector::new(Policy::ALL[policy], flat());
         let mut alive: HashMap<u64, BackendState> = HashMap::new();
+        let mut ports: HashMap<u64, u16> = HashMap::new();
         let mut rng = rng();
         for op in ops {
             match op {
                 Op::Report(id, mem) => {
-                    s.report(BackendId(id), mem, now);
+                    // Each report gives a new port, so a pick shows which report it read.
+                    let port = ports.get(&id).map_or(1, |port| port + 1);
+                    ports.insert(id, port);
+                    s.report(BackendId(id), Report { port, ..at(mem) }, now);
                     alive.entry(id).or_default();
                 }
-                Op::Remove(id) => prop_assert_eq!(s.remove(BackendId(id)), alive.remove(&id).is_some()),
+                Op::Remove(id) => {
+                    prop_assert_eq!(s.remove(BackendId(id)), alive.remove(&id).is_some());
+                    ports.remove(&id);
+                }
                 Op::SetState(id, state) => {
                     let state = BackendState::ALL[state];
                     prop_assert_eq!(s.set_state(BackendId(id), state), alive.contains_key(&id));
@@ -378,17 +405,22 @@ proptest! {
                         .filter(|(_, state)| **state == BackendState::Ready)
                         .map(|(id, _)| (*id, s.load(BackendId(*id)).unwrap().effective_score()))
                         .collect();
-                    let picked = s.pick(now, &mut rng);
+                    let picked = s.pick_target(now, &mut rng);
                     prop_assert_eq!(picked.is_some(), !ready.is_empty());
-                    if let Some(id) = picked {
+                    if let Some(Picked { id, port, .. }) = picked {
                         prop_assert!(ready.contains_key(&id.0));
+                        prop_assert_eq!(port, ports[&id.0]);
                         if s.policy() == Policy::LeastLoaded {
                             prop_assert_eq!(ready[&id.0], *ready.values().min().unwrap());
                         }
                     }
                 }
             }
+            s.check_indexes();
             prop_assert_eq!(s.len(), alive.len());
+            for (id, state) in &alive {
+                prop_assert_eq!(s.state(BackendId(*id)), Some(*state));
+            }
             let ready = alive.values().filter(|state| **state == BackendState::Ready).count();
             prop_assert_eq!(s.ready_len(), ready);
         }

@@ -1,0 +1,160 @@
+//! Several requests applied under one hold of the table lock, as one read brings them.
+//!
+//! A connection decodes a whole read before it writes the replies, so every frame of
+//! that read can be answered under a single lock: with 16 requests pipelined, the two
+//! worker threads otherwise fight for the lock 16 times per read. A read is bounded by
+//! the connection's buffer, so the hold is too. [`Batch`] holds a `MutexGuard`, which
+//! is not `Send`: a task cannot keep one across an `.await`, the compiler sees to it.
+
+use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::{Dispatcher, HeartbeatAccepted, HeartbeatRefused, LoginRefused, Table, bump};
+use crate::protocol::{Heartbeat, LoginRequest};
+use crate::registry::{Backend, BackendId, Report};
+use crate::selection::Picked;
+
+/// The requests of one read, applied at one instant under one hold of the lock.
+///
+/// The lock is taken at the first request that needs it and released when the batch
+/// is dropped, or earlier by [`Batch::unlock`]. Counters and the pick-latency
+/// histogram are updated once, at the end.
+#[must_use = "a batch holds the table lock until it is dropped"]
+pub struct Batch<'a> {
+    dispatcher: &'a Dispatcher,
+    /// The table, while this batch holds the lock.
+    table: Option<MutexGuard<'a, Table>>,
+    /// When the requests arrived: every request of the batch is applied at this time.
+    now: Instant,
+    /// Backends expired when the lock was taken; logged once it is released.
+    expired: Vec<(BackendId, Backend)>,
+    /// When the first pick began, lock wait included; `None` until a pick.
+    picks_started: Option<Instant>,
+    answered: u64,
+    no_backend: u64,
+}
+
+impl<'a> Batch<'a> {
+    pub(super) fn new(dispatcher: &'a Dispatcher, now: Instant) -> Self {
+        Batch {
+            dispatcher,
+            table: None,
+            now,
+            expired: Vec::new(),
+            picks_started: None,
+            answered: 0,
+            no_backend: 0,
+        }
+    }
+
+    /// The instant the batch's requests are applied at.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The table, locking it if this batch does not hold it yet. Expired backends
+    /// are removed at every locking, so that no request sees one, even before the
+    /// sweeper runs.
+    fn table(&mut self) -> &mut Table {
+        let (dispatcher, now, expired) = (self.dispatcher, self.now, &mut self.expired);
+        self.table.get_or_insert_with(|| {
+            let mut table = dispatcher.lock();
+            expired.extend(table.expire(now));
+            table
+        })
+    }
+
+    /// Releases the lock until the next request, so that slow work (logging) does
+    /// not keep other connections waiting.
+    pub fn unlock(&mut self) {
+        self.table = None;
+    }
+
+    /// Applies a heartbeat received on connection `id`.
+    pub fn heartbeat(
+        &mut self,
+        id: BackendId,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
+        let stats = &self.dispatcher.stats;
+        bump(&stats.heartbeats);
+        if let Err(error) = heartbeat.validate_address() {
+            bump(&stats.refused_heartbeats);
+            return Err(error.into());
+        }
+        let report = Report { ip: heartbeat.ip, port: heartbeat.port, mem: heartbeat.mem };
+        if !report.mem_is_valid() {
+            bump(&stats.invalid_mem_reports);
+        }
+        let now = self.now;
+        let applied = self.table().apply(id, report, now);
+        if applied.is_err() {
+            bump(&self.dispatcher.stats.refused_heartbeats);
+        }
+        Ok(applied?)
+    }
+
+    /// Picks a live backend under the configured policy and accounts for the client
+    /// sent there. Counts and times nothing: see [`Batch::pick_for_client`].
+    pub fn pick(&mut self) -> Option<Picked> {
+        let now = self.now;
+        let Table { selector, rng, .. } = self.table();
+        selector.pick_target(now, rng)
+    }
+
+    /// Answers a login: checks its timestamp against `unix_now`, then picks.
+    pub fn login(&mut self, request: LoginRequest, unix_now: u64) -> Result<Picked, LoginRefused> {
+        let skew_secs = request.timestamp.abs_diff(unix_now);
+        if skew_secs > self.dispatcher.max_clock_skew_secs.load(Ordering::Relaxed) {
+            bump(&self.dispatcher.stats.logins_clock_skew);
+            return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
+        }
+        self.pick_for_client()
+    }
+
+    /// Picks a backend for a client that asked by any means (a login frame, an
+    /// HTTP pick), counting the outcome and timing it.
+    pub fn pick_for_client(&mut self) -> Result<Picked, LoginRefused> {
+        // Started before the lock is taken, so that the histogram shows lock waits.
+        self.picks_started.get_or_insert_with(Instant::now);
+        match self.pick() {
+            Some(picked) => {
+                self.answered += 1;
+                Ok(picked)
+            }
+            None => {
+                self.no_backend += 1;
+                Err(LoginRefused::NoBackend)
+            }
+        }
+    }
+
+    /// Adds the batch's picks to the counters and the histogram. All picks of the
+    /// batch are timed together, and each is recorded at their average: two clock
+    /// reads per read instead of two per pick.
+    fn record_picks(&self, elapsed: Option<std::time::Duration>) {
+        let stats = &self.dispatcher.stats;
+        add(&stats.logins_answered, self.answered);
+        add(&stats.logins_no_backend, self.no_backend);
+        if let Some(elapsed) = elapsed {
+            stats.pick_latency.record_many(elapsed, self.answered + self.no_backend);
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let elapsed = self.picks_started.map(|started| started.elapsed());
+        self.unlock();
+        self.record_picks(elapsed);
+        self.dispatcher.record_expired(&self.expired);
+    }
+}
+
+/// Adds `n` to a counter, skipping the shared cache line when there is nothing to add.
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
