@@ -113,7 +113,7 @@ fn encode_picks(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Resul
 
 /// The latency histogram, from the dispatcher's cumulative buckets.
 fn encode_latency(encoder: &mut DescriptorEncoder, histogram: &LatencyHistogram) -> Result<(), Error> {
-    let help = "Time the dispatcher took to answer a pick, lock wait included.";
+    let help = "Time the dispatcher took to answer a pick, lock wait included; picks that arrived in one read each count that read's average.";
     let metric =
         encoder.encode_descriptor("pick_duration", help, Some(&Unit::Seconds), MetricType::Histogram);
     let cumulative = histogram.buckets();
