@@ -10,6 +10,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use loadwise::agent::{Advertise, AgentConfig, Protocol, Secret};
 use loadwise::client::FailoverConfig;
+use loadwise::netlist::NetList;
 use loadwise::protocol::v2::ServiceName;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
@@ -193,6 +194,10 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long to let connections finish before closing them.
     #[arg(long, env = "LOADWISE_SHUTDOWN_GRACE", value_parser = duration, value_name = "DURATION")]
     pub shutdown_grace: Option<Duration>,
+    /// Networks legacy heartbeats are accepted from (comma-separated ADDRESS/PREFIX),
+    /// or `none`; they carry no authentication. Legacy logins are open to all.
+    #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
+    pub legacy_heartbeat_networks: Option<NetList>,
     /// Where the admin HTTP API and dashboard listen, or `off`.
     #[arg(long, env = "LOADWISE_ADMIN_LISTEN", value_name = "ADDR|off")]
     pub admin_listen: Option<AdminListen>,
@@ -227,6 +232,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
             shutdown_grace: self.shutdown_grace,
+            legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
             admin: AdminLayer {
                 listen: self.admin_listen,
                 token: self.admin_token.clone(),

@@ -21,6 +21,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump};
+use crate::netlist::NetList;
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
@@ -37,6 +38,9 @@ pub struct ConnectionLimits {
     pub write_timeout: Duration,
     /// The longest frame accepted; longer ones are protocol errors.
     pub max_frame_len: u16,
+    /// The networks legacy heartbeats are accepted from: they carry no proof of who
+    /// sent them, so a stranger's heartbeat reporting 0 % would capture every client.
+    pub legacy_heartbeats: NetList,
 }
 
 impl Default for ConnectionLimits {
@@ -49,6 +53,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Duration::from_secs(10),
             max_frame_len: MAX_FRAME_LEN,
+            legacy_heartbeats: NetList::private(),
         }
     }
 }
@@ -90,7 +95,7 @@ impl From<CodecError> for Closed {
 
 /// Serves one connection until the peer closes it, it fails, or shutdown begins.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &Shared) {
-    let mut conn = Connection::new(stream, id, shared);
+    let mut conn = Connection::new(stream, peer, id, shared);
     match conn.run().await {
         Ok(()) => tracing::debug!("connection closed"),
         Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
@@ -106,6 +111,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: BackendId, sh
 
 struct Connection<'a> {
     stream: TcpStream,
+    peer: SocketAddr,
+    /// Whether the peer's address is in the limits' legacy heartbeat networks; kept
+    /// with the limits, so a heartbeat costs no lookup.
+    legacy_heartbeats_allowed: bool,
     id: BackendId,
     shared: &'a Shared,
     /// The limits this connection applies, refreshed between frames after a reload.
@@ -132,10 +141,12 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(stream: TcpStream, id: BackendId, shared: &'a Shared) -> Self {
+    fn new(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &'a Shared) -> Self {
         let mut limits_rx = shared.limits.clone();
         let limits = limits_rx.borrow_and_update().connection.clone();
         Connection {
+            peer,
+            legacy_heartbeats_allowed: limits.legacy_heartbeats.contains(peer.ip()),
             stream,
             id,
             shared,
@@ -183,6 +194,7 @@ impl<'a> Connection<'a> {
         }
         self.limits = self.limits_rx.borrow_and_update().connection.clone();
         self.codec = DispatcherCodec::new(self.limits.max_frame_len);
+        self.legacy_heartbeats_allowed = self.limits.legacy_heartbeats.contains(self.peer.ip());
     }
 
     /// Decodes and applies every complete frame in the read buffer, then notes
@@ -225,6 +237,10 @@ impl<'a> Connection<'a> {
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
         tracing::trace!(?heartbeat, "heartbeat");
+        if !self.legacy_heartbeats_allowed {
+            self.refuse_unlisted(heartbeat, batch);
+            return;
+        }
         let outcome = batch.heartbeat(self.id, heartbeat);
         if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false }) = outcome {
             return;
@@ -248,6 +264,20 @@ impl<'a> Connection<'a> {
 
     /// Refused heartbeats are all counted but logged at most once a second across
     /// all connections, so misconfigured backends cannot flood the log.
+    /// Counts and logs a legacy heartbeat from a peer outside the allowed networks;
+    /// the backend is not registered. Logins on the connection are still answered.
+    fn refuse_unlisted(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
+        let stats = self.dispatcher().stats();
+        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &stats.heartbeats_not_allowed] {
+            bump(counter);
+        }
+        batch.unlock();
+        if let Some(suppressed) = self.shared.refusal_log.should_log(batch.now()) {
+            tracing::warn!(peer = %self.peer, ip = ?heartbeat.ip, port = heartbeat.port, suppressed,
+                "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks");
+        }
+    }
+
     fn log_refusal(&self, refused: &HeartbeatRefused, now: std::time::Instant) {
         if let Some(suppressed) = self.shared.refusal_log.should_log(now) {
             tracing::warn!(backend = %self.id, error = %refused, suppressed, "heartbeat refused");

@@ -388,6 +388,7 @@ async fn metrics_follow_real_tcp_traffic() {
     assert!(value("loadwise_pick_duration_seconds_sum") > 0.0);
     assert_eq!(value("loadwise_heartbeats_total"), 3.0);
     assert_eq!(value("loadwise_heartbeats_refused_total"), 0.0);
+    assert_eq!(value("loadwise_heartbeats_not_allowed_total"), 0.0);
     assert_eq!(value("loadwise_invalid_load_reports_total"), 1.0);
     assert_eq!(value(r#"loadwise_evictions_total{reason="disconnected"}"#), 1.0);
     assert_eq!(value(r#"loadwise_evictions_total{reason="expired"}"#), 0.0);

@@ -719,3 +719,25 @@ async fn a_heartbeat_with_an_empty_ip_or_port_0_is_refused() {
     assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_heartbeat_from_outside_the_allowed_networks_is_refused_and_logins_still_answered() {
+    let _serial = shared_access().await;
+    let elsewhere = "10.0.0.0/8".parse().unwrap();
+    let connection = ConnectionLimits { legacy_heartbeats: elsewhere, ..ConnectionLimits::default() };
+    let server = TestServer::start_with(ServerConfig { connection, ..ServerConfig::default() }).await;
+    let mut stranger = server.connect().await;
+    send(&mut stranger, &heartbeat(0, "10.0.0.66", 6666)).await;
+    server.wait_for_stat("heartbeat not allowed", |s| s.heartbeats_not_allowed, |n| n == 1).await;
+    assert_eq!(server.stats().refused_heartbeats, 1);
+    assert_eq!(server.dispatcher.backend_count(), 0, "the stranger did not register");
+    // The same connection still gets logins answered: no backend, so the error reply.
+    assert_eq!(login(&mut stranger).await, ERROR_REPLY);
+    server.stop().await;
+
+    // Loopback is among the default networks.
+    let default = TestServer::start().await;
+    let _backend = default.register(10, "10.0.0.1", 1001).await;
+    assert_eq!(default.stats().heartbeats_not_allowed, 0);
+    default.stop().await;
+}

@@ -9,6 +9,9 @@ pub struct Stats {
     pub heartbeats: AtomicU64,
     pub invalid_mem_reports: AtomicU64,
     pub refused_heartbeats: AtomicU64,
+    /// Legacy heartbeats from peers outside the allowed networks (also counted in
+    /// `refused_heartbeats`).
+    pub heartbeats_not_allowed: AtomicU64,
     pub logins_answered: AtomicU64,
     pub logins_no_backend: AtomicU64,
     pub logins_clock_skew: AtomicU64,
@@ -32,6 +35,7 @@ pub struct StatsSnapshot {
     pub heartbeats: u64,
     pub invalid_mem_reports: u64,
     pub refused_heartbeats: u64,
+    pub heartbeats_not_allowed: u64,
     pub logins_answered: u64,
     pub logins_no_backend: u64,
     pub logins_clock_skew: u64,
@@ -51,6 +55,7 @@ impl Stats {
             heartbeats: get(&self.heartbeats),
             invalid_mem_reports: get(&self.invalid_mem_reports),
             refused_heartbeats: get(&self.refused_heartbeats),
+            heartbeats_not_allowed: get(&self.heartbeats_not_allowed),
             logins_answered: get(&self.logins_answered),
             logins_no_backend: get(&self.logins_no_backend),
             logins_clock_skew: get(&self.logins_clock_skew),

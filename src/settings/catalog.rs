@@ -91,6 +91,12 @@ pub const CATALOG: &[SettingInfo] = &[
     live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
     live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
     live("shutdown_grace", "On SIGINT/SIGTERM, how long connections may finish before they are closed."),
+    live(
+        "legacy_heartbeat_networks",
+        "Legacy heartbeats carry no proof of who sent them, so they are accepted only from\n\
+         these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\".\n\
+         Legacy logins are answered from anywhere.",
+    ),
     SettingInfo {
         key: "admin.listen",
         live: false,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::text::{AdminListen, as_duration, as_text};
 use super::{Settings, TokenSource};
 use crate::config::{ConfigError, ensure};
+use crate::netlist::NetList;
 use crate::selection::Policy;
 
 /// The settings one source gives; `None` leaves a setting to the sources below.
@@ -47,6 +48,8 @@ pub struct Layer {
     pub write_timeout: Option<Duration>,
     #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<Duration>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub legacy_heartbeat_networks: Option<NetList>,
     #[serde(default, skip_serializing_if = "AdminLayer::is_empty")]
     pub admin: AdminLayer,
 }
@@ -102,6 +105,7 @@ impl Layer {
             idle_timeout: Some(connection.idle_timeout.unwrap_or(Duration::ZERO)),
             write_timeout: Some(connection.write_timeout),
             shutdown_grace: Some(server.shutdown_grace),
+            legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
         }
     }
@@ -126,6 +130,7 @@ impl Layer {
         set(&mut connection.frame_timeout, self.frame_timeout);
         set(&mut connection.idle_timeout, self.idle_timeout.map(|idle| (!idle.is_zero()).then_some(idle)));
         set(&mut connection.write_timeout, self.write_timeout);
+        set(&mut connection.legacy_heartbeats, self.legacy_heartbeat_networks.clone());
         set(&mut server.shutdown_grace, self.shutdown_grace);
         self.admin.apply(&mut settings.admin)
     }
