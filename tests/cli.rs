@@ -189,3 +189,21 @@ fn agent_refuses_settings_that_would_spin() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("`interval`"), "{out:?}");
 }
+
+#[test]
+fn serve_agent_and_pick_over_ipv6_loopback() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let server = spawn(&["serve", "--listen", "[::1]:0", "--admin-listen", "off"]);
+    let line = server.wait_for_line("listening");
+    let addr: SocketAddr =
+        line.rsplit("addr=").next().unwrap().trim().parse().expect("the log names the address");
+    assert!(addr.is_ipv6());
+    let meminfo = fake_meminfo("ipv6", 20);
+    // An IPv6 backend address fits the legacy field when it has at most 15 characters.
+    let _agent = agent(addr, "[2001:db8::7]:7007", &meminfo);
+    pick_until(addr, "[2001:db8::7]:7007");
+    std::fs::remove_file(meminfo).unwrap();
+}
