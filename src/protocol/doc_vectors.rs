@@ -40,3 +40,25 @@ fn parse_hex(name: &str, cell: &str) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Checks the table under `heading` against `expected`: the same names, none twice,
+/// and `check` passes for each vector with what it is expected to mean.
+pub(crate) fn check_table<E>(
+    heading: &str,
+    expected: &[(&'static str, E)],
+    mut check: impl FnMut(&str, &[u8], &E),
+) {
+    let vectors = table(heading);
+    let mut in_doc: Vec<&str> = vectors.iter().map(|(name, _)| *name).collect();
+    let mut wanted: Vec<&str> = expected.iter().map(|(name, _)| *name).collect();
+    in_doc.sort_unstable();
+    wanted.sort_unstable();
+    let unique = in_doc.len();
+    in_doc.dedup();
+    assert_eq!(in_doc.len(), unique, "duplicate vector names in the doc");
+    assert_eq!(in_doc, wanted, "the doc's vectors and the checked ones differ");
+    for (name, bytes) in &vectors {
+        let (_, expect) = expected.iter().find(|(wanted, _)| wanted == name).expect("compared above");
+        check(name, bytes, expect);
+    }
+}

@@ -242,27 +242,10 @@ fn check_decodes(bytes: &[u8], whole: Result<Option<(Decoded, usize)>, DecodeErr
 }
 
 #[test]
-fn doc_lists_exactly_the_expected_vectors() {
-    let mut in_doc: Vec<&str> = doc_vectors().into_iter().map(|(name, _)| name).collect();
-    let mut wanted: Vec<&str> = expected().into_iter().map(|(name, _)| name).collect();
-    in_doc.sort_unstable();
-    wanted.sort_unstable();
-    let unique = in_doc.len();
-    in_doc.dedup();
-    assert_eq!(in_doc.len(), unique, "duplicate vector names in the doc");
-    assert_eq!(in_doc, wanted);
-}
-
-#[test]
-fn every_doc_vector_means_what_it_says() {
-    let expected = expected();
-    for (name, bytes) in doc_vectors() {
-        let (_, expect) = expected
-            .iter()
-            .find(|(wanted, _)| *wanted == name)
-            .unwrap_or_else(|| panic!("vector {name} in the doc is not checked"));
-        check_vector(name, &bytes, expect);
-    }
+fn the_doc_vectors_are_exactly_the_expected_ones_and_mean_what_they_say() {
+    crate::protocol::doc_vectors::check_table("### v2 test vectors", &expected(), |name, bytes, expect| {
+        check_vector(name, bytes, expect);
+    });
 }
 
 #[test]
