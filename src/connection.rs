@@ -22,6 +22,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump};
 use crate::netlist::NetList;
+use crate::protocol::v2;
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
@@ -57,6 +58,13 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+/// The v2 Error frame answering every v2 frame: code 10 (unsupported version) and why.
+static V2_NOT_SPOKEN: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let text = "this dispatcher speaks only the legacy protocol; use --protocol legacy";
+    let error = v2::ErrorMessage::new(v2::ErrorCode::UNSUPPORTED_VERSION, text);
+    v2::Message::Error(error).encode().expect("a short error text encodes")
+});
 
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
 /// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
@@ -224,9 +232,19 @@ impl<'a> Connection<'a> {
             Inbound::Skipped { cmd, len } => {
                 bump(&self.dispatcher().stats().skipped_frames);
                 tracing::debug!(cmd, len, "skipped frame with unhandled command");
+                if v2::is_v2(cmd) {
+                    self.refuse_v2();
+                }
             }
         }
         Ok(())
+    }
+
+    /// Answers a protocol v2 frame with a v2 Error saying this dispatcher speaks only
+    /// the legacy protocol, so a v2 agent or client learns why at once instead of
+    /// waiting for a reply that never comes. The frame itself is skipped.
+    fn refuse_v2(&mut self) {
+        self.write_buf.extend_from_slice(&V2_NOT_SPOKEN);
     }
 
     /// The dispatcher, borrowed for as long as the server's shared state rather than

@@ -136,3 +136,17 @@ async fn pick_service_prints_the_address_and_the_ticket() {
     assert_eq!(out.code, Some(3), "a declined pick is a refusal: {out:?}");
     assert!(out.stderr.contains("unknown service"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_only_dispatcher_answers_a_v2_pick_with_an_error_at_once() {
+    let server = common::TestServer::start().await;
+    let addr = server.addr.to_string();
+    let error = within(client::pick_service(&addr, &game(), Duration::from_secs(5))).await.unwrap_err();
+    let PickError::Rejected(message) = error else { panic!("expected a v2 Error, got {error:?}") };
+    assert_eq!(message.code, ErrorCode::UNSUPPORTED_VERSION);
+    assert!(message.text.contains("legacy"), "{}", message.text);
+    // Legacy logins on the same port are unaffected.
+    let mut client = server.connect().await;
+    assert_eq!(common::login(&mut client).await, common::ERROR_REPLY);
+    server.stop().await;
+}
