@@ -123,6 +123,8 @@ struct Connection<'a> {
     /// Whether the peer's address is in the limits' legacy heartbeat networks; kept
     /// with the limits, so a heartbeat costs no lookup.
     legacy_heartbeats_allowed: bool,
+    /// Whether this connection has been told that v2 is not spoken here.
+    v2_refused: bool,
     id: BackendId,
     shared: &'a Shared,
     /// The limits this connection applies, refreshed between frames after a reload.
@@ -155,6 +157,7 @@ impl<'a> Connection<'a> {
         Connection {
             peer,
             legacy_heartbeats_allowed: limits.legacy_heartbeats.contains(peer.ip()),
+            v2_refused: false,
             stream,
             id,
             shared,
@@ -231,7 +234,11 @@ impl<'a> Connection<'a> {
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
             Inbound::Skipped { cmd, len } => {
                 bump(&self.dispatcher().stats().skipped_frames);
-                tracing::debug!(cmd, len, "skipped frame with unhandled command");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    // A log write may block: not under the lock every connection needs.
+                    batch.unlock();
+                    tracing::debug!(cmd, len, "skipped frame with unhandled command");
+                }
                 if v2::is_v2(cmd) {
                     self.refuse_v2();
                 }
@@ -240,11 +247,15 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// Answers a protocol v2 frame with a v2 Error saying this dispatcher speaks only
+    /// Answers the first protocol v2 frame with a v2 Error saying this dispatcher speaks only
     /// the legacy protocol, so a v2 agent or client learns why at once instead of
     /// waiting for a reply that never comes. The frame itself is skipped.
+    /// Once per connection: each v2 frame would otherwise buy a 4-byte sender a
+    /// 77-byte reply.
     fn refuse_v2(&mut self) {
-        self.write_buf.extend_from_slice(&V2_NOT_SPOKEN);
+        if !std::mem::replace(&mut self.v2_refused, true) {
+            self.write_buf.extend_from_slice(&V2_NOT_SPOKEN);
+        }
     }
 
     /// The dispatcher, borrowed for as long as the server's shared state rather than
@@ -254,7 +265,10 @@ impl<'a> Connection<'a> {
     }
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
-        tracing::trace!(?heartbeat, "heartbeat");
+        if tracing::enabled!(tracing::Level::TRACE) {
+            batch.unlock();
+            tracing::trace!(?heartbeat, "heartbeat");
+        }
         if !self.legacy_heartbeats_allowed {
             self.refuse_unlisted(heartbeat, batch);
             return;
@@ -305,11 +319,14 @@ impl<'a> Connection<'a> {
     fn on_login(&mut self, login: LoginRequest, batch: &mut Batch<'_>) -> Result<(), CodecError> {
         let unix_now = *self.read_unix.get_or_insert_with(unix_time_now);
         let outcome = batch.login(login, unix_now);
-        match &outcome {
-            Ok(picked) => {
-                tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            batch.unlock();
+            match &outcome {
+                Ok(picked) => {
+                    tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
+                }
+                Err(refused) => tracing::debug!(%refused, "login refused"),
             }
-            Err(refused) => tracing::debug!(%refused, "login refused"),
         }
         self.codec.encode(Dispatcher::reply(&outcome), &mut self.write_buf)
     }

@@ -44,9 +44,11 @@ impl CpuTimes {
             return Err(CpuStatError::TooFewFields(fields.len()));
         }
         // user nice system idle iowait irq softirq steal [guest guest_nice]
-        let total: u64 = fields.iter().take(8).sum();
-        let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
-        Ok(CpuTimes { busy: total - idle, total })
+        // Saturating: counters near u64::MAX come only from a corrupt file, and a
+        // wrong figure is better than a crash.
+        let total = fields.iter().take(8).fold(0u64, |sum, field| sum.saturating_add(*field));
+        let idle = fields[3].saturating_add(fields.get(4).copied().unwrap_or(0));
+        Ok(CpuTimes { busy: total.saturating_sub(idle), total })
     }
 
     /// CPU use between `earlier` and `self` in hundredths of a percent (0..=10000),
@@ -107,6 +109,13 @@ mod tests {
         assert_eq!(times, CpuTimes { busy: 150, total: 1000 });
         // Old kernels have only four fields.
         assert_eq!(CpuTimes::parse("cpu 1 2 3 4\n").unwrap(), CpuTimes { busy: 6, total: 10 });
+    }
+
+    #[test]
+    fn huge_counters_do_not_overflow() {
+        let max = u64::MAX;
+        let times = CpuTimes::parse(&format!("cpu {max} {max} 0 {max} {max} 0 0 0\n")).unwrap();
+        assert_eq!(times.total, u64::MAX);
     }
 
     #[test]

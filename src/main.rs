@@ -65,7 +65,7 @@ fn run(command: Command) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         match command {
             Command::Serve(args) => cli::serve::run(args, shutdown_signal()).await.map(|()| Exit::Success),
             Command::Config(args) => cli::serve::config(args).map(|()| Exit::Success),
@@ -75,7 +75,11 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
         }
-    })
+    });
+    // A name lookup runs on a blocking thread that a timeout cannot stop; do not let
+    // a slow resolver hold the process past its deadline or its shutdown.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    outcome
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
@@ -130,7 +134,7 @@ fn follow_drain_signals(
                 Some(()) = ready.recv() => State::Ready,
                 else => return,
             };
-            state.send_replace(next);
+            state.send_if_modified(|state| std::mem::replace(state, next) != next);
         }
     }))
 }

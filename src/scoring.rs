@@ -50,6 +50,8 @@ pub enum ScoringError {
     Empty,
     #[error("{0:?} is not a figure: use memory, cpu, connections or a metric name ({1})")]
     BadFigure(String, NameError),
+    #[error("{0:?} is a number where a figure belongs; write factors as 100*cpu, without exponents")]
+    NotAFigure(String),
     #[error("the factor {0:?} is not a finite number")]
     BadFactor(String),
     #[error("`max(` needs a closing parenthesis and at least one figure")]
@@ -86,7 +88,9 @@ impl Scoring {
                 .iter()
                 .try_fold(0.0, |sum, (factor, figure)| Some(sum + factor * figure.value(heartbeat)?))?,
         };
-        Some(score.max(0.0))
+        // Figures are finite, but a sum of huge ones may not be: no score, rather than
+        // a NaN that would compare as the best.
+        score.is_finite().then(|| score.max(0.0))
     }
 }
 
@@ -98,6 +102,11 @@ impl FromStr for Figure {
             "memory" => Figure::Memory,
             "cpu" => Figure::Cpu,
             "connections" => Figure::Connections,
+            // A number where a figure belongs is a mistyped factor (`1e+2*cpu` splits
+            // at its `+`), not a metric called `1e`.
+            number if number.trim_end_matches(['e', 'E']).parse::<f64>().is_ok() => {
+                return Err(ScoringError::NotAFigure(number.to_owned()));
+            }
             name => Figure::Custom(
                 MetricName::new(name).map_err(|e| ScoringError::BadFigure(name.to_owned(), e))?,
             ),
@@ -222,6 +231,8 @@ mod tests {
         assert_eq!(score("0.5 * connections", &hb), Some(60.0));
         assert_eq!(score("max(memory, queue_depth)", &hb), Some(40.0));
         assert_eq!(score("memory + -100*cpu", &hb), Some(0.0), "negative counts as 0");
+        let huge = heartbeat(Some(40), None, None, &[("a", f64::MAX), ("b", -f64::MAX)]);
+        assert_eq!(score("2*a + 2*b", &huge), None, "inf - inf has no score");
     }
 
     #[test]
@@ -240,6 +251,9 @@ mod tests {
         assert!(matches!("x*memory".parse::<Scoring>(), Err(ScoringError::BadFactor(_))));
         assert!(matches!("inf*memory".parse::<Scoring>(), Err(ScoringError::BadFactor(_))));
         assert!(matches!("mem/ory".parse::<Scoring>(), Err(ScoringError::BadFigure(..))));
+        assert!(matches!("1e+2*cpu".parse::<Scoring>(), Err(ScoringError::NotAFigure(_))));
+        assert!(matches!("memory + 3".parse::<Scoring>(), Err(ScoringError::NotAFigure(_))));
+        assert!("max(queue, e, byte)".parse::<Scoring>().is_ok(), "names ending in e are names");
         let many = vec!["memory"; MAX_TERMS + 1].join("+");
         assert_eq!(many.parse::<Scoring>(), Err(ScoringError::TooManyTerms));
     }

@@ -145,6 +145,20 @@ async fn a_legacy_only_dispatcher_answers_a_v2_pick_with_an_error_at_once() {
     let PickError::Rejected(message) = error else { panic!("expected a v2 Error, got {error:?}") };
     assert_eq!(message.code, ErrorCode::UNSUPPORTED_VERSION);
     assert!(message.text.contains("legacy"), "{}", message.text);
+    // One Error per connection, however many v2 frames: no reply amplification.
+    let mut v2_peer = server.connect().await;
+    let hello = Message::Hello(v2::Hello).encode().unwrap();
+    common::send(&mut v2_peer, &[hello.clone(), hello.clone(), hello].concat()).await;
+    let mut buf = BytesMut::new();
+    let first = loop {
+        if let Some((Decoded::Message(Message::Error(error)), consumed)) = v2::decode(&buf, 4096).unwrap() {
+            assert_eq!(buf.len(), consumed, "more than one reply to three v2 frames");
+            break error;
+        }
+        assert!(within(v2_peer.read_buf(&mut buf)).await.unwrap() > 0);
+    };
+    assert_eq!(first.code, ErrorCode::UNSUPPORTED_VERSION);
+    common::assert_quiet_for(&mut v2_peer, Duration::from_millis(200)).await;
     // Legacy logins on the same port are unaffected.
     let mut client = server.connect().await;
     assert_eq!(common::login(&mut client).await, common::ERROR_REPLY);

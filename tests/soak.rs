@@ -27,7 +27,7 @@ const TTL: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
 /// A pick sent this long after a backend's removal was due still counts as on
 /// time: the dispatcher's sweep and this machine's scheduler are not instant.
-const TOLERANCE: Duration = Duration::from_millis(300);
+const TOLERANCE: Duration = Duration::from_millis(500);
 const JOIN_EVERY: Duration = Duration::from_millis(100);
 const LIFETIME_MS: std::ops::Range<u64> = 1_000..6_000;
 const CLIENTS: usize = 8;

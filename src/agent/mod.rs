@@ -366,8 +366,10 @@ async fn sample_every_interval(
             changed = state.changed(), if state_open => match changed {
                 Ok(()) => {
                     let now = *state.borrow_and_update();
-                    tracing::info!(state = ?now, "backend state changed");
-                    reports.send_modify(|report| report.state = now);
+                    // A repeated signal changes nothing and sends nothing.
+                    if reports.send_if_modified(|report| std::mem::replace(&mut report.state, now) != now) {
+                        tracing::info!(state = ?now, "backend state changed");
+                    }
                 }
                 Err(_) => state_open = false,
             },

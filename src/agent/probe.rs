@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{self, CgroupMemory};
 use crate::cpustat::{CpuProbe, CpuStatError};
 use crate::meminfo::{self, MeminfoError};
-use crate::protocol::v2::{MAX_METRICS, Metric, MetricName, Percent};
+use crate::protocol::v2::{MAX_METRICS, Metric, MetricName, NOT_REPORTED_U32, Percent, check_metrics};
 
 /// One measurement of this backend's load.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -30,6 +30,16 @@ impl Sample {
     /// Memory only.
     pub fn memory(percent: u8) -> Sample {
         Sample { memory: percent.min(100), ..Sample::default() }
+    }
+
+    /// Refuses what a v2 heartbeat cannot carry (more than 32 metrics, a repeated
+    /// name, a value that is not finite, a connection count of `u32::MAX`), so a
+    /// backend's bad figure skips one heartbeat instead of breaking the connection.
+    pub fn validate(&self) -> Result<(), ProbeError> {
+        if self.connections == Some(NOT_REPORTED_U32) {
+            return Err(ProbeError::Other(format!("connections must be below {NOT_REPORTED_U32}")));
+        }
+        check_metrics(&self.metrics).map_err(|error| ProbeError::Other(format!("metrics: {error}")))
     }
 }
 
@@ -106,10 +116,18 @@ impl std::fmt::Debug for HostProbe {
 impl MetricsProbe for HostProbe {
     fn measure(&mut self) -> Result<Sample, ProbeError> {
         let mut sample = Sample::memory(self.memory.sample()?);
-        sample.cpu = self.cpu.sample()?.and_then(Percent::from_hundredths);
+        // CPU is optional: a host that hides /proc/stat still reports memory.
+        sample.cpu = match self.cpu.sample() {
+            Ok(cpu) => cpu.and_then(Percent::from_hundredths),
+            Err(error) => {
+                tracing::debug!(%error, "cannot measure CPU; sending none");
+                None
+            }
+        };
         for extra in &mut self.extra {
             extra(&mut sample)?;
         }
+        sample.validate()?;
         Ok(sample)
     }
 }
@@ -299,6 +317,20 @@ mod tests {
         assert_eq!((first.memory, first.cpu, first.connections), (30, None, Some(3)));
         std::fs::write(dir.join("stat"), "cpu 150 0 0 950 0 0 0 0\n").unwrap();
         assert_eq!(probe.measure().unwrap().cpu, Percent::from_hundredths(5000));
+        // An unreadable /proc/stat leaves CPU out; a bad figure from the backend
+        // fails the sample (one skipped heartbeat), not the connection.
+        std::fs::remove_file(dir.join("stat")).unwrap();
+        assert_eq!(probe.measure().unwrap().cpu, None);
+        let mut twice = HostProbe::with(
+            MemoryProbe::with_path(dir.join("meminfo")),
+            CpuProbe::with_path(dir.join("stat")),
+        )
+        .with_extra(|sample| {
+            let name = MetricName::new("queue").unwrap();
+            sample.metrics.extend([Metric { name: name.clone(), value: 1.0 }, Metric { name, value: 2.0 }]);
+            Ok(())
+        });
+        assert!(twice.measure().unwrap_err().to_string().contains("metrics"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -170,8 +170,13 @@ impl Failover {
                     return Ok(Answer { backend, dispatcher: dispatcher.clone(), failed });
                 }
                 Err(error) => {
-                    if !error.is_refusal() {
-                        self.note(index, Some(Instant::now()));
+                    // A refusal is an answer: the dispatcher works. A timeout on an
+                    // attempt cut short by the deadline says nothing either.
+                    let cut_short = budget < self.config.attempt_timeout;
+                    match &error {
+                        error if error.is_refusal() => self.note(index, None),
+                        PickError::Timeout { .. } if cut_short => {}
+                        _ => self.note(index, Some(Instant::now())),
                     }
                     tracing::debug!(%dispatcher, %error, "dispatcher did not assign a backend; trying the next");
                     failed.push(Attempt {

@@ -25,7 +25,9 @@ pub struct Stats {
     /// How long each pick took inside the dispatcher, lock wait included. The
     /// picks of one read are timed together (see [`super::Batch`]), and each is
     /// recorded at their average, so that a pipelining client does not pay two
-    /// clock reads per pick. A lone pick is timed exactly. The sum is exact.
+    /// clock reads per pick. A lone pick is timed exactly. With several picks in one
+    /// read, the span from the first pick to the end of the batch is shared among them,
+    /// so the sum also holds the read's other work done under the lock.
     pub pick_latency: LatencyHistogram,
 }
 

@@ -156,8 +156,8 @@ fn connections_field(connections: Option<u32>) -> Result<u32, FieldError> {
     }
 }
 
-/// At most [`MAX_METRICS`], finite, with distinct names.
-fn check_metrics(metrics: &[Metric]) -> Result<(), FieldError> {
+/// At most [`MAX_METRICS`], finite, with distinct names: what a receiver accepts.
+pub fn check_metrics(metrics: &[Metric]) -> Result<(), FieldError> {
     if metrics.len() > MAX_METRICS {
         return Err(FieldError::TooManyMetrics { count: metrics.len() });
     }

@@ -28,6 +28,7 @@ pub use frame::{DecodeError, FieldError};
 pub use handshake::{Challenge, Hello, Register, Registered};
 pub use heartbeat::{
     DEFAULT_WEIGHT, Heartbeat, MAX_METRICS, Metric, NOT_REPORTED_U16, NOT_REPORTED_U32, Percent, State,
+    check_metrics,
 };
 pub use names::{HostName, MetricName, NameError, ServiceName};
 pub use pick::{MAX_TICKET_LEN, PickOutcome, PickReply, PickRequest, Picked};
