@@ -363,6 +363,30 @@ async fn a_reload_applies_connection_limits_to_open_connections() {
     assert!(closed.is_ok(), "the connection stayed open");
     assert_eq!(stats().protocol_errors, 1);
 
+    // The legacy heartbeat networks follow a reload on an open connection too: a
+    // loopback backend registers, then its next heartbeat after the reload that
+    // leaves loopback out is refused.
+    let mut backend = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let heartbeat = Heartbeat { mem: 20, ip: IpField::from_text("10.0.0.9").unwrap(), port: 7009 }.encode();
+    backend.write_all(&heartbeat).await.unwrap();
+    while dispatcher.backend_count() < 1 {
+        assert!(Instant::now() < end + DEADLINE, "the backend never registered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elsewhere = ServerConfig {
+        connection: loadwise::ConnectionLimits {
+            legacy_heartbeats: "10.0.0.0/8".parse().unwrap(),
+            ..loadwise::ConnectionLimits::default()
+        },
+        ..ServerConfig::default()
+    };
+    assert_eq!(reload.apply(&elsewhere), Ok(()));
+    backend.write_all(&heartbeat).await.unwrap();
+    while stats().heartbeats_not_allowed < 1 {
+        assert!(Instant::now() < end + DEADLINE, "the reloaded networks never applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
     // Invalid settings are refused and change nothing.
     lower.connection.max_frame_len = 10;
     lower.dispatch.ttl = Duration::from_secs(9);

@@ -12,9 +12,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A port with nothing listening: connecting is refused at once.
-async fn closed_port() -> String {
-    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string()
+/// A port with nothing listening: connecting is refused at once. The socket is
+/// bound but never listens, so no other test can take the port meanwhile.
+struct ClosedPort {
+    addr: String,
+    _reserved: tokio::net::TcpSocket,
+}
+
+fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ClosedPort { addr: socket.local_addr().unwrap().to_string(), _reserved: socket }
 }
 
 /// A dispatcher that has hung: the kernel completes connections, nobody reads or
@@ -100,7 +108,8 @@ async fn an_agent_registers_with_every_dispatcher() {
 async fn a_dead_or_hung_dispatcher_does_not_delay_heartbeats_to_the_others() {
     let live = TestServer::start().await;
     let silent = Silent::start().await;
-    let dead = closed_port().await;
+    let closed = closed_port();
+    let dead = closed.addr.clone();
     let interval = Duration::from_millis(50);
     let servers = [dead.as_str(), &silent.addr, &live.addr.to_string()];
     let agent = start_agent(&servers, "10.0.0.6:7006", interval);
@@ -122,7 +131,8 @@ async fn a_dead_or_hung_dispatcher_does_not_delay_heartbeats_to_the_others() {
 async fn a_dead_dispatcher_is_tried_once_then_held_down() {
     let live = TestServer::start().await;
     let _backend = live.register(20, "10.0.0.1", 7001).await;
-    let dead = closed_port().await;
+    let closed = closed_port();
+    let dead = closed.addr.clone();
     let live_addr = live.addr.to_string();
     let client = failover(&[&dead, &live_addr], quick(500, 2_000));
     let mut failed = 0;
