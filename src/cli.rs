@@ -45,7 +45,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the dispatcher: accept heartbeats from backends and answer client logins.
     Serve(ServeArgs),
-    /// Run beside a backend: report its address and memory use to a dispatcher.
+    /// Run beside a backend: report its address and load to one or more dispatchers.
     Agent(AgentArgs),
     /// Ask a dispatcher for a backend and print its IP:PORT.
     Pick(PickArgs),
@@ -269,7 +269,9 @@ pub struct AgentArgs {
     /// report to several replicas; each gets its own connection.
     #[arg(long, env = "LOADWISE_AGENT_SERVER", required = true, value_delimiter = ',')]
     pub server: Vec<String>,
-    /// The address clients should connect to, as IP:PORT (the IP at most 15 characters).
+    /// The address clients should connect to, as HOST:PORT: an IPv4 address, a
+    /// bracketed IPv6 one, or (v2 only) a host name. Legacy carries at most 15
+    /// characters of it.
     #[arg(long, env = "LOADWISE_AGENT_ADVERTISE")]
     pub advertise: Advertise,
     /// Time between heartbeats.
