@@ -47,7 +47,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run beside a backend: report its address and load to one or more dispatchers.
     Agent(AgentArgs),
-    /// Ask a dispatcher for a backend and print its IP:PORT.
+    /// Ask one or more dispatchers for a backend and print its address.
     Pick(PickArgs),
     /// Watch it work: a dispatcher, simulated backends and clients, and the dashboard,
     /// all in this process on loopback.
