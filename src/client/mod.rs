@@ -99,10 +99,7 @@ pub async fn pick_with_timestamp(
         stream.write_all(&LoginRequest { timestamp }.encode()).await?;
         read_reply(&mut stream).await
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(PickError::Timeout { server: server.to_owned(), after: timeout }),
-    }
+    bounded(server, timeout, exchange).await
 }
 
 /// Asks the dispatcher at `server` for a backend of `service` with a v2
@@ -121,6 +118,15 @@ pub async fn pick_service(
         conn.send(&Message::PickRequest(request)).await?;
         read_pick_reply(&mut conn, request_id).await
     };
+    bounded(server, timeout, exchange).await
+}
+
+/// Runs one exchange with `server`, failing with [`PickError::Timeout`] after `timeout`.
+async fn bounded<T>(
+    server: &str,
+    timeout: Duration,
+    exchange: impl Future<Output = Result<T, PickError>>,
+) -> Result<T, PickError> {
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(PickError::Timeout { server: server.to_owned(), after: timeout }),
