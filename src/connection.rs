@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -23,6 +23,7 @@ use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump};
 use crate::netlist::NetList;
 use crate::protocol::v2;
+use crate::protocol::v2::auth::Secret;
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
@@ -42,7 +43,20 @@ pub struct ConnectionLimits {
     /// The networks legacy heartbeats are accepted from: they carry no proof of who
     /// sent them, so a stranger's heartbeat reporting 0 % would capture every client.
     pub legacy_heartbeats: NetList,
+    /// The longest v2 frame accepted. v2 frames are buffered whole before they are
+    /// decoded, so this bounds what one connection can make the dispatcher hold.
+    pub max_v2_frame_len: u16,
+    /// The shared secret v2 backends must prove they know before they register, and
+    /// that tickets are signed with; `None` accepts v2 heartbeats unauthenticated
+    /// and issues no tickets.
+    pub secret: Option<Secret>,
+    /// How long a ticket in a v2 PickReply stays valid.
+    pub ticket_lifetime: Duration,
 }
+
+/// The default [`ConnectionLimits::max_v2_frame_len`]: the recommended 4096, above
+/// the largest v2 message (2682 bytes).
+pub const DEFAULT_MAX_V2_FRAME_LEN: u16 = 4096;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -55,6 +69,9 @@ impl Default for ConnectionLimits {
             write_timeout: Duration::from_secs(10),
             max_frame_len: MAX_FRAME_LEN,
             legacy_heartbeats: NetList::private(),
+            max_v2_frame_len: DEFAULT_MAX_V2_FRAME_LEN,
+            secret: None,
+            ticket_lifetime: Duration::from_secs(30),
         }
     }
 }
@@ -101,8 +118,24 @@ impl From<CodecError> for Closed {
     }
 }
 
+/// A byte stream a connection can be served over: TCP, or TLS over TCP.
+pub(crate) trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Writes what the stream takes at once, without waiting; `WouldBlock` when it
+    /// takes nothing. Replies almost always fit the socket's buffer, so this saves
+    /// arming a timer per read. A stream that cannot tell says `WouldBlock`.
+    fn try_write_now(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl PeerStream for TcpStream {
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
 /// Serves one connection until the peer closes it, it fails, or shutdown begins.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &Shared) {
+pub(crate) async fn serve<S: PeerStream>(stream: S, peer: SocketAddr, id: BackendId, shared: &Shared) {
     let mut conn = Connection::new(stream, peer, id, shared);
     match conn.run().await {
         Ok(()) => tracing::debug!("connection closed"),
@@ -117,8 +150,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: BackendId, sh
     }
 }
 
-struct Connection<'a> {
-    stream: TcpStream,
+struct Connection<'a, S> {
+    stream: S,
     peer: SocketAddr,
     /// Whether the peer's address is in the limits' legacy heartbeat networks; kept
     /// with the limits, so a heartbeat costs no lookup.
@@ -150,8 +183,8 @@ struct Connection<'a> {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
-impl<'a> Connection<'a> {
-    fn new(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &'a Shared) -> Self {
+impl<'a, S: PeerStream> Connection<'a, S> {
+    fn new(stream: S, peer: SocketAddr, id: BackendId, shared: &'a Shared) -> Self {
         let mut limits_rx = shared.limits.clone();
         let limits = limits_rx.borrow_and_update().connection.clone();
         Connection {
@@ -340,7 +373,7 @@ impl<'a> Connection<'a> {
         }
         // Replies are small and the socket almost always has room for them: try
         // once before arming the write timeout and waiting on the abort token.
-        match self.stream.try_write(&self.write_buf) {
+        match self.stream.try_write_now(&self.write_buf) {
             Ok(written) => self.write_buf.advance(written),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error.into()),
@@ -351,7 +384,7 @@ impl<'a> Connection<'a> {
         }
         let write_timeout = self.limits.write_timeout;
         tokio::select! {
-            written = tokio::time::timeout(write_timeout, self.stream.write_all(&self.write_buf)) => {
+            written = tokio::time::timeout(write_timeout, write_and_flush(&mut self.stream, &self.write_buf)) => {
                 written.map_err(|_| Closed::WriteTimeout(write_timeout))??;
             }
             () = self.shared.abort.cancelled() => return Err(Closed::Aborted),
@@ -418,6 +451,12 @@ impl<'a> Connection<'a> {
         }
         Ok(())
     }
+}
+
+/// Writes `buf` whole and flushes it: a TLS stream may hold written bytes until then.
+async fn write_and_flush<S: PeerStream>(stream: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
 }
 
 /// A deadline that never comes: about thirty years away, as tokio itself uses.

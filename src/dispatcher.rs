@@ -9,6 +9,7 @@
 mod batch;
 mod stats;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,13 +19,15 @@ pub use batch::Batch;
 pub(crate) use stats::bump;
 pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 
+use crate::protocol::v2::ServiceName;
 use crate::protocol::{AddressError, Heartbeat, LoginReply, LoginRequest};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
+use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy, Selector};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
-/// The service every backend belongs to until the protocol can name others.
+/// The name of the service legacy traffic belongs to, unless configured otherwise.
 pub const DEFAULT_SERVICE: &str = "default";
 
 /// The dispatcher settings that selection and expiry depend on.
@@ -41,6 +44,20 @@ pub struct DispatchSettings {
     pub policy: Policy,
     /// How the cost of a client is learned, and the slow start of new backends.
     pub load: LoadSettings,
+    /// The service legacy heartbeats and logins belong to. v2 backends and clients
+    /// that name it share its pool with them.
+    pub default_service: ServiceName,
+    /// How a v2 backend's metrics make its load, in services without their own.
+    pub scoring: Scoring,
+    /// Services whose load is scored otherwise.
+    pub service_scoring: BTreeMap<ServiceName, Scoring>,
+}
+
+impl DispatchSettings {
+    /// How the load of a v2 backend of `service` is scored.
+    pub fn scoring_of(&self, service: &ServiceName) -> &Scoring {
+        self.service_scoring.get(service).unwrap_or(&self.scoring)
+    }
 }
 
 impl Default for DispatchSettings {
@@ -51,6 +68,9 @@ impl Default for DispatchSettings {
             max_backends: 10_000,
             policy: Policy::default(),
             load: LoadSettings::default(),
+            default_service: ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid"),
+            scoring: Scoring::default(),
+            service_scoring: BTreeMap::new(),
         }
     }
 }

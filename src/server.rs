@@ -21,6 +21,7 @@ use crate::config::{ConfigError, ensure};
 use crate::connection::{self, ConnectionLimits};
 use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
 use crate::log_limit::RateLimitedLog;
+use crate::protocol::v2;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
 
@@ -37,6 +38,18 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for connections to finish before stopping them.
     pub shutdown_grace: Duration,
+    /// A second listener whose connections speak TLS; `None` for none.
+    pub tls: Option<TlsListen>,
+}
+
+/// Where TLS connections are accepted, and the certificate they are served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    /// PEM file: the server certificate, then any intermediates.
+    pub cert: std::path::PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +60,7 @@ impl Default for ServerConfig {
             connection: ConnectionLimits::default(),
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -67,7 +81,18 @@ impl ServerConfig {
         ensure(whole_seconds, "max-clock-skew", "must be whole seconds (login timestamps are in seconds)")?;
         let frame_ok = usize::from(self.connection.max_frame_len) >= Heartbeat::LEN;
         let reason = format!("must be from {} (a heartbeat) to {MAX_FRAME_LEN}", Heartbeat::LEN);
-        ensure(frame_ok, "max-frame-len", &reason)
+        ensure(frame_ok, "max-frame-len", &reason)?;
+        let v2_frame_ok = usize::from(self.connection.max_v2_frame_len) >= v2::MAX_MESSAGE_LEN;
+        let reason =
+            format!("must be from {} (the largest v2 message) to {MAX_FRAME_LEN}", v2::MAX_MESSAGE_LEN);
+        ensure(v2_frame_ok, "max-v2-frame-len", &reason)?;
+        let lifetime = self.connection.ticket_lifetime;
+        let lifetime_ok = lifetime >= Duration::from_secs(1) && lifetime.subsec_nanos() == 0;
+        ensure(
+            lifetime_ok,
+            "ticket-lifetime",
+            "must be whole seconds, at least 1 (tickets carry unix seconds)",
+        )
     }
 }
 

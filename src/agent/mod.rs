@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ensure};
 use crate::log_limit::FailureStreak;
+pub use crate::protocol::v2::auth::{MIN_SECRET_LEN, Secret};
 use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
 use crate::protocol::{AddressError, IpField};
 
@@ -132,42 +133,6 @@ impl FromStr for Protocol {
         }
     }
 }
-
-/// The shared secret a v2 backend proves it knows when it registers. Its `Debug`
-/// output does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    /// A secret from raw bytes; at least 16 are needed for it to resist guessing.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, ConfigError> {
-        let bytes = bytes.into();
-        ensure(
-            bytes.len() >= MIN_SECRET_LEN,
-            "secret-file",
-            &format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
-        )?;
-        Ok(Secret(bytes))
-    }
-
-    /// The contents of a secret file, without a trailing newline.
-    pub fn from_file_text(text: &str) -> Result<Secret, ConfigError> {
-        Secret::new(text.trim_end_matches(['\n', '\r']).as_bytes())
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
-/// The shortest secret accepted.
-pub const MIN_SECRET_LEN: usize = 16;
 
 /// Where the agent reports to and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]

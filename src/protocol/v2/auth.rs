@@ -7,12 +7,15 @@
 //! is any byte string the caller loaded; nothing here reads files, clocks or randomness
 //! of its own.
 
+use std::sync::Arc;
+
 use hmac::{Hmac, KeyInit, Mac};
 use rand::CryptoRng;
 use sha2::Sha256;
 
 use super::handshake::Register;
 use super::names::ServiceName;
+use crate::config::{ConfigError, ensure};
 
 /// Size of a challenge nonce.
 pub const NONCE_LEN: usize = 16;
@@ -25,6 +28,45 @@ pub type Nonce = [u8; NONCE_LEN];
 
 /// The domain tag that starts every Register MAC input.
 pub const REGISTER_DOMAIN: &[u8] = b"loadwise-register-v2";
+
+/// A shared secret: what a v2 backend proves it knows when it registers, and what
+/// tickets are signed with. Cheap to clone (the bytes are shared), and its `Debug`
+/// output does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// A secret from raw bytes; at least [`MIN_SECRET_LEN`] are needed for it to
+    /// resist guessing.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, ConfigError> {
+        let bytes = bytes.into();
+        ensure(
+            bytes.len() >= MIN_SECRET_LEN,
+            "secret-file",
+            &format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
+        )?;
+        Ok(Secret(bytes.into()))
+    }
+
+    /// The contents of a secret file, without a trailing newline: the agent and the
+    /// dispatcher read the same file the same way.
+    pub fn from_file_text(text: &str) -> Result<Secret, ConfigError> {
+        Secret::new(text.trim_end_matches(['\n', '\r']).as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// The shortest secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// A Register whose MAC does not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
