@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -269,7 +269,6 @@ async fn accept_loop(
     tracker: &TaskTracker,
     mut cap: ConnectionCap,
 ) {
-    let next_id = AtomicU64::new(1);
     let mut backoff = AcceptBackoff::default();
     let refusals = RateLimitedLog::new(WARNING_PERIOD);
     loop {
@@ -296,7 +295,8 @@ async fn accept_loop(
             continue;
         };
         bump(&stats.connections_accepted);
-        let id = BackendId(next_id.fetch_add(1, Ordering::Relaxed));
+        // From the dispatcher, which also numbers v2 backends: never the same id twice.
+        let id = shared.dispatcher.next_id();
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
             let _open = OpenConnection::new(id, peer, permit, &shared);
