@@ -467,6 +467,16 @@ impl Dispatcher {
         self.batch(now).pick_for_client()
     }
 
+    /// Picks a backend of `service` for a client that asked by other means than a
+    /// v2 frame (an HTTP pick), counting the outcome as logins are counted.
+    pub fn pick_service(
+        &self,
+        service: &ServiceName,
+        now: Instant,
+    ) -> Result<ServicePick, ServicePickRefused> {
+        self.batch(now).pick_in(service)
+    }
+
     /// The reply frame for a login outcome.
     pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
         match outcome {

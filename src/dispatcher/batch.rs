@@ -133,6 +133,14 @@ impl<'a> Batch<'a> {
         if self.clock_skew(timestamp, unix_now).is_some() {
             return Err(ErrorCode::CLOCK_SKEW);
         }
+        self.pick_in(service).map_err(|refused| match refused {
+            ServicePickRefused::UnknownService => ErrorCode::UNKNOWN_SERVICE,
+            ServicePickRefused::NoBackend => ErrorCode::NO_BACKEND,
+        })
+    }
+
+    /// Picks a backend of `service`, counting the outcome and timing it.
+    pub fn pick_in(&mut self, service: &ServiceName) -> Result<ServicePick, ServicePickRefused> {
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
         let picked = self.table().pick_service(service, now);
@@ -140,10 +148,7 @@ impl<'a> Batch<'a> {
             Ok(_) => self.answered += 1,
             Err(_) => self.no_backend += 1,
         }
-        picked.map_err(|refused| match refused {
-            ServicePickRefused::UnknownService => ErrorCode::UNKNOWN_SERVICE,
-            ServicePickRefused::NoBackend => ErrorCode::NO_BACKEND,
-        })
+        picked
     }
 
     /// How far `timestamp` is from `unix_now`, if further than allowed; counted.
