@@ -288,10 +288,10 @@ pub struct AgentArgs {
     /// Read memory statistics from this file instead of /proc/meminfo.
     #[arg(long, default_value = loadwise::meminfo::PROC_MEMINFO, hide = true)]
     pub meminfo: PathBuf,
-    /// What to speak: legacy (memory only, what the C++ dispatcher understands) or v2
-    /// (service, id, memory, CPU and custom metrics, weight, drain state, and
-    /// authentication with --secret-file).
-    #[arg(long, env = "LOADWISE_AGENT_PROTOCOL", default_value = "legacy", value_name = "legacy|v2")]
+    /// What to speak: v2 (service, id, memory, CPU and custom metrics, weight, drain
+    /// state, and authentication with --secret-file), or legacy for a dispatcher that
+    /// knows no other (memory only, what the C++ dispatcher understands).
+    #[arg(long, env = "LOADWISE_AGENT_PROTOCOL", default_value = "v2", value_name = "v2|legacy")]
     pub protocol: Protocol,
     /// v2: the pool this backend belongs to.
     #[arg(long, env = "LOADWISE_AGENT_SERVICE", default_value = loadwise::agent::DEFAULT_SERVICE)]
@@ -326,6 +326,8 @@ impl AgentArgs {
         if self.protocol == Protocol::V2 {
             config = config.v2(self.service.clone());
         } else {
+            config = config.legacy();
+            // Kept so that validation can refuse a --service the protocol cannot carry.
             config.service = self.service.clone();
         }
         config.backend_id = self.id.unwrap_or(config.backend_id);
@@ -440,7 +442,16 @@ mod tests {
 
     #[test]
     fn agent_refuses_a_long_address_for_legacy_and_a_bad_one_at_once() {
-        let long = ["loadwise", "agent", "--server", "h:1", "--advertise", "1234567890.123456:1"];
+        let long = [
+            "loadwise",
+            "agent",
+            "--server",
+            "h:1",
+            "--advertise",
+            "1234567890.123456:1",
+            "--protocol",
+            "legacy",
+        ];
         let Command::Agent(args) = parse_from(&long).command else { panic!("not agent") };
         let error = args.to_config().unwrap().validate().unwrap_err().to_string();
         assert!(error.contains("at most 15") && error.contains("--protocol v2"), "{error}");

@@ -115,10 +115,10 @@ impl std::fmt::Display for Advertise {
 pub enum Protocol {
     /// The original 23-byte heartbeat: memory only, no service, no authentication.
     /// What the C++ dispatcher understands.
-    #[default]
     Legacy,
-    /// Protocol v2: service, stable id, all metrics, weight, drain state and, with a
-    /// secret, authenticated registration.
+    /// Protocol v2, the default: service, stable id, all metrics, weight, drain state
+    /// and, with a secret, authenticated registration.
+    #[default]
     V2,
 }
 
@@ -217,8 +217,8 @@ impl AgentConfig {
         ensure(!v2_only, "protocol", "--service, --secret-file and --weight need --protocol v2")
     }
 
-    /// A configuration for one dispatcher with the documented defaults: legacy
-    /// protocol, 1 s interval, 3 s connect timeout, reconnect backoff from 100 ms up
+    /// A configuration for one dispatcher with the documented defaults: protocol v2
+    /// in the default service, 1 s interval, 3 s connect timeout, reconnect backoff from 100 ms up
     /// to 1 s.
     pub fn new(server: impl Into<String>, advertise: Advertise) -> Self {
         Self::with_servers([server], advertise)
@@ -235,11 +235,17 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(3),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
-            protocol: Protocol::Legacy,
+            protocol: Protocol::V2,
             service,
             secret: None,
             weight: DEFAULT_WEIGHT,
         }
+    }
+
+    /// Speaks the legacy protocol, for a dispatcher that knows no other (the C++ one).
+    pub fn legacy(mut self) -> Self {
+        self.protocol = Protocol::Legacy;
+        self
     }
 
     /// Speaks v2 for `service`, with the id derived from it and the address.
@@ -408,14 +414,17 @@ mod tests {
     #[test]
     fn the_legacy_protocol_refuses_what_it_cannot_carry() {
         let long: Advertise = "game-7.eu.example.net:7000".parse().unwrap();
-        let error = AgentConfig::new("h:1", long.clone()).validate().unwrap_err();
+        let error = AgentConfig::new("h:1", long.clone()).legacy().validate().unwrap_err();
         assert_eq!(error.setting, "advertise");
         assert!(error.reason.contains("at most 15") && error.reason.contains("--protocol v2"), "{error}");
         let v2 = AgentConfig::new("h:1", long).v2(ServiceName::new("game").unwrap());
         assert_eq!(v2.validate(), Ok(()));
         // Exactly 15 characters fit.
-        assert_eq!(AgentConfig::new("h:1", "255.255.255.255:80".parse().unwrap()).validate(), Ok(()));
-        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            AgentConfig::new("h:1", "255.255.255.255:80".parse().unwrap()).legacy().validate(),
+            Ok(())
+        );
+        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap()).legacy();
         let secret = Some(Secret::new(*b"0123456789abcdef").unwrap());
         assert_eq!(AgentConfig { secret, ..ok.clone() }.validate().unwrap_err().setting, "protocol");
         let service = ServiceName::new("game").unwrap();
