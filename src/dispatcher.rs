@@ -427,11 +427,13 @@ impl Dispatcher {
     /// legacy backend, or the v2 backend last heard on it.
     pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
         let mut table = self.lock();
-        let backend_id = table.services.take_connection(id).unwrap_or(id);
-        let backend = table.remove(backend_id)?;
+        // A peer may have sent both kinds of heartbeat on one connection: both go.
+        let v2 = table.services.take_connection(id).and_then(|v2_id| table.remove(v2_id));
+        let legacy = table.remove(id);
         drop(table);
-        bump(&self.stats.evicted_disconnected);
-        Some(backend)
+        let removed = [&v2, &legacy].iter().filter(|backend| backend.is_some()).count();
+        self.stats.evicted_disconnected.fetch_add(removed as u64, Ordering::Relaxed);
+        legacy.or(v2)
     }
 
     /// Removes every backend whose TTL has passed at `now`.
