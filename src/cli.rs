@@ -12,6 +12,7 @@ use loadwise::agent::{Advertise, AgentConfig, Protocol, Secret};
 use loadwise::client::FailoverConfig;
 use loadwise::netlist::NetList;
 use loadwise::protocol::v2::ServiceName;
+use loadwise::scoring::Scoring;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{AdminLayer, AdminListen, CATALOG, Layer, Settings, Sources};
@@ -198,6 +199,15 @@ pub struct ServeArgs {
     /// or `none`; they carry no authentication. Legacy logins are open to all.
     #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    /// The service legacy heartbeats and logins belong to; v2 backends and clients
+    /// that name it share its pool.
+    #[arg(long, env = "LOADWISE_DEFAULT_SERVICE", value_name = "NAME")]
+    pub default_service: Option<ServiceName>,
+    /// How a v2 backend's metrics make its load, in services without their own:
+    /// `memory`, `max(memory, cpu)`, `0.7*memory + 0.3*cpu`, `0.5*connections`, or
+    /// with a custom metric's name.
+    #[arg(long, env = "LOADWISE_SCORING", value_name = "SCORING")]
+    pub scoring: Option<Scoring>,
     /// Where the admin HTTP API and dashboard listen, or `off`.
     #[arg(long, env = "LOADWISE_ADMIN_LISTEN", value_name = "ADDR|off")]
     pub admin_listen: Option<AdminListen>,
@@ -233,6 +243,8 @@ impl ServeArgs {
             write_timeout: self.write_timeout,
             shutdown_grace: self.shutdown_grace,
             legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
+            default_service: self.default_service.clone(),
+            scoring: self.scoring.clone(),
             admin: AdminLayer {
                 listen: self.admin_listen,
                 token: self.admin_token.clone(),

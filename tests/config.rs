@@ -176,6 +176,25 @@ fn flags_win_over_the_environment_which_wins_over_the_file() {
 }
 
 #[test]
+fn scoring_follows_the_same_precedence() {
+    let file = TempFile::new("scoring.toml", "scoring = \"cpu\"\ndefault_service = \"game\"\n");
+    let scoring = |args: &[&str], env: &[(&str, &str)]| {
+        let settings = shown(&[&["--config", file.path()], args].concat(), env);
+        settings.server.dispatch.scoring.to_string()
+    };
+    assert_eq!(scoring(&[], &[]), "cpu", "from the file");
+    let env = [("LOADWISE_SCORING", "max(memory, cpu)")];
+    assert_eq!(scoring(&[], &env), "max(memory, cpu)", "the environment over the file");
+    assert_eq!(scoring(&["--scoring", "0.5*connections"], &env), "0.5*connections", "the flag over both");
+    let settings = shown(&["--config", file.path(), "--default-service", "chat"], &[]);
+    assert_eq!(settings.server.dispatch.default_service.as_str(), "chat");
+
+    let out = run_to_end(&["config", "show"], &[("LOADWISE_SCORING", "max(memory")]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--scoring"), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);

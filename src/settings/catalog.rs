@@ -45,6 +45,10 @@ const fn live(key: &'static str, doc: &'static str) -> SettingInfo {
     SettingInfo { key, live: true, doc, example: None }
 }
 
+const fn restart(key: &'static str, doc: &'static str) -> SettingInfo {
+    SettingInfo { key, live: false, doc, example: None }
+}
+
 /// Every setting, in the order the example file lists them.
 pub const CATALOG: &[SettingInfo] = &[
     SettingInfo {
@@ -96,6 +100,18 @@ pub const CATALOG: &[SettingInfo] = &[
         "Legacy heartbeats carry no proof of who sent them, so they are accepted only from\n\
          these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\".\n\
          Legacy logins are answered from anywhere.",
+    ),
+    restart(
+        "default_service",
+        "The service legacy heartbeats and logins belong to; v2 backends and clients that\n\
+         name it share its pool with them. 1 to 64 bytes of A-Z, a-z, 0-9, '.', '_', '-'.",
+    ),
+    live(
+        "scoring",
+        "How a v2 backend's metrics make the load it is ranked by, in services without a\n\
+         scoring of their own: memory, cpu, connections or a custom metric's name, alone,\n\
+         as the largest of several (max(memory, cpu)) or as a weighted sum\n\
+         (0.7*memory + 0.3*cpu; 0.5*connections makes 200 connections 100 %).",
     ),
     SettingInfo {
         key: "admin.listen",

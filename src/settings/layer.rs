@@ -11,6 +11,8 @@ use super::text::{AdminListen, as_duration, as_text};
 use super::{Settings, TokenSource};
 use crate::config::{ConfigError, ensure};
 use crate::netlist::NetList;
+use crate::protocol::v2::ServiceName;
+use crate::scoring::Scoring;
 use crate::selection::Policy;
 
 /// The settings one source gives; `None` leaves a setting to the sources below.
@@ -50,6 +52,10 @@ pub struct Layer {
     pub shutdown_grace: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub default_service: Option<ServiceName>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
     #[serde(default, skip_serializing_if = "AdminLayer::is_empty")]
     pub admin: AdminLayer,
 }
@@ -106,6 +112,8 @@ impl Layer {
             write_timeout: Some(connection.write_timeout),
             shutdown_grace: Some(server.shutdown_grace),
             legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
+            default_service: Some(dispatch.default_service.clone()),
+            scoring: Some(dispatch.scoring.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
         }
     }
@@ -124,6 +132,8 @@ impl Layer {
         set(&mut dispatch.load.prior_cost, self.prior_cost);
         set(&mut dispatch.load.min_cost, self.min_cost);
         set(&mut dispatch.load.max_cost, self.max_cost);
+        set(&mut dispatch.default_service, self.default_service.clone());
+        set(&mut dispatch.scoring, self.scoring.clone());
         set(&mut server.max_connections, self.max_connections);
         let connection = &mut server.connection;
         set(&mut connection.max_frame_len, self.max_frame_len);

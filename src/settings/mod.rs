@@ -64,11 +64,14 @@ pub enum TokenSource {
 }
 
 impl Settings {
-    /// Keeps the settings that cannot change while running (listen addresses) as
-    /// they are in `running`.
+    /// Keeps the settings that cannot change while running (listen addresses, the
+    /// default service) as they are in `running`.
     pub fn keep_restart_only(&mut self, running: &Settings) {
         self.server.listen = running.server.listen;
         self.admin.listen = running.admin.listen;
+        // Backends already registered stay in the running service's pool: renaming it
+        // live would part legacy logins from them.
+        self.server.dispatch.default_service = running.server.dispatch.default_service.clone();
     }
 }
 

@@ -157,10 +157,12 @@ fn restart_only_settings_keep_their_running_values() {
     let mut reloaded = Settings::default();
     reloaded.server.listen = "127.0.0.1:9000".parse().unwrap();
     reloaded.admin.listen = AdminListen::Off;
+    reloaded.server.dispatch.default_service = crate::protocol::v2::ServiceName::new("game").unwrap();
     reloaded.server.dispatch.ttl = Duration::from_secs(8);
     reloaded.keep_restart_only(&running);
     assert_eq!(reloaded.server.listen, running.server.listen);
     assert_eq!(reloaded.admin.listen, running.admin.listen);
+    assert_eq!(reloaded.server.dispatch.default_service, running.server.dispatch.default_service);
     assert_eq!(reloaded.server.dispatch.ttl, Duration::from_secs(8));
 }
 
@@ -187,4 +189,28 @@ fn every_setting_the_server_validates_is_in_the_catalogue() {
         (info.flag().as_str(), info.env().as_str()),
         ("admin-token-file", "LOADWISE_ADMIN_TOKEN_FILE")
     );
+}
+
+#[test]
+fn scoring_and_the_default_service_come_from_the_file_unless_overridden() {
+    let file = Layer::parse("scoring = \"max(memory, cpu)\"\ndefault_service = \"game\"\n").unwrap();
+    let settings = sources(Layer::default()).merge(&file).unwrap();
+    let dispatch = &settings.server.dispatch;
+    assert_eq!(dispatch.scoring.to_string(), "max(memory, cpu)");
+    assert_eq!(dispatch.default_service.as_str(), "game");
+
+    let overrides = Layer { scoring: Some("0.5*connections".parse().unwrap()), ..Layer::default() };
+    let settings = sources(overrides).merge(&file).unwrap();
+    assert_eq!(settings.server.dispatch.scoring.to_string(), "0.5*connections");
+    assert_eq!(settings.server.dispatch.default_service.as_str(), "game");
+}
+
+#[test]
+fn a_bad_scoring_or_service_name_is_named() {
+    let error = Layer::parse("scoring = \"max(memory\"\n").unwrap_err();
+    assert!(error.contains("`scoring = \"max(memory\"`") && error.contains("max("), "{error}");
+    let error = Layer::parse("scoring = \"memory * 2\"\n").unwrap_err();
+    assert!(error.contains("scoring") && error.contains("factor"), "{error}");
+    let error = Layer::parse("default_service = \"my game\"\n").unwrap_err();
+    assert!(error.contains("default_service") && error.contains("0x20"), "{error}");
 }
