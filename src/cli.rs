@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
     #[arg(long, env = "LOADWISE_MAX_FRAME_LEN", value_name = "BYTES")]
     pub max_frame_len: Option<u16>,
+    /// Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to
+    /// 65535); longer ones close the connection.
+    #[arg(long, env = "LOADWISE_MAX_V2_FRAME_LEN", value_name = "BYTES")]
+    pub max_v2_frame_len: Option<u16>,
     /// Close a connection that holds an incomplete frame for this long.
     #[arg(long, env = "LOADWISE_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
     pub frame_timeout: Option<Duration>,
@@ -199,6 +203,10 @@ pub struct ServeArgs {
     /// or `none`; they carry no authentication. Legacy logins are open to all.
     #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    /// How long the admission ticket in a v2 pick reply stays valid; whole seconds,
+    /// at least 1. Tickets are issued only with --auth-secret-file.
+    #[arg(long, env = "LOADWISE_TICKET_LIFETIME", value_parser = duration, value_name = "DURATION")]
+    pub ticket_lifetime: Option<Duration>,
     /// The service legacy heartbeats and logins belong to; v2 backends and clients
     /// that name it share its pool.
     #[arg(long, env = "LOADWISE_DEFAULT_SERVICE", value_name = "NAME")]
@@ -238,11 +246,13 @@ impl ServeArgs {
             max_cost: self.max_cost,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
+            max_v2_frame_len: self.max_v2_frame_len,
             frame_timeout: self.frame_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
             shutdown_grace: self.shutdown_grace,
             legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
+            ticket_lifetime: self.ticket_lifetime,
             default_service: self.default_service.clone(),
             scoring: self.scoring.clone(),
             admin: AdminLayer {

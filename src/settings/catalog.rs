@@ -91,6 +91,12 @@ pub const CATALOG: &[SettingInfo] = &[
         "max_frame_len",
         "Longest frame accepted, in bytes (23 to 65535); a longer one closes its connection.",
     ),
+    live(
+        "max_v2_frame_len",
+        "Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to\n\
+         65535); a longer one closes its connection. v2 frames are held whole until they\n\
+         are decoded, so this bounds what one connection can make the dispatcher hold.",
+    ),
     live("frame_timeout", "Close a connection that holds an incomplete frame for this long."),
     live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
     live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
@@ -100,6 +106,11 @@ pub const CATALOG: &[SettingInfo] = &[
         "Legacy heartbeats carry no proof of who sent them, so they are accepted only from\n\
          these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\".\n\
          Legacy logins are answered from anywhere.",
+    ),
+    live(
+        "ticket_lifetime",
+        "How long the admission ticket in a v2 pick reply stays valid. Whole seconds,\n\
+         at least 1. Tickets are issued only with auth_secret_file.",
     ),
     restart(
         "default_service",

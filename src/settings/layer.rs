@@ -41,6 +41,8 @@ pub struct Layer {
     pub max_connections: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_len: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_v2_frame_len: Option<u16>,
     #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
     pub frame_timeout: Option<Duration>,
     /// Zero keeps idle connections open.
@@ -52,6 +54,8 @@ pub struct Layer {
     pub shutdown_grace: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub ticket_lifetime: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub default_service: Option<ServiceName>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
@@ -107,11 +111,13 @@ impl Layer {
             max_cost: Some(load.max_cost),
             max_connections: Some(server.max_connections),
             max_frame_len: Some(connection.max_frame_len),
+            max_v2_frame_len: Some(connection.max_v2_frame_len),
             frame_timeout: Some(connection.frame_timeout),
             idle_timeout: Some(connection.idle_timeout.unwrap_or(Duration::ZERO)),
             write_timeout: Some(connection.write_timeout),
             shutdown_grace: Some(server.shutdown_grace),
             legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
+            ticket_lifetime: Some(connection.ticket_lifetime),
             default_service: Some(dispatch.default_service.clone()),
             scoring: Some(dispatch.scoring.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
@@ -137,10 +143,12 @@ impl Layer {
         set(&mut server.max_connections, self.max_connections);
         let connection = &mut server.connection;
         set(&mut connection.max_frame_len, self.max_frame_len);
+        set(&mut connection.max_v2_frame_len, self.max_v2_frame_len);
         set(&mut connection.frame_timeout, self.frame_timeout);
         set(&mut connection.idle_timeout, self.idle_timeout.map(|idle| (!idle.is_zero()).then_some(idle)));
         set(&mut connection.write_timeout, self.write_timeout);
         set(&mut connection.legacy_heartbeats, self.legacy_heartbeat_networks.clone());
+        set(&mut connection.ticket_lifetime, self.ticket_lifetime);
         set(&mut server.shutdown_grace, self.shutdown_grace);
         self.admin.apply(&mut settings.admin)
     }

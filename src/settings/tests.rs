@@ -180,6 +180,8 @@ fn every_setting_the_server_validates_is_in_the_catalogue() {
         "idle-timeout",
         "max-clock-skew",
         "max-frame-len",
+        "max-v2-frame-len",
+        "ticket-lifetime",
     ];
     for name in named {
         assert!(SettingInfo::find(name).is_some(), "{name}");
@@ -213,4 +215,18 @@ fn a_bad_scoring_or_service_name_is_named() {
     assert!(error.contains("scoring") && error.contains("factor"), "{error}");
     let error = Layer::parse("default_service = \"my game\"\n").unwrap_err();
     assert!(error.contains("default_service") && error.contains("0x20"), "{error}");
+}
+
+#[test]
+fn v2_frame_and_ticket_limits_are_validated_by_name() {
+    let file = Layer::parse("max_v2_frame_len = 1000\n").unwrap();
+    let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
+    assert!(error.contains("`max-v2-frame-len`") && error.contains("`max_v2_frame_len` in"), "{error}");
+    let overrides = Layer { ticket_lifetime: Some(Duration::from_millis(1500)), ..Layer::default() };
+    let error = sources(overrides).merge(&Layer::default()).unwrap_err().to_string();
+    assert!(error.contains("`ticket-lifetime`") && error.contains("--ticket-lifetime"), "{error}");
+
+    let file = Layer::parse("max_v2_frame_len = 8192\nticket_lifetime = \"2m\"\n").unwrap();
+    let connection = sources(Layer::default()).merge(&file).unwrap().server.connection;
+    assert_eq!((connection.max_v2_frame_len, connection.ticket_lifetime), (8192, Duration::from_secs(120)));
 }
