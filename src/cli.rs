@@ -15,7 +15,9 @@ use loadwise::protocol::v2::ServiceName;
 use loadwise::scoring::Scoring;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
-use loadwise::settings::{AdminLayer, AdminListen, CATALOG, Layer, Settings, Sources};
+use loadwise::settings::{
+    AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources,
+};
 
 pub mod bench;
 pub mod demo;
@@ -216,6 +218,11 @@ pub struct ServeArgs {
     /// with a custom metric's name.
     #[arg(long, env = "LOADWISE_SCORING", value_name = "SCORING")]
     pub scoring: Option<Scoring>,
+    /// How one service's load is scored instead, as NAME=SCORING (`search=max(memory,
+    /// cpu)`). Repeat the flag for more services; the variable separates entries with
+    /// `;`. Each replaces the same service's `[services.NAME]` table in the file.
+    #[arg(long, env = "LOADWISE_SERVICE_SCORING", value_delimiter = ';', value_name = "NAME=SCORING")]
+    pub service_scoring: Vec<ServiceScoring>,
     /// Where the admin HTTP API and dashboard listen, or `off`.
     #[arg(long, env = "LOADWISE_ADMIN_LISTEN", value_name = "ADDR|off")]
     pub admin_listen: Option<AdminListen>,
@@ -260,7 +267,15 @@ impl ServeArgs {
                 token: self.admin_token.clone(),
                 token_file: self.admin_token_file.clone(),
             },
+            services: self.service_layers(),
         }
+    }
+
+    /// The services the flags or the variable score otherwise; a later entry for the
+    /// same service wins.
+    fn service_layers(&self) -> BTreeMap<ServiceName, ServiceLayer> {
+        let layer = |entry: &ServiceScoring| ServiceLayer { scoring: Some(entry.scoring.clone()) };
+        self.service_scoring.iter().map(|entry| (entry.service.clone(), layer(entry))).collect()
     }
 
     /// Where the settings come from, to load now and again on reload.
@@ -451,6 +466,32 @@ mod tests {
         let origins = origins(serve_matches(&matches).unwrap());
         assert_eq!(origins.get("ttl").map(String::as_str), Some("--ttl"));
         assert_eq!(origins.len(), 1);
+    }
+
+    #[test]
+    fn service_scoring_is_repeated_or_separated_by_semicolons() {
+        let args = [
+            "loadwise",
+            "serve",
+            "--service-scoring",
+            "a=cpu;b=memory",
+            "--service-scoring",
+            "a=connections",
+        ];
+        let Command::Serve(args) = parse_from(&args).command else { panic!("not serve") };
+        let shown: Vec<_> = args.service_scoring.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["a=cpu", "b=memory", "a=connections"]);
+        let overrides = args.overrides();
+        let scoring = |name: &str| overrides.services[&ServiceName::new(name).unwrap()].scoring.clone();
+        assert_eq!(scoring("a").unwrap().to_string(), "connections", "the later entry wins");
+        assert_eq!(scoring("b").unwrap().to_string(), "memory");
+
+        let matches =
+            command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a=cpu"]).unwrap();
+        let origins = origins(serve_matches(&matches).unwrap());
+        assert_eq!(origins.get("service_scoring").map(String::as_str), Some("--service-scoring"));
+        let bad = command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a b=cpu"]);
+        assert!(bad.unwrap_err().to_string().contains("--service-scoring"));
     }
 
     #[test]

@@ -195,6 +195,41 @@ fn scoring_follows_the_same_precedence() {
 }
 
 #[test]
+fn service_scoring_merges_the_file_the_environment_and_flags_service_by_service() {
+    let file = TempFile::new(
+        "services.toml",
+        "[services.search]\nscoring = \"cpu\"\n[services.video]\nscoring = \"memory\"\n",
+    );
+    let scorings = |args: &[&str], env: &[(&str, &str)]| {
+        let settings = shown(&[&["--config", file.path()], args].concat(), env);
+        let all = settings.server.dispatch.service_scoring.iter();
+        all.map(|(name, scoring)| format!("{name}={scoring}")).collect::<Vec<_>>()
+    };
+    assert_eq!(scorings(&[], &[]), ["search=cpu", "video=memory"], "from the file");
+    let env = [("LOADWISE_SERVICE_SCORING", "video=0.5*connections;chat=connections")];
+    assert_eq!(
+        scorings(&[], &env),
+        ["chat=connections", "search=cpu", "video=0.5*connections"],
+        "the environment over the file, service by service"
+    );
+    assert_eq!(
+        scorings(&["--service-scoring", "search=max(memory, cpu)"], &env),
+        ["search=max(memory, cpu)", "video=memory"],
+        "the flag over the environment as a whole, and over the file service by service"
+    );
+
+    // Errors name the setting: the flag, or the file's line.
+    let out = run_to_end(&["config", "show", "--service-scoring", "my game=cpu"], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--service-scoring") && out.stderr.contains("\"my game\""), "{}", out.stderr);
+    file.write("[services.\"my game\"]\nscoring = \"cpu\"\n");
+    let out = run_to_end(&["config", "show", "--config", file.path()], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = out.stderr.contains("[services.\"my game\"]") && out.stderr.contains("not a service name");
+    assert!(named && out.stderr.contains(file.path()), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);
@@ -247,11 +282,13 @@ fn sighup_applies_live_settings_and_keeps_connections() {
     let id = before["backends"][0]["id"].clone();
 
     file.write(
-        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"least-loaded\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"least-loaded\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [services.search]\nscoring = \"cpu\"\n",
     );
     serve.signal("HUP");
     let log = serve.lines_until("configuration reloaded").join("\n");
     assert!(log.contains("setting changed setting=policy old=p2c new=least-loaded"), "{log}");
+    assert!(log.contains("setting changed setting=services.search.scoring old=unset new=cpu"), "{log}");
     assert!(log.contains("setting changed setting=ttl old=3s new=7s"), "{log}");
     assert!(log.contains("needs a restart") && log.contains("setting=listen"), "{log}");
     assert!(!log.contains("backend removed"), "{log}");
@@ -321,8 +358,8 @@ fn the_configuration_guide_lists_every_setting() {
     let guide =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
     for info in CATALOG {
-        for needle in [format!("`--{}`", info.flag()), format!("`{}`", info.env()), format!("`{}`", info.key)]
-        {
+        let file_key = info.file_key();
+        for needle in [format!("`--{}`", info.flag()), format!("`{}`", info.env()), format!("`{file_key}`")] {
             assert!(guide.contains(&needle), "docs/configuration.md does not mention {needle}");
         }
     }

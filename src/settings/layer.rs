@@ -1,19 +1,30 @@
 //! One source's settings, as the configuration file spells them: every setting is
 //! optional, and a key the model does not know is an error.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::{AdminListen, as_duration, as_text};
+use super::catalog::SettingInfo;
+use super::text::{AdminListen, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
 use crate::config::{ConfigError, ensure};
 use crate::netlist::NetList;
 use crate::protocol::v2::ServiceName;
 use crate::scoring::Scoring;
 use crate::selection::Policy;
+
+/// The name of the table of `[services.NAME]` tables.
+pub(super) const SERVICES: &str = "services";
+
+/// The dotted name of a service's table: `services.search`, `services."a.b"` (a
+/// service name's dots would otherwise nest tables).
+pub(super) fn service_table(name: &str) -> String {
+    if name.contains('.') { format!("{SERVICES}.\"{name}\"") } else { format!("{SERVICES}.{name}") }
+}
 
 /// The settings one source gives; `None` leaves a setting to the sources below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +73,18 @@ pub struct Layer {
     pub scoring: Option<Scoring>,
     #[serde(default, skip_serializing_if = "AdminLayer::is_empty")]
     pub admin: AdminLayer,
+    /// The `[services.NAME]` tables. A higher source's table replaces a lower one's
+    /// setting by setting, service by service.
+    #[serde(default, with = "service_tables", skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<ServiceName, ServiceLayer>,
+}
+
+/// A `[services.NAME]` table: what one service does otherwise than the top level says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLayer {
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
 }
 
 /// The `[admin]` table.
@@ -121,6 +144,11 @@ impl Layer {
             default_service: Some(dispatch.default_service.clone()),
             scoring: Some(dispatch.scoring.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
+            services: dispatch
+                .service_scoring
+                .iter()
+                .map(|(name, scoring)| (name.clone(), ServiceLayer { scoring: Some(scoring.clone()) }))
+                .collect(),
         }
     }
 
@@ -140,6 +168,11 @@ impl Layer {
         set(&mut dispatch.load.max_cost, self.max_cost);
         set(&mut dispatch.default_service, self.default_service.clone());
         set(&mut dispatch.scoring, self.scoring.clone());
+        for (name, service) in &self.services {
+            if let Some(scoring) = &service.scoring {
+                dispatch.service_scoring.insert(name.clone(), scoring.clone());
+            }
+        }
         set(&mut server.max_connections, self.max_connections);
         let connection = &mut server.connection;
         set(&mut connection.max_frame_len, self.max_frame_len);
@@ -153,9 +186,17 @@ impl Layer {
         self.admin.apply(&mut settings.admin)
     }
 
-    /// Whether this layer sets `key` (a file key such as `ttl` or `admin.listen`).
+    /// Whether this layer sets `key` (a catalogue key such as `ttl` or `admin.listen`);
+    /// a per-service setting, for any service.
     pub fn sets(&self, key: &str) -> bool {
         let table = self.table();
+        if let Some(inner) = SettingInfo::find(key).and_then(|info| info.per_service) {
+            let services = table.get(SERVICES).and_then(toml::Value::as_table);
+            return services
+                .into_iter()
+                .flat_map(|all| all.values())
+                .any(|service| service.get(inner).is_some());
+        }
         match key.split_once('.') {
             Some((section, key)) => table.get(section).and_then(|section| section.get(key)).is_some(),
             None => table.contains_key(key),

@@ -28,11 +28,11 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use catalog::{CATALOG, SettingInfo};
+pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
 pub use diff::{Change, diff};
-pub use layer::{AdminLayer, Layer};
+pub use layer::{AdminLayer, Layer, ServiceLayer};
 pub use render::{example, render};
-pub use text::{AdminListen, DEFAULT_ADMIN_LISTEN, format_duration};
+pub use text::{AdminListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, format_duration};
 
 use crate::config::ConfigError;
 use crate::server::ServerConfig;
@@ -161,7 +161,7 @@ impl Sources {
             return format!("--{} or {}", info.flag(), info.env());
         }
         match &self.file {
-            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.key, path.display()),
+            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.file_key(), path.display()),
             _ => "the default".to_owned(),
         }
     }

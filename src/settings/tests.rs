@@ -2,10 +2,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
+use crate::protocol::v2::ServiceName;
 use crate::selection::Policy;
 
 fn loaded(settings: Settings) -> Loaded {
     Loaded { settings, admin_token: None }
+}
+
+fn service(name: &str) -> ServiceName {
+    ServiceName::new(name).unwrap()
+}
+
+/// Overrides that score each of `entries` (`NAME=SCORING`), as the flags give them.
+fn service_overrides(entries: &[&str]) -> Layer {
+    let services = entries
+        .iter()
+        .map(|entry| entry.parse::<ServiceScoring>().unwrap())
+        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.scoring) }))
+        .collect();
+    Layer { services, ..Layer::default() }
 }
 
 fn sources(overrides: Layer) -> Sources {
@@ -23,6 +38,10 @@ fn the_example_sets_every_setting_to_its_default() {
         let (_, key) = info.table_key();
         assert!(text.contains(&format!("{key} = ")), "the example lacks {}", info.key);
         assert!(text.contains(&info.env()), "the example does not name {}", info.env());
+        if info.per_service.is_some() {
+            // Unset by default, so shown commented out, in a table of its own.
+            assert!(text.contains(&format!("# [services.search]\n# {key} = ")), "{text}");
+        }
     }
 }
 
@@ -34,6 +53,9 @@ fn rendered_settings_parse_back_to_themselves() {
     settings.server.connection.idle_timeout = None;
     settings.admin.listen = AdminListen::Off;
     settings.admin.token = Some(TokenSource::File("/run/token".into()));
+    let scoring = &mut settings.server.dispatch.service_scoring;
+    scoring.insert(service("search"), "max(memory, cpu)".parse().unwrap());
+    scoring.insert(service("eu.search"), "0.5*connections".parse().unwrap());
     let mut parsed = Settings::default();
     Layer::parse(&render(&settings)).unwrap().apply(&mut parsed).unwrap();
     assert_eq!(parsed, settings);
@@ -135,7 +157,8 @@ fn diff_names_each_change_and_whether_it_applies_live() {
     new.settings.server.listen = "127.0.0.1:9000".parse().unwrap();
     new.admin_token = Some("s3cret".into());
     let changes = diff(&old, &new);
-    let summary: Vec<_> = changes.iter().map(|c| (c.key, c.old.as_str(), c.new.as_str(), c.live)).collect();
+    let summary: Vec<_> =
+        changes.iter().map(|c| (c.key.as_str(), c.old.as_str(), c.new.as_str(), c.live)).collect();
     assert_eq!(
         summary,
         [
@@ -157,7 +180,7 @@ fn restart_only_settings_keep_their_running_values() {
     let mut reloaded = Settings::default();
     reloaded.server.listen = "127.0.0.1:9000".parse().unwrap();
     reloaded.admin.listen = AdminListen::Off;
-    reloaded.server.dispatch.default_service = crate::protocol::v2::ServiceName::new("game").unwrap();
+    reloaded.server.dispatch.default_service = service("game");
     reloaded.server.dispatch.ttl = Duration::from_secs(8);
     reloaded.keep_restart_only(&running);
     assert_eq!(reloaded.server.listen, running.server.listen);
@@ -229,4 +252,67 @@ fn v2_frame_and_ticket_limits_are_validated_by_name() {
     let file = Layer::parse("max_v2_frame_len = 8192\nticket_lifetime = \"2m\"\n").unwrap();
     let connection = sources(Layer::default()).merge(&file).unwrap().server.connection;
     assert_eq!((connection.max_v2_frame_len, connection.ticket_lifetime), (8192, Duration::from_secs(120)));
+}
+
+#[test]
+fn service_scoring_merges_service_by_service() {
+    let file = Layer::parse(
+        "scoring = \"cpu\"\n[services.search]\nscoring = \"max(memory, cpu)\"\n\
+         [services.video]\nscoring = \"memory\"\n",
+    )
+    .unwrap();
+    let overrides = service_overrides(&["video=0.5*connections", "chat=connections"]);
+    let dispatch = sources(overrides).merge(&file).unwrap().server.dispatch;
+    let shown: Vec<_> = dispatch.service_scoring.iter().map(|(name, s)| format!("{name}={s}")).collect();
+    assert_eq!(shown, ["chat=connections", "search=max(memory, cpu)", "video=0.5*connections"]);
+    assert_eq!(dispatch.scoring_of(&service("other")).to_string(), "cpu");
+    assert_eq!(dispatch.scoring_of(&service("search")).to_string(), "max(memory, cpu)");
+}
+
+#[test]
+fn service_tables_are_checked_by_name_and_key() {
+    let error = Layer::parse("[services.\"my game\"]\nscoring = \"cpu\"\n").unwrap_err();
+    assert!(error.contains("\"my game\" is not a service name") && error.contains("[services."), "{error}");
+    let error = Layer::parse("[services.game]\nscorin = \"cpu\"\n").unwrap_err();
+    assert!(error.contains("scorin"), "{error}");
+    let error = Layer::parse("[services.game]\nscoring = \"max(cpu\"\n").unwrap_err();
+    assert!(error.contains("`scoring = \"max(cpu\"`"), "{error}");
+    // Dotted keys are the same tables.
+    let layer = Layer::parse("services.game.scoring = \"cpu\"\n").unwrap();
+    assert_eq!(layer, service_overrides(&["game=cpu"]));
+}
+
+#[test]
+fn service_scoring_entries_read_as_the_flag_writes_them() {
+    let entry: ServiceScoring = "search = max(memory,cpu)".parse().unwrap();
+    assert_eq!(entry.to_string(), "search=max(memory, cpu)");
+    assert!(matches!("search".parse::<ServiceScoring>(), Err(BadServiceScoring::NoEquals(_))));
+    assert!(matches!("my game=cpu".parse::<ServiceScoring>(), Err(BadServiceScoring::Service(..))));
+    let error = "game=cpu(".parse::<ServiceScoring>().unwrap_err();
+    assert!(matches!(error, BadServiceScoring::Scoring(..)) && error.to_string().contains("game"), "{error}");
+}
+
+#[test]
+fn a_per_service_setting_has_one_change_per_service_and_an_origin() {
+    let old =
+        loaded(sources(service_overrides(&["search=cpu", "video=memory"])).merge(&Layer::default()).unwrap());
+    let new = loaded(
+        sources(service_overrides(&["search=cpu", "eu.chat=connections"])).merge(&Layer::default()).unwrap(),
+    );
+    let changes = diff(&old, &new);
+    let summary: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.old.as_str(), c.new.as_str())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("services.\"eu.chat\".scoring", "unset", "connections"),
+            ("services.video.scoring", "memory", "unset")
+        ]
+    );
+
+    let file = Layer::parse("[services.search]\nscoring = \"cpu\"\n").unwrap();
+    let from_file = sources(Layer::default());
+    assert!(from_file.origin(&file, "service-scoring").contains("/etc/loadwise/loadwise.toml"));
+    let from_flags = sources(service_overrides(&["search=memory"]));
+    assert_eq!(from_flags.origin(&file, "service-scoring"), "--service-scoring or LOADWISE_SERVICE_SCORING");
+    assert_eq!(from_flags.origin(&Layer::default(), "scoring"), "the default");
 }
