@@ -205,6 +205,12 @@ pub struct ServeArgs {
     /// or `none`; they carry no authentication. Legacy logins are open to all.
     #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    /// A file holding the secret shared with v2 agents (their --secret-file, at least
+    /// 16 bytes), read at start and at each reload. With it, v2 backends must prove
+    /// they know it to register, and picks carry signed tickets; without it, v2
+    /// heartbeats are accepted unauthenticated.
+    #[arg(long, env = "LOADWISE_AUTH_SECRET_FILE", value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
     /// How long the admission ticket in a v2 pick reply stays valid; whole seconds,
     /// at least 1. Tickets are issued only with --auth-secret-file.
     #[arg(long, env = "LOADWISE_TICKET_LIFETIME", value_parser = duration, value_name = "DURATION")]
@@ -259,6 +265,7 @@ impl ServeArgs {
             write_timeout: self.write_timeout,
             shutdown_grace: self.shutdown_grace,
             legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
+            auth_secret_file: self.auth_secret_file.clone(),
             ticket_lifetime: self.ticket_lifetime,
             default_service: self.default_service.clone(),
             scoring: self.scoring.clone(),

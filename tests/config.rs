@@ -339,6 +339,55 @@ fn the_admin_token_is_read_from_its_file_and_again_on_reload() {
 }
 
 #[test]
+fn the_auth_secret_is_read_from_its_file_again_on_reload_and_never_shown() {
+    let secret = TempFile::new("auth-secret", "first-secret-0123456789\n");
+    let out = run_to_end(&["config", "show", "--auth-secret-file", secret.path()], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("auth_secret_file = \"{}\"", secret.path())), "{}", out.stdout);
+    assert!(!out.stdout.contains("first-secret"), "{}", out.stdout);
+
+    let args = ["--listen", "127.0.0.1:0", "--admin-listen", "off", "--auth-secret-file", secret.path()];
+    let mut serve = Serve::start(&args, &[]);
+    secret.write("second-secret-0123456789\n");
+    serve.signal("HUP");
+    let log = serve.lines_until("configuration reloaded").join("\n");
+    assert!(log.contains("setting=auth_secret_file") && log.contains("(new secret)"), "{log}");
+    assert!(!log.contains("second-secret"), "{log}");
+
+    // A short secret is refused, and the one in force stays: writing it back is no change.
+    secret.write("short\n");
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(refused.contains("`auth-secret-file`") && refused.contains("--auth-secret-file"), "{refused}");
+    secret.write("second-secret-0123456789\n");
+    serve.signal("HUP");
+    let log = serve.lines_until("configuration reloaded").join("\n");
+    assert!(!log.contains("setting=auth_secret_file"), "{log}");
+
+    std::fs::remove_file(&secret.0).unwrap();
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(
+        refused.contains("cannot read the auth secret file") && refused.contains(secret.path()),
+        "{refused}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+
+    // At start, a short secret stops serve, naming the setting and where it was set.
+    secret.write("short\n");
+    let out = run_to_end(
+        &["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"],
+        &[("LOADWISE_AUTH_SECRET_FILE", secret.path())],
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("`auth-secret-file`") && out.stderr.contains("LOADWISE_AUTH_SECRET_FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn logs_can_be_json_lines() {
     let env = [("LOADWISE_LOG_FORMAT", "json")];
     let mut serve = Serve::spawn(&["--listen", "127.0.0.1:0", "--admin-listen", "off"], &env);

@@ -130,6 +130,17 @@ pub const CATALOG: &[SettingInfo] = &[
          these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\".\n\
          Legacy logins are answered from anywhere.",
     ),
+    SettingInfo {
+        key: "auth_secret_file",
+        live: true,
+        doc: "A file holding the secret shared with v2 agents (their --secret-file; at least\n\
+              16 bytes, a trailing newline is not part of it), read at start and at each\n\
+              reload. With it, v2 backends must prove they know it before they register,\n\
+              and pick replies carry tickets signed with it; without it, v2 heartbeats are\n\
+              accepted unauthenticated and no tickets are issued.",
+        example: Some("\"/etc/loadwise/secret\""),
+        per_service: None,
+    },
     live(
         "ticket_lifetime",
         "How long the admission ticket in a v2 pick reply stays valid. Whole seconds,\n\

@@ -1,5 +1,5 @@
 //! What changed between two loads of the settings, and whether each change applies
-//! live or needs a restart. The admin token's text is never shown.
+//! live or needs a restart. The admin token's text and the auth secret are never shown.
 
 use super::Loaded;
 use super::catalog::{CATALOG, SettingInfo};
@@ -26,10 +26,10 @@ pub fn diff(old: &Loaded, new: &Loaded) -> Vec<Change> {
             changes.extend(service_changes(info, inner, &before, &after));
             continue;
         }
-        let (old_text, new_text) = if info.key == "admin.token" {
-            hidden_token(old.admin_token.as_deref(), new.admin_token.as_deref())
-        } else {
-            (lookup(&before, info.key), lookup(&after, info.key))
+        let (old_text, new_text) = match info.key {
+            "admin.token" => hidden_token(old.admin_token.as_deref(), new.admin_token.as_deref()),
+            "auth_secret_file" => secret_file(old, new, &before, &after),
+            _ => (lookup(&before, info.key), lookup(&after, info.key)),
         };
         if old_text != new_text {
             changes.push(Change { key: info.key.to_owned(), old: old_text, new: new_text, live: info.live });
@@ -76,6 +76,16 @@ fn show(value: Option<&toml::Value>) -> String {
         Some(toml::Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     }
+}
+
+/// The secret file's path; a new secret in the same file says so, without showing it.
+fn secret_file(old: &Loaded, new: &Loaded, before: &toml::Table, after: &toml::Table) -> (String, String) {
+    let (old_path, mut new_path) = (lookup(before, "auth_secret_file"), lookup(after, "auth_secret_file"));
+    let secret = |loaded: &Loaded| loaded.settings.server.connection.secret.clone();
+    if old_path == new_path && secret(old) != secret(new) {
+        new_path.push_str(" (new secret)");
+    }
+    (old_path, new_path)
 }
 
 fn hidden_token(old: Option<&str>, new: Option<&str>) -> (String, String) {

@@ -65,6 +65,8 @@ pub struct Layer {
     pub shutdown_grace: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_file: Option<PathBuf>,
     #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
     pub ticket_lifetime: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
@@ -140,6 +142,7 @@ impl Layer {
             write_timeout: Some(connection.write_timeout),
             shutdown_grace: Some(server.shutdown_grace),
             legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
+            auth_secret_file: settings.auth_secret_file.clone(),
             ticket_lifetime: Some(connection.ticket_lifetime),
             default_service: Some(dispatch.default_service.clone()),
             scoring: Some(dispatch.scoring.clone()),
@@ -182,6 +185,9 @@ impl Layer {
         set(&mut connection.write_timeout, self.write_timeout);
         set(&mut connection.legacy_heartbeats, self.legacy_heartbeat_networks.clone());
         set(&mut connection.ticket_lifetime, self.ticket_lifetime);
+        if let Some(path) = &self.auth_secret_file {
+            settings.auth_secret_file = Some(path.clone());
+        }
         set(&mut server.shutdown_grace, self.shutdown_grace);
         self.admin.apply(&mut settings.admin)
     }

@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
 use crate::protocol::v2::ServiceName;
+use crate::protocol::v2::auth::Secret;
 use crate::selection::Policy;
 
 fn loaded(settings: Settings) -> Loaded {
@@ -315,4 +317,74 @@ fn a_per_service_setting_has_one_change_per_service_and_an_origin() {
     let from_flags = sources(service_overrides(&["search=memory"]));
     assert_eq!(from_flags.origin(&file, "service-scoring"), "--service-scoring or LOADWISE_SERVICE_SCORING");
     assert_eq!(from_flags.origin(&Layer::default(), "scoring"), "the default");
+}
+
+/// A scratch file holding `text`, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str, text: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("loadwise-settings-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn secret_sources(path: &Path) -> Sources {
+    let overrides = Layer { auth_secret_file: Some(path.to_owned()), ..Layer::default() };
+    let mut sources = Sources { file: None, overrides, origins: BTreeMap::new() };
+    sources.origins.insert("auth_secret_file".into(), "--auth-secret-file".into());
+    sources
+}
+
+#[test]
+fn the_auth_secret_is_read_as_the_agent_reads_it_and_again_at_each_load() {
+    let file = Scratch::new("secret", "0123456789abcdef-first\r\n");
+    let sources = secret_sources(&file.0);
+    let first = sources.load().unwrap();
+    let secret = first.settings.server.connection.secret.clone().unwrap();
+    assert_eq!(secret, Secret::from_file_text("0123456789abcdef-first\n").unwrap());
+    assert_eq!(secret.as_bytes(), b"0123456789abcdef-first");
+    assert_eq!(first.settings.auth_secret_file.as_deref(), Some(file.0.as_path()));
+
+    std::fs::write(&file.0, "0123456789abcdef-second").unwrap();
+    let second = sources.load().unwrap();
+    assert_eq!(
+        second.settings.server.connection.secret.as_ref().unwrap().as_bytes(),
+        b"0123456789abcdef-second"
+    );
+    let changes = diff(&first, &second);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let path = file.0.display().to_string();
+    assert_eq!((changes[0].key.as_str(), changes[0].old.clone()), ("auth_secret_file", path.clone()));
+    assert_eq!(changes[0].new, format!("{path} (new secret)"));
+    assert!(!format!("{changes:?}").contains("abcdef"));
+}
+
+#[test]
+fn a_short_or_unreadable_secret_is_named_with_its_origin() {
+    let file = Scratch::new("short-secret", "too-short\n");
+    let error = secret_sources(&file.0).load().unwrap_err().to_string();
+    assert!(error.contains("`auth-secret-file`") && error.contains("at least 16 bytes"), "{error}");
+    assert!(error.contains("--auth-secret-file") && error.contains(&file.0.display().to_string()), "{error}");
+
+    let missing = file.0.with_extension("missing");
+    let error = secret_sources(&missing).load().unwrap_err().to_string();
+    assert!(error.contains("auth secret file") && error.contains("(set by --auth-secret-file)"), "{error}");
+}
+
+#[test]
+fn the_auth_secret_is_never_rendered() {
+    let file = Scratch::new("rendered-secret", "0123456789abcdef-hidden\n");
+    let loaded = secret_sources(&file.0).load().unwrap();
+    let text = render(&loaded.settings);
+    assert!(!text.contains("hidden"), "{text}");
+    assert!(text.contains(&format!("auth_secret_file = \"{}\"", file.0.display())), "{text}");
+    assert!(!format!("{:?}", loaded.settings).contains("hidden"));
 }
