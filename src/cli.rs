@@ -12,9 +12,12 @@ use loadwise::agent::{Advertise, AgentConfig, Protocol, Secret};
 use loadwise::client::FailoverConfig;
 use loadwise::netlist::NetList;
 use loadwise::protocol::v2::ServiceName;
+use loadwise::scoring::Scoring;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
-use loadwise::settings::{AdminLayer, AdminListen, CATALOG, Layer, Settings, Sources};
+use loadwise::settings::{
+    AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources,
+};
 
 pub mod bench;
 pub mod demo;
@@ -181,6 +184,10 @@ pub struct ServeArgs {
     /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
     #[arg(long, env = "LOADWISE_MAX_FRAME_LEN", value_name = "BYTES")]
     pub max_frame_len: Option<u16>,
+    /// Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to
+    /// 65535); longer ones close the connection.
+    #[arg(long, env = "LOADWISE_MAX_V2_FRAME_LEN", value_name = "BYTES")]
+    pub max_v2_frame_len: Option<u16>,
     /// Close a connection that holds an incomplete frame for this long.
     #[arg(long, env = "LOADWISE_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
     pub frame_timeout: Option<Duration>,
@@ -198,6 +205,30 @@ pub struct ServeArgs {
     /// or `none`; they carry no authentication. Legacy logins are open to all.
     #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    /// A file holding the secret shared with v2 agents (their --secret-file, at least
+    /// 16 bytes), read at start and at each reload. With it, v2 backends must prove
+    /// they know it to register, and picks carry signed tickets; without it, v2
+    /// heartbeats are accepted unauthenticated.
+    #[arg(long, env = "LOADWISE_AUTH_SECRET_FILE", value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// How long the admission ticket in a v2 pick reply stays valid; whole seconds,
+    /// at least 1. Tickets are issued only with --auth-secret-file.
+    #[arg(long, env = "LOADWISE_TICKET_LIFETIME", value_parser = duration, value_name = "DURATION")]
+    pub ticket_lifetime: Option<Duration>,
+    /// The service legacy heartbeats and logins belong to; v2 backends and clients
+    /// that name it share its pool.
+    #[arg(long, env = "LOADWISE_DEFAULT_SERVICE", value_name = "NAME")]
+    pub default_service: Option<ServiceName>,
+    /// How a v2 backend's metrics make its load, in services without their own:
+    /// `memory`, `max(memory, cpu)`, `0.7*memory + 0.3*cpu`, `0.5*connections`, or
+    /// with a custom metric's name.
+    #[arg(long, env = "LOADWISE_SCORING", value_name = "SCORING")]
+    pub scoring: Option<Scoring>,
+    /// How one service's load is scored instead, as NAME=SCORING (`search=max(memory,
+    /// cpu)`). Repeat the flag for more services; the variable separates entries with
+    /// `;`. Each replaces the same service's `[services.NAME]` table in the file.
+    #[arg(long, env = "LOADWISE_SERVICE_SCORING", value_delimiter = ';', value_name = "NAME=SCORING")]
+    pub service_scoring: Vec<ServiceScoring>,
     /// Where the admin HTTP API and dashboard listen, or `off`.
     #[arg(long, env = "LOADWISE_ADMIN_LISTEN", value_name = "ADDR|off")]
     pub admin_listen: Option<AdminListen>,
@@ -228,17 +259,30 @@ impl ServeArgs {
             max_cost: self.max_cost,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
+            max_v2_frame_len: self.max_v2_frame_len,
             frame_timeout: self.frame_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
             shutdown_grace: self.shutdown_grace,
             legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
+            auth_secret_file: self.auth_secret_file.clone(),
+            ticket_lifetime: self.ticket_lifetime,
+            default_service: self.default_service.clone(),
+            scoring: self.scoring.clone(),
             admin: AdminLayer {
                 listen: self.admin_listen,
                 token: self.admin_token.clone(),
                 token_file: self.admin_token_file.clone(),
             },
+            services: self.service_layers(),
         }
+    }
+
+    /// The services the flags or the variable score otherwise; a later entry for the
+    /// same service wins.
+    fn service_layers(&self) -> BTreeMap<ServiceName, ServiceLayer> {
+        let layer = |entry: &ServiceScoring| ServiceLayer { scoring: Some(entry.scoring.clone()) };
+        self.service_scoring.iter().map(|entry| (entry.service.clone(), layer(entry))).collect()
     }
 
     /// Where the settings come from, to load now and again on reload.
@@ -431,6 +475,32 @@ mod tests {
         let origins = origins(serve_matches(&matches).unwrap());
         assert_eq!(origins.get("ttl").map(String::as_str), Some("--ttl"));
         assert_eq!(origins.len(), 1);
+    }
+
+    #[test]
+    fn service_scoring_is_repeated_or_separated_by_semicolons() {
+        let args = [
+            "loadwise",
+            "serve",
+            "--service-scoring",
+            "a=cpu;b=memory",
+            "--service-scoring",
+            "a=connections",
+        ];
+        let Command::Serve(args) = parse_from(&args).command else { panic!("not serve") };
+        let shown: Vec<_> = args.service_scoring.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["a=cpu", "b=memory", "a=connections"]);
+        let overrides = args.overrides();
+        let scoring = |name: &str| overrides.services[&ServiceName::new(name).unwrap()].scoring.clone();
+        assert_eq!(scoring("a").unwrap().to_string(), "connections", "the later entry wins");
+        assert_eq!(scoring("b").unwrap().to_string(), "memory");
+
+        let matches =
+            command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a=cpu"]).unwrap();
+        let origins = origins(serve_matches(&matches).unwrap());
+        assert_eq!(origins.get("service_scoring").map(String::as_str), Some("--service-scoring"));
+        let bad = command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a b=cpu"]);
+        assert!(bad.unwrap_err().to_string().contains("--service-scoring"));
     }
 
     #[test]

@@ -176,6 +176,60 @@ fn flags_win_over_the_environment_which_wins_over_the_file() {
 }
 
 #[test]
+fn scoring_follows_the_same_precedence() {
+    let file = TempFile::new("scoring.toml", "scoring = \"cpu\"\ndefault_service = \"game\"\n");
+    let scoring = |args: &[&str], env: &[(&str, &str)]| {
+        let settings = shown(&[&["--config", file.path()], args].concat(), env);
+        settings.server.dispatch.scoring.to_string()
+    };
+    assert_eq!(scoring(&[], &[]), "cpu", "from the file");
+    let env = [("LOADWISE_SCORING", "max(memory, cpu)")];
+    assert_eq!(scoring(&[], &env), "max(memory, cpu)", "the environment over the file");
+    assert_eq!(scoring(&["--scoring", "0.5*connections"], &env), "0.5*connections", "the flag over both");
+    let settings = shown(&["--config", file.path(), "--default-service", "chat"], &[]);
+    assert_eq!(settings.server.dispatch.default_service.as_str(), "chat");
+
+    let out = run_to_end(&["config", "show"], &[("LOADWISE_SCORING", "max(memory")]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--scoring"), "{}", out.stderr);
+}
+
+#[test]
+fn service_scoring_merges_the_file_the_environment_and_flags_service_by_service() {
+    let file = TempFile::new(
+        "services.toml",
+        "[services.search]\nscoring = \"cpu\"\n[services.video]\nscoring = \"memory\"\n",
+    );
+    let scorings = |args: &[&str], env: &[(&str, &str)]| {
+        let settings = shown(&[&["--config", file.path()], args].concat(), env);
+        let all = settings.server.dispatch.service_scoring.iter();
+        all.map(|(name, scoring)| format!("{name}={scoring}")).collect::<Vec<_>>()
+    };
+    assert_eq!(scorings(&[], &[]), ["search=cpu", "video=memory"], "from the file");
+    let env = [("LOADWISE_SERVICE_SCORING", "video=0.5*connections;chat=connections")];
+    assert_eq!(
+        scorings(&[], &env),
+        ["chat=connections", "search=cpu", "video=0.5*connections"],
+        "the environment over the file, service by service"
+    );
+    assert_eq!(
+        scorings(&["--service-scoring", "search=max(memory, cpu)"], &env),
+        ["search=max(memory, cpu)", "video=memory"],
+        "the flag over the environment as a whole, and over the file service by service"
+    );
+
+    // Errors name the setting: the flag, or the file's line.
+    let out = run_to_end(&["config", "show", "--service-scoring", "my game=cpu"], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--service-scoring") && out.stderr.contains("\"my game\""), "{}", out.stderr);
+    file.write("[services.\"my game\"]\nscoring = \"cpu\"\n");
+    let out = run_to_end(&["config", "show", "--config", file.path()], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = out.stderr.contains("[services.\"my game\"]") && out.stderr.contains("not a service name");
+    assert!(named && out.stderr.contains(file.path()), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);
@@ -228,11 +282,13 @@ fn sighup_applies_live_settings_and_keeps_connections() {
     let id = before["backends"][0]["id"].clone();
 
     file.write(
-        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"least-loaded\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"least-loaded\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [services.search]\nscoring = \"cpu\"\n",
     );
     serve.signal("HUP");
     let log = serve.lines_until("configuration reloaded").join("\n");
     assert!(log.contains("setting changed setting=policy old=p2c new=least-loaded"), "{log}");
+    assert!(log.contains("setting changed setting=services.search.scoring old=unset new=cpu"), "{log}");
     assert!(log.contains("setting changed setting=ttl old=3s new=7s"), "{log}");
     assert!(log.contains("needs a restart") && log.contains("setting=listen"), "{log}");
     assert!(!log.contains("backend removed"), "{log}");
@@ -283,6 +339,55 @@ fn the_admin_token_is_read_from_its_file_and_again_on_reload() {
 }
 
 #[test]
+fn the_auth_secret_is_read_from_its_file_again_on_reload_and_never_shown() {
+    let secret = TempFile::new("auth-secret", "first-secret-0123456789\n");
+    let out = run_to_end(&["config", "show", "--auth-secret-file", secret.path()], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("auth_secret_file = \"{}\"", secret.path())), "{}", out.stdout);
+    assert!(!out.stdout.contains("first-secret"), "{}", out.stdout);
+
+    let args = ["--listen", "127.0.0.1:0", "--admin-listen", "off", "--auth-secret-file", secret.path()];
+    let mut serve = Serve::start(&args, &[]);
+    secret.write("second-secret-0123456789\n");
+    serve.signal("HUP");
+    let log = serve.lines_until("configuration reloaded").join("\n");
+    assert!(log.contains("setting=auth_secret_file") && log.contains("(new secret)"), "{log}");
+    assert!(!log.contains("second-secret"), "{log}");
+
+    // A short secret is refused, and the one in force stays: writing it back is no change.
+    secret.write("short\n");
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(refused.contains("`auth-secret-file`") && refused.contains("--auth-secret-file"), "{refused}");
+    secret.write("second-secret-0123456789\n");
+    serve.signal("HUP");
+    let log = serve.lines_until("configuration reloaded").join("\n");
+    assert!(!log.contains("setting=auth_secret_file"), "{log}");
+
+    std::fs::remove_file(&secret.0).unwrap();
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    assert!(
+        refused.contains("cannot read the auth secret file") && refused.contains(secret.path()),
+        "{refused}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+
+    // At start, a short secret stops serve, naming the setting and where it was set.
+    secret.write("short\n");
+    let out = run_to_end(
+        &["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"],
+        &[("LOADWISE_AUTH_SECRET_FILE", secret.path())],
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("`auth-secret-file`") && out.stderr.contains("LOADWISE_AUTH_SECRET_FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn logs_can_be_json_lines() {
     let env = [("LOADWISE_LOG_FORMAT", "json")];
     let mut serve = Serve::spawn(&["--listen", "127.0.0.1:0", "--admin-listen", "off"], &env);
@@ -302,8 +407,8 @@ fn the_configuration_guide_lists_every_setting() {
     let guide =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
     for info in CATALOG {
-        for needle in [format!("`--{}`", info.flag()), format!("`{}`", info.env()), format!("`{}`", info.key)]
-        {
+        let file_key = info.file_key();
+        for needle in [format!("`--{}`", info.flag()), format!("`{}`", info.env()), format!("`{file_key}`")] {
             assert!(guide.contains(&needle), "docs/configuration.md does not mention {needle}");
         }
     }

@@ -129,7 +129,7 @@ async fn next_hangup(hangups: &mut Option<Signal>) -> Option<()> {
 
 fn log_changes(changes: &[Change]) {
     for change in changes {
-        let (setting, old, new) = (change.key, &change.old, &change.new);
+        let (setting, old, new) = (&change.key, &change.old, &change.new);
         if change.live {
             tracing::info!(%setting, %old, %new, "setting changed");
         } else {

@@ -5,7 +5,9 @@
 /// One setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettingInfo {
-    /// The key in the file; `admin.` keys live in the `[admin]` table.
+    /// The setting's name, from which its flag and variable are made, and its key in
+    /// the file: `admin.` keys live in the `[admin]` table; a per-service setting
+    /// is in the service tables instead (see `per_service`).
     pub key: &'static str,
     /// Whether a reload (SIGHUP) applies it; if not, it needs a restart.
     pub live: bool,
@@ -13,7 +15,14 @@ pub struct SettingInfo {
     pub doc: &'static str,
     /// A value to show, commented out, for a setting that is unset by default.
     pub example: Option<&'static str>,
+    /// For a setting given per service, its key in each `[services.NAME]` table. Its
+    /// flag is repeated (`--service-scoring NAME=VALUE`), and its variable holds such
+    /// entries separated by `;`.
+    pub per_service: Option<&'static str>,
 }
+
+/// How the catalogue writes the table of a per-service setting.
+pub const SERVICE_TABLE: &str = "services.NAME";
 
 impl SettingInfo {
     /// The flag's name without dashes in front, also the name a
@@ -27,11 +36,24 @@ impl SettingInfo {
         format!("LOADWISE_{}", self.key.replace('.', "_").to_uppercase())
     }
 
-    /// The name in the `[admin]` table, or at the top level.
+    /// The name in the `[admin]` table, in each `[services.NAME]` table (given as
+    /// [`SERVICE_TABLE`]), or at the top level.
     pub fn table_key(&self) -> (Option<&'static str>, &'static str) {
+        if let Some(key) = self.per_service {
+            return (Some(SERVICE_TABLE), key);
+        }
         match self.key.split_once('.') {
             Some((table, key)) => (Some(table), key),
             None => (None, self.key),
+        }
+    }
+
+    /// Where the setting is in the file, as a dotted key: `ttl`, `admin.listen`,
+    /// `services.NAME.scoring`.
+    pub fn file_key(&self) -> String {
+        match self.table_key() {
+            (Some(table), key) => format!("{table}.{key}"),
+            (None, key) => key.to_owned(),
         }
     }
 
@@ -42,7 +64,11 @@ impl SettingInfo {
 }
 
 const fn live(key: &'static str, doc: &'static str) -> SettingInfo {
-    SettingInfo { key, live: true, doc, example: None }
+    SettingInfo { key, live: true, doc, example: None, per_service: None }
+}
+
+const fn restart(key: &'static str, doc: &'static str) -> SettingInfo {
+    SettingInfo { key, live: false, doc, example: None, per_service: None }
 }
 
 /// Every setting, in the order the example file lists them.
@@ -52,6 +78,7 @@ pub const CATALOG: &[SettingInfo] = &[
         live: false,
         doc: "Where backends and clients connect. Refuses to start if the port is taken.",
         example: None,
+        per_service: None,
     },
     live(
         "policy",
@@ -87,6 +114,12 @@ pub const CATALOG: &[SettingInfo] = &[
         "max_frame_len",
         "Longest frame accepted, in bytes (23 to 65535); a longer one closes its connection.",
     ),
+    live(
+        "max_v2_frame_len",
+        "Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to\n\
+         65535); a longer one closes its connection. v2 frames are held whole until they\n\
+         are decoded, so this bounds what one connection can make the dispatcher hold.",
+    ),
     live("frame_timeout", "Close a connection that holds an incomplete frame for this long."),
     live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
     live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
@@ -98,11 +131,49 @@ pub const CATALOG: &[SettingInfo] = &[
          Legacy logins are answered from anywhere.",
     ),
     SettingInfo {
+        key: "auth_secret_file",
+        live: true,
+        doc: "A file holding the secret shared with v2 agents (their --secret-file; at least\n\
+              16 bytes, a trailing newline is not part of it), read at start and at each\n\
+              reload. With it, v2 backends must prove they know it before they register,\n\
+              and pick replies carry tickets signed with it; without it, v2 heartbeats are\n\
+              accepted unauthenticated and no tickets are issued.",
+        example: Some("\"/etc/loadwise/secret\""),
+        per_service: None,
+    },
+    live(
+        "ticket_lifetime",
+        "How long the admission ticket in a v2 pick reply stays valid. Whole seconds,\n\
+         at least 1. Tickets are issued only with auth_secret_file.",
+    ),
+    restart(
+        "default_service",
+        "The service legacy heartbeats and logins belong to; v2 backends and clients that\n\
+         name it share its pool with them. 1 to 64 bytes of A-Z, a-z, 0-9, '.', '_', '-'.",
+    ),
+    live(
+        "scoring",
+        "How a v2 backend's metrics make the load it is ranked by, in services without a\n\
+         scoring of their own: memory, cpu, connections or a custom metric's name, alone,\n\
+         as the largest of several (max(memory, cpu)) or as a weighted sum\n\
+         (0.7*memory + 0.3*cpu; 0.5*connections makes 200 connections 100 %).",
+    ),
+    SettingInfo {
+        key: "service_scoring",
+        live: true,
+        doc: "A service whose backends' load is scored otherwise than by `scoring`, in a\n\
+              [services.NAME] table of its own. A service given by a flag or variable\n\
+              replaces the same service's table here; the other tables stay.",
+        example: Some("\"max(memory, cpu)\""),
+        per_service: Some("scoring"),
+    },
+    SettingInfo {
         key: "admin.listen",
         live: false,
         doc: "Where the admin HTTP API and dashboard listen, or \"off\". Keep it on loopback or\n\
               a private network: reads need no token.",
         example: None,
+        per_service: None,
     },
     SettingInfo {
         key: "admin.token",
@@ -110,11 +181,13 @@ pub const CATALOG: &[SettingInfo] = &[
         doc: "The bearer token operator actions (drain, maintenance) must present; without one\n\
               they are refused. Prefer token_file, which keeps the secret out of this file.",
         example: Some("\"change-me\""),
+        per_service: None,
     },
     SettingInfo {
         key: "admin.token_file",
         live: true,
         doc: "A file holding the admin token, read at start and at each reload (SIGHUP).",
         example: Some("\"/etc/loadwise/admin-token\""),
+        per_service: None,
     },
 ];

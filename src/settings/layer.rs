@@ -1,17 +1,30 @@
 //! One source's settings, as the configuration file spells them: every setting is
 //! optional, and a key the model does not know is an error.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::{AdminListen, as_duration, as_text};
+use super::catalog::SettingInfo;
+use super::text::{AdminListen, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
 use crate::config::{ConfigError, ensure};
 use crate::netlist::NetList;
+use crate::protocol::v2::ServiceName;
+use crate::scoring::Scoring;
 use crate::selection::Policy;
+
+/// The name of the table of `[services.NAME]` tables.
+pub(super) const SERVICES: &str = "services";
+
+/// The dotted name of a service's table: `services.search`, `services."a.b"` (a
+/// service name's dots would otherwise nest tables).
+pub(super) fn service_table(name: &str) -> String {
+    if name.contains('.') { format!("{SERVICES}.\"{name}\"") } else { format!("{SERVICES}.{name}") }
+}
 
 /// The settings one source gives; `None` leaves a setting to the sources below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +52,8 @@ pub struct Layer {
     pub max_connections: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_len: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_v2_frame_len: Option<u16>,
     #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
     pub frame_timeout: Option<Duration>,
     /// Zero keeps idle connections open.
@@ -50,8 +65,28 @@ pub struct Layer {
     pub shutdown_grace: Option<Duration>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub legacy_heartbeat_networks: Option<NetList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_file: Option<PathBuf>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub ticket_lifetime: Option<Duration>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub default_service: Option<ServiceName>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
     #[serde(default, skip_serializing_if = "AdminLayer::is_empty")]
     pub admin: AdminLayer,
+    /// The `[services.NAME]` tables. A higher source's table replaces a lower one's
+    /// setting by setting, service by service.
+    #[serde(default, with = "service_tables", skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<ServiceName, ServiceLayer>,
+}
+
+/// A `[services.NAME]` table: what one service does otherwise than the top level says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLayer {
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
 }
 
 /// The `[admin]` table.
@@ -101,12 +136,22 @@ impl Layer {
             max_cost: Some(load.max_cost),
             max_connections: Some(server.max_connections),
             max_frame_len: Some(connection.max_frame_len),
+            max_v2_frame_len: Some(connection.max_v2_frame_len),
             frame_timeout: Some(connection.frame_timeout),
             idle_timeout: Some(connection.idle_timeout.unwrap_or(Duration::ZERO)),
             write_timeout: Some(connection.write_timeout),
             shutdown_grace: Some(server.shutdown_grace),
             legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
+            auth_secret_file: settings.auth_secret_file.clone(),
+            ticket_lifetime: Some(connection.ticket_lifetime),
+            default_service: Some(dispatch.default_service.clone()),
+            scoring: Some(dispatch.scoring.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
+            services: dispatch
+                .service_scoring
+                .iter()
+                .map(|(name, scoring)| (name.clone(), ServiceLayer { scoring: Some(scoring.clone()) }))
+                .collect(),
         }
     }
 
@@ -124,20 +169,40 @@ impl Layer {
         set(&mut dispatch.load.prior_cost, self.prior_cost);
         set(&mut dispatch.load.min_cost, self.min_cost);
         set(&mut dispatch.load.max_cost, self.max_cost);
+        set(&mut dispatch.default_service, self.default_service.clone());
+        set(&mut dispatch.scoring, self.scoring.clone());
+        for (name, service) in &self.services {
+            if let Some(scoring) = &service.scoring {
+                dispatch.service_scoring.insert(name.clone(), scoring.clone());
+            }
+        }
         set(&mut server.max_connections, self.max_connections);
         let connection = &mut server.connection;
         set(&mut connection.max_frame_len, self.max_frame_len);
+        set(&mut connection.max_v2_frame_len, self.max_v2_frame_len);
         set(&mut connection.frame_timeout, self.frame_timeout);
         set(&mut connection.idle_timeout, self.idle_timeout.map(|idle| (!idle.is_zero()).then_some(idle)));
         set(&mut connection.write_timeout, self.write_timeout);
         set(&mut connection.legacy_heartbeats, self.legacy_heartbeat_networks.clone());
+        set(&mut connection.ticket_lifetime, self.ticket_lifetime);
+        if let Some(path) = &self.auth_secret_file {
+            settings.auth_secret_file = Some(path.clone());
+        }
         set(&mut server.shutdown_grace, self.shutdown_grace);
         self.admin.apply(&mut settings.admin)
     }
 
-    /// Whether this layer sets `key` (a file key such as `ttl` or `admin.listen`).
+    /// Whether this layer sets `key` (a catalogue key such as `ttl` or `admin.listen`);
+    /// a per-service setting, for any service.
     pub fn sets(&self, key: &str) -> bool {
         let table = self.table();
+        if let Some(inner) = SettingInfo::find(key).and_then(|info| info.per_service) {
+            let services = table.get(SERVICES).and_then(toml::Value::as_table);
+            return services
+                .into_iter()
+                .flat_map(|all| all.values())
+                .any(|service| service.get(inner).is_some());
+        }
         match key.split_once('.') {
             Some((section, key)) => table.get(section).and_then(|section| section.get(key)).is_some(),
             None => table.contains_key(key),

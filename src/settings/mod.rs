@@ -28,13 +28,14 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use catalog::{CATALOG, SettingInfo};
+pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
 pub use diff::{Change, diff};
-pub use layer::{AdminLayer, Layer};
+pub use layer::{AdminLayer, Layer, ServiceLayer};
 pub use render::{example, render};
-pub use text::{AdminListen, DEFAULT_ADMIN_LISTEN, format_duration};
+pub use text::{AdminListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, format_duration};
 
 use crate::config::ConfigError;
+use crate::protocol::v2::auth::Secret;
 use crate::server::ServerConfig;
 
 /// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
@@ -42,6 +43,9 @@ use crate::server::ServerConfig;
 pub struct Settings {
     pub server: ServerConfig,
     pub admin: AdminSettings,
+    /// The file the v2 shared secret is read from, at start and at each reload, into
+    /// `server.connection.secret`: the secret itself stays out of argv and the file.
+    pub auth_secret_file: Option<PathBuf>,
 }
 
 /// The admin HTTP API's settings.
@@ -64,11 +68,14 @@ pub enum TokenSource {
 }
 
 impl Settings {
-    /// Keeps the settings that cannot change while running (listen addresses) as
-    /// they are in `running`.
+    /// Keeps the settings that cannot change while running (listen addresses, the
+    /// default service) as they are in `running`.
     pub fn keep_restart_only(&mut self, running: &Settings) {
         self.server.listen = running.server.listen;
         self.admin.listen = running.admin.listen;
+        // Backends already registered stay in the running service's pool: renaming it
+        // live would part legacy logins from them.
+        self.server.dispatch.default_service = running.server.dispatch.default_service.clone();
     }
 }
 
@@ -105,18 +112,21 @@ pub enum SettingsError {
     Invalid { error: ConfigError, origin: String },
     #[error("cannot read the admin token file {} (set by {origin}): {error}", path.display())]
     TokenFile { path: PathBuf, origin: String, error: std::io::Error },
+    #[error("cannot read the auth secret file {} (set by {origin}): {error}", path.display())]
+    SecretFile { path: PathBuf, origin: String, error: std::io::Error },
 }
 
 impl Sources {
     /// Reads the file (if any), merges it under the overrides, validates the result
-    /// and reads the admin token.
+    /// and reads the admin token and the auth secret.
     pub fn load(&self) -> Result<Loaded, SettingsError> {
         let file = match &self.file {
             Some(path) => read_file(path)?,
             None => Layer::default(),
         };
-        let settings = self.merge(&file)?;
+        let mut settings = self.merge(&file)?;
         let admin_token = self.read_token(&settings, &file)?;
+        settings.server.connection.secret = self.read_secret(&settings, &file)?;
         Ok(Loaded { settings, admin_token })
     }
 
@@ -145,6 +155,25 @@ impl Sources {
         }
     }
 
+    /// The secret in `auth_secret_file`, if one is named; too short a secret is an
+    /// error naming the setting.
+    fn read_secret(&self, settings: &Settings, file: &Layer) -> Result<Option<Secret>, SettingsError> {
+        let Some(path) = &settings.auth_secret_file else { return Ok(None) };
+        let origin = || self.origin(file, AUTH_SECRET_FILE);
+        // Read exactly as the agent reads its --secret-file (text, then
+        // `from_file_text`): both ends must hold the same bytes.
+        let text = std::fs::read_to_string(path).map_err(|error| SettingsError::SecretFile {
+            path: path.clone(),
+            origin: origin(),
+            error,
+        })?;
+        let secret = Secret::from_file_text(&text).map_err(|error| SettingsError::Invalid {
+            error: ConfigError::new(AUTH_SECRET_FILE, format!("{}: {}", path.display(), error.reason)),
+            origin: origin(),
+        })?;
+        Ok(Some(secret))
+    }
+
     /// Where the value of `setting` (named as on the command line) came from: the
     /// highest-precedence source that sets it.
     pub fn origin(&self, file: &Layer, setting: &str) -> String {
@@ -158,7 +187,7 @@ impl Sources {
             return format!("--{} or {}", info.flag(), info.env());
         }
         match &self.file {
-            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.key, path.display()),
+            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.file_key(), path.display()),
             _ => "the default".to_owned(),
         }
     }
@@ -170,6 +199,9 @@ pub fn read_file(path: &Path) -> Result<Layer, SettingsError> {
         .map_err(|error| SettingsError::Read { path: path.to_owned(), error })?;
     Layer::parse(&text).map_err(|message| SettingsError::Parse { path: path.to_owned(), message })
 }
+
+/// The dispatcher's name for the secret file (the agent calls its own `secret-file`).
+const AUTH_SECRET_FILE: &str = "auth-secret-file";
 
 /// The token is the file's text without surrounding whitespace (a trailing newline
 /// is usual); an empty file means no token.

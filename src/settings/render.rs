@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::catalog::{CATALOG, SettingInfo};
-use super::layer::Layer;
+use super::layer::{Layer, SERVICES, service_table};
 use super::{Settings, TokenSource};
 
 const EXAMPLE_HEADER: &str = "\
@@ -38,6 +38,14 @@ fn render_with_header(settings: &Settings, header: &str) -> String {
     let mut section = None;
     for info in CATALOG {
         let (table_name, key) = info.table_key();
+        if let Some(inner) = info.per_service {
+            // Each service's table is its own section: what follows needs a header.
+            section = table_name;
+            out.push('\n');
+            write_doc(&mut out, info);
+            write_services(&mut out, info, inner, table.get(SERVICES));
+            continue;
+        }
         if table_name != section {
             section = table_name;
             let _ = write!(out, "\n[{}]\n", table_name.unwrap_or_default());
@@ -58,8 +66,38 @@ fn write_doc(out: &mut String, info: &SettingInfo) {
         let _ = writeln!(out, "# {}", line.trim());
     }
     let restart = if info.live { "" } else { "; needs a restart" };
-    let _ = writeln!(out, "# (--{}, {}{restart})", info.flag(), info.env());
+    match info.per_service {
+        None => {
+            let _ = writeln!(out, "# (--{}, {}{restart})", info.flag(), info.env());
+        }
+        Some(_) => {
+            let (flag, env) = (info.flag(), info.env());
+            let _ =
+                writeln!(out, "# (--{flag} NAME=VALUE, repeated; {env}=\"NAME=VALUE;NAME=VALUE\"{restart})");
+        }
+    }
 }
+
+/// The `[services.NAME]` tables that set `inner`, or a commented example. (Each
+/// per-service setting writes its own tables: a second one would need them grouped by
+/// service, as TOML allows a table once.)
+fn write_services(out: &mut String, info: &SettingInfo, inner: &str, services: Option<&toml::Value>) {
+    let mut any = false;
+    for (name, service) in services.and_then(toml::Value::as_table).into_iter().flatten() {
+        if let Some(value) = service.get(inner) {
+            let blank = if any { "\n" } else { "" };
+            let _ = writeln!(out, "{blank}[{}]\n{inner} = {value}", service_table(name));
+            any = true;
+        }
+    }
+    if !any {
+        let example = info.example.unwrap_or("\"\"");
+        let _ = writeln!(out, "# [{SERVICES}.{EXAMPLE_SERVICE}]\n# {inner} = {example}");
+    }
+}
+
+/// The service the example file's commented table is for.
+const EXAMPLE_SERVICE: &str = "search";
 
 fn write_value(
     out: &mut String,

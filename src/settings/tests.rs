@@ -1,11 +1,28 @@
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::protocol::v2::ServiceName;
+use crate::protocol::v2::auth::Secret;
 use crate::selection::Policy;
 
 fn loaded(settings: Settings) -> Loaded {
     Loaded { settings, admin_token: None }
+}
+
+fn service(name: &str) -> ServiceName {
+    ServiceName::new(name).unwrap()
+}
+
+/// Overrides that score each of `entries` (`NAME=SCORING`), as the flags give them.
+fn service_overrides(entries: &[&str]) -> Layer {
+    let services = entries
+        .iter()
+        .map(|entry| entry.parse::<ServiceScoring>().unwrap())
+        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.scoring) }))
+        .collect();
+    Layer { services, ..Layer::default() }
 }
 
 fn sources(overrides: Layer) -> Sources {
@@ -23,6 +40,10 @@ fn the_example_sets_every_setting_to_its_default() {
         let (_, key) = info.table_key();
         assert!(text.contains(&format!("{key} = ")), "the example lacks {}", info.key);
         assert!(text.contains(&info.env()), "the example does not name {}", info.env());
+        if info.per_service.is_some() {
+            // Unset by default, so shown commented out, in a table of its own.
+            assert!(text.contains(&format!("# [services.search]\n# {key} = ")), "{text}");
+        }
     }
 }
 
@@ -34,6 +55,9 @@ fn rendered_settings_parse_back_to_themselves() {
     settings.server.connection.idle_timeout = None;
     settings.admin.listen = AdminListen::Off;
     settings.admin.token = Some(TokenSource::File("/run/token".into()));
+    let scoring = &mut settings.server.dispatch.service_scoring;
+    scoring.insert(service("search"), "max(memory, cpu)".parse().unwrap());
+    scoring.insert(service("eu.search"), "0.5*connections".parse().unwrap());
     let mut parsed = Settings::default();
     Layer::parse(&render(&settings)).unwrap().apply(&mut parsed).unwrap();
     assert_eq!(parsed, settings);
@@ -135,7 +159,8 @@ fn diff_names_each_change_and_whether_it_applies_live() {
     new.settings.server.listen = "127.0.0.1:9000".parse().unwrap();
     new.admin_token = Some("s3cret".into());
     let changes = diff(&old, &new);
-    let summary: Vec<_> = changes.iter().map(|c| (c.key, c.old.as_str(), c.new.as_str(), c.live)).collect();
+    let summary: Vec<_> =
+        changes.iter().map(|c| (c.key.as_str(), c.old.as_str(), c.new.as_str(), c.live)).collect();
     assert_eq!(
         summary,
         [
@@ -157,10 +182,12 @@ fn restart_only_settings_keep_their_running_values() {
     let mut reloaded = Settings::default();
     reloaded.server.listen = "127.0.0.1:9000".parse().unwrap();
     reloaded.admin.listen = AdminListen::Off;
+    reloaded.server.dispatch.default_service = service("game");
     reloaded.server.dispatch.ttl = Duration::from_secs(8);
     reloaded.keep_restart_only(&running);
     assert_eq!(reloaded.server.listen, running.server.listen);
     assert_eq!(reloaded.admin.listen, running.admin.listen);
+    assert_eq!(reloaded.server.dispatch.default_service, running.server.dispatch.default_service);
     assert_eq!(reloaded.server.dispatch.ttl, Duration::from_secs(8));
 }
 
@@ -178,6 +205,8 @@ fn every_setting_the_server_validates_is_in_the_catalogue() {
         "idle-timeout",
         "max-clock-skew",
         "max-frame-len",
+        "max-v2-frame-len",
+        "ticket-lifetime",
     ];
     for name in named {
         assert!(SettingInfo::find(name).is_some(), "{name}");
@@ -187,4 +216,175 @@ fn every_setting_the_server_validates_is_in_the_catalogue() {
         (info.flag().as_str(), info.env().as_str()),
         ("admin-token-file", "LOADWISE_ADMIN_TOKEN_FILE")
     );
+}
+
+#[test]
+fn scoring_and_the_default_service_come_from_the_file_unless_overridden() {
+    let file = Layer::parse("scoring = \"max(memory, cpu)\"\ndefault_service = \"game\"\n").unwrap();
+    let settings = sources(Layer::default()).merge(&file).unwrap();
+    let dispatch = &settings.server.dispatch;
+    assert_eq!(dispatch.scoring.to_string(), "max(memory, cpu)");
+    assert_eq!(dispatch.default_service.as_str(), "game");
+
+    let overrides = Layer { scoring: Some("0.5*connections".parse().unwrap()), ..Layer::default() };
+    let settings = sources(overrides).merge(&file).unwrap();
+    assert_eq!(settings.server.dispatch.scoring.to_string(), "0.5*connections");
+    assert_eq!(settings.server.dispatch.default_service.as_str(), "game");
+}
+
+#[test]
+fn a_bad_scoring_or_service_name_is_named() {
+    let error = Layer::parse("scoring = \"max(memory\"\n").unwrap_err();
+    assert!(error.contains("`scoring = \"max(memory\"`") && error.contains("max("), "{error}");
+    let error = Layer::parse("scoring = \"memory * 2\"\n").unwrap_err();
+    assert!(error.contains("scoring") && error.contains("factor"), "{error}");
+    let error = Layer::parse("default_service = \"my game\"\n").unwrap_err();
+    assert!(error.contains("default_service") && error.contains("0x20"), "{error}");
+}
+
+#[test]
+fn v2_frame_and_ticket_limits_are_validated_by_name() {
+    let file = Layer::parse("max_v2_frame_len = 1000\n").unwrap();
+    let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
+    assert!(error.contains("`max-v2-frame-len`") && error.contains("`max_v2_frame_len` in"), "{error}");
+    let overrides = Layer { ticket_lifetime: Some(Duration::from_millis(1500)), ..Layer::default() };
+    let error = sources(overrides).merge(&Layer::default()).unwrap_err().to_string();
+    assert!(error.contains("`ticket-lifetime`") && error.contains("--ticket-lifetime"), "{error}");
+
+    let file = Layer::parse("max_v2_frame_len = 8192\nticket_lifetime = \"2m\"\n").unwrap();
+    let connection = sources(Layer::default()).merge(&file).unwrap().server.connection;
+    assert_eq!((connection.max_v2_frame_len, connection.ticket_lifetime), (8192, Duration::from_secs(120)));
+}
+
+#[test]
+fn service_scoring_merges_service_by_service() {
+    let file = Layer::parse(
+        "scoring = \"cpu\"\n[services.search]\nscoring = \"max(memory, cpu)\"\n\
+         [services.video]\nscoring = \"memory\"\n",
+    )
+    .unwrap();
+    let overrides = service_overrides(&["video=0.5*connections", "chat=connections"]);
+    let dispatch = sources(overrides).merge(&file).unwrap().server.dispatch;
+    let shown: Vec<_> = dispatch.service_scoring.iter().map(|(name, s)| format!("{name}={s}")).collect();
+    assert_eq!(shown, ["chat=connections", "search=max(memory, cpu)", "video=0.5*connections"]);
+    assert_eq!(dispatch.scoring_of(&service("other")).to_string(), "cpu");
+    assert_eq!(dispatch.scoring_of(&service("search")).to_string(), "max(memory, cpu)");
+}
+
+#[test]
+fn service_tables_are_checked_by_name_and_key() {
+    let error = Layer::parse("[services.\"my game\"]\nscoring = \"cpu\"\n").unwrap_err();
+    assert!(error.contains("\"my game\" is not a service name") && error.contains("[services."), "{error}");
+    let error = Layer::parse("[services.game]\nscorin = \"cpu\"\n").unwrap_err();
+    assert!(error.contains("scorin"), "{error}");
+    let error = Layer::parse("[services.game]\nscoring = \"max(cpu\"\n").unwrap_err();
+    assert!(error.contains("`scoring = \"max(cpu\"`"), "{error}");
+    // Dotted keys are the same tables.
+    let layer = Layer::parse("services.game.scoring = \"cpu\"\n").unwrap();
+    assert_eq!(layer, service_overrides(&["game=cpu"]));
+}
+
+#[test]
+fn service_scoring_entries_read_as_the_flag_writes_them() {
+    let entry: ServiceScoring = "search = max(memory,cpu)".parse().unwrap();
+    assert_eq!(entry.to_string(), "search=max(memory, cpu)");
+    assert!(matches!("search".parse::<ServiceScoring>(), Err(BadServiceScoring::NoEquals(_))));
+    assert!(matches!("my game=cpu".parse::<ServiceScoring>(), Err(BadServiceScoring::Service(..))));
+    let error = "game=cpu(".parse::<ServiceScoring>().unwrap_err();
+    assert!(matches!(error, BadServiceScoring::Scoring(..)) && error.to_string().contains("game"), "{error}");
+}
+
+#[test]
+fn a_per_service_setting_has_one_change_per_service_and_an_origin() {
+    let old =
+        loaded(sources(service_overrides(&["search=cpu", "video=memory"])).merge(&Layer::default()).unwrap());
+    let new = loaded(
+        sources(service_overrides(&["search=cpu", "eu.chat=connections"])).merge(&Layer::default()).unwrap(),
+    );
+    let changes = diff(&old, &new);
+    let summary: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.old.as_str(), c.new.as_str())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("services.\"eu.chat\".scoring", "unset", "connections"),
+            ("services.video.scoring", "memory", "unset")
+        ]
+    );
+
+    let file = Layer::parse("[services.search]\nscoring = \"cpu\"\n").unwrap();
+    let from_file = sources(Layer::default());
+    assert!(from_file.origin(&file, "service-scoring").contains("/etc/loadwise/loadwise.toml"));
+    let from_flags = sources(service_overrides(&["search=memory"]));
+    assert_eq!(from_flags.origin(&file, "service-scoring"), "--service-scoring or LOADWISE_SERVICE_SCORING");
+    assert_eq!(from_flags.origin(&Layer::default(), "scoring"), "the default");
+}
+
+/// A scratch file holding `text`, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str, text: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("loadwise-settings-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn secret_sources(path: &Path) -> Sources {
+    let overrides = Layer { auth_secret_file: Some(path.to_owned()), ..Layer::default() };
+    let mut sources = Sources { file: None, overrides, origins: BTreeMap::new() };
+    sources.origins.insert("auth_secret_file".into(), "--auth-secret-file".into());
+    sources
+}
+
+#[test]
+fn the_auth_secret_is_read_as_the_agent_reads_it_and_again_at_each_load() {
+    let file = Scratch::new("secret", "0123456789abcdef-first\r\n");
+    let sources = secret_sources(&file.0);
+    let first = sources.load().unwrap();
+    let secret = first.settings.server.connection.secret.clone().unwrap();
+    assert_eq!(secret, Secret::from_file_text("0123456789abcdef-first\n").unwrap());
+    assert_eq!(secret.as_bytes(), b"0123456789abcdef-first");
+    assert_eq!(first.settings.auth_secret_file.as_deref(), Some(file.0.as_path()));
+
+    std::fs::write(&file.0, "0123456789abcdef-second").unwrap();
+    let second = sources.load().unwrap();
+    assert_eq!(
+        second.settings.server.connection.secret.as_ref().unwrap().as_bytes(),
+        b"0123456789abcdef-second"
+    );
+    let changes = diff(&first, &second);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let path = file.0.display().to_string();
+    assert_eq!((changes[0].key.as_str(), changes[0].old.clone()), ("auth_secret_file", path.clone()));
+    assert_eq!(changes[0].new, format!("{path} (new secret)"));
+    assert!(!format!("{changes:?}").contains("abcdef"));
+}
+
+#[test]
+fn a_short_or_unreadable_secret_is_named_with_its_origin() {
+    let file = Scratch::new("short-secret", "too-short\n");
+    let error = secret_sources(&file.0).load().unwrap_err().to_string();
+    assert!(error.contains("`auth-secret-file`") && error.contains("at least 16 bytes"), "{error}");
+    assert!(error.contains("--auth-secret-file") && error.contains(&file.0.display().to_string()), "{error}");
+
+    let missing = file.0.with_extension("missing");
+    let error = secret_sources(&missing).load().unwrap_err().to_string();
+    assert!(error.contains("auth secret file") && error.contains("(set by --auth-secret-file)"), "{error}");
+}
+
+#[test]
+fn the_auth_secret_is_never_rendered() {
+    let file = Scratch::new("rendered-secret", "0123456789abcdef-hidden\n");
+    let loaded = secret_sources(&file.0).load().unwrap();
+    let text = render(&loaded.settings);
+    assert!(!text.contains("hidden"), "{text}");
+    assert!(text.contains(&format!("auth_secret_file = \"{}\"", file.0.display())), "{text}");
+    assert!(!format!("{:?}", loaded.settings).contains("hidden"));
 }

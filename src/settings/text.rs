@@ -1,9 +1,13 @@
-//! Settings written as text: durations (`500ms`, `3s`), and addresses that may be `off`.
+//! Settings written as text: durations (`500ms`, `3s`), addresses that may be `off`,
+//! and a service's scoring on the command line (`search=max(memory, cpu)`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::protocol::v2::{NameError, ServiceName};
+use crate::scoring::{Scoring, ScoringError};
 
 /// The admin API's default address: loopback only, beside the dispatcher's port.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8524";
@@ -56,6 +60,44 @@ impl fmt::Display for AdminListen {
     }
 }
 
+/// One service's scoring as `--service-scoring` takes it: `NAME=SCORING`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceScoring {
+    pub service: ServiceName,
+    pub scoring: Scoring,
+}
+
+/// A `--service-scoring` entry that is not `NAME=SCORING`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadServiceScoring {
+    #[error("expected NAME=SCORING, for example search=max(memory, cpu), not {0:?}")]
+    NoEquals(String),
+    #[error("{0:?} is not a service name: {1}")]
+    Service(String, NameError),
+    #[error("bad scoring for service {0}: {1}")]
+    Scoring(ServiceName, ScoringError),
+}
+
+impl FromStr for ServiceScoring {
+    type Err = BadServiceScoring;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, scoring) =
+            text.split_once('=').ok_or_else(|| BadServiceScoring::NoEquals(text.to_owned()))?;
+        let name = name.trim();
+        let service =
+            ServiceName::new(name).map_err(|error| BadServiceScoring::Service(name.to_owned(), error))?;
+        let scoring = scoring.parse().map_err(|error| BadServiceScoring::Scoring(service.clone(), error))?;
+        Ok(ServiceScoring { service, scoring })
+    }
+}
+
+impl fmt::Display for ServiceScoring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.service, self.scoring)
+    }
+}
+
 /// A duration as the flags and the file write it: whole seconds as `3s`, whole
 /// milliseconds as `500ms`, anything finer in humantime's notation.
 pub fn format_duration(duration: Duration) -> String {
@@ -89,6 +131,38 @@ pub(super) mod as_text {
     {
         let text = String::deserialize(deserializer)?;
         text.parse().map(Some).map_err(D::Error::custom)
+    }
+}
+
+/// Serde for the `[services.NAME]` tables: a map by service name, each name checked as
+/// it is read.
+pub(super) mod service_tables {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+    use crate::protocol::v2::ServiceName;
+
+    pub fn serialize<V, S>(map: &BTreeMap<ServiceName, V>, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        V: Serialize,
+        S: Serializer,
+    {
+        serializer.collect_map(map.iter().map(|(name, value)| (name.as_str(), value)))
+    }
+
+    pub fn deserialize<'de, V, D>(deserializer: D) -> Result<BTreeMap<ServiceName, V>, D::Error>
+    where
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let raw = BTreeMap::<String, V>::deserialize(deserializer)?;
+        raw.into_iter()
+            .map(|(name, value)| match ServiceName::new(&name) {
+                Ok(service) => Ok((service, value)),
+                Err(error) => Err(D::Error::custom(format!("{name:?} is not a service name: {error}"))),
+            })
+            .collect()
     }
 }
 
