@@ -92,6 +92,14 @@ impl ServerConfig {
         let reason =
             format!("must be from {} (the largest v2 message) to {MAX_FRAME_LEN}", v2::MAX_MESSAGE_LEN);
         ensure(v2_frame_ok, "max-v2-frame-len", &reason)?;
+        // Port 0 twice is two ephemeral ports; any other port twice cannot be bound.
+        let tls_apart =
+            self.tls.as_ref().is_none_or(|tls| tls.listen.port() == 0 || tls.listen != self.listen);
+        ensure(
+            tls_apart,
+            "tls-listen",
+            "must differ from listen (one port speaks plain TCP, the other TLS)",
+        )?;
         let lifetime = self.connection.ticket_lifetime;
         let lifetime_ok = lifetime >= Duration::from_secs(1) && lifetime.subsec_nanos() == 0;
         ensure(
@@ -224,7 +232,10 @@ impl Listeners {
         };
         tokio::select! {
             accepted = self.plain.accept() => (accepted, Transport::Plain),
-            accepted = tls.listener.accept() => (accepted, Transport::Tls(TlsAcceptor::from(Arc::clone(&tls.config)))),
+            accepted = tls.listener.accept() => {
+                let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+                (accepted, Transport::Tls(acceptor))
+            }
         }
     }
 
@@ -262,7 +273,7 @@ impl Server {
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        // The files first: a bad one should not leave a port bound meanwhile.
+        // The files before any socket: nothing is bound only to be released again.
         let tls = match &config.tls {
             Some(settings) => Some((settings.listen, tls::server_config(&settings.cert, &settings.key)?)),
             None => None,
@@ -586,6 +597,17 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
         let config = ServerConfig { max_connections: 0, ..ServerConfig::default() };
         assert_eq!(config.validate().unwrap_err().setting, "max-connections");
+        let tls =
+            |listen: &str| TlsListen { listen: listen.parse().unwrap(), cert: "c".into(), key: "k".into() };
+        let listen = "127.0.0.1:8523".parse().unwrap();
+        let config = ServerConfig { listen, tls: Some(tls("127.0.0.1:8523")), ..ServerConfig::default() };
+        assert_eq!(config.validate().unwrap_err().setting, "tls-listen");
+        let config = ServerConfig { listen, tls: Some(tls("127.0.0.1:8525")), ..ServerConfig::default() };
+        assert_eq!(config.validate(), Ok(()));
+        let ephemeral = "127.0.0.1:0".parse().unwrap();
+        let config =
+            ServerConfig { listen: ephemeral, tls: Some(tls("127.0.0.1:0")), ..ServerConfig::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
