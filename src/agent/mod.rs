@@ -8,7 +8,8 @@
 //!
 //! Links speak the legacy protocol (memory only) or v2 ([`Protocol`]): a service, a
 //! stable id, every metric of a [`Sample`], a weight, the drain state, and with a
-//! [`Secret`] an authenticated registration (the `v2` module).
+//! [`Secret`] an authenticated registration (the `v2` module). Either may travel
+//! over TLS ([`AgentConfig::tls`]) to a dispatcher's TLS listener.
 
 mod link;
 mod probe;
@@ -30,6 +31,7 @@ use crate::log_limit::FailureStreak;
 pub use crate::protocol::v2::auth::{MIN_SECRET_LEN, Secret};
 use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
 use crate::protocol::{AddressError, IpField};
+use crate::tls::ClientTls;
 
 pub use probe::{
     Extra, HostProbe, LoadProbe, MemoryProbe, MetricsProbe, ProbeError, Sample, apply_metrics_text,
@@ -163,6 +165,10 @@ pub struct AgentConfig {
     pub secret: Option<Secret>,
     /// v2: relative capacity; 200 should get twice the clients of 100 at equal load.
     pub weight: NonZeroU16,
+    /// Speak TLS to every dispatcher (at its TLS listener), trusting this CA; `None`
+    /// for plain TCP. It carries either protocol, but the C++ dispatcher cannot
+    /// speak it.
+    pub tls: Option<ClientTls>,
 }
 
 /// The most dispatchers one agent reports to.
@@ -239,6 +245,7 @@ impl AgentConfig {
             service,
             secret: None,
             weight: DEFAULT_WEIGHT,
+            tls: None,
         }
     }
 
