@@ -167,13 +167,12 @@ async fn an_agent_and_a_client_round_trip_through_tls() {
     // One table behind both listeners.
     let plain = client::pick(&dispatch.plain.to_string(), ATTEMPT).await.unwrap();
     assert_eq!(plain.to_string(), "10.0.0.7:7007");
-    // v2 frames travel through TLS too: whatever this dispatcher answers, it answers.
+    // The agent speaks v2 by default: a v2 pick through TLS names it, by its own id.
     let service = ServiceName::new("default").unwrap();
-    let v2 = client::pick_service_over(&dispatch.tls.to_string(), Some(&tls), &service, ATTEMPT).await;
-    assert!(
-        matches!(v2, Ok(_) | Err(PickError::Rejected(_) | PickError::Declined(_))),
-        "no v2 answer through TLS: {v2:?}"
-    );
+    let v2 =
+        client::pick_service_over(&dispatch.tls.to_string(), Some(&tls), &service, ATTEMPT).await.unwrap();
+    assert_eq!(v2.endpoint.to_string(), "10.0.0.7:7007");
+    assert!(v2.ticket.is_empty(), "no secret, no ticket");
 
     stop_agent.cancel();
     within(agent).await.unwrap().unwrap();
@@ -181,6 +180,41 @@ async fn an_agent_and_a_client_round_trip_through_tls() {
     let tls_addr = dispatch.tls;
     dispatch.shut_down().await;
     assert!(TcpStream::connect(tls_addr).await.is_err(), "the TLS listener is closed on shutdown");
+}
+
+#[tokio::test]
+async fn an_authenticated_v2_backend_and_a_ticketed_pick_through_tls() {
+    let pki = Pki::new("v2-auth");
+    let secret = loadwise::agent::Secret::new(*b"a secret of twenty-four").unwrap();
+    let mut config = ServerConfig::default();
+    config.connection.secret = Some(secret.clone());
+    let dispatch = Dispatch::start(&pki, config).await;
+    let service = ServiceName::new("game").unwrap();
+    let config = AgentConfig {
+        interval: Duration::from_millis(100),
+        tls: Some(pki.client()),
+        secret: Some(secret.clone()),
+        ..AgentConfig::new(dispatch.tls.to_string(), "[2001:db8::7]:7007".parse().unwrap())
+            .v2(service.clone())
+    };
+    let backend_id = config.backend_id;
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(loadwise::agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
+    dispatch.wait_for_backends(1).await;
+    assert_eq!(dispatch.stats().v2_registrations, 1);
+
+    let tls = pki.client();
+    let picked =
+        client::pick_service_over(&dispatch.tls.to_string(), Some(&tls), &service, ATTEMPT).await.unwrap();
+    assert_eq!(
+        (picked.backend_id, picked.endpoint.to_string()),
+        (backend_id, "[2001:db8::7]:7007".to_owned())
+    );
+    loadwise::ticket::verify(secret.as_bytes(), &picked.ticket, backend_id, common::unix_now()).unwrap();
+
+    stop_agent.cancel();
+    within(agent).await.unwrap().unwrap();
+    dispatch.shut_down().await;
 }
 
 #[tokio::test]
