@@ -197,3 +197,80 @@ fn serve_agent_and_pick_over_ipv6_loopback() {
     pick_until(addr, "[2001:db8::7]:7007");
     std::fs::remove_file(meminfo).unwrap();
 }
+
+/// `loadwise pick --service` against `serve`, until it names `expected`; returns the
+/// ticket line (empty when there is none).
+fn pick_service_until(server: SocketAddr, service: &str, expected: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let out = run_to_end(
+            &["pick", "--server", &server.to_string(), "--service", service, "--timeout", "2s"],
+            &[],
+        );
+        let mut lines = out.stdout.lines();
+        if out.success() && lines.next() == Some(expected) {
+            return lines.next().unwrap_or_default().to_owned();
+        }
+        assert!(Instant::now() < end, "never picked {expected} for {service}; last: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn v2_services_authentication_and_tickets_end_to_end() {
+    let secret = std::env::temp_dir().join(format!("loadwise-cli-{}-secret", std::process::id()));
+    std::fs::write(&secret, "a secret shared by all of them\n").unwrap();
+    let wrong = std::env::temp_dir().join(format!("loadwise-cli-{}-wrong", std::process::id()));
+    std::fs::write(&wrong, "not the secret the dispatcher has\n").unwrap();
+    let secret_arg = secret.to_str().unwrap();
+    let (mut server, addr) = serve(&["--auth-secret-file", secret_arg, "--scoring", "max(memory, cpu)"]);
+    let meminfo = fake_meminfo("v2", 30);
+    let server_arg = addr.to_string();
+    let v2_agent = |advertise: &str, service: &str, secret: &Path| {
+        spawn(&[
+            "agent",
+            "--server",
+            &server_arg,
+            "--advertise",
+            advertise,
+            "--service",
+            service,
+            "--interval",
+            "100ms",
+            "--meminfo",
+            meminfo.to_str().unwrap(),
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ])
+    };
+    let game = v2_agent("[2001:db8::7]:7007", "game", &secret);
+    let chat = v2_agent("10.0.0.9:7009", "chat", &secret);
+    let intruder = v2_agent("10.0.0.66:6666", "game", &wrong);
+    // The agent logs the dispatcher's refusal.
+    intruder.wait_for_line("authentication failed");
+    let ticket = pick_service_until(addr, "game", "[2001:db8::7]:7007");
+    assert_eq!(ticket.len(), 130, "a ticket in hex: {ticket:?}");
+    pick_service_until(addr, "chat", "10.0.0.9:7009");
+    // Services do not see each other, and legacy logins see neither.
+    for _ in 0..10 {
+        assert_eq!(pick_service_until(addr, "game", "[2001:db8::7]:7007").len(), 130);
+    }
+    assert_eq!(pick(addr).code, Some(3), "the default service has no backend");
+    // A drained backend stays listed but gets no new clients.
+    game.signal("USR1");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let out = run_to_end(&["pick", "--server", &server_arg, "--service", "game", "--timeout", "2s"], &[]);
+        if out.code == Some(3) && out.stderr.contains("no backend") {
+            break;
+        }
+        assert!(Instant::now() < end, "the drained backend was still picked: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop((game, chat, intruder));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+    for file in [secret, wrong, meminfo] {
+        std::fs::remove_file(file).unwrap();
+    }
+}
