@@ -460,7 +460,16 @@ impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         let (id, peer) = (self.id, self.peer);
         if let Some(backend) = self.shared.dispatcher.disconnect(id) {
-            tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
+            match &backend.v2 {
+                Some(detail) => {
+                    let (service, backend_id) = (&detail.heartbeat.service, detail.heartbeat.backend_id);
+                    let endpoint = &detail.heartbeat.endpoint;
+                    tracing::info!(connection = %id, %peer, %service, backend_id, %endpoint, "v2 backend removed: connection closed");
+                }
+                None => {
+                    tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
+                }
+            }
         }
         // Release the slot before the count drops, so that a connection accepted
         // once the count shows room is never refused.

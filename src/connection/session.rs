@@ -273,6 +273,7 @@ fn heartbeat_summary(heartbeat: &Heartbeat) -> String {
 fn log_registered(accepted: &V2HeartbeatAccepted, backend: &str, peer: SocketAddr) {
     tracing::info!(id = %accepted.id, %backend, %peer, score = ?accepted.score, "v2 backend registered");
     if accepted.score.is_none() {
-        tracing::warn!(%backend, "the backend's heartbeat lacks a figure its service's scoring needs; it is ranked last");
+        // Usual for a moment: an agent reports CPU from its second heartbeat on.
+        tracing::info!(%backend, "not scored yet: the heartbeat lacks a figure its service's scoring needs; ranked last until it has one");
     }
 }
