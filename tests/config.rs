@@ -230,6 +230,22 @@ fn service_scoring_merges_the_file_the_environment_and_flags_service_by_service(
 }
 
 #[test]
+fn the_tls_settings_go_together_from_any_source() {
+    let file = TempFile::new("tls.toml", "tls_cert = \"/etc/cert.pem\"\ntls_key = \"/etc/key.pem\"\n");
+    let settings = shown(&["--config", file.path()], &[("LOADWISE_TLS_LISTEN", "127.0.0.1:8443")]);
+    let tls = settings.server.tls.expect("a whole TLS listener");
+    assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(tls.cert, PathBuf::from("/etc/cert.pem"));
+
+    let out = run_to_end(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`tls-cert`") && out.stderr.contains(file.path()), "{}", out.stderr);
+    let out = run_to_end(&["config", "show", "--tls-listen", "127.0.0.1:8443", "--tls-key", "/k"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`tls-listen`") && out.stderr.contains("tls_cert"), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);
