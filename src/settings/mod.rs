@@ -5,13 +5,15 @@
 //! [`Sources::load`] lays them over the built-in defaults in order of precedence,
 //! lowest first: defaults, the file, then the environment and flags (which clap has
 //! already merged, flags winning). The result is validated, and an error names the
-//! setting and where its value came from.
+//! setting and where its value came from. Per-service settings (`[services.NAME]`
+//! tables) merge service by service. Files named by settings (the admin token, the
+//! auth secret) are read after the merge, at each load.
 //!
 //! | file | its one job |
 //! |---|---|
 //! | `mod.rs` | [`Settings`], [`Sources`], the errors |
 //! | `layer.rs` | [`Layer`]: one source's settings, as the file spells them |
-//! | `text.rs` | settings written as text: durations, `off`-able addresses |
+//! | `text.rs` | settings written as text: durations, `off`-able addresses, `NAME=SCORING` |
 //! | `catalog.rs` | [`CATALOG`]: every setting's key, flag, variable, default and doc |
 //! | `render.rs` | settings as a commented TOML file ([`example`], [`render`]) |
 //! | `diff.rs` | what changed between two loads, and whether it applies live |
