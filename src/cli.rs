@@ -18,6 +18,7 @@ use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{
     AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources, TlsListenAddr,
 };
+use loadwise::tls::ClientTls;
 
 pub mod bench;
 pub mod demo;
@@ -346,10 +347,10 @@ pub struct AgentArgs {
     /// Read memory statistics from this file instead of /proc/meminfo.
     #[arg(long, default_value = loadwise::meminfo::PROC_MEMINFO, hide = true)]
     pub meminfo: PathBuf,
-    /// What to speak: legacy (memory only, what the C++ dispatcher understands) or v2
-    /// (service, id, memory, CPU and custom metrics, weight, drain state, and
-    /// authentication with --secret-file).
-    #[arg(long, env = "LOADWISE_AGENT_PROTOCOL", default_value = "legacy", value_name = "legacy|v2")]
+    /// What to speak: v2 (service, id, memory, CPU and custom metrics, weight, drain
+    /// state, and authentication with --secret-file), or legacy for a dispatcher that
+    /// knows no other (memory only, what the C++ dispatcher understands).
+    #[arg(long, env = "LOADWISE_AGENT_PROTOCOL", default_value = "v2", value_name = "v2|legacy")]
     pub protocol: Protocol,
     /// v2: the pool this backend belongs to.
     #[arg(long, env = "LOADWISE_AGENT_SERVICE", default_value = loadwise::agent::DEFAULT_SERVICE)]
@@ -375,6 +376,15 @@ pub struct AgentArgs {
     /// disconnected). SIGUSR1 drains and SIGUSR2 makes the backend ready at any time.
     #[arg(long, env = "LOADWISE_AGENT_DRAIN")]
     pub drain: bool,
+    /// Speak TLS to every dispatcher (name their TLS listeners in --server), trusting
+    /// the CA certificates in this PEM file. Carries either protocol, but the C++
+    /// dispatcher cannot speak it.
+    #[arg(long, env = "LOADWISE_AGENT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name every dispatcher's certificate must carry, when it is not the host
+    /// given in --server.
+    #[arg(long, env = "LOADWISE_AGENT_TLS_SERVER_NAME", value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 }
 
 impl AgentArgs {
@@ -384,10 +394,13 @@ impl AgentArgs {
         if self.protocol == Protocol::V2 {
             config = config.v2(self.service.clone());
         } else {
+            config = config.legacy();
+            // Kept so that validation can refuse a --service the protocol cannot carry.
             config.service = self.service.clone();
         }
         config.backend_id = self.id.unwrap_or(config.backend_id);
         config.secret = self.secret_file.as_deref().map(read_secret).transpose()?;
+        config.tls = client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref())?;
         Ok(AgentConfig {
             interval: self.interval,
             connect_timeout: self.connect_timeout,
@@ -396,6 +409,16 @@ impl AgentArgs {
             ..config
         })
     }
+}
+
+/// TLS trusting the CA in `ca`, if one is named.
+fn client_tls(ca: Option<&std::path::Path>, server_name: Option<&str>) -> anyhow::Result<Option<ClientTls>> {
+    let Some(ca) = ca else { return Ok(None) };
+    let tls = ClientTls::from_ca_file(ca)?;
+    Ok(Some(match server_name {
+        Some(name) => tls.with_server_name(name)?,
+        None => tls,
+    }))
 }
 
 fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
@@ -426,15 +449,25 @@ pub struct PickArgs {
     /// dispatcher signs them, an admission ticket (printed on a second line).
     #[arg(long, value_name = "NAME")]
     pub service: Option<ServiceName>,
+    /// Speak TLS to the dispatchers (name their TLS listeners in --server), trusting
+    /// the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name every dispatcher's certificate must carry, when it is not the host
+    /// given in --server.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 }
 
 impl PickArgs {
-    pub fn failover_config(&self) -> FailoverConfig {
-        FailoverConfig {
+    /// The library configuration; reads the CA file if one is named.
+    pub fn failover_config(&self) -> anyhow::Result<FailoverConfig> {
+        Ok(FailoverConfig {
             attempt_timeout: self.attempt_timeout,
             deadline: self.timeout,
+            tls: client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref())?,
             ..FailoverConfig::default()
-        }
+        })
     }
 }
 
@@ -523,8 +556,32 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_need_a_readable_ca_and_the_name_needs_the_ca() {
+        let base = ["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"];
+        let name_alone = [&base[..], &["--tls-server-name", "lb"]].concat();
+        assert!(command().try_get_matches_from(name_alone).is_err());
+        let missing = [&base[..], &["--tls-ca", "/nonexistent/ca.pem"]].concat();
+        let Command::Agent(args) = parse_from(&missing).command else { panic!("not agent") };
+        let error = format!("{:#}", args.to_config().unwrap_err());
+        assert!(error.contains("TLS CA file /nonexistent/ca.pem"), "{error}");
+        let pick = ["loadwise", "pick", "--tls-ca", "/nonexistent/ca.pem"];
+        let Command::Pick(args) = parse_from(&pick).command else { panic!("not pick") };
+        let error = format!("{:#}", args.failover_config().unwrap_err());
+        assert!(error.contains("TLS CA file /nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
     fn agent_refuses_a_long_address_for_legacy_and_a_bad_one_at_once() {
-        let long = ["loadwise", "agent", "--server", "h:1", "--advertise", "1234567890.123456:1"];
+        let long = [
+            "loadwise",
+            "agent",
+            "--server",
+            "h:1",
+            "--advertise",
+            "1234567890.123456:1",
+            "--protocol",
+            "legacy",
+        ];
         let Command::Agent(args) = parse_from(&long).command else { panic!("not agent") };
         let error = args.to_config().unwrap().validate().unwrap_err().to_string();
         assert!(error.contains("at most 15") && error.contains("--protocol v2"), "{error}");

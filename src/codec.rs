@@ -9,15 +9,21 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::connection::DEFAULT_MAX_V2_FRAME_LEN;
+use crate::protocol::v2 as wire;
 use crate::protocol::{FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request};
 
 /// One decoded item: a request to act on, or a frame that was skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    /// A heartbeat or a login.
+    /// A legacy heartbeat or login.
     Request(Request),
     /// A frame with a command the dispatcher ignores; its `len` bytes are skipped.
     Skipped { cmd: u16, len: usize },
+    /// A whole protocol v2 frame: a message, or a type this version does not know.
+    V2(wire::Decoded),
+    /// A v2 frame of a known type that breaks a rule; its `len` bytes were skipped.
+    V2Malformed(wire::DecodeError),
 }
 
 /// Why decoding stopped. Either way the connection cannot continue.
@@ -26,6 +32,9 @@ pub enum CodecError {
     /// The peer sent a frame that can never be valid.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A v2 frame whose `len` is below the header's size or above the v2 limit.
+    #[error(transparent)]
+    V2(wire::DecodeError),
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
@@ -38,6 +47,8 @@ pub enum CodecError {
 #[derive(Debug, Clone)]
 pub struct DispatcherCodec {
     max_frame_len: u16,
+    /// v2 frames are buffered whole, so they have a limit of their own.
+    max_v2_frame_len: u16,
     /// Bytes of the current frame still to be discarded.
     skip: usize,
 }
@@ -49,9 +60,34 @@ impl Default for DispatcherCodec {
 }
 
 impl DispatcherCodec {
-    /// A codec that rejects frames longer than `max_frame_len` bytes.
+    /// A codec that rejects frames longer than `max_frame_len` bytes, and v2 frames
+    /// longer than the default v2 limit.
     pub fn new(max_frame_len: u16) -> Self {
-        DispatcherCodec { max_frame_len, skip: 0 }
+        DispatcherCodec::with_v2_limit(max_frame_len, DEFAULT_MAX_V2_FRAME_LEN)
+    }
+
+    /// A codec that rejects frames longer than `max_frame_len` bytes, and v2 frames
+    /// longer than `max_v2_frame_len`.
+    pub fn with_v2_limit(max_frame_len: u16, max_v2_frame_len: u16) -> Self {
+        DispatcherCodec { max_frame_len, max_v2_frame_len, skip: 0 }
+    }
+
+    /// Decodes the v2 frame at the start of `src` once it is whole.
+    fn decode_v2(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        match wire::decode(src, self.max_v2_frame_len) {
+            Ok(None) => Ok(None),
+            Ok(Some((decoded, len))) => {
+                src.advance(len);
+                Ok(Some(Inbound::V2(decoded)))
+            }
+            Err(error) if error.is_fatal() => Err(CodecError::V2(error)),
+            Err(error) => {
+                if let wire::DecodeError::Malformed { len, .. } = error {
+                    src.advance(len);
+                }
+                Ok(Some(Inbound::V2Malformed(error)))
+            }
+        }
     }
 
     /// True while part of a frame has been received but not all of it: the state a
@@ -82,6 +118,9 @@ impl Decoder for DispatcherCodec {
         self.discard_skipped(src);
         if self.skip > 0 {
             return Ok(None);
+        }
+        if src.len() >= HEADER_LEN && wire::is_v2(u16::from_le_bytes([src[2], src[3]])) {
+            return self.decode_v2(src);
         }
         match parse_request(src, self.max_frame_len)? {
             Parsed::Incomplete => {

@@ -24,6 +24,8 @@ use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, 
 use crate::netlist::NetList;
 use crate::protocol::v2;
 use crate::protocol::v2::auth::Secret;
+
+mod session;
 use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
@@ -76,13 +78,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The v2 Error frame answering every v2 frame: code 10 (unsupported version) and why.
-static V2_NOT_SPOKEN: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let text = "this dispatcher speaks only the legacy protocol; use --protocol legacy";
-    let error = v2::ErrorMessage::new(v2::ErrorCode::UNSUPPORTED_VERSION, text);
-    v2::Message::Error(error).encode().expect("a short error text encodes")
-});
-
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
 /// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
 /// so the buffer stays small, and an idle connection holds only this much.
@@ -107,6 +102,8 @@ enum Closed {
     WriteTimeout(Duration),
     #[error("stopped by shutdown before replies could be written")]
     Aborted,
+    #[error("v2 refusal: {reason}")]
+    Refused { reason: String },
 }
 
 impl From<CodecError> for Closed {
@@ -146,6 +143,8 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, peer: SocketAddr, id: Backen
                 tracing::warn!(%peer, %error, suppressed, "closing connection");
             }
         }
+        // Logged, rate-limited, where it was decided.
+        Err(error @ Closed::Refused { .. }) => tracing::debug!(%error, "connection closed"),
         Err(error) => tracing::info!(%peer, %error, "closing connection"),
     }
 }
@@ -156,8 +155,9 @@ struct Connection<'a, S> {
     /// Whether the peer's address is in the limits' legacy heartbeat networks; kept
     /// with the limits, so a heartbeat costs no lookup.
     legacy_heartbeats_allowed: bool,
-    /// Whether this connection has been told that v2 is not spoken here.
-    v2_refused: bool,
+    /// The protocol v2 session, from the first v2 frame on: most connections are
+    /// legacy, and an idle one should stay small.
+    v2: Option<Box<session::Session>>,
     id: BackendId,
     shared: &'a Shared,
     /// The limits this connection applies, refreshed between frames after a reload.
@@ -190,11 +190,11 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         Connection {
             peer,
             legacy_heartbeats_allowed: limits.legacy_heartbeats.contains(peer.ip()),
-            v2_refused: false,
+            v2: None,
             stream,
             id,
             shared,
-            codec: DispatcherCodec::new(limits.max_frame_len),
+            codec: codec_for(&limits),
             limits,
             limits_rx,
             read_buf: BytesMut::new(),
@@ -220,7 +220,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             if read == 0 {
                 let drained = self.drain_at_eof();
                 self.flush().await?;
-                return Ok(drained?);
+                return drained;
             }
             if between_frames {
                 self.follow_reload();
@@ -237,17 +237,20 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             return;
         }
         self.limits = self.limits_rx.borrow_and_update().connection.clone();
-        self.codec = DispatcherCodec::new(self.limits.max_frame_len);
+        self.codec = codec_for(&self.limits);
         self.legacy_heartbeats_allowed = self.limits.legacy_heartbeats.contains(self.peer.ip());
     }
 
     /// Decodes and applies every complete frame in the read buffer, then notes
     /// whether a frame is left incomplete and since when.
-    fn process_buffered(&mut self) -> Result<(), CodecError> {
+    fn process_buffered(&mut self) -> Result<(), Closed> {
         // The buffer holds at most one read, so the batch, and its hold of the
         // dispatcher's lock, is bounded; it ends before anything is written.
         let mut batch = self.dispatcher().batch(self.last_activity.into_std());
-        while let Some(item) = self.codec.decode(&mut self.read_buf)? {
+        if let Some(session) = &mut self.v2 {
+            session.new_read();
+        }
+        while let Some(item) = self.decode()? {
             // A frame completed: whatever is left began in the latest read.
             self.partial_since = None;
             self.apply(item, &mut batch)?;
@@ -261,7 +264,23 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         Ok(())
     }
 
-    fn apply(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), CodecError> {
+    /// The next item of the read buffer. A v2 frame with an impossible length is
+    /// answered with Error 11 before the connection closes.
+    fn decode(&mut self) -> Result<Option<Inbound>, Closed> {
+        match self.codec.decode(&mut self.read_buf) {
+            Err(CodecError::V2(error)) => {
+                let message = v2::Message::Error(v2::ErrorMessage::new(error.code(), &error.to_string()));
+                self.dispatcher().stats().count_v2_refusal(error.code());
+                if let Ok(frame) = message.encode() {
+                    self.write_buf.extend_from_slice(&frame);
+                }
+                Err(CodecError::V2(error).into())
+            }
+            decoded => Ok(decoded?),
+        }
+    }
+
+    fn apply(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), Closed> {
         match item {
             Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
@@ -272,22 +291,35 @@ impl<'a, S: PeerStream> Connection<'a, S> {
                     batch.unlock();
                     tracing::debug!(cmd, len, "skipped frame with unhandled command");
                 }
-                if v2::is_v2(cmd) {
-                    self.refuse_v2();
+                // Legacy commands the original ignored are skipped silently; a frame
+                // of another version is told which versions are spoken here.
+                if v2::version_of(cmd) != 0 {
+                    self.on_v2(Inbound::Skipped { cmd, len }, batch)?;
                 }
             }
+            item @ (Inbound::V2(_) | Inbound::V2Malformed(_)) => self.on_v2(item, batch)?,
         }
         Ok(())
     }
 
-    /// Answers the first protocol v2 frame with a v2 Error saying this dispatcher speaks only
-    /// the legacy protocol, so a v2 agent or client learns why at once instead of
-    /// waiting for a reply that never comes. The frame itself is skipped.
-    /// Once per connection: each v2 frame would otherwise buy a 4-byte sender a
-    /// 77-byte reply.
-    fn refuse_v2(&mut self) {
-        if !std::mem::replace(&mut self.v2_refused, true) {
-            self.write_buf.extend_from_slice(&V2_NOT_SPOKEN);
+    /// Hands a v2 item to the connection's v2 session.
+    fn on_v2(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), Closed> {
+        let limits = &self.limits;
+        let session = self.v2.get_or_insert_with(Box::default);
+        let mut cx = session::Context {
+            connection: self.id,
+            peer: self.peer,
+            secret: limits.secret.as_ref(),
+            ticket_lifetime: limits.ticket_lifetime,
+            unix_now: &mut self.read_unix,
+            dispatcher: self.shared.dispatcher.as_ref(),
+            batch,
+            refusal_log: &self.shared.refusal_log,
+            out: &mut self.write_buf,
+        };
+        match session.handle(item, &mut cx) {
+            session::Verdict::Continue => Ok(()),
+            session::Verdict::Close { reason, .. } => Err(Closed::Refused { reason }),
         }
     }
 
@@ -444,7 +476,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
 
     /// Applies whatever the peer completed before closing; a frame it left
     /// incomplete is an error.
-    fn drain_at_eof(&mut self) -> Result<(), CodecError> {
+    fn drain_at_eof(&mut self) -> Result<(), Closed> {
         let mut batch = self.dispatcher().batch(self.last_activity.into_std());
         while let Some(item) = self.codec.decode_eof(&mut self.read_buf)? {
             self.apply(item, &mut batch)?;
@@ -457,6 +489,11 @@ impl<'a, S: PeerStream> Connection<'a, S> {
 async fn write_and_flush<S: PeerStream>(stream: &mut S, buf: &[u8]) -> std::io::Result<()> {
     stream.write_all(buf).await?;
     stream.flush().await
+}
+
+/// The codec for a connection's limits.
+fn codec_for(limits: &ConnectionLimits) -> DispatcherCodec {
+    DispatcherCodec::with_v2_limit(limits.max_frame_len, limits.max_v2_frame_len)
 }
 
 /// A deadline that never comes: about thirty years away, as tokio itself uses.

@@ -1,6 +1,16 @@
-//! Outgoing connections for the agent and the client: resolve a name, try each address.
+//! Outgoing connections for the agent and the client: resolve a name, try each
+//! address, and speak TLS over the connection when asked to.
 
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::tls::{ClientTls, TlsError};
 
 /// Why no connection to a `HOST:PORT` could be made.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +21,13 @@ pub enum DialError {
     NoAddress { server: String },
     #[error("cannot connect to {server}: {source}")]
     Connect { server: String, source: std::io::Error },
+    /// No TLS server name could be made of the address (or the override).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connected, but the TLS handshake failed: the dispatcher's certificate is not
+    /// signed by the trusted CA or does not name the server, or it does not speak TLS.
+    #[error("TLS handshake with {server} failed: {source}")]
+    Handshake { server: String, source: std::io::Error },
 }
 
 /// Sets `TCP_NODELAY` and refuses a connection to itself: connecting to a free
@@ -38,4 +55,100 @@ pub async fn connect(server: &str) -> Result<TcpStream, DialError> {
         }
     }
     Err(last_error)
+}
+
+/// Connects as [`connect`] does and, with `tls`, completes a TLS handshake that
+/// checks the dispatcher's certificate against the trusted CA and the expected
+/// name. Neither step has a time limit of its own: callers bound the whole.
+pub async fn open(server: &str, tls: Option<&ClientTls>) -> Result<Stream, DialError> {
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(connect(server).await?));
+    };
+    // Before connecting: a name that cannot work should not cost a connection.
+    let name = tls.server_name_for(server)?;
+    let tcp = connect(server).await?;
+    let connector = TlsConnector::from(std::sync::Arc::clone(tls.config()));
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|source| DialError::Handshake { server: server.to_owned(), source })?;
+    Ok(Stream::Tls(Box::new(stream)))
+}
+
+/// A connection to a dispatcher: plain TCP, or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    /// Boxed: a TLS session's buffers are far larger than a socket.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP connection underneath, for socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(stream) => stream,
+            Stream::Tls(stream) => stream.get_ref().0,
+        }
+    }
+
+    /// Whether the connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+// Both variants are `Unpin`, so each call is passed straight on to the one in use.
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

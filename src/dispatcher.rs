@@ -7,6 +7,7 @@
 //! Time comes in as parameters (`now` for TTLs, `unix_now` for login timestamps).
 
 mod batch;
+mod services;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -19,13 +20,14 @@ pub use batch::Batch;
 pub(crate) use stats::bump;
 pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 
-use crate::protocol::v2::ServiceName;
-use crate::protocol::{AddressError, Heartbeat, LoginReply, LoginRequest};
-use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report};
+use crate::protocol::v2::{self, Endpoint, Host, ServiceName};
+use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
+use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
-use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy, Selector};
+use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
+use services::Services;
 
 /// The name of the service legacy traffic belongs to, unless configured otherwise.
 pub const DEFAULT_SERVICE: &str = "default";
@@ -107,10 +109,57 @@ pub enum LoginRefused {
     NoBackend,
 }
 
+/// Why a v2 heartbeat registered nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum V2HeartbeatRefused {
+    /// The default service is shared with legacy clients, whose replies hold an
+    /// address as at most 15 characters of text.
+    #[error(
+        "the default service {service} is shared with legacy clients: its backends' address must fit in 15 characters (an IPv4 address, or a short IPv6 address or host name)"
+    )]
+    LegacyAddress { service: ServiceName },
+    #[error(transparent)]
+    Full(#[from] RegistryFull),
+}
+
+/// What an accepted v2 heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct V2HeartbeatAccepted {
+    /// The dispatcher's id of the backend.
+    pub id: BackendId,
+    /// The heartbeat registered a backend that was not in the table.
+    pub registered: bool,
+    /// The load its service's scoring made; `None` when a figure was missing.
+    pub score: Option<f64>,
+}
+
+/// Why a v2 pick named no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ServicePickRefused {
+    #[error("no live backend serves the service")]
+    UnknownService,
+    #[error("the service has live backends, but none takes new clients")]
+    NoBackend,
+}
+
+/// The backend a v2 pick chose, as a v2 client is told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePick {
+    /// The dispatcher's id.
+    pub id: BackendId,
+    /// The id the backend chose (v2), or the dispatcher's id (legacy backends).
+    pub backend_id: u64,
+    pub endpoint: Endpoint,
+}
+
+/// The report value of a v2 backend that has no score: above every valid
+/// percentage, so it ranks after every scored backend, as a legacy report above 100.
+const UNSCORED: u8 = u8::MAX;
+
 #[derive(Debug)]
 struct Table {
     registry: Registry,
-    selector: Selector,
+    services: Services,
     /// The settings in force.
     settings: DispatchSettings,
     /// The random source of the `p2c` policy; seeded by the caller in tests and
@@ -119,16 +168,24 @@ struct Table {
 }
 
 impl Table {
-    /// Drops expired backends from both indexes.
+    /// Drops expired backends from every index.
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         let expired = self.registry.expire(now);
-        for (id, _) in &expired {
-            self.selector.remove(*id);
+        for (id, backend) in &expired {
+            self.services.forget(*id, backend);
         }
         expired
     }
 
-    /// Records a report in the registry and moves the backend in the selector.
+    /// Removes one backend from every index.
+    fn remove(&mut self, id: BackendId) -> Option<Backend> {
+        let backend = self.registry.remove(id)?;
+        self.services.forget(id, &backend);
+        Some(backend)
+    }
+
+    /// Records a legacy report in the registry and moves the backend in the default
+    /// service's selector.
     fn apply(
         &mut self,
         id: BackendId,
@@ -136,11 +193,101 @@ impl Table {
         now: Instant,
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
-        self.selector.report(id, report, now);
+        self.services.default_mut().report(id, report, now);
         Ok(HeartbeatAccepted {
             registered: change.previous.is_none(),
             first_invalid_report: change.first_invalid_report,
         })
+    }
+
+    /// Records a v2 heartbeat heard on `connection`: scores it by its service's
+    /// scoring, and registers the backend (with an id from `new_id`) or updates it.
+    fn apply_v2(
+        &mut self,
+        connection: BackendId,
+        heartbeat: v2::Heartbeat,
+        new_id: impl FnOnce() -> BackendId,
+        now: Instant,
+    ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
+        let service = &heartbeat.service;
+        let ip = if self.services.is_default(service) {
+            legacy_ip(&heartbeat.endpoint)
+                .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
+        } else {
+            IpField::from_bytes([0; crate::protocol::IP_FIELD_LEN])
+        };
+        let score = self.settings.scoring_of(service).score(&heartbeat);
+        let mem = score.map_or(UNSCORED, |score| score.round().min(100.0) as u8);
+        let report = Report { ip, port: heartbeat.endpoint.port.get(), mem };
+        let (id, previous) = self.v2_id(connection, &heartbeat).unwrap_or_else(|| (new_id(), None));
+        let change = self.registry.heartbeat(id, report, now)?;
+        let selector = self.services.entry(service);
+        selector.report(id, report, now);
+        selector.set_weight(id, heartbeat.weight);
+        selector.report_state(id, state_of(heartbeat.state));
+        self.services.bind((service, heartbeat.backend_id), id, connection, previous);
+        self.registry.set_detail(id, V2Detail { connection, heartbeat, score });
+        Ok(V2HeartbeatAccepted { id, registered: change.previous.is_none(), score })
+    }
+
+    /// The id of the v2 backend `heartbeat` comes from, and the connection it was
+    /// heard on, if it is registered.
+    fn v2_id(
+        &self,
+        connection: BackendId,
+        heartbeat: &v2::Heartbeat,
+    ) -> Option<(BackendId, Option<BackendId>)> {
+        let id = self.services.v2_id(&heartbeat.service, heartbeat.backend_id)?;
+        let previous = self.registry.get(id)?.v2.as_ref().map_or(connection, |detail| detail.connection);
+        Some((id, Some(previous)))
+    }
+
+    /// Picks a backend of `service` and says where its clients go.
+    fn pick_service(
+        &mut self,
+        service: &ServiceName,
+        now: Instant,
+    ) -> Result<ServicePick, ServicePickRefused> {
+        let Table { services, registry, rng, .. } = self;
+        let selector = services.get_mut(service).filter(|selector| !selector.is_empty());
+        let selector = selector.ok_or(ServicePickRefused::UnknownService)?;
+        let picked = selector.pick_target(now, rng).ok_or(ServicePickRefused::NoBackend)?;
+        let backend = registry.get(picked.id).ok_or(ServicePickRefused::NoBackend)?;
+        let (backend_id, endpoint) = match &backend.v2 {
+            Some(detail) => (detail.heartbeat.backend_id, detail.heartbeat.endpoint.clone()),
+            None => (picked.id.0, legacy_endpoint(&picked).ok_or(ServicePickRefused::NoBackend)?),
+        };
+        Ok(ServicePick { id: picked.id, backend_id, endpoint })
+    }
+}
+
+/// How a v2 endpoint is written in a legacy reply, if it fits.
+fn legacy_ip(endpoint: &Endpoint) -> Option<IpField> {
+    let text = match &endpoint.host {
+        Host::V4(ip) => ip.to_string(),
+        Host::V6(ip) => ip.to_string(),
+        Host::Name(name) => name.as_str().to_owned(),
+    };
+    IpField::from_text(&text).ok()
+}
+
+/// A legacy backend's address as a v2 endpoint: its text is an IP address or, failing
+/// that, a host name.
+fn legacy_endpoint(picked: &Picked) -> Option<Endpoint> {
+    let text = picked.ip.text().ok()?;
+    let host = match text.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => Host::V4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => Host::V6(ip),
+        Err(_) => Host::Name(v2::HostName::new(text).ok()?),
+    };
+    Some(Endpoint { host, port: std::num::NonZeroU16::new(picked.port)? })
+}
+
+fn state_of(state: v2::State) -> BackendState {
+    match state {
+        v2::State::Ready => BackendState::Ready,
+        v2::State::Draining => BackendState::Draining,
+        v2::State::Maintenance => BackendState::Maintenance,
     }
 }
 
@@ -148,6 +295,8 @@ impl Table {
 #[derive(Debug)]
 pub struct Dispatcher {
     table: Mutex<Table>,
+    /// The next id to hand out, to a connection or a v2 backend.
+    next_id: AtomicU64,
     /// Read on every login before the lock is taken, so kept apart from the table.
     max_clock_skew_secs: AtomicU64,
     stats: Stats,
@@ -163,6 +312,22 @@ pub struct BackendSnapshot {
     pub load: BackendLoad,
     /// Whether it takes new clients.
     pub state: BackendState,
+    /// The service it belongs to.
+    pub service: ServiceName,
+}
+
+/// One service as operators see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSummary {
+    pub name: ServiceName,
+    /// Backends registered in it.
+    pub backends: usize,
+    /// Those that take new clients.
+    pub ready: usize,
+    /// How its v2 backends' load is scored.
+    pub scoring: Scoring,
+    /// Whether legacy traffic belongs to it.
+    pub default: bool,
 }
 
 impl Dispatcher {
@@ -179,13 +344,17 @@ impl Dispatcher {
 
     fn with_rng(settings: DispatchSettings, rng: StdRng) -> Self {
         let max_clock_skew_secs = AtomicU64::new(settings.max_clock_skew.as_secs());
-        let table = Table {
-            registry: Registry::new(settings.ttl, settings.max_backends),
-            selector: Selector::new(settings.policy, settings.load.clone()),
-            rng,
-            settings,
-        };
-        Dispatcher { table: Mutex::new(table), max_clock_skew_secs, stats: Stats::default() }
+        let services =
+            Services::new(settings.default_service.clone(), settings.policy, settings.load.clone());
+        let table =
+            Table { registry: Registry::new(settings.ttl, settings.max_backends), services, rng, settings };
+        let next_id = AtomicU64::new(1);
+        Dispatcher { table: Mutex::new(table), next_id, max_clock_skew_secs, stats: Stats::default() }
+    }
+
+    /// A new id, for a connection or a v2 backend: never handed out twice.
+    pub fn next_id(&self) -> BackendId {
+        BackendId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Applies new settings to the running dispatcher, keeping every backend and
@@ -195,11 +364,11 @@ impl Dispatcher {
         let mut table = self.lock();
         table.registry.set_ttl(new.ttl);
         table.registry.set_max_backends(new.max_backends);
-        table.selector.set_settings(new.load.clone());
-        if table.selector.policy() != new.policy {
-            table.selector.set_policy(new.policy);
-        }
-        table.settings = new.clone();
+        table.services.reconfigure(new.policy, &new.load);
+        // The default service is fixed for the life of the dispatcher: the legacy
+        // backends in its pool cannot be moved.
+        let default_service = table.services.default_name().clone();
+        table.settings = DispatchSettings { default_service, ..new.clone() };
         self.max_clock_skew_secs.store(new.max_clock_skew.as_secs(), Ordering::Relaxed);
     }
 
@@ -211,7 +380,15 @@ impl Dispatcher {
     /// Sets a backend's state, as an operator override: a backend that is not
     /// ready gets no new clients but stays listed. Heartbeats do not reset it.
     pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
-        let changed = self.lock().selector.set_state(id, state);
+        let mut table = self.lock();
+        let Table { registry, services, .. } = &mut *table;
+        let service = registry.get(id).ok_or(UnknownBackend(id))?.service().cloned();
+        let selector = match &service {
+            Some(service) => services.get_mut(service),
+            None => Some(services.default_mut()),
+        };
+        let changed = selector.is_some_and(|selector| selector.set_state(id, state));
+        drop(table);
         if !changed {
             return Err(UnknownBackend(id));
         }
@@ -246,14 +423,17 @@ impl Dispatcher {
         self.batch(now).heartbeat(id, heartbeat)
     }
 
-    /// Removes the backend of connection `id` because the connection ended.
+    /// Removes the backend of connection `id` because the connection ended: its
+    /// legacy backend, or the v2 backend last heard on it.
     pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
         let mut table = self.lock();
-        let backend = table.registry.remove(id)?;
-        table.selector.remove(id);
+        // A peer may have sent both kinds of heartbeat on one connection: both go.
+        let v2 = table.services.take_connection(id).and_then(|v2_id| table.remove(v2_id));
+        let legacy = table.remove(id);
         drop(table);
-        bump(&self.stats.evicted_disconnected);
-        Some(backend)
+        let removed = [&v2, &legacy].iter().filter(|backend| backend.is_some()).count();
+        self.stats.evicted_disconnected.fetch_add(removed as u64, Ordering::Relaxed);
+        legacy.or(v2)
     }
 
     /// Removes every backend whose TTL has passed at `now`.
@@ -289,6 +469,16 @@ impl Dispatcher {
         self.batch(now).pick_for_client()
     }
 
+    /// Picks a backend of `service` for a client that asked by other means than a
+    /// v2 frame (an HTTP pick), counting the outcome as logins are counted.
+    pub fn pick_service(
+        &self,
+        service: &ServiceName,
+        now: Instant,
+    ) -> Result<ServicePick, ServicePickRefused> {
+        self.batch(now).pick_in(service)
+    }
+
     /// The reply frame for a login outcome.
     pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
         match outcome {
@@ -315,13 +505,16 @@ impl Dispatcher {
     /// Every registered backend with its effective load, sorted by id.
     pub fn snapshot(&self) -> Vec<BackendSnapshot> {
         let table = self.lock();
+        let default_service = table.services.default_name();
         let mut all: Vec<_> = table
             .registry
             .iter()
             .filter_map(|(id, backend)| {
-                let load = table.selector.load(id)?.clone();
-                let state = table.selector.state(id)?;
-                Some(BackendSnapshot { id, backend: backend.clone(), load, state })
+                let selector = table.services.of(backend.service())?;
+                let load = selector.load(id)?.clone();
+                let state = selector.state(id)?;
+                let service = backend.service().unwrap_or(default_service).clone();
+                Some(BackendSnapshot { id, backend: backend.clone(), load, state, service })
             })
             .collect();
         drop(table);
@@ -331,7 +524,27 @@ impl Dispatcher {
 
     /// The selection policy in force.
     pub fn policy(&self) -> Policy {
-        self.lock().selector.policy()
+        self.lock().settings.policy
+    }
+
+    /// Every service with a backend (the default one always), with its backends
+    /// counted by state, sorted by name.
+    pub fn services(&self) -> Vec<ServiceSummary> {
+        let table = self.lock();
+        let mut all: Vec<_> = table
+            .services
+            .iter()
+            .map(|(name, selector)| ServiceSummary {
+                name: name.clone(),
+                backends: selector.len(),
+                ready: selector.ready_len(),
+                scoring: table.settings.scoring_of(name).clone(),
+                default: table.services.is_default(name),
+            })
+            .collect();
+        drop(table);
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// When the next backend will expire, for the sweeper to sleep until.

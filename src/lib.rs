@@ -30,7 +30,8 @@
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
 //! | [`config`] | the error settings checks return, naming the setting |
 //! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
-//! | [`dial`] | outgoing connections: resolve a name, try each address |
+//! | [`dial`] | outgoing connections: resolve a name, try each address, TLS on top when asked |
+//! | [`tls`] | TLS settings from PEM files: the dispatcher's certificate and key, the CA its peers trust |
 //! | [`client`] | the client side: one login, one reply; failover over several dispatchers |
 //! | [`bench`](mod@bench) | the load generator behind `loadwise bench`, and a no-logic ceiling server |
 //! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
@@ -72,6 +73,7 @@ pub mod server;
 pub mod settings;
 pub mod simulate;
 pub mod ticket;
+pub mod tls;
 
 pub use connection::ConnectionLimits;
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::protocol::IpField;
+use crate::protocol::{IpField, v2};
 
 /// Identifies one registered backend. For the legacy protocol this is the
 /// connection its heartbeats arrive on: the newest heartbeat on a connection
@@ -69,8 +69,21 @@ impl Report {
     }
 }
 
+/// What a v2 backend says of itself beyond what selection needs: kept for the
+/// replies that name it (its chosen id, its address) and for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V2Detail {
+    /// The connection its heartbeats arrive on; closing it removes the backend.
+    pub connection: BackendId,
+    /// Its latest heartbeat, as sent: service, chosen id, endpoint, metrics, state.
+    pub heartbeat: v2::Heartbeat,
+    /// The load its service's scoring made of that heartbeat; `None` when the
+    /// heartbeat lacked a figure the scoring needs.
+    pub score: Option<f64>,
+}
+
 /// One registered backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     /// The latest report.
     pub report: Report,
@@ -80,6 +93,16 @@ pub struct Backend {
     pub heartbeats: u64,
     /// Heartbeats whose `mem` was above 100.
     pub invalid_reports: u64,
+    /// What a v2 backend reported; `None` for a legacy one.
+    pub v2: Option<Box<V2Detail>>,
+}
+
+impl Backend {
+    /// The service the backend named, or `None` for a legacy backend (which belongs
+    /// to the default service).
+    pub fn service(&self) -> Option<&v2::ServiceName> {
+        self.v2.as_ref().map(|detail| &detail.heartbeat.service)
+    }
 }
 
 /// What a heartbeat changed.
@@ -187,11 +210,22 @@ impl Registry {
             last_heartbeat: now,
             heartbeats: 1,
             invalid_reports: u64::from(invalid),
+            v2: None,
         };
         self.backends.insert(id, backend);
         self.by_last_heartbeat.insert((now, id));
         self.oldest = Some(self.oldest.map_or(now, |oldest| oldest.min(now)));
         Ok(Change { previous: None, first_invalid_report: invalid })
+    }
+
+    /// Records what a v2 backend reported with its latest heartbeat.
+    pub fn set_detail(&mut self, id: BackendId, detail: V2Detail) {
+        let Some(backend) = self.backends.get_mut(&id) else { return };
+        match &mut backend.v2 {
+            // In place: a heartbeat a second costs no allocation.
+            Some(current) => **current = detail,
+            None => backend.v2 = Some(Box::new(detail)),
+        }
     }
 
     /// Removes `id`, returning its entry if it was registered.

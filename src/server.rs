@@ -1,6 +1,10 @@
 //! The dispatcher's TCP server: binds, accepts under a connection cap, sweeps expired
 //! backends, and shuts down gracefully.
 //!
+//! An optional second listener accepts TLS. Its connections share the cap and the
+//! connection ids with the plain ones, and once their handshake is done they are
+//! served exactly alike: TLS is only the transport.
+//!
 //! Every task it spawns is tracked. On shutdown it stops accepting, lets each
 //! connection answer what it has already read, and after a bounded grace period
 //! stops whatever is left.
@@ -8,11 +12,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -24,6 +29,7 @@ use crate::log_limit::RateLimitedLog;
 use crate::protocol::v2;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
+use crate::tls::{self, TlsError};
 
 /// The dispatcher's default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8523";
@@ -86,6 +92,14 @@ impl ServerConfig {
         let reason =
             format!("must be from {} (the largest v2 message) to {MAX_FRAME_LEN}", v2::MAX_MESSAGE_LEN);
         ensure(v2_frame_ok, "max-v2-frame-len", &reason)?;
+        // Port 0 twice is two ephemeral ports; any other port twice cannot be bound.
+        let tls_apart =
+            self.tls.as_ref().is_none_or(|tls| tls.listen.port() == 0 || tls.listen != self.listen);
+        ensure(
+            tls_apart,
+            "tls-listen",
+            "must differ from listen (one port speaks plain TCP, the other TLS)",
+        )?;
         let lifetime = self.connection.ticket_lifetime;
         let lifetime_ok = lifetime >= Duration::from_secs(1) && lifetime.subsec_nanos() == 0;
         ensure(
@@ -105,6 +119,9 @@ pub enum ServerError {
     // hint follows it and error chains do not print it twice.
     #[error("cannot listen on {addr}: {error}{hint}", hint = bind_hint(error))]
     Bind { addr: SocketAddr, error: std::io::Error },
+    /// The TLS certificate or key could not be used; the error names the file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -141,7 +158,8 @@ pub struct ReloadHandle {
 }
 
 impl ReloadHandle {
-    /// Applies every setting of `config` except `listen` (the socket stays bound):
+    /// Applies every setting of `config` except `listen` and `tls` (the sockets stay
+    /// bound, and the certificate read at start stays in use):
     /// the dispatcher's at once, connection limits from each connection's next frame,
     /// the connection cap from the next accept. Invalid settings are refused and the
     /// old ones stay.
@@ -175,9 +193,61 @@ const WARNING_PERIOD: Duration = Duration::from_secs(1);
 /// A bound dispatcher, ready to [`run`](Server::run).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Listeners,
     limits: watch::Sender<LiveLimits>,
     dispatcher: Arc<Dispatcher>,
+}
+
+/// The most a TLS handshake may take; a lower `frame_timeout` bounds it further. A
+/// handshake is a few round trips, so this is generous, and a peer that does not
+/// finish in time holds a connection slot for nothing.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sockets the server accepts on.
+#[derive(Debug)]
+struct Listeners {
+    plain: TcpListener,
+    tls: Option<TlsListener>,
+}
+
+/// A listener whose connections begin with a TLS handshake.
+#[derive(Debug)]
+struct TlsListener {
+    listener: TcpListener,
+    config: Arc<tls::rustls::ServerConfig>,
+}
+
+/// What an accepted connection speaks over TCP.
+enum Transport {
+    Plain,
+    Tls(TlsAcceptor),
+}
+
+impl Listeners {
+    /// The next connection from either listener, and what it speaks. Cancel safe,
+    /// as each listener's `accept` is.
+    async fn accept(&self) -> (std::io::Result<(TcpStream, SocketAddr)>, Transport) {
+        let Some(tls) = &self.tls else {
+            return (self.plain.accept().await, Transport::Plain);
+        };
+        tokio::select! {
+            accepted = self.plain.accept() => (accepted, Transport::Plain),
+            accepted = tls.listener.accept() => {
+                let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+                (accepted, Transport::Tls(acceptor))
+            }
+        }
+    }
+
+    /// Logs where the server listens, as it starts.
+    fn log_addresses(&self) {
+        if let Ok(addr) = self.plain.local_addr() {
+            tracing::info!(%addr, "listening");
+        }
+        if let Some(Ok(addr)) = self.tls.as_ref().map(|tls| tls.listener.local_addr()) {
+            tracing::info!(%addr, "listening for TLS");
+        }
+    }
 }
 
 /// Connections the kernel may hold established but not yet accepted. The usual
@@ -197,26 +267,49 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Validates `config` and binds its listen address. Fails if the port is taken:
-    /// the socket is not shared (no `SO_REUSEPORT`), so a second dispatcher cannot
+    /// Validates `config`, reads the TLS certificate and key if there is a TLS
+    /// listener, and binds the listen addresses. Fails if a port is taken: the
+    /// sockets are not shared (no `SO_REUSEPORT`), so a second dispatcher cannot
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let listener =
-            listen(config.listen).map_err(|error| ServerError::Bind { addr: config.listen, error })?;
-        Ok(Server::with_listener(listener, config))
+        // The files before any socket: nothing is bound only to be released again.
+        let tls = match &config.tls {
+            Some(settings) => Some((settings.listen, tls::server_config(&settings.cert, &settings.key)?)),
+            None => None,
+        };
+        let bind = |addr| listen(addr).map_err(|error| ServerError::Bind { addr, error });
+        let listener = bind(config.listen)?;
+        let server = Server::with_listener(listener, config);
+        match tls {
+            Some((addr, tls_config)) => Ok(server.with_tls(bind(addr)?, tls_config)),
+            None => Ok(server),
+        }
     }
 
-    /// Wraps an already bound listener; `config.listen` is ignored.
+    /// Wraps an already bound listener; `config.listen` and `config.tls` are ignored
+    /// (add a TLS listener with [`with_tls`](Self::with_tls)).
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
         let (limits, _) = watch::channel(LiveLimits::of(&config));
-        Server { listener, limits, dispatcher }
+        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher }
+    }
+
+    /// Also accepts TLS connections on `listener`, with `config` (from
+    /// [`tls::server_config`]), under the same connection cap.
+    pub fn with_tls(mut self, listener: TcpListener, config: Arc<tls::rustls::ServerConfig>) -> Server {
+        self.listeners.tls = Some(TlsListener { listener, config });
+        self
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.plain.local_addr()
+    }
+
+    /// The address the TLS listener actually bound, if there is one.
+    pub fn tls_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.listeners.tls.as_ref().map(|tls| tls.listener.local_addr())
     }
 
     /// The live table, for inspection.
@@ -231,7 +324,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, limits, dispatcher } = self;
+        let Server { listeners, limits, dispatcher } = self;
         let shared = Arc::new(Shared {
             dispatcher,
             limits: limits.subscribe(),
@@ -242,14 +335,12 @@ impl Server {
         });
         let tracker = TaskTracker::new();
         tracker.spawn(sweep(Arc::clone(&shared.dispatcher), shared.shutdown.clone()));
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "listening");
-        }
+        listeners.log_addresses();
         tokio::select! {
-            () = accept_loop(&listener, &shared, &tracker, ConnectionCap::new(limits.subscribe())) => {}
+            () = accept_loop(&listeners, &shared, &tracker, ConnectionCap::new(limits.subscribe())) => {}
             () = shutdown => tracing::info!("shutting down: no longer accepting"),
         }
-        drop(listener);
+        drop(listeners);
         shared.shutdown.cancel();
         tracker.close();
         let shutdown_grace = limits.borrow().shutdown_grace;
@@ -263,17 +354,18 @@ impl Server {
     }
 }
 
+/// Accepts from every listener under one cap, numbering connections in one sequence.
 async fn accept_loop(
-    listener: &TcpListener,
+    listeners: &Listeners,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     mut cap: ConnectionCap,
 ) {
-    let next_id = AtomicU64::new(1);
     let mut backoff = AcceptBackoff::default();
     let refusals = RateLimitedLog::new(WARNING_PERIOD);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (accepted, transport) = listeners.accept().await;
+        let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff.reset();
                 accepted
@@ -296,11 +388,12 @@ async fn accept_loop(
             continue;
         };
         bump(&stats.connections_accepted);
-        let id = BackendId(next_id.fetch_add(1, Ordering::Relaxed));
+        // From the dispatcher, which also numbers v2 backends: never the same id twice.
+        let id = shared.dispatcher.next_id();
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
             let _open = OpenConnection::new(id, peer, permit, &shared);
-            serve_connection(stream, peer, id, &shared).await;
+            serve_connection(stream, transport, peer, id, &shared).await;
         });
     }
 }
@@ -377,16 +470,69 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: BackendId, shared: &Shared) {
+async fn serve_connection(
+    stream: TcpStream,
+    transport: Transport,
+    peer: SocketAddr,
+    id: BackendId,
+    shared: &Shared,
+) {
     // Replies are tiny and latency matters more than coalescing.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
-    let span = tracing::debug_span!("conn", id = id.0, %peer);
-    let serve = connection::serve(stream, peer, id, shared);
+    let span = tracing::debug_span!("conn", id = id.0, %peer, tls = matches!(transport, Transport::Tls(_)));
+    let serve = async {
+        match transport {
+            Transport::Plain => connection::serve(stream, peer, id, shared).await,
+            Transport::Tls(acceptor) => {
+                if let Some(stream) = handshake(&acceptor, stream, shared).await {
+                    connection::serve(stream, peer, id, shared).await;
+                }
+            }
+        }
+    };
     // A disabled span (the default, at info level) would still be entered and left
     // on every poll.
     if span.is_disabled() { serve.await } else { serve.instrument(span).await }
+}
+
+/// Completes the TLS handshake within [`handshake_timeout`]. A handshake that fails
+/// or runs out of time (a peer speaking plain TCP to the TLS port, one trusting
+/// another CA, one that stalls) closes this connection only, and is logged at
+/// debug: any peer can cause it. Shutdown abandons a handshake at once, as nothing
+/// is owed to the peer yet.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let timeout = handshake_timeout(&shared.limits.borrow().connection);
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(timeout, acceptor.accept(stream)) => outcome,
+        () = shared.shutdown.cancelled() => {
+            tracing::debug!("TLS handshake abandoned: shutting down");
+            return None;
+        }
+    };
+    match outcome {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?timeout, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// [`TLS_HANDSHAKE_TIMEOUT`], or the frame timeout if that is shorter: a handshake
+/// is bytes owed like an incomplete frame, and an operator who lowered that
+/// timeout wants slow peers gone sooner.
+fn handshake_timeout(limits: &ConnectionLimits) -> Duration {
+    limits.frame_timeout.min(TLS_HANDSHAKE_TIMEOUT)
 }
 
 /// Removes expired backends in the background, sleeping until the next expiry so
@@ -451,6 +597,17 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
         let config = ServerConfig { max_connections: 0, ..ServerConfig::default() };
         assert_eq!(config.validate().unwrap_err().setting, "max-connections");
+        let tls =
+            |listen: &str| TlsListen { listen: listen.parse().unwrap(), cert: "c".into(), key: "k".into() };
+        let listen = "127.0.0.1:8523".parse().unwrap();
+        let config = ServerConfig { listen, tls: Some(tls("127.0.0.1:8523")), ..ServerConfig::default() };
+        assert_eq!(config.validate().unwrap_err().setting, "tls-listen");
+        let config = ServerConfig { listen, tls: Some(tls("127.0.0.1:8525")), ..ServerConfig::default() };
+        assert_eq!(config.validate(), Ok(()));
+        let ephemeral = "127.0.0.1:0".parse().unwrap();
+        let config =
+            ServerConfig { listen: ephemeral, tls: Some(tls("127.0.0.1:0")), ..ServerConfig::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

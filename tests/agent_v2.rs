@@ -191,7 +191,7 @@ async fn a_draining_legacy_agent_leaves_the_table_and_returns_when_ready() {
     let dispatcher = TestServer::start().await;
     let config = AgentConfig {
         interval: Duration::from_millis(50),
-        ..AgentConfig::new(dispatcher.addr.to_string(), "10.0.0.8:7008".parse().unwrap())
+        ..AgentConfig::new(dispatcher.addr.to_string(), "10.0.0.8:7008".parse().unwrap()).legacy()
     };
     assert_eq!(config.protocol, Protocol::Legacy);
     let (state, watched) = watch::channel(State::Ready);

@@ -150,25 +150,15 @@ fn pick_times_out_on_a_silent_server_with_the_unreachable_code() {
 #[test]
 fn agent_refuses_an_ip_longer_than_the_legacy_field_unless_it_speaks_v2() {
     let advertise = "[2001:db8::1234:5678]:80";
-    let out = run_to_end(&["agent", "--server", "127.0.0.1:1", "--advertise", advertise], &[]);
+    let legacy = ["agent", "--server", "127.0.0.1:1", "--advertise", advertise, "--protocol", "legacy"];
+    let out = run_to_end(&legacy, &[]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("at most 15") && out.stderr.contains("--protocol v2"), "{out:?}");
-    // v2 carries it: with a zero interval the agent fails at that later check instead,
-    // which shows the address itself was accepted (and keeps the agent from running).
-    let out = run_to_end(
-        &[
-            "agent",
-            "--server",
-            "127.0.0.1:1",
-            "--advertise",
-            advertise,
-            "--protocol",
-            "v2",
-            "--interval",
-            "0s",
-        ],
-        &[],
-    );
+    // v2, the default, carries it: with a zero interval the agent fails at that later
+    // check instead, which shows the address itself was accepted (and keeps the agent
+    // from running).
+    let out =
+        run_to_end(&["agent", "--server", "127.0.0.1:1", "--advertise", advertise, "--interval", "0s"], &[]);
     assert!(out.stderr.contains("interval"), "v2 accepted the address and reached the next check: {out:?}");
     let out = run_to_end(&["agent", "--server", "127.0.0.1:1", "--advertise", "not an address:80"], &[]);
     assert_eq!(out.code, Some(2), "{out:?}");

@@ -138,26 +138,24 @@ async fn pick_service_prints_the_address_and_the_ticket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_legacy_only_dispatcher_answers_a_v2_pick_with_an_error_at_once() {
+async fn the_dispatcher_declines_a_service_without_backends_and_skipped_frames_cost_one_error_per_read() {
     let server = common::TestServer::start().await;
     let addr = server.addr.to_string();
     let error = within(client::pick_service(&addr, &game(), Duration::from_secs(5))).await.unwrap_err();
-    let PickError::Rejected(message) = error else { panic!("expected a v2 Error, got {error:?}") };
-    assert_eq!(message.code, ErrorCode::UNSUPPORTED_VERSION);
-    assert!(message.text.contains("legacy"), "{}", message.text);
-    // One Error per connection, however many v2 frames: no reply amplification.
+    assert!(matches!(error, PickError::Declined(ErrorCode::UNKNOWN_SERVICE)), "{error:?}");
+    // Three frames of an unknown v2 type in one read get one Error: no amplification.
     let mut v2_peer = server.connect().await;
-    let hello = Message::Hello(v2::Hello).encode().unwrap();
-    common::send(&mut v2_peer, &[hello.clone(), hello.clone(), hello].concat()).await;
+    let unknown_type = [4u8, 0, 0x42, 0x02];
+    common::send(&mut v2_peer, &[unknown_type; 3].concat()).await;
     let mut buf = BytesMut::new();
     let first = loop {
         if let Some((Decoded::Message(Message::Error(error)), consumed)) = v2::decode(&buf, 4096).unwrap() {
-            assert_eq!(buf.len(), consumed, "more than one reply to three v2 frames");
+            assert_eq!(buf.len(), consumed, "more than one reply to three skipped frames");
             break error;
         }
         assert!(within(v2_peer.read_buf(&mut buf)).await.unwrap() > 0);
     };
-    assert_eq!(first.code, ErrorCode::UNSUPPORTED_VERSION);
+    assert_eq!(first.code, ErrorCode::UNKNOWN_TYPE);
     common::assert_quiet_for(&mut v2_peer, Duration::from_millis(200)).await;
     // Legacy logins on the same port are unaffected.
     let mut client = server.connect().await;

@@ -174,9 +174,11 @@ mod tests {
             last_heartbeat: registered_at,
             heartbeats: 1,
             invalid_reports: 0,
+            v2: None,
         };
         let load = BackendLoad::new(mem, registered_at, &LoadSettings::default());
-        BackendSnapshot { id: BackendId(id), backend, load, state }
+        let service = crate::protocol::v2::ServiceName::new("default").unwrap();
+        BackendSnapshot { id: BackendId(id), backend, load, state, service }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentConfig, Protocol, Report};
 use crate::backoff::Backoff;
 use crate::codec::v2::PeerCodecError;
-use crate::dial::{self, DialError};
+use crate::dial::{self, DialError, Stream};
 use crate::log_limit::FailureStreak;
 use crate::protocol::v2::{ErrorMessage, State};
 use crate::protocol::{Heartbeat, IpField};
@@ -112,11 +112,11 @@ async fn session(
     stop: &CancellationToken,
 ) -> Result<(SessionEnd, Duration), SessionEnd> {
     let stream = tokio::select! {
-        stream = connect(server, config.connect_timeout) => stream?,
+        stream = connect(server, config) => stream?,
         () = stop.cancelled() => return Err(SessionEnd::Stopped),
     };
-    detect_silent_loss(&stream, config.interval);
-    tracing::info!(%server, advertise = %config.advertise, "connected to dispatcher");
+    detect_silent_loss(stream.tcp(), config.interval);
+    tracing::info!(%server, advertise = %config.advertise, tls = stream.is_tls(), "connected to dispatcher");
     let connected_at = tokio::time::Instant::now();
     let end = match config.protocol {
         Protocol::Legacy => {
@@ -140,9 +140,11 @@ fn detect_silent_loss(stream: &TcpStream, interval: Duration) {
     }
 }
 
-/// Connects to the dispatcher within the connect timeout.
-async fn connect(server: &str, timeout: Duration) -> Result<TcpStream, SessionEnd> {
-    match tokio::time::timeout(timeout, dial::connect(server)).await {
+/// Connects to the dispatcher, and completes the TLS handshake if the agent speaks
+/// TLS, within the connect timeout.
+async fn connect(server: &str, config: &AgentConfig) -> Result<Stream, SessionEnd> {
+    let timeout = config.connect_timeout;
+    match tokio::time::timeout(timeout, dial::open(server, config.tls.as_ref())).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(SessionEnd::ConnectTimeout(timeout)),
     }
@@ -152,7 +154,7 @@ async fn connect(server: &str, timeout: Duration) -> Result<TcpStream, SessionEn
 /// then each new one, until the connection fails, the backend drains, or the agent
 /// stops.
 async fn send_legacy(
-    mut stream: TcpStream,
+    mut stream: Stream,
     ip: IpField,
     port: u16,
     reports: &mut watch::Receiver<Report>,
@@ -186,7 +188,7 @@ async fn send_legacy(
 /// Sends the latest report as a legacy heartbeat, or ends the session if the
 /// backend no longer takes clients.
 async fn send_report(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     ip: IpField,
     port: u16,
     reports: &mut watch::Receiver<Report>,
@@ -203,14 +205,19 @@ async fn send_report(
 /// Writes one heartbeat, if there is one. A dispatcher that stopped reading can
 /// block the write until `TCP_USER_TIMEOUT`; stopping the agent does not wait for it.
 async fn send(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     heartbeat: Option<Heartbeat>,
     stop: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let Some(heartbeat) = heartbeat else { return Ok(()) };
     let frame = heartbeat.encode();
+    // TLS holds written bytes until a flush; for TCP the flush does nothing.
+    let written = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
     tokio::select! {
-        written = stream.write_all(&frame) => Ok(written?),
+        written = written => Ok(written?),
         () = stop.cancelled() => Err(SessionEnd::Stopped),
     }
 }

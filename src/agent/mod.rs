@@ -8,7 +8,8 @@
 //!
 //! Links speak the legacy protocol (memory only) or v2 ([`Protocol`]): a service, a
 //! stable id, every metric of a [`Sample`], a weight, the drain state, and with a
-//! [`Secret`] an authenticated registration (the `v2` module).
+//! [`Secret`] an authenticated registration (the `v2` module). Either may travel
+//! over TLS ([`AgentConfig::tls`]) to a dispatcher's TLS listener.
 
 mod link;
 mod probe;
@@ -30,6 +31,7 @@ use crate::log_limit::FailureStreak;
 pub use crate::protocol::v2::auth::{MIN_SECRET_LEN, Secret};
 use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
 use crate::protocol::{AddressError, IpField};
+use crate::tls::ClientTls;
 
 pub use probe::{
     Extra, HostProbe, LoadProbe, MemoryProbe, MetricsProbe, ProbeError, Sample, apply_metrics_text,
@@ -115,10 +117,10 @@ impl std::fmt::Display for Advertise {
 pub enum Protocol {
     /// The original 23-byte heartbeat: memory only, no service, no authentication.
     /// What the C++ dispatcher understands.
-    #[default]
     Legacy,
-    /// Protocol v2: service, stable id, all metrics, weight, drain state and, with a
-    /// secret, authenticated registration.
+    /// Protocol v2, the default: service, stable id, all metrics, weight, drain state
+    /// and, with a secret, authenticated registration.
+    #[default]
     V2,
 }
 
@@ -163,6 +165,10 @@ pub struct AgentConfig {
     pub secret: Option<Secret>,
     /// v2: relative capacity; 200 should get twice the clients of 100 at equal load.
     pub weight: NonZeroU16,
+    /// Speak TLS to every dispatcher (at its TLS listener), trusting this CA; `None`
+    /// for plain TCP. It carries either protocol, but the C++ dispatcher cannot
+    /// speak it.
+    pub tls: Option<ClientTls>,
 }
 
 /// The most dispatchers one agent reports to.
@@ -217,8 +223,8 @@ impl AgentConfig {
         ensure(!v2_only, "protocol", "--service, --secret-file and --weight need --protocol v2")
     }
 
-    /// A configuration for one dispatcher with the documented defaults: legacy
-    /// protocol, 1 s interval, 3 s connect timeout, reconnect backoff from 100 ms up
+    /// A configuration for one dispatcher with the documented defaults: protocol v2
+    /// in the default service, 1 s interval, 3 s connect timeout, reconnect backoff from 100 ms up
     /// to 1 s.
     pub fn new(server: impl Into<String>, advertise: Advertise) -> Self {
         Self::with_servers([server], advertise)
@@ -235,11 +241,18 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(3),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
-            protocol: Protocol::Legacy,
+            protocol: Protocol::V2,
             service,
             secret: None,
             weight: DEFAULT_WEIGHT,
+            tls: None,
         }
+    }
+
+    /// Speaks the legacy protocol, for a dispatcher that knows no other (the C++ one).
+    pub fn legacy(mut self) -> Self {
+        self.protocol = Protocol::Legacy;
+        self
     }
 
     /// Speaks v2 for `service`, with the id derived from it and the address.
@@ -408,14 +421,17 @@ mod tests {
     #[test]
     fn the_legacy_protocol_refuses_what_it_cannot_carry() {
         let long: Advertise = "game-7.eu.example.net:7000".parse().unwrap();
-        let error = AgentConfig::new("h:1", long.clone()).validate().unwrap_err();
+        let error = AgentConfig::new("h:1", long.clone()).legacy().validate().unwrap_err();
         assert_eq!(error.setting, "advertise");
         assert!(error.reason.contains("at most 15") && error.reason.contains("--protocol v2"), "{error}");
         let v2 = AgentConfig::new("h:1", long).v2(ServiceName::new("game").unwrap());
         assert_eq!(v2.validate(), Ok(()));
         // Exactly 15 characters fit.
-        assert_eq!(AgentConfig::new("h:1", "255.255.255.255:80".parse().unwrap()).validate(), Ok(()));
-        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            AgentConfig::new("h:1", "255.255.255.255:80".parse().unwrap()).legacy().validate(),
+            Ok(())
+        );
+        let ok = AgentConfig::new("h:1", "10.0.0.1:1".parse().unwrap()).legacy();
         let secret = Some(Secret::new(*b"0123456789abcdef").unwrap());
         assert_eq!(AgentConfig { secret, ..ok.clone() }.validate().unwrap_err().setting, "protocol");
         let service = ServiceName::new("game").unwrap();

@@ -2,7 +2,6 @@
 //! one), then sends a v2 heartbeat for every report until the connection ends.
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -10,14 +9,15 @@ use tokio_util::sync::CancellationToken;
 use super::link::SessionEnd;
 use super::{AgentConfig, Report, Secret};
 use crate::codec::v2::PeerCodec;
+use crate::dial::Stream;
 use crate::protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
 
-type Connection = Framed<TcpStream, PeerCodec>;
+type Connection = Framed<Stream, PeerCodec>;
 
 /// Registers if a secret is configured (without one, a dispatcher takes heartbeats
 /// directly), then heart-beats until the connection fails or the agent stops.
 pub(super) async fn session(
-    stream: TcpStream,
+    stream: Stream,
     config: &AgentConfig,
     reports: &mut watch::Receiver<Report>,
     stop: &CancellationToken,

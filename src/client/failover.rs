@@ -13,12 +13,13 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng, SeedableRng as _};
 
-use super::{Assigned, PickError, pick_service, pick_with_timestamp};
+use super::{Assigned, PickError, pick_over, pick_service_over};
 use crate::config::{ConfigError, ensure};
 use crate::protocol::unix_time_now;
 use crate::protocol::v2::{Picked, ServiceName};
+use crate::tls::ClientTls;
 
-/// How [`Failover::pick`] spends its time.
+/// How [`Failover::pick`] spends its time, and how it reaches the dispatchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverConfig {
     /// Longest wait for one dispatcher: connect, send, and read the reply.
@@ -28,6 +29,9 @@ pub struct FailoverConfig {
     /// For this long after a dispatcher failed to answer (unreachable, timed out,
     /// closed, or a malformed reply), it is tried only after the others.
     pub hold_down: Duration,
+    /// Speak TLS to every dispatcher (at its TLS listener), trusting this CA; `None`
+    /// for plain TCP. A failed handshake counts as a dispatcher that did not answer.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for FailoverConfig {
@@ -37,6 +41,7 @@ impl Default for FailoverConfig {
             attempt_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             hold_down: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -138,15 +143,16 @@ impl Failover {
     /// that refuses (no live backend) is not held down: it works, and the next pick
     /// may find it filled again.
     pub async fn pick(&self) -> Result<Answer, FailoverError> {
-        self.pick_with(
-            |server, budget| async move { pick_with_timestamp(&server, unix_time_now(), budget).await },
-        )
-        .await
+        let tls = self.config.tls.as_ref();
+        self.pick_with(|server, budget| async move { pick_over(&server, tls, unix_time_now(), budget).await })
+            .await
     }
 
     /// [`pick`](Self::pick) with a v2 PickRequest for a backend of `service`.
     pub async fn pick_service(&self, service: &ServiceName) -> Result<Answer<Picked>, FailoverError> {
-        self.pick_with(|server, budget| async move { pick_service(&server, service, budget).await }).await
+        let tls = self.config.tls.as_ref();
+        self.pick_with(|server, budget| async move { pick_service_over(&server, tls, service, budget).await })
+            .await
     }
 
     /// Tries `ask` on each dispatcher in turn (it gets the address and the time the

@@ -1,6 +1,7 @@
 //! The client side: ask a dispatcher for a backend with one login, read one reply
 //! (legacy, [`pick`]; or v2 for a named service, [`pick_service`]); or ask several
-//! replicas in turn ([`Failover`]).
+//! replicas in turn ([`Failover`]). Each has a form that can speak TLS
+//! ([`pick_over`], [`pick_service_over`], [`FailoverConfig::tls`]).
 
 mod failover;
 
@@ -14,6 +15,7 @@ use crate::codec::v2::{PeerCodec, PeerCodecError};
 use crate::dial::{self, DialError};
 use crate::protocol::v2::{ErrorCode, ErrorMessage, Message, PickOutcome, PickRequest, Picked, ServiceName};
 use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
+use crate::tls::ClientTls;
 
 pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, attempt_order};
 
@@ -94,9 +96,22 @@ pub async fn pick_with_timestamp(
     timestamp: u64,
     timeout: Duration,
 ) -> Result<Assigned, PickError> {
+    pick_over(server, None, timestamp, timeout).await
+}
+
+/// [`pick_with_timestamp`] over TLS when `tls` is given (to the dispatcher's TLS
+/// listener), else over plain TCP. The handshake counts against `timeout`.
+pub async fn pick_over(
+    server: &str,
+    tls: Option<&ClientTls>,
+    timestamp: u64,
+    timeout: Duration,
+) -> Result<Assigned, PickError> {
     let exchange = async {
-        let mut stream = dial::connect(server).await?;
+        let mut stream = dial::open(server, tls).await?;
         stream.write_all(&LoginRequest { timestamp }.encode()).await?;
+        // TLS holds written bytes until a flush; for TCP the flush does nothing.
+        stream.flush().await?;
         read_reply(&mut stream).await
     };
     bounded(server, timeout, exchange).await
@@ -111,8 +126,18 @@ pub async fn pick_service(
     service: &ServiceName,
     timeout: Duration,
 ) -> Result<Picked, PickError> {
+    pick_service_over(server, None, service, timeout).await
+}
+
+/// [`pick_service`] over TLS when `tls` is given, else over plain TCP.
+pub async fn pick_service_over(
+    server: &str,
+    tls: Option<&ClientTls>,
+    service: &ServiceName,
+    timeout: Duration,
+) -> Result<Picked, PickError> {
     let exchange = async {
-        let mut conn = Framed::new(dial::connect(server).await?, PeerCodec);
+        let mut conn = Framed::new(dial::open(server, tls).await?, PeerCodec);
         let request_id = rand::random();
         let request = PickRequest { request_id, timestamp: unix_time_now(), service: service.clone() };
         conn.send(&Message::PickRequest(request)).await?;
@@ -237,5 +262,6 @@ mod tests {
     fn pick_can_be_spawned() {
         fn assert_send<T: Send>(_: &T) {}
         assert_send(&pick("127.0.0.1:1", Duration::from_secs(1)));
+        assert_send(&pick_over("127.0.0.1:1", None, 0, Duration::from_secs(1)));
     }
 }

@@ -36,6 +36,29 @@ fn unknown(cmd: u16, len: usize) -> Frame {
     Frame { bytes, item: Inbound::Skipped { cmd, len } }
 }
 
+/// A protocol v2 message's frame.
+fn v2_frame(message: wire::Message) -> Frame {
+    let bytes = message.encode().unwrap();
+    Frame { bytes, item: Inbound::V2(wire::Decoded::Message(message)) }
+}
+
+fn pick_request(request_id: u32) -> Frame {
+    let service = wire::ServiceName::new("search").unwrap();
+    v2_frame(wire::Message::PickRequest(wire::PickRequest { request_id, timestamp: 1_700_000_000, service }))
+}
+
+/// A v2 PickRequest whose service name holds a space: skipped whole, reported.
+fn malformed_pick_request() -> Frame {
+    let mut bytes = pick_request(9).bytes;
+    let last = bytes.len() - 1;
+    bytes[last] = b' ';
+    let item = match wire::decode(&bytes, u16::MAX) {
+        Err(error) => Inbound::V2Malformed(error),
+        other => panic!("expected a malformed frame, got {other:?}"),
+    };
+    Frame { bytes, item }
+}
+
 fn header(len: usize, cmd: u16) -> Vec<u8> {
     let len = u16::try_from(len).unwrap();
     Header { len, cmd }.to_bytes().to_vec()
@@ -44,7 +67,7 @@ fn header(len: usize, cmd: u16) -> Vec<u8> {
 /// The frames back to back, and the items they must decode to.
 fn concat(frames: &[Frame]) -> (Vec<u8>, Vec<Inbound>) {
     let bytes = frames.iter().flat_map(|f| f.bytes.iter().copied()).collect();
-    let items = frames.iter().map(|f| f.item).collect();
+    let items = frames.iter().map(|f| f.item.clone()).collect();
     (bytes, items)
 }
 
@@ -57,6 +80,11 @@ fn mixed_stream() -> (Vec<u8>, Vec<Inbound>) {
         heartbeat(sample_heartbeat(182), &[0xaa, 0xbb]),
         unknown(cmd::DESTROY, 60_000),
         login(1_700_000_001),
+        v2_frame(wire::Message::Hello(wire::Hello)),
+        pick_request(7),
+        malformed_pick_request(),
+        unknown(0x0300, 40),
+        login(1_700_000_002),
     ])
 }
 
@@ -74,7 +102,10 @@ fn decode_chunks<'a>(
         while let Some(item) = codec.decode(&mut buf)? {
             items.push(item);
         }
-        assert!(buf.len() < Heartbeat::LEN, "{} bytes held", buf.len());
+        // A v2 frame is held whole before it is decoded, as its limit allows.
+        let v2_started = buf.len() >= HEADER_LEN && wire::is_v2(u16::from_le_bytes([buf[2], buf[3]]));
+        let most = if v2_started { usize::from(DEFAULT_MAX_V2_FRAME_LEN) } else { Heartbeat::LEN - 1 };
+        assert!(buf.len() <= most, "{} bytes held", buf.len());
     }
     while let Some(item) = codec.decode_eof(&mut buf)? {
         items.push(item);
@@ -262,12 +293,14 @@ fn any_frame() -> impl Strategy<Value = Frame> {
     let any_heartbeat = (any::<u8>(), any::<[u8; IP_FIELD_LEN]>(), any::<u16>())
         .prop_map(|(mem, ip, port)| Heartbeat { mem, ip: IpField::from_bytes(ip), port });
     let trailing = proptest::collection::vec(any::<u8>(), 0..8);
-    let unknown_cmd =
-        any::<u16>().prop_filter("handled command", |&c| c != cmd::HEARTBEAT && c != cmd::LOGIN);
+    let unknown_cmd = any::<u16>()
+        .prop_filter("handled command", |&c| c != cmd::HEARTBEAT && c != cmd::LOGIN && !wire::is_v2(c));
     prop_oneof![
         (any_heartbeat, trailing).prop_map(|(hb, trailing)| heartbeat(hb, &trailing)),
         any::<u64>().prop_map(login),
         (unknown_cmd, HEADER_LEN..300).prop_map(|(c, len)| unknown(c, len)),
+        any::<u32>().prop_map(pick_request),
+        Just(malformed_pick_request()),
     ]
 }
 
@@ -305,4 +338,26 @@ proptest! {
         let chunks = split(&bytes, &cuts);
         let _ = decode_chunks(&mut DispatcherCodec::new(max_frame_len), chunks.iter().map(Vec::as_slice));
     }
+}
+
+#[test]
+fn a_v2_frame_longer_than_the_v2_limit_is_refused_from_its_header() {
+    let mut codec = DispatcherCodec::with_v2_limit(u16::MAX, 3000);
+    let mut buf = BytesMut::from(&header(3001, 0x0205)[..]);
+    match codec.decode(&mut buf) {
+        Err(CodecError::V2(wire::DecodeError::TooLong { len: 3001, max: 3000 })) => {}
+        other => panic!("expected a v2 length error, got {other:?}"),
+    }
+    // At the limit the frame is awaited, not refused.
+    let mut buf = BytesMut::from(&header(3000, 0x0205)[..]);
+    assert!(codec.decode(&mut buf).unwrap().is_none());
+    assert!(codec.is_mid_frame(&buf));
+}
+
+#[test]
+fn a_v2_frame_is_not_limited_by_the_legacy_limit() {
+    // Legacy frames are skipped as they arrive; v2 ones have their own limit.
+    let frame = pick_request(3);
+    let mut codec = DispatcherCodec::with_v2_limit(Heartbeat::LEN as u16, 4096);
+    assert_eq!(decode_chunks(&mut codec, [frame.bytes.as_slice()]).unwrap(), vec![frame.item]);
 }

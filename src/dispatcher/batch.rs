@@ -10,7 +10,11 @@ use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::{Dispatcher, HeartbeatAccepted, HeartbeatRefused, LoginRefused, Table, bump};
+use super::{
+    Dispatcher, HeartbeatAccepted, HeartbeatRefused, LoginRefused, ServicePick, ServicePickRefused, Table,
+    V2HeartbeatAccepted, V2HeartbeatRefused, bump,
+};
+use crate::protocol::v2::{self, ErrorCode, ServiceName};
 use crate::protocol::{Heartbeat, LoginRequest};
 use crate::registry::{Backend, BackendId, Report};
 use crate::selection::Picked;
@@ -99,15 +103,67 @@ impl<'a> Batch<'a> {
     /// sent there. Counts and times nothing: see [`Batch::pick_for_client`].
     pub fn pick(&mut self) -> Option<Picked> {
         let now = self.now;
-        let Table { selector, rng, .. } = self.table();
-        selector.pick_target(now, rng)
+        let Table { services, rng, .. } = self.table();
+        services.default_mut().pick_target(now, rng)
+    }
+
+    /// Applies a v2 heartbeat received on connection `connection`.
+    pub fn heartbeat_v2(
+        &mut self,
+        connection: BackendId,
+        heartbeat: v2::Heartbeat,
+    ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
+        let (dispatcher, now) = (self.dispatcher, self.now);
+        bump(&dispatcher.stats.heartbeats);
+        let applied = self.table().apply_v2(connection, heartbeat, || dispatcher.next_id(), now);
+        if applied.is_err() {
+            bump(&dispatcher.stats.refused_heartbeats);
+        }
+        applied
+    }
+
+    /// Answers a v2 pick: checks its timestamp against `unix_now`, then picks a
+    /// backend of `service`. Counted and timed as logins are.
+    pub fn pick_service(
+        &mut self,
+        service: &ServiceName,
+        timestamp: u64,
+        unix_now: u64,
+    ) -> Result<ServicePick, ErrorCode> {
+        if self.clock_skew(timestamp, unix_now).is_some() {
+            return Err(ErrorCode::CLOCK_SKEW);
+        }
+        self.pick_in(service).map_err(|refused| match refused {
+            ServicePickRefused::UnknownService => ErrorCode::UNKNOWN_SERVICE,
+            ServicePickRefused::NoBackend => ErrorCode::NO_BACKEND,
+        })
+    }
+
+    /// Picks a backend of `service`, counting the outcome and timing it.
+    pub fn pick_in(&mut self, service: &ServiceName) -> Result<ServicePick, ServicePickRefused> {
+        self.picks_started.get_or_insert_with(Instant::now);
+        let now = self.now;
+        let picked = self.table().pick_service(service, now);
+        match &picked {
+            Ok(_) => self.answered += 1,
+            Err(_) => self.no_backend += 1,
+        }
+        picked
+    }
+
+    /// How far `timestamp` is from `unix_now`, if further than allowed; counted.
+    fn clock_skew(&self, timestamp: u64, unix_now: u64) -> Option<u64> {
+        let skew_secs = timestamp.abs_diff(unix_now);
+        if skew_secs <= self.dispatcher.max_clock_skew_secs.load(Ordering::Relaxed) {
+            return None;
+        }
+        bump(&self.dispatcher.stats.logins_clock_skew);
+        Some(skew_secs)
     }
 
     /// Answers a login: checks its timestamp against `unix_now`, then picks.
     pub fn login(&mut self, request: LoginRequest, unix_now: u64) -> Result<Picked, LoginRefused> {
-        let skew_secs = request.timestamp.abs_diff(unix_now);
-        if skew_secs > self.dispatcher.max_clock_skew_secs.load(Ordering::Relaxed) {
-            bump(&self.dispatcher.stats.logins_clock_skew);
+        if let Some(skew_secs) = self.clock_skew(request.timestamp, unix_now) {
             return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
         }
         self.pick_for_client()

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::protocol::v2::ErrorCode;
+
 /// Counters of what the dispatcher has done since it started.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -22,6 +24,11 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_open: AtomicU64,
+    /// v2 Registers accepted.
+    pub v2_registrations: AtomicU64,
+    /// v2 refusals sent (Error messages and failed PickReplies), by code: index 1 is
+    /// code 1, and so on; the last counts codes this version does not know.
+    pub v2_refusals: [AtomicU64; V2_REFUSAL_SLOTS],
     /// How long each pick took inside the dispatcher, lock wait included. The
     /// picks of one read are timed together (see [`super::Batch`]), and each is
     /// recorded at their average, so that a pipelining client does not pay two
@@ -48,7 +55,12 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub connections_open: u64,
+    pub v2_registrations: u64,
+    pub v2_refusals: [u64; V2_REFUSAL_SLOTS],
 }
+
+/// One counter per v2 error code, 1 to 13, and one for any other code.
+pub const V2_REFUSAL_SLOTS: usize = 15;
 
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -68,7 +80,22 @@ impl Stats {
             connections_accepted: get(&self.connections_accepted),
             connections_refused: get(&self.connections_refused),
             connections_open: get(&self.connections_open),
+            v2_registrations: get(&self.v2_registrations),
+            v2_refusals: std::array::from_fn(|slot| get(&self.v2_refusals[slot])),
         }
+    }
+
+    /// Counts a v2 refusal sent with `code`.
+    pub fn count_v2_refusal(&self, code: ErrorCode) {
+        let slot = usize::from(code.get()).min(V2_REFUSAL_SLOTS - 1);
+        bump(&self.v2_refusals[slot]);
+    }
+}
+
+impl StatsSnapshot {
+    /// How many v2 refusals were sent with `code`.
+    pub fn v2_refusals_with(&self, code: ErrorCode) -> u64 {
+        self.v2_refusals[usize::from(code.get()).min(V2_REFUSAL_SLOTS - 1)]
     }
 }
 

@@ -275,3 +275,137 @@ fn a_batch_removes_expired_backends_before_its_first_request() {
     let stats = d.stats().snapshot();
     assert_eq!((stats.evicted_expired, stats.logins_no_backend), (1, 1));
 }
+
+mod services {
+    use super::*;
+    use crate::protocol::v2::{self, Endpoint, ServiceName};
+    use crate::scoring::Scoring;
+
+    fn name(text: &str) -> ServiceName {
+        ServiceName::new(text).unwrap()
+    }
+
+    fn v2_heartbeat(service: &str, backend_id: u64, memory: u16, cpu: u16) -> v2::Heartbeat {
+        v2::Heartbeat {
+            backend_id,
+            service: name(service),
+            endpoint: Endpoint::from_socket_addr(format!("10.0.0.{backend_id}:7000").parse().unwrap())
+                .unwrap(),
+            memory: v2::Percent::from_hundredths(memory * 100),
+            cpu: v2::Percent::from_hundredths(cpu * 100),
+            connections: None,
+            weight: v2::DEFAULT_WEIGHT,
+            state: v2::State::Ready,
+            metrics: Vec::new(),
+        }
+    }
+
+    fn least_loaded() -> Dispatcher {
+        Dispatcher::with_seed(
+            DispatchSettings { policy: Policy::LeastLoaded, ..DispatchSettings::default() },
+            1,
+        )
+    }
+
+    #[test]
+    fn services_are_separate_pools_and_a_service_goes_with_its_last_backend() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let conn = |n: u64| BackendId(1000 + n);
+        d.batch(t0).heartbeat_v2(conn(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
+        d.batch(t0).heartbeat_v2(conn(2), v2_heartbeat("chat", 2, 20, 0)).unwrap();
+        let game = d.pick_service(&name("game"), t0).unwrap();
+        assert_eq!((game.backend_id, game.endpoint.to_string()), (1, "10.0.0.1:7000".to_owned()));
+        assert_eq!(d.pick_service(&name("chat"), t0).unwrap().backend_id, 2);
+        assert_eq!(d.pick_service(&name("none"), t0), Err(ServicePickRefused::UnknownService));
+        // Neither is in the default service, which legacy logins use.
+        assert_eq!(d.pick(t0), None);
+        d.disconnect(conn(2));
+        assert_eq!(d.pick_service(&name("chat"), t0), Err(ServicePickRefused::UnknownService));
+        let names: Vec<_> = d.services().into_iter().map(|s| s.name.as_str().to_owned()).collect();
+        assert_eq!(names, ["default", "game"]);
+    }
+
+    #[test]
+    fn a_reconnected_backend_keeps_its_entry_and_the_old_connection_no_longer_owns_it() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let first = d.batch(t0).heartbeat_v2(BackendId(1001), v2_heartbeat("game", 7, 10, 0)).unwrap();
+        let second = d.batch(t0).heartbeat_v2(BackendId(1002), v2_heartbeat("game", 7, 12, 0)).unwrap();
+        assert!(first.registered && !second.registered);
+        assert_eq!(first.id, second.id);
+        assert!(d.disconnect(BackendId(1001)).is_none(), "the old connection no longer owns it");
+        assert_eq!(d.backend_count(), 1);
+        assert!(d.disconnect(BackendId(1002)).is_some());
+        assert_eq!(d.backend_count(), 0);
+    }
+
+    #[test]
+    fn scoring_is_per_service_and_a_missing_figure_ranks_last() {
+        let mut settings = DispatchSettings { policy: Policy::LeastLoaded, ..DispatchSettings::default() };
+        settings.service_scoring.insert(name("game"), "max(memory, cpu)".parse::<Scoring>().unwrap());
+        let d = Dispatcher::with_seed(settings, 1);
+        let t0 = Instant::now();
+        // memory 10 / cpu 90 against memory 50 / cpu 20, in both services.
+        for (service, offset) in [("game", 0), ("chat", 10)] {
+            d.batch(t0).heartbeat_v2(BackendId(100 + offset), v2_heartbeat(service, 1, 10, 90)).unwrap();
+            d.batch(t0).heartbeat_v2(BackendId(101 + offset), v2_heartbeat(service, 2, 50, 20)).unwrap();
+        }
+        assert_eq!(d.pick_service(&name("game"), t0).unwrap().backend_id, 2, "max(memory, cpu) = 50 < 90");
+        assert_eq!(d.pick_service(&name("chat"), t0).unwrap().backend_id, 1, "memory alone: 10 < 50");
+        let mut no_cpu = v2_heartbeat("game", 3, 0, 0);
+        no_cpu.cpu = None;
+        let accepted = d.batch(t0).heartbeat_v2(BackendId(200), no_cpu).unwrap();
+        assert_eq!(accepted.score, None);
+        assert_ne!(d.pick_service(&name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
+    }
+
+    #[test]
+    fn the_default_service_takes_only_addresses_a_legacy_reply_can_hold() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let mut long = v2_heartbeat("default", 1, 10, 0);
+        long.endpoint = Endpoint::from_socket_addr("[2001:db8::1234:5678]:80".parse().unwrap()).unwrap();
+        let refused = d.batch(t0).heartbeat_v2(BackendId(100), long.clone()).unwrap_err();
+        assert!(matches!(refused, V2HeartbeatRefused::LegacyAddress { .. }), "{refused:?}");
+        long.service = name("game");
+        d.batch(t0).heartbeat_v2(BackendId(100), long).unwrap();
+        // A v2 backend of the default service is served to legacy logins too.
+        d.batch(t0).heartbeat_v2(BackendId(101), v2_heartbeat("default", 9, 10, 0)).unwrap();
+        let picked = d.pick(t0).unwrap();
+        assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.9", 7000));
+    }
+
+    #[test]
+    fn a_reported_drain_and_an_operator_hold_each_keep_a_backend_out() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let id = d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap().id;
+        let mut draining = v2_heartbeat("game", 1, 10, 0);
+        draining.state = v2::State::Draining;
+        d.batch(t0).heartbeat_v2(BackendId(100), draining).unwrap();
+        assert_eq!(d.pick_service(&name("game"), t0), Err(ServicePickRefused::NoBackend));
+        d.set_state(id, BackendState::Maintenance).unwrap();
+        d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap();
+        assert_eq!(
+            d.pick_service(&name("game"), t0),
+            Err(ServicePickRefused::NoBackend),
+            "held by the operator"
+        );
+        d.set_state(id, BackendState::Ready).unwrap();
+        assert_eq!(d.pick_service(&name("game"), t0).unwrap().id, id);
+    }
+
+    #[test]
+    fn a_connection_with_both_kinds_of_backend_removes_both_when_it_closes() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let conn = BackendId(100);
+        d.batch(t0).heartbeat_v2(conn, v2_heartbeat("game", 1, 10, 0)).unwrap();
+        d.heartbeat(conn, &heartbeat("10.0.0.5", 7005, 10), t0).unwrap();
+        assert_eq!(d.backend_count(), 2);
+        d.disconnect(conn);
+        assert_eq!(d.backend_count(), 0);
+        assert_eq!(d.stats().snapshot().evicted_disconnected, 2);
+    }
+}

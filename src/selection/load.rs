@@ -14,6 +14,9 @@ use crate::registry::MAX_VALID_MEM;
 /// client (often far below 1 %) adds up exactly and orders totally.
 pub const MICROS_PER_PERCENT: f64 = 1_000_000.0;
 
+/// The weight of a backend that says nothing of its capacity (every legacy one).
+pub const NORMAL_WEIGHT: u16 = 100;
+
 /// How the cost of one client is learned, and how new backends are ramped up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadSettings {
@@ -122,6 +125,10 @@ pub struct BackendLoad {
     evidence_picks: f64,
     /// The current estimate of one client's cost, in percent.
     cost: f64,
+    /// Relative capacity, 100 being the norm: the prior cost of a client is scaled
+    /// by `100 / weight`, so a backend of weight 200 takes twice the clients of one
+    /// of weight 100 at equal load until their reports show the real costs.
+    weight: u16,
 }
 
 impl BackendLoad {
@@ -136,6 +143,7 @@ impl BackendLoad {
             evidence_load: 0.0,
             evidence_picks: 0.0,
             cost: settings.prior_cost,
+            weight: NORMAL_WEIGHT,
         }
     }
 
@@ -197,12 +205,36 @@ impl BackendLoad {
         }
     }
 
-    /// Folds one interval's evidence into the cost estimate: a decayed ratio of load
-    /// increase to picks, pulled towards the prior while evidence is thin.
+    /// The relative capacity in force (100 unless the backend says otherwise).
+    pub fn weight(&self) -> u16 {
+        self.weight
+    }
+
+    /// Takes up a new relative capacity: the prior, and so the estimate, change.
+    pub fn set_weight(&mut self, weight: std::num::NonZeroU16, settings: &LoadSettings) {
+        if self.weight != weight.get() {
+            self.weight = weight.get();
+            self.estimate(settings);
+        }
+    }
+
+    /// The cost of one client assumed before evidence, scaled by the weight.
+    fn prior_cost(&self, settings: &LoadSettings) -> f64 {
+        settings.prior_cost * f64::from(NORMAL_WEIGHT) / f64::from(self.weight)
+    }
+
+    /// Folds one interval's evidence into the cost estimate.
     fn learn(&mut self, increase: f64, picks: f64, settings: &LoadSettings) {
         self.evidence_load = self.evidence_load * settings.retention + increase;
         self.evidence_picks = self.evidence_picks * settings.retention + picks;
-        let estimate = (self.evidence_load + settings.prior_cost * settings.prior_weight)
+        self.estimate(settings);
+    }
+
+    /// The cost estimate: a decayed ratio of load increase to picks, pulled towards
+    /// the prior while evidence is thin.
+    fn estimate(&mut self, settings: &LoadSettings) {
+        let prior = self.prior_cost(settings);
+        let estimate = (self.evidence_load + prior * settings.prior_weight)
             / (self.evidence_picks + settings.prior_weight);
         self.cost = estimate.clamp(settings.min_cost, settings.max_cost);
     }

@@ -87,7 +87,12 @@ impl FromStr for Policy {
 }
 
 /// Whether a backend takes new clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+///
+/// States are ordered by how far they keep clients away: a backend's state is the
+/// furthest of what its operator set and what it reports itself.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Takes new clients.
@@ -134,7 +139,12 @@ pub struct Picked {
 struct Slot {
     id: BackendId,
     load: BackendLoad,
+    /// The state in force: the furthest of `held` and `reported`.
     state: BackendState,
+    /// What an operator set; `Ready` when they set nothing.
+    held: BackendState,
+    /// What the backend says of itself (v2 heartbeats); legacy backends are ready.
+    reported: BackendState,
     /// Where this backend's clients are sent, from its latest report.
     ip: IpField,
     port: u16,
@@ -224,11 +234,45 @@ impl Selector {
         self.slot(id).map(|slot| slot.state)
     }
 
-    /// Sets a backend's state; returns false for an unknown backend. A backend
-    /// that is not ready leaves the pick indexes and keeps its load.
+    /// Sets the state an operator holds a backend in; returns false for an unknown
+    /// backend. A backend that is not ready leaves the pick indexes and keeps its
+    /// load. What the backend reports can keep it further out, never bring it back.
     pub fn set_state(&mut self, id: BackendId, state: BackendState) -> bool {
         let Some(&position) = self.positions.get(&id) else { return false };
-        self.slots[position].state = state;
+        self.slots[position].held = state;
+        self.update_state(position);
+        true
+    }
+
+    /// Records the state a backend reports for itself (ready, draining for
+    /// maintenance, ...); returns false for an unknown backend.
+    pub fn report_state(&mut self, id: BackendId, state: BackendState) -> bool {
+        let Some(&position) = self.positions.get(&id) else { return false };
+        if self.slots[position].reported != state {
+            self.slots[position].reported = state;
+            self.update_state(position);
+        }
+        true
+    }
+
+    /// The state an operator holds a backend in, and the one it reports.
+    pub fn states(&self, id: BackendId) -> Option<(BackendState, BackendState)> {
+        self.slot(id).map(|slot| (slot.held, slot.reported))
+    }
+
+    /// Sets a backend's relative capacity (100 is the norm): the clients it is sent
+    /// are assumed to cost it that much less until its reports show their cost.
+    pub fn set_weight(&mut self, id: BackendId, weight: std::num::NonZeroU16) -> bool {
+        let Some(&position) = self.positions.get(&id) else { return false };
+        self.slots[position].load.set_weight(weight, &self.settings);
+        true
+    }
+
+    /// Moves a slot in or out of the pick indexes after `held` or `reported` changed.
+    fn update_state(&mut self, position: usize) {
+        let slot = &mut self.slots[position];
+        let state = slot.held.max(slot.reported);
+        slot.state = state;
         let was_ready = position < self.ready;
         match (was_ready, state == BackendState::Ready) {
             (true, false) => {
@@ -237,7 +281,6 @@ impl Selector {
             (false, true) => self.index(position),
             _ => {}
         }
-        true
     }
 
     /// Records a report: registers the backend, or reconciles its effective load
@@ -263,7 +306,16 @@ impl Selector {
         let load = BackendLoad::new(report.mem, now, &self.settings);
         let position = self.slots.len();
         self.scores.push(load.effective_score());
-        self.slots.push(Slot { id, load, state: BackendState::Ready, ip: report.ip, port: report.port });
+        let ready = BackendState::Ready;
+        self.slots.push(Slot {
+            id,
+            load,
+            state: ready,
+            held: ready,
+            reported: ready,
+            ip: report.ip,
+            port: report.port,
+        });
         self.positions.insert(id, position);
         self.index(position);
     }

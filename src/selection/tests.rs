@@ -426,3 +426,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_heavier_backend_takes_more_clients_at_equal_load() {
+    let t0 = Instant::now();
+    let mut s = selector(Policy::P2c, &[(1, 40), (2, 40)], t0);
+    assert!(s.set_weight(BackendId(2), std::num::NonZeroU16::new(300).unwrap()));
+    let now = t0 + Duration::from_secs(10);
+    let counts = counts(&picks(&mut s, 400, now, &mut rng()));
+    // Each client is assumed to cost the weight-300 backend a third as much, so it takes
+    // about three in four.
+    assert!(counts[&2] > 2 * counts[&1], "{counts:?}");
+    assert_eq!(s.load(BackendId(2)).unwrap().weight(), 300);
+}
+
+#[test]
+fn the_state_in_force_is_the_further_of_the_operators_and_the_reported_one() {
+    let t0 = Instant::now();
+    let mut s = selector(Policy::LeastLoaded, &[(1, 10), (2, 50)], t0);
+    s.report_state(BackendId(1), BackendState::Draining);
+    assert_eq!(s.state(BackendId(1)), Some(BackendState::Draining));
+    s.set_state(BackendId(1), BackendState::Maintenance);
+    s.report_state(BackendId(1), BackendState::Ready);
+    assert_eq!(s.state(BackendId(1)), Some(BackendState::Maintenance), "the operator's hold stays");
+    assert_eq!(s.pick(t0, &mut rng()), Some(BackendId(2)));
+    s.set_state(BackendId(1), BackendState::Ready);
+    assert_eq!(s.states(BackendId(1)), Some((BackendState::Ready, BackendState::Ready)));
+    assert_eq!(s.pick(t0, &mut rng()), Some(BackendId(1)));
+    s.check_indexes();
+}

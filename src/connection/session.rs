@@ -1,0 +1,278 @@
+//! One connection's protocol v2 session: the handshake, heartbeats and picks, and
+//! the reply each frame is owed.
+//!
+//! No socket here: each frame comes in decoded, its reply frames are appended to the
+//! connection's write buffer, and a [`Verdict`] says whether the connection goes on.
+//! The rules are those of docs/protocol.md ("Authentication", "Error codes").
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::codec::Inbound;
+use crate::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
+use crate::log_limit::RateLimitedLog;
+use crate::protocol::v2::auth::{self, Nonce, Secret};
+use crate::protocol::v2::{
+    Challenge, DecodeError, Decoded, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome, PickReply,
+    PickRequest, Picked, Register, Registered, ServiceName,
+};
+use crate::registry::BackendId;
+use crate::ticket;
+
+/// What a connection does after a v2 frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Go on reading.
+    Continue,
+    /// Close once the replies owed are written: the peer broke a rule that the
+    /// connection cannot recover from.
+    Close { code: ErrorCode, reason: String },
+}
+
+/// The v2 state of one connection.
+#[derive(Debug, Default)]
+pub(super) struct Session {
+    /// The nonce of the Challenge sent and not yet used by a Register.
+    challenge: Option<Nonce>,
+    /// Who the connection's heartbeats must come from: set by an accepted Register,
+    /// or without a secret by the first heartbeat.
+    identity: Option<(ServiceName, u64)>,
+    /// Whether `identity` was proven by a Register.
+    registered: bool,
+    /// Whether an Error for a skipped frame was sent in the current read: one per read
+    /// is enough to tell the peer, and more would let it buy replies cheaply.
+    warned_this_read: bool,
+}
+
+/// What a session needs from its connection to handle one frame.
+pub(super) struct Context<'c, 'b> {
+    /// This connection's id: the v2 backend heard on it goes when it closes.
+    pub connection: BackendId,
+    pub peer: SocketAddr,
+    pub secret: Option<&'c Secret>,
+    pub ticket_lifetime: Duration,
+    /// The unix time of the read, taken once when first needed.
+    pub unix_now: &'c mut Option<u64>,
+    pub dispatcher: &'c Dispatcher,
+    pub batch: &'c mut Batch<'b>,
+    /// Where refusals worth an operator's attention are logged, at most once a second.
+    pub refusal_log: &'c RateLimitedLog,
+    pub out: &'c mut BytesMut,
+}
+
+impl Context<'_, '_> {
+    fn unix_now(&mut self) -> u64 {
+        *self.unix_now.get_or_insert_with(crate::protocol::unix_time_now)
+    }
+
+    fn send(&mut self, message: &Message) {
+        match message.encode() {
+            Ok(frame) => self.out.extend_from_slice(&frame),
+            // Every field sent is built here from checked values; a failure is a bug,
+            // and the peer is better told nothing than something malformed.
+            Err(error) => tracing::error!(%error, ?message, "cannot encode a v2 reply"),
+        }
+    }
+
+    /// Sends an Error and counts it.
+    fn send_error(&mut self, code: ErrorCode, text: &str) {
+        self.dispatcher.stats().count_v2_refusal(code);
+        self.send(&Message::Error(ErrorMessage::new(code, text)));
+    }
+
+    /// Sends an Error, counts and logs it (rate-limited, outside the lock), and
+    /// closes the connection.
+    fn refuse(&mut self, code: ErrorCode, reason: String) -> Verdict {
+        self.send_error(code, &reason);
+        self.batch.unlock();
+        if let Some(suppressed) = self.refusal_log.should_log(self.batch.now()) {
+            let kind = code.name().unwrap_or("refused");
+            tracing::warn!(peer = %self.peer, %reason, suppressed, "v2 connection refused ({kind}); closing it");
+        }
+        Verdict::Close { code, reason }
+    }
+}
+
+impl Session {
+    /// Marks the start of a new read.
+    pub(super) fn new_read(&mut self) {
+        self.warned_this_read = false;
+    }
+
+    /// Handles one v2 item of the codec.
+    pub(super) fn handle(&mut self, item: Inbound, cx: &mut Context<'_, '_>) -> Verdict {
+        match item {
+            Inbound::V2(Decoded::Message(message)) => self.on_message(message, cx),
+            Inbound::V2(Decoded::UnknownType { msg_type, .. }) => {
+                self.warn(cx, ErrorCode::UNKNOWN_TYPE, &format!("unknown v2 message type 0x{msg_type:02x}"))
+            }
+            Inbound::V2(Decoded::OtherVersion { .. }) | Inbound::Skipped { .. } => {
+                self.warn(cx, ErrorCode::UNSUPPORTED_VERSION, "supported versions: 0 2")
+            }
+            Inbound::V2Malformed(error) => self.on_malformed(&error, cx),
+            Inbound::Request(_) => Verdict::Continue,
+        }
+    }
+
+    fn on_message(&mut self, message: Message, cx: &mut Context<'_, '_>) -> Verdict {
+        match message {
+            Message::Hello(_) => self.on_hello(cx),
+            Message::Register(register) => self.on_register(&register, cx),
+            Message::Heartbeat(heartbeat) => self.on_heartbeat(heartbeat, cx),
+            Message::PickRequest(request) => on_pick(&request, cx),
+            other => {
+                let text = format!("a {:?} is sent by the dispatcher, not to it", other.message_type());
+                self.warn(cx, ErrorCode::UNEXPECTED, &text)
+            }
+        }
+    }
+
+    /// A malformed frame was skipped. A client waits for one answer per
+    /// PickRequest, so a malformed one is always answered; others once per read.
+    fn on_malformed(&mut self, error: &DecodeError, cx: &mut Context<'_, '_>) -> Verdict {
+        let text = error_text(error);
+        match error {
+            DecodeError::Malformed { kind: crate::protocol::v2::MessageType::PickRequest, .. } => {
+                cx.send_error(ErrorCode::MALFORMED, &text);
+                Verdict::Continue
+            }
+            _ => self.warn(cx, ErrorCode::MALFORMED, &text),
+        }
+    }
+
+    /// Answers a frame that is skipped with an Error, at most once per read.
+    fn warn(&mut self, cx: &mut Context<'_, '_>, code: ErrorCode, text: &str) -> Verdict {
+        if std::mem::replace(&mut self.warned_this_read, true) {
+            cx.dispatcher.stats().count_v2_refusal(code);
+        } else {
+            cx.send_error(code, text);
+        }
+        Verdict::Continue
+    }
+
+    fn on_hello(&mut self, cx: &mut Context<'_, '_>) -> Verdict {
+        let nonce = auth::new_nonce(&mut rand::rng());
+        self.challenge = Some(nonce);
+        let server_time = cx.unix_now();
+        cx.send(&Message::Challenge(Challenge { nonce, server_time }));
+        Verdict::Continue
+    }
+
+    fn on_register(&mut self, register: &Register, cx: &mut Context<'_, '_>) -> Verdict {
+        let Some(nonce) = self.challenge.take() else {
+            return cx
+                .refuse(ErrorCode::NO_CHALLENGE, "a Register needs a Challenge first: send Hello".into());
+        };
+        if let Some(secret) = cx.secret
+            && auth::verify_register(secret.as_bytes(), &nonce, register).is_err()
+        {
+            let reason = format!(
+                "backend {} of service {} did not prove it knows the secret",
+                register.backend_id, register.service
+            );
+            return cx.refuse(ErrorCode::AUTH_FAILED, reason);
+        }
+        let claimed = (register.service.clone(), register.backend_id);
+        if let Some(verdict) = self.check_identity(&claimed, cx) {
+            return verdict;
+        }
+        self.identity = Some(claimed);
+        self.registered = true;
+        bump(&cx.dispatcher.stats().v2_registrations);
+        cx.send(&Message::Registered(Registered { backend_id: register.backend_id }));
+        Verdict::Continue
+    }
+
+    /// Refuses a claim to be another backend than the one this connection is bound to.
+    fn check_identity(&self, claimed: &(ServiceName, u64), cx: &mut Context<'_, '_>) -> Option<Verdict> {
+        let bound = self.identity.as_ref().filter(|bound| *bound != claimed)?;
+        let reason = format!(
+            "this connection belongs to backend {} of service {}, not {} of {}",
+            bound.1, bound.0, claimed.1, claimed.0
+        );
+        Some(cx.refuse(ErrorCode::IDENTITY_MISMATCH, reason))
+    }
+
+    fn on_heartbeat(&mut self, heartbeat: Heartbeat, cx: &mut Context<'_, '_>) -> Verdict {
+        if cx.secret.is_some() && !self.registered {
+            let reason = "this dispatcher needs a Register (Hello, Challenge, Register) before heartbeats";
+            return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
+        }
+        let claimed = (heartbeat.service.clone(), heartbeat.backend_id);
+        if let Some(verdict) = self.check_identity(&claimed, cx) {
+            return verdict;
+        }
+        if self.identity.is_none() {
+            self.identity = Some(claimed);
+        }
+        let logged = heartbeat_summary(&heartbeat);
+        match cx.batch.heartbeat_v2(cx.connection, heartbeat) {
+            Ok(V2HeartbeatAccepted { registered: false, .. }) => {}
+            Ok(accepted) => {
+                cx.batch.unlock();
+                log_registered(&accepted, &logged, cx.peer);
+            }
+            Err(refused) => {
+                let code = match refused {
+                    V2HeartbeatRefused::LegacyAddress { .. } => ErrorCode::MALFORMED,
+                    V2HeartbeatRefused::Full(_) => ErrorCode::BACKEND_LIMIT,
+                };
+                cx.send_error(code, &refused.to_string());
+                cx.batch.unlock();
+                if let Some(suppressed) = cx.refusal_log.should_log(cx.batch.now()) {
+                    tracing::warn!(peer = %cx.peer, backend = %logged, error = %refused, suppressed, "v2 heartbeat refused");
+                }
+            }
+        }
+        Verdict::Continue
+    }
+}
+
+/// Answers a PickRequest with a PickReply, a ticket included when there is a secret.
+fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
+    let unix_now = cx.unix_now();
+    let outcome = match cx.batch.pick_service(&request.service, request.timestamp, unix_now) {
+        Ok(picked) => {
+            let ticket = cx.secret.map_or_else(Vec::new, |secret| {
+                let lifetime = cx.ticket_lifetime.as_secs();
+                issue_ticket(secret, picked.backend_id, &request.service, unix_now, lifetime)
+            });
+            PickOutcome::Picked(Picked { backend_id: picked.backend_id, endpoint: picked.endpoint, ticket })
+        }
+        Err(code) => {
+            cx.dispatcher.stats().count_v2_refusal(code);
+            PickOutcome::Refused(code)
+        }
+    };
+    cx.send(&Message::PickReply(PickReply { request_id: request.request_id, outcome }));
+    Verdict::Continue
+}
+
+fn issue_ticket(secret: &Secret, backend_id: u64, service: &ServiceName, now: u64, lifetime: u64) -> Vec<u8> {
+    let mut nonce = [0u8; ticket::NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    let claims = ticket::Claims::new(backend_id, service, now, lifetime, nonce);
+    ticket::issue(secret.as_bytes(), &claims).as_bytes().to_vec()
+}
+
+/// The error and its cause, on one line, for an Error's text.
+fn error_text(error: &DecodeError) -> String {
+    match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
+
+/// `42 of service search at 10.0.0.2:1002`, for log lines.
+fn heartbeat_summary(heartbeat: &Heartbeat) -> String {
+    format!("{} of service {} at {}", heartbeat.backend_id, heartbeat.service, heartbeat.endpoint)
+}
+
+fn log_registered(accepted: &V2HeartbeatAccepted, backend: &str, peer: SocketAddr) {
+    tracing::info!(id = %accepted.id, %backend, %peer, score = ?accepted.score, "v2 backend registered");
+    if accepted.score.is_none() {
+        tracing::warn!(%backend, "the backend's heartbeat lacks a figure its service's scoring needs; it is ranked last");
+    }
+}

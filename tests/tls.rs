@@ -1,0 +1,318 @@
+//! TLS on loopback: a dispatcher with a TLS listener and a certificate made in the
+//! test, an agent and a client speaking TLS to it, and the peers it must turn away
+//! (another CA, another name, plain TCP) without disturbing the others.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{expect_closed, heartbeat, send, wait_until, within};
+use loadwise::agent::AgentConfig;
+use loadwise::client::{self, Failover, FailoverConfig, PickError};
+use loadwise::dial::DialError;
+use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise::protocol::v2::ServiceName;
+use loadwise::server::{Server, ServerConfig, ServerError, TlsListen};
+use loadwise::tls::ClientTls;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Long enough for any loopback exchange, short enough to fail fast.
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+/// A directory of its own under the system's temporary one, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let unique = format!("loadwise-tls-test-{name}-{}-{}", std::process::id(), rand::random::<u64>());
+        let dir = std::env::temp_dir().join(unique);
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    _dir: TempDir,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = TempDir::new(name);
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, format!("loadwise test CA {name}"));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "loadwise test dispatcher");
+        let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+        Pki {
+            ca: dir.write("ca.pem", &ca_cert.pem()),
+            cert: dir.write("cert.pem", &server_cert.pem()),
+            key: dir.write("key.pem", &server_key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> ClientTls {
+        ClientTls::from_ca_file(&self.ca).unwrap()
+    }
+}
+
+/// A dispatcher listening on plain TCP and on TLS, both on ephemeral loopback ports.
+struct Dispatch {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+fn tls_config(cert: &Path, key: &Path, config: ServerConfig) -> ServerConfig {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let tls = TlsListen { listen, cert: cert.to_owned(), key: key.to_owned() };
+    ServerConfig { listen, tls: Some(tls), ..config }
+}
+
+impl Dispatch {
+    async fn start(pki: &Pki, config: ServerConfig) -> Dispatch {
+        let server = Server::bind(tls_config(&pki.cert, &pki.key, config)).await.unwrap();
+        let plain = server.local_addr().unwrap();
+        let tls = server.tls_local_addr().expect("a TLS listener").unwrap();
+        let dispatcher = server.dispatcher();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+        Dispatch { plain, tls, dispatcher, stop, task }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.dispatcher.stats().snapshot()
+    }
+
+    /// Registers a backend over plain TCP; the connection keeps it registered.
+    async fn register_plain(&self, ip: &str, port: u16) -> TcpStream {
+        let mut stream = within(TcpStream::connect(self.plain)).await.unwrap();
+        send(&mut stream, &heartbeat(20, ip, port)).await;
+        self.wait_for_backends(1).await;
+        stream
+    }
+
+    async fn wait_for_backends(&self, count: usize) {
+        wait_until(&format!("{count} backend(s) registered"), || self.dispatcher.backend_count() == count)
+            .await;
+    }
+
+    async fn pick_tls(&self, tls: &ClientTls) -> Result<client::Assigned, PickError> {
+        let server = self.tls.to_string();
+        client::pick_over(&server, Some(tls), common::unix_now(), ATTEMPT).await
+    }
+
+    async fn shut_down(self) {
+        self.stop.cancel();
+        within(self.task).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_and_a_client_round_trip_through_tls() {
+    let pki = Pki::new("round-trip");
+    let dispatch = Dispatch::start(&pki, ServerConfig::default()).await;
+    let config = AgentConfig {
+        interval: Duration::from_millis(100),
+        tls: Some(pki.client()),
+        ..AgentConfig::new(dispatch.tls.to_string(), "10.0.0.7:7007".parse().unwrap())
+    };
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(loadwise::agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
+    dispatch.wait_for_backends(1).await;
+
+    let failover = FailoverConfig { tls: Some(pki.client()), ..FailoverConfig::default() };
+    let failover = Failover::new(vec![dispatch.tls.to_string()], failover).unwrap();
+    let answer = within(failover.pick()).await.unwrap();
+    assert_eq!(answer.backend.to_string(), "10.0.0.7:7007");
+    // By name rather than address, and by an overriding name.
+    let by_name = format!("localhost:{}", dispatch.tls.port());
+    let tls = pki.client();
+    let assigned = client::pick_over(&by_name, Some(&tls), common::unix_now(), ATTEMPT).await.unwrap();
+    assert_eq!(assigned.to_string(), "10.0.0.7:7007");
+    let pinned = pki.client().with_server_name("localhost").unwrap();
+    assert_eq!(dispatch.pick_tls(&pinned).await.unwrap().to_string(), "10.0.0.7:7007");
+    // One table behind both listeners.
+    let plain = client::pick(&dispatch.plain.to_string(), ATTEMPT).await.unwrap();
+    assert_eq!(plain.to_string(), "10.0.0.7:7007");
+    // The agent speaks v2 by default: a v2 pick through TLS names it, by its own id.
+    let service = ServiceName::new("default").unwrap();
+    let v2 =
+        client::pick_service_over(&dispatch.tls.to_string(), Some(&tls), &service, ATTEMPT).await.unwrap();
+    assert_eq!(v2.endpoint.to_string(), "10.0.0.7:7007");
+    assert!(v2.ticket.is_empty(), "no secret, no ticket");
+
+    stop_agent.cancel();
+    within(agent).await.unwrap().unwrap();
+    dispatch.wait_for_backends(0).await;
+    let tls_addr = dispatch.tls;
+    dispatch.shut_down().await;
+    assert!(TcpStream::connect(tls_addr).await.is_err(), "the TLS listener is closed on shutdown");
+}
+
+#[tokio::test]
+async fn an_authenticated_v2_backend_and_a_ticketed_pick_through_tls() {
+    let pki = Pki::new("v2-auth");
+    let secret = loadwise::agent::Secret::new(*b"a secret of twenty-four").unwrap();
+    let mut config = ServerConfig::default();
+    config.connection.secret = Some(secret.clone());
+    let dispatch = Dispatch::start(&pki, config).await;
+    let service = ServiceName::new("game").unwrap();
+    let config = AgentConfig {
+        interval: Duration::from_millis(100),
+        tls: Some(pki.client()),
+        secret: Some(secret.clone()),
+        ..AgentConfig::new(dispatch.tls.to_string(), "[2001:db8::7]:7007".parse().unwrap())
+            .v2(service.clone())
+    };
+    let backend_id = config.backend_id;
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(loadwise::agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
+    dispatch.wait_for_backends(1).await;
+    assert_eq!(dispatch.stats().v2_registrations, 1);
+
+    let tls = pki.client();
+    let picked =
+        client::pick_service_over(&dispatch.tls.to_string(), Some(&tls), &service, ATTEMPT).await.unwrap();
+    assert_eq!(
+        (picked.backend_id, picked.endpoint.to_string()),
+        (backend_id, "[2001:db8::7]:7007".to_owned())
+    );
+    loadwise::ticket::verify(secret.as_bytes(), &picked.ticket, backend_id, common::unix_now()).unwrap();
+
+    stop_agent.cancel();
+    within(agent).await.unwrap().unwrap();
+    dispatch.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_peer_trusting_another_ca_or_expecting_another_name_is_refused_and_others_are_served() {
+    let pki = Pki::new("trusted");
+    let stranger = Pki::new("stranger");
+    let dispatch = Dispatch::start(&pki, ServerConfig::default()).await;
+    let _backend = dispatch.register_plain("10.0.0.8", 7008).await;
+
+    let error = dispatch.pick_tls(&stranger.client()).await.unwrap_err();
+    assert!(matches!(error, PickError::Unreachable(DialError::Handshake { .. })), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("TLS handshake with") && message.contains("UnknownIssuer"), "{message}");
+    let wrong_name = pki.client().with_server_name("dispatcher.example").unwrap();
+    let message = dispatch.pick_tls(&wrong_name).await.unwrap_err().to_string();
+    assert!(message.contains("TLS handshake with") && message.contains("not valid for name"), "{message}");
+
+    assert_eq!(dispatch.pick_tls(&pki.client()).await.unwrap().to_string(), "10.0.0.8:7008");
+    dispatch.shut_down().await;
+}
+
+#[tokio::test]
+async fn plain_tcp_on_the_tls_port_is_closed_within_the_handshake_timeout_without_disturbing_others() {
+    let pki = Pki::new("plain");
+    let mut config = ServerConfig::default();
+    // Also bounds the handshake, so the silent peer is closed quickly.
+    config.connection.frame_timeout = Duration::from_millis(300);
+    let dispatch = Dispatch::start(&pki, config).await;
+    let _backend = dispatch.register_plain("10.0.0.9", 7009).await;
+
+    // A legacy login is no TLS record: the handshake fails at once, and no login
+    // reply comes back, only (at most) a TLS alert before the close.
+    let mut talker = within(TcpStream::connect(dispatch.tls)).await.unwrap();
+    send(&mut talker, &common::login_now()).await;
+    let mut received = Vec::new();
+    let read = within(talker.read_to_end(&mut received)).await;
+    assert!(read.is_ok() || read.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(received.len() < common::REPLY_LEN, "a plain peer got a reply: {received:02x?}");
+
+    // A peer that never starts the handshake holds its slot only until the timeout;
+    // meanwhile a TLS client is served.
+    let started = Instant::now();
+    let mut silent = within(TcpStream::connect(dispatch.tls)).await.unwrap();
+    assert_eq!(dispatch.pick_tls(&pki.client()).await.unwrap().to_string(), "10.0.0.9:7009");
+    expect_closed(&mut silent).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "closed before the handshake timeout: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "not closed within the handshake timeout: {waited:?}");
+    // Only the backend's connection is left.
+    wait_until("the refused connections closed", || dispatch.stats().connections_open == 1).await;
+    dispatch.shut_down().await;
+}
+
+#[tokio::test]
+async fn both_listeners_share_one_connection_cap() {
+    let pki = Pki::new("cap");
+    let dispatch =
+        Dispatch::start(&pki, ServerConfig { max_connections: 2, ..ServerConfig::default() }).await;
+    let _backend = dispatch.register_plain("10.0.0.10", 7010).await;
+    // The second slot goes to a TLS client, whose pick works.
+    let tls = pki.client();
+    let mut held = loadwise::dial::open(&dispatch.tls.to_string(), Some(&tls)).await.unwrap();
+    wait_until("two connections open", || dispatch.stats().connections_open == 2).await;
+    // Full: a third connection is closed on accept, on either listener.
+    let mut refused = within(TcpStream::connect(dispatch.plain)).await.unwrap();
+    expect_closed(&mut refused).await;
+    assert!(dispatch.pick_tls(&tls).await.is_err());
+    assert_eq!(dispatch.stats().connections_refused, 2);
+    // The held TLS connection is served all the same.
+    held.write_all(&common::login_now()).await.unwrap();
+    held.flush().await.unwrap();
+    let assigned = within(client::read_reply(&mut held)).await.unwrap();
+    assert_eq!(assigned.to_string(), "10.0.0.10:7010");
+    dispatch.shut_down().await;
+}
+
+#[tokio::test]
+async fn unusable_certificate_or_key_files_stop_the_start_naming_the_file() {
+    let pki = Pki::new("bad-files");
+    let other = Pki::new("other-key");
+    let missing = pki.cert.with_file_name("missing.pem");
+    let start = |cert: &Path, key: &Path| Server::bind(tls_config(cert, key, ServerConfig::default()));
+
+    let error = start(&missing, &pki.key).await.unwrap_err();
+    assert!(matches!(error, ServerError::Tls(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("TLS certificate file") && message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+
+    let message = start(&pki.cert, &missing).await.unwrap_err().to_string();
+    assert!(message.contains("TLS key file") && message.contains("missing.pem"), "{message}");
+
+    let message = start(&pki.cert, &other.key).await.unwrap_err().to_string();
+    let key = other.key.display().to_string();
+    assert!(message.contains(&key) && message.contains("does not match"), "{message}");
+
+    let message = start(&pki.key, &pki.key).await.unwrap_err().to_string();
+    assert!(message.contains("holds no certificate"), "{message}");
+}
