@@ -16,7 +16,7 @@ use loadwise::scoring::Scoring;
 use loadwise::selection::Policy;
 use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{
-    AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources,
+    AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources, TlsListenAddr,
 };
 use loadwise::tls::ClientTls;
 
@@ -216,6 +216,17 @@ pub struct ServeArgs {
     /// at least 1. Tickets are issued only with --auth-secret-file.
     #[arg(long, env = "LOADWISE_TICKET_LIFETIME", value_parser = duration, value_name = "DURATION")]
     pub ticket_lifetime: Option<Duration>,
+    /// A second listener whose connections speak TLS (the same protocols as on
+    /// --listen), or `off`; needs --tls-cert and --tls-key.
+    #[arg(long, env = "LOADWISE_TLS_LISTEN", value_name = "ADDR|off")]
+    pub tls_listen: Option<TlsListenAddr>,
+    /// The TLS listener's certificate chain: a PEM file, the server's certificate
+    /// first.
+    #[arg(long, env = "LOADWISE_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS listener's private key: a PEM file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LOADWISE_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
     /// The service legacy heartbeats and logins belong to; v2 backends and clients
     /// that name it share its pool.
     #[arg(long, env = "LOADWISE_DEFAULT_SERVICE", value_name = "NAME")]
@@ -268,6 +279,9 @@ impl ServeArgs {
             legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
             auth_secret_file: self.auth_secret_file.clone(),
             ticket_lifetime: self.ticket_lifetime,
+            tls_listen: self.tls_listen,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             default_service: self.default_service.clone(),
             scoring: self.scoring.clone(),
             admin: AdminLayer {

@@ -230,6 +230,22 @@ fn service_scoring_merges_the_file_the_environment_and_flags_service_by_service(
 }
 
 #[test]
+fn the_tls_settings_go_together_from_any_source() {
+    let file = TempFile::new("tls.toml", "tls_cert = \"/etc/cert.pem\"\ntls_key = \"/etc/key.pem\"\n");
+    let settings = shown(&["--config", file.path()], &[("LOADWISE_TLS_LISTEN", "127.0.0.1:8443")]);
+    let tls = settings.server.tls.expect("a whole TLS listener");
+    assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(tls.cert, PathBuf::from("/etc/cert.pem"));
+
+    let out = run_to_end(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`tls-cert`") && out.stderr.contains(file.path()), "{}", out.stderr);
+    let out = run_to_end(&["config", "show", "--tls-listen", "127.0.0.1:8443", "--tls-key", "/k"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`tls-listen`") && out.stderr.contains("tls_cert"), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let file = TempFile::new("unknown.toml", "listen = \"127.0.0.1:0\"\ntll = \"5s\"\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--admin-listen", "off"], &[]);
@@ -497,6 +513,69 @@ async fn a_reload_applies_connection_limits_to_open_connections() {
     lower.dispatch.ttl = Duration::from_secs(9);
     assert_eq!(reload.apply(&lower).unwrap_err().setting, "max-frame-len");
     assert_eq!(dispatcher.ttl(), Duration::from_secs(3));
+    stop.cancel();
+    serving.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reloaded_auth_secret_signs_the_next_tickets() {
+    use loadwise::agent::AgentConfig;
+    use loadwise::protocol::v2::ServiceName;
+    use loadwise::settings::Sources;
+
+    let secret = TempFile::new("reloaded-secret", "the first secret, 26 bytes\n");
+    let overrides = Layer {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        auth_secret_file: Some(secret.0.clone()),
+        ..Layer::default()
+    };
+    let sources = Sources { overrides, ..Sources::default() };
+    let server = Server::bind(sources.load().unwrap().settings.server).await.unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let (reload, dispatcher) = (server.reload_handle(), server.dispatcher());
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+
+    // A backend proves the first secret, and tickets are signed with it.
+    let service = ServiceName::new("game").unwrap();
+    let first = loadwise::agent::Secret::from_file_text("the first secret, 26 bytes").unwrap();
+    let config = AgentConfig {
+        interval: Duration::from_millis(100),
+        secret: Some(first.clone()),
+        ..AgentConfig::new(addr.clone(), "10.0.0.7:7007".parse().unwrap()).v2(service.clone())
+    };
+    let backend_id = config.backend_id;
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(loadwise::agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
+    let end = Instant::now() + DEADLINE;
+    while dispatcher.stats().snapshot().v2_registrations < 1 {
+        assert!(Instant::now() < end, "the backend never registered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ticket = || async {
+        let picked = loadwise::client::pick_service(&addr, &service, DEADLINE).await.unwrap();
+        assert_eq!(picked.backend_id, backend_id);
+        picked.ticket
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(loadwise::ticket::verify(first.as_bytes(), ticket().await, backend_id, now()).is_ok());
+
+    // The file is read again at the next load; applied, it signs the next tickets, and
+    // the backend registered with the first secret stays.
+    secret.write("the second secret, 27 bytes\n");
+    let reloaded = sources.load().unwrap();
+    assert_eq!(reload.apply(&reloaded.settings.server), Ok(()));
+    let next = ticket().await;
+    assert!(loadwise::ticket::verify(b"the second secret, 27 bytes", &next, backend_id, now()).is_ok());
+    assert!(loadwise::ticket::verify(first.as_bytes(), &next, backend_id, now()).is_err());
+
+    // A short secret is not loaded at all, so nothing can apply it.
+    secret.write("short\n");
+    let error = sources.load().unwrap_err().to_string();
+    assert!(error.contains("`auth-secret-file`") && error.contains("at least 16 bytes"), "{error}");
+
+    stop_agent.cancel();
+    agent.await.unwrap().unwrap();
     stop.cancel();
     serving.await.unwrap();
 }

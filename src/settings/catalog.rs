@@ -147,6 +147,27 @@ pub const CATALOG: &[SettingInfo] = &[
          at least 1. Tickets are issued only with auth_secret_file.",
     ),
     restart(
+        "tls_listen",
+        "A second listener whose connections speak TLS (the same protocols as on listen),\n\
+         or \"off\". Needs tls_cert and tls_key.",
+    ),
+    SettingInfo {
+        key: "tls_cert",
+        live: false,
+        doc: "The TLS listener's certificate chain: a PEM file, the server's certificate\n\
+              first, then any intermediates.",
+        example: Some("\"/etc/loadwise/tls/cert.pem\""),
+        per_service: None,
+    },
+    SettingInfo {
+        key: "tls_key",
+        live: false,
+        doc: "The TLS listener's private key: a PEM file (PKCS#8, PKCS#1 or SEC1), readable\n\
+              by loadwise alone.",
+        example: Some("\"/etc/loadwise/tls/key.pem\""),
+        per_service: None,
+    },
+    restart(
         "default_service",
         "The service legacy heartbeats and logins belong to; v2 backends and clients that\n\
          name it share its pool with them. 1 to 64 bytes of A-Z, a-z, 0-9, '.', '_', '-'.",

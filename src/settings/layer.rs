@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::SettingInfo;
-use super::text::{AdminListen, as_duration, as_text, service_tables};
+use super::text::{AdminListen, TlsListenAddr, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
 use crate::config::{ConfigError, ensure};
 use crate::netlist::NetList;
@@ -69,6 +69,12 @@ pub struct Layer {
     pub auth_secret_file: Option<PathBuf>,
     #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
     pub ticket_lifetime: Option<Duration>,
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<TlsListenAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub default_service: Option<ServiceName>,
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
@@ -144,6 +150,9 @@ impl Layer {
             legacy_heartbeat_networks: Some(connection.legacy_heartbeats.clone()),
             auth_secret_file: settings.auth_secret_file.clone(),
             ticket_lifetime: Some(connection.ticket_lifetime),
+            tls_listen: Some(settings.tls.listen),
+            tls_cert: settings.tls.cert.clone(),
+            tls_key: settings.tls.key.clone(),
             default_service: Some(dispatch.default_service.clone()),
             scoring: Some(dispatch.scoring.clone()),
             admin: AdminLayer { listen: Some(settings.admin.listen), token, token_file },
@@ -185,11 +194,26 @@ impl Layer {
         set(&mut connection.write_timeout, self.write_timeout);
         set(&mut connection.legacy_heartbeats, self.legacy_heartbeat_networks.clone());
         set(&mut connection.ticket_lifetime, self.ticket_lifetime);
+        set(&mut server.shutdown_grace, self.shutdown_grace);
         if let Some(path) = &self.auth_secret_file {
             settings.auth_secret_file = Some(path.clone());
         }
-        set(&mut server.shutdown_grace, self.shutdown_grace);
+        self.apply_tls(settings);
         self.admin.apply(&mut settings.admin)
+    }
+
+    /// Sets the TLS settings this layer gives, and the listener they make with those
+    /// of the layers below (validated once all are laid).
+    fn apply_tls(&self, settings: &mut Settings) {
+        let tls = &mut settings.tls;
+        set(&mut tls.listen, self.tls_listen);
+        if let Some(cert) = &self.tls_cert {
+            tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            tls.key = Some(key.clone());
+        }
+        settings.server.tls = tls.listener();
     }
 
     /// Whether this layer sets `key` (a catalogue key such as `ttl` or `admin.listen`);

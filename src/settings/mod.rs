@@ -5,13 +5,15 @@
 //! [`Sources::load`] lays them over the built-in defaults in order of precedence,
 //! lowest first: defaults, the file, then the environment and flags (which clap has
 //! already merged, flags winning). The result is validated, and an error names the
-//! setting and where its value came from.
+//! setting and where its value came from. Per-service settings (`[services.NAME]`
+//! tables) merge service by service. Files named by settings (the admin token, the
+//! auth secret) are read after the merge, at each load.
 //!
 //! | file | its one job |
 //! |---|---|
 //! | `mod.rs` | [`Settings`], [`Sources`], the errors |
 //! | `layer.rs` | [`Layer`]: one source's settings, as the file spells them |
-//! | `text.rs` | settings written as text: durations, `off`-able addresses |
+//! | `text.rs` | settings written as text: durations, `off`-able addresses, `NAME=SCORING` |
 //! | `catalog.rs` | [`CATALOG`]: every setting's key, flag, variable, default and doc |
 //! | `render.rs` | settings as a commented TOML file ([`example`], [`render`]) |
 //! | `diff.rs` | what changed between two loads, and whether it applies live |
@@ -32,11 +34,14 @@ pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
 pub use diff::{Change, diff};
 pub use layer::{AdminLayer, Layer, ServiceLayer};
 pub use render::{example, render};
-pub use text::{AdminListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, format_duration};
+pub use text::{
+    AdminListen, BadListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, TlsListenAddr,
+    format_duration,
+};
 
 use crate::config::ConfigError;
 use crate::protocol::v2::auth::Secret;
-use crate::server::ServerConfig;
+use crate::server::{ServerConfig, TlsListen};
 
 /// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -46,6 +51,47 @@ pub struct Settings {
     /// The file the v2 shared secret is read from, at start and at each reload, into
     /// `server.connection.secret`: the secret itself stays out of argv and the file.
     pub auth_secret_file: Option<PathBuf>,
+    /// The TLS listener as given. Its three settings may come from different sources,
+    /// so they are kept apart until all are laid over each other; when complete they
+    /// are `server.tls`.
+    pub tls: TlsSettings,
+}
+
+/// The TLS listener's settings as given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    pub listen: TlsListenAddr,
+    /// The certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// The private key, PEM.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The listener, if the settings make a whole one.
+    pub fn listener(&self) -> Option<TlsListen> {
+        Some(TlsListen { listen: self.listen.addr()?, cert: self.cert.clone()?, key: self.key.clone()? })
+    }
+
+    /// Fails, naming the setting, unless the three are all given or none is: half a
+    /// listener is a mistake, not a wish for none.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (setting, reason) = match (self.listen.addr(), &self.cert, &self.key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => return Ok(()),
+            (Some(_), None, Some(_)) => {
+                ("tls-listen", "a TLS listener needs tls_cert (a PEM certificate chain)")
+            }
+            (Some(_), Some(_), None) => ("tls-listen", "a TLS listener needs tls_key (a PEM private key)"),
+            (Some(_), None, None) => ("tls-listen", "a TLS listener needs tls_cert and tls_key (PEM files)"),
+            (None, Some(_), _) => {
+                ("tls-cert", "no TLS listener uses it: set tls_listen too, or remove tls_cert")
+            }
+            (None, None, Some(_)) => {
+                ("tls-key", "no TLS listener uses it: set tls_listen too, or remove tls_key")
+            }
+        };
+        Err(ConfigError::new(setting, reason))
+    }
 }
 
 /// The admin HTTP API's settings.
@@ -68,11 +114,13 @@ pub enum TokenSource {
 }
 
 impl Settings {
-    /// Keeps the settings that cannot change while running (listen addresses, the
-    /// default service) as they are in `running`.
+    /// Keeps the settings that cannot change while running (listen addresses, the TLS
+    /// listener, the default service) as they are in `running`.
     pub fn keep_restart_only(&mut self, running: &Settings) {
         self.server.listen = running.server.listen;
         self.admin.listen = running.admin.listen;
+        self.tls = running.tls.clone();
+        self.server.tls = running.server.tls.clone();
         // Backends already registered stay in the running service's pool: renaming it
         // live would part legacy logins from them.
         self.server.dispatch.default_service = running.server.dispatch.default_service.clone();
@@ -137,6 +185,7 @@ impl Sources {
             |error: ConfigError| SettingsError::Invalid { origin: self.origin(file, error.setting), error };
         file.apply(&mut settings).map_err(invalid)?;
         self.overrides.apply(&mut settings).map_err(invalid)?;
+        settings.tls.validate().map_err(invalid)?;
         settings.server.validate().map_err(invalid)?;
         Ok(settings)
     }

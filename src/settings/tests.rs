@@ -55,6 +55,13 @@ fn rendered_settings_parse_back_to_themselves() {
     settings.server.connection.idle_timeout = None;
     settings.admin.listen = AdminListen::Off;
     settings.admin.token = Some(TokenSource::File("/run/token".into()));
+    settings.auth_secret_file = Some("/run/secret".into());
+    settings.tls = TlsSettings {
+        listen: TlsListenAddr::On("[::1]:8443".parse().unwrap()),
+        cert: Some("/run/cert.pem".into()),
+        key: Some("/run/key.pem".into()),
+    };
+    settings.server.tls = settings.tls.listener();
     let scoring = &mut settings.server.dispatch.service_scoring;
     scoring.insert(service("search"), "max(memory, cpu)".parse().unwrap());
     scoring.insert(service("eu.search"), "0.5*connections".parse().unwrap());
@@ -184,7 +191,11 @@ fn restart_only_settings_keep_their_running_values() {
     reloaded.admin.listen = AdminListen::Off;
     reloaded.server.dispatch.default_service = service("game");
     reloaded.server.dispatch.ttl = Duration::from_secs(8);
+    let tls = Layer::parse("tls_listen = \"0.0.0.0:8443\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n").unwrap();
+    tls.apply(&mut reloaded).unwrap();
+    assert!(reloaded.server.tls.is_some());
     reloaded.keep_restart_only(&running);
+    assert_eq!((&reloaded.tls, &reloaded.server.tls), (&running.tls, &None));
     assert_eq!(reloaded.server.listen, running.server.listen);
     assert_eq!(reloaded.admin.listen, running.admin.listen);
     assert_eq!(reloaded.server.dispatch.default_service, running.server.dispatch.default_service);
@@ -387,4 +398,42 @@ fn the_auth_secret_is_never_rendered() {
     assert!(!text.contains("hidden"), "{text}");
     assert!(text.contains(&format!("auth_secret_file = \"{}\"", file.0.display())), "{text}");
     assert!(!format!("{:?}", loaded.settings).contains("hidden"));
+}
+
+#[test]
+fn the_tls_listener_is_put_together_from_every_source() {
+    let file = Layer::parse("tls_cert = \"/etc/cert.pem\"\ntls_key = \"/etc/key.pem\"\n").unwrap();
+    let overrides =
+        Layer { tls_listen: Some(TlsListenAddr::On("0.0.0.0:8443".parse().unwrap())), ..Layer::default() };
+    let tls = sources(overrides).merge(&file).unwrap().server.tls.unwrap();
+    assert_eq!(tls.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!((tls.cert.to_str(), tls.key.to_str()), (Some("/etc/cert.pem"), Some("/etc/key.pem")));
+
+    // A higher source may turn it off again, but not leave the files behind.
+    let off = Layer { tls_listen: Some(TlsListenAddr::Off), ..Layer::default() };
+    let error = sources(off).merge(&file).unwrap_err().to_string();
+    assert!(
+        error.contains("`tls-cert`") && error.contains("`tls_cert` in /etc/loadwise/loadwise.toml"),
+        "{error}"
+    );
+    assert_eq!(sources(Layer::default()).merge(&Layer::default()).unwrap().server.tls, None);
+}
+
+#[test]
+fn half_a_tls_listener_is_named() {
+    let cases = [
+        ("tls_listen = \"0.0.0.0:8443\"\n", "`tls-listen`", "tls_cert and tls_key"),
+        ("tls_listen = \"0.0.0.0:8443\"\ntls_cert = \"/c\"\n", "`tls-listen`", "needs tls_key"),
+        ("tls_listen = \"0.0.0.0:8443\"\ntls_key = \"/k\"\n", "`tls-listen`", "needs tls_cert"),
+        ("tls_key = \"/k\"\n", "`tls-key`", "remove tls_key"),
+        ("tls_listen = \"off\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n", "`tls-cert`", "set tls_listen"),
+    ];
+    for (text, setting, reason) in cases {
+        let file = Layer::parse(text).unwrap();
+        let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
+        assert!(error.contains(setting) && error.contains(reason), "{text}: {error}");
+        assert!(error.contains("/etc/loadwise/loadwise.toml"), "{text}: {error}");
+    }
+    let error = Layer::parse("tls_listen = \"8443\"\n").unwrap_err();
+    assert!(error.contains("tls_listen") && error.contains("off"), "{error}");
 }

@@ -1,5 +1,5 @@
-//! Settings written as text: durations (`500ms`, `3s`), addresses that may be `off`,
-//! and a service's scoring on the command line (`search=max(memory, cpu)`).
+//! Settings written as text: durations (`500ms`, `3s`), listen addresses that may be
+//! `off`, and a service's scoring on the command line (`search=max(memory, cpu)`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,28 +35,69 @@ impl AdminListen {
     }
 }
 
-/// An admin address that is neither `off` nor `IP:PORT`.
+/// A listen address that is neither `off` nor `IP:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected IP:PORT (for example 127.0.0.1:8524) or off, not {0:?}")]
-pub struct BadAdminListen(String);
+pub struct BadListen(String);
+
+/// `off` as `None`, or an `IP:PORT`.
+fn parse_listen(text: &str) -> Result<Option<SocketAddr>, BadListen> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| BadListen(text.to_owned()))
+}
+
+fn write_listen(addr: Option<SocketAddr>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match addr {
+        None => f.write_str("off"),
+        Some(addr) => fmt::Display::fmt(&addr, f),
+    }
+}
 
 impl FromStr for AdminListen {
-    type Err = BadAdminListen;
+    type Err = BadListen;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == "off" {
-            return Ok(AdminListen::Off);
-        }
-        text.parse().map(AdminListen::On).map_err(|_| BadAdminListen(text.to_owned()))
+        Ok(parse_listen(text)?.map_or(AdminListen::Off, AdminListen::On))
     }
 }
 
 impl fmt::Display for AdminListen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_listen(self.addr(), f)
+    }
+}
+
+/// Where the TLS listener listens: an address, or `off` (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsListenAddr {
+    #[default]
+    Off,
+    On(SocketAddr),
+}
+
+impl TlsListenAddr {
+    /// The address, unless off.
+    pub fn addr(self) -> Option<SocketAddr> {
         match self {
-            AdminListen::Off => f.write_str("off"),
-            AdminListen::On(addr) => addr.fmt(f),
+            TlsListenAddr::Off => None,
+            TlsListenAddr::On(addr) => Some(addr),
         }
+    }
+}
+
+impl FromStr for TlsListenAddr {
+    type Err = BadListen;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(parse_listen(text)?.map_or(TlsListenAddr::Off, TlsListenAddr::On))
+    }
+}
+
+impl fmt::Display for TlsListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_listen(self.addr(), f)
     }
 }
 
