@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{expect_closed, heartbeat, send, wait_until, within};
+use common::{TempDir, expect_closed, heartbeat, send, wait_until, within};
 use loadwise::agent::AgentConfig;
 use loadwise::client::{self, Failover, FailoverConfig, PickError};
 use loadwise::dial::DialError;
@@ -25,30 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Long enough for any loopback exchange, short enough to fail fast.
 const ATTEMPT: Duration = Duration::from_secs(5);
-
-/// A directory of its own under the system's temporary one, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let unique = format!("loadwise-tls-test-{name}-{}-{}", std::process::id(), rand::random::<u64>());
-        let dir = std::env::temp_dir().join(unique);
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM files.
 struct Pki {
@@ -315,4 +291,90 @@ async fn unusable_certificate_or_key_files_stop_the_start_naming_the_file() {
 
     let message = start(&pki.key, &pki.key).await.unwrap_err().to_string();
     assert!(message.contains("holds no certificate"), "{message}");
+}
+
+/// The PEM files' checks, through the public API.
+mod files {
+    use std::net::IpAddr;
+
+    use loadwise::tls::rustls::ServerConfig;
+    use loadwise::tls::rustls::pki_types::ServerName;
+    use loadwise::tls::{TlsError, client_config, server_config};
+
+    use super::*;
+
+    fn self_signed() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn a_matching_certificate_and_key_make_a_server_config() {
+        let dir = TempDir::new("ok");
+        let pair = self_signed();
+        let cert = dir.write("cert.pem", &pair.cert.pem());
+        let key = dir.write("key.pem", &pair.signing_key.serialize_pem());
+        server_config(&cert, &key).unwrap();
+        // One file holding both works too.
+        let both = dir.write("both.pem", &format!("{}{}", pair.cert.pem(), pair.signing_key.serialize_pem()));
+        server_config(&both, &both).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_what_is_wrong() {
+        let dir = TempDir::new("errors");
+        let pair = self_signed();
+        let cert = dir.write("cert.pem", &pair.cert.pem());
+        let key = dir.write("key.pem", &pair.signing_key.serialize_pem());
+        let missing = dir.path().join("missing.pem");
+        let message = |result: Result<Arc<ServerConfig>, TlsError>| result.unwrap_err().to_string();
+
+        let error = message(server_config(&missing, &key));
+        assert!(
+            error.contains("cannot read the TLS certificate file") && error.contains("missing.pem"),
+            "{error}"
+        );
+        let error = message(server_config(&cert, &missing));
+        assert!(error.contains("TLS key file") && error.contains("missing.pem"), "{error}");
+        // The key file holds no certificate, and the certificate file no key.
+        let error = message(server_config(&key, &key));
+        assert!(error.contains("key.pem holds no certificate"), "{error}");
+        let error = message(server_config(&cert, &cert));
+        assert!(error.contains("cert.pem holds no private key"), "{error}");
+        let other_key = dir.write("other.pem", &self_signed().signing_key.serialize_pem());
+        let error = server_config(&cert, &other_key).unwrap_err();
+        assert!(matches!(error, TlsError::KeyMismatch { .. }), "{error}");
+        assert!(error.to_string().contains("other.pem does not match the certificate in"), "{error}");
+        let broken = dir.write("broken.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n");
+        let error = message(server_config(&broken, &key));
+        assert!(error.contains("broken.pem is not valid PEM"), "{error}");
+    }
+
+    #[test]
+    fn a_client_config_needs_a_ca_certificate() {
+        let dir = TempDir::new("ca");
+        let pair = self_signed();
+        let ca = dir.write("ca.pem", &pair.cert.pem());
+        client_config(&ca).unwrap();
+        let key_only = dir.write("key.pem", &pair.signing_key.serialize_pem());
+        let error = client_config(&key_only).unwrap_err().to_string();
+        assert!(error.contains("TLS CA file") && error.contains("holds no CA certificate"), "{error}");
+        let error = client_config(&dir.path().join("none.pem")).unwrap_err().to_string();
+        assert!(error.contains("cannot read the TLS CA file"), "{error}");
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_unless_overridden() {
+        let dir = TempDir::new("name");
+        let tls = ClientTls::from_ca_file(&dir.write("ca.pem", &self_signed().cert.pem())).unwrap();
+        let ip = |text: &str| ServerName::from(text.parse::<IpAddr>().unwrap());
+        assert_eq!(tls.server_name_for("127.0.0.1:8525").unwrap(), ip("127.0.0.1"));
+        assert_eq!(tls.server_name_for("[::1]:8525").unwrap(), ip("::1"));
+        let dns = ServerName::try_from("lb.example.com").unwrap();
+        assert_eq!(tls.server_name_for("lb.example.com:8525").unwrap(), dns);
+        assert!(matches!(tls.server_name_for("bad_name!:1"), Err(TlsError::ServerName { .. })));
+        let pinned = tls.clone().with_server_name("lb.example.com").unwrap();
+        assert_eq!(pinned.server_name_for("10.0.0.1:8525").unwrap(), dns);
+        assert_ne!(pinned, tls);
+        assert_eq!(tls.clone(), tls);
+    }
 }

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -326,4 +327,33 @@ pub fn open_tcp_sockets() -> usize {
         })
         .filter(|inode| tcp_inodes.contains(inode.as_str()))
         .count()
+}
+
+/// A directory of its own under the system's temporary one, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let unique = format!("loadwise-test-{name}-{}-{}", std::process::id(), rand::random::<u64>());
+        let dir = std::env::temp_dir().join(unique);
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to the file `name` in the directory, and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
