@@ -310,8 +310,12 @@ pub struct BackendSnapshot {
     pub backend: Backend,
     /// Its effective load and the picks accounted to it.
     pub load: BackendLoad,
-    /// Whether it takes new clients.
+    /// Whether it takes new clients: the furthest of `held` and `reported`.
     pub state: BackendState,
+    /// The state an operator holds it in ([`Dispatcher::set_state`]); `Ready` when none.
+    pub held: BackendState,
+    /// The state it reports itself (v2 heartbeats); legacy backends are `Ready`.
+    pub reported: BackendState,
     /// The service it belongs to.
     pub service: ServiceName,
 }
@@ -513,8 +517,9 @@ impl Dispatcher {
                 let selector = table.services.of(backend.service())?;
                 let load = selector.load(id)?.clone();
                 let state = selector.state(id)?;
+                let (held, reported) = selector.states(id)?;
                 let service = backend.service().unwrap_or(default_service).clone();
-                Some(BackendSnapshot { id, backend: backend.clone(), load, state, service })
+                Some(BackendSnapshot { id, backend: backend.clone(), load, state, held, reported, service })
             })
             .collect();
         drop(table);

@@ -7,19 +7,24 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::{TestServer, heartbeat, login, login_stale, send, within};
+use common::{TestServer, heartbeat, login, login_stale, send, wait_until, within};
 use loadwise::admin::{AdminConfig, AdminError, AdminServer, AdminState, endpoints, router};
 use loadwise::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise::protocol::v2::{
+    self, Endpoint, ErrorCode, Host, Message, Metric, MetricName, Percent, ServiceName,
+};
 use loadwise::protocol::{Heartbeat, IpField};
 use loadwise::registry::BackendId;
 use loadwise::selection::BackendState;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 const TOKEN: &str = "correct horse battery staple";
@@ -112,9 +117,39 @@ async fn services_lists_the_default_service_with_counts_by_state() {
     assert_eq!(services.len(), 1);
     let service = &services[0];
     assert_eq!(service["name"], "default");
+    assert_eq!(service["default"], true);
     assert_eq!(service["policy"], "p2c");
+    assert_eq!(service["scoring"], "memory");
     assert_eq!(service["backends"], 3);
+    assert_eq!(service["ready"], 2);
     assert_eq!(service["states"], serde_json::json!({"ready": 2, "draining": 1, "maintenance": 0}));
+}
+
+#[tokio::test]
+async fn the_default_service_is_the_configured_one_and_always_known() {
+    let default_service = ServiceName::new("games").unwrap();
+    let settings = DispatchSettings { default_service, ..DispatchSettings::default() };
+    let state = AdminState::new(Arc::new(Dispatcher::with_seed(settings, 7)), AdminConfig::default());
+
+    let services = get(&state, "/v1/services").await.json();
+    assert_eq!(
+        services["services"],
+        json!([{"name": "games", "default": true, "policy": "p2c",
+        "scoring": "memory", "backends": 0, "ready": 0,
+        "states": {"ready": 0, "draining": 0, "maintenance": 0}}])
+    );
+    let backends = get(&state, "/v1/services/games/backends").await;
+    assert_eq!(backends.status, StatusCode::OK, "the default service is known while empty");
+    assert_eq!(backends.json()["backends"], json!([]));
+    let pick = get(&state, "/v1/services/games/pick").await;
+    assert_eq!(pick.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(pick.error(), "no live backend in service \"games\"");
+    assert_eq!(get(&state, "/v1/services/default/backends").await.status, StatusCode::NOT_FOUND);
+
+    register(&state, 1, 10, "10.0.0.1", 7001);
+    let backends = get(&state, "/v1/services/games/backends").await.json();
+    assert_eq!(backends["backends"][0]["protocol"], "legacy", "legacy backends join the default service");
+    assert_eq!(get(&state, "/v1/services/games/pick").await.json()["id"], 1);
 }
 
 #[tokio::test]
@@ -136,7 +171,10 @@ async fn backends_shows_every_field_of_every_backend() {
     let first = &backends[0];
     assert_eq!(first["id"], 1);
     assert_eq!(first["address"], "10.0.0.1:7001");
+    assert_eq!(first["protocol"], "legacy");
     assert_eq!(first["state"], "ready");
+    assert_eq!(first["operator_state"], "ready");
+    assert_eq!(first["v2"], Value::Null);
     assert_eq!(first["reported"], serde_json::json!({"mem_percent": 42, "valid": true}));
     assert!(first["effective_load_percent"].as_f64().unwrap() > 42.0, "the pick raised the effective load");
     assert!(first["client_cost_percent"].as_f64().unwrap() > 0.0);
@@ -150,6 +188,7 @@ async fn backends_shows_every_field_of_every_backend() {
 
     let second = &backends[1];
     assert_eq!(second["state"], "maintenance");
+    assert_eq!(second["operator_state"], "maintenance");
     assert_eq!(second["reported"], serde_json::json!({"mem_percent": 120, "valid": false}));
 }
 
@@ -161,6 +200,9 @@ async fn an_unknown_service_is_a_json_404() {
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(reply.error(), "no service named \"chat\"");
     }
+    let reply = get(&state, "/v1/services/no%20such/backends").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "a name no service can have");
+    assert_eq!(reply.error(), "no service named \"no such\"");
 }
 
 #[tokio::test]
@@ -171,7 +213,9 @@ async fn an_http_pick_is_answered_and_counted_like_a_login() {
 
     let reply = get(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.json(), serde_json::json!({"service": "default", "id": 2, "address": "10.0.0.2:7002"}));
+    let expected = json!({"service": "default", "id": 2, "address": "10.0.0.2:7002", "backend_id": "2",
+        "endpoint": "10.0.0.2:7002"});
+    assert_eq!(reply.json(), expected);
     assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "no cache answers a pick");
     let stats = state.dispatcher().stats();
     assert_eq!(stats.snapshot().logins_answered, 1);
@@ -233,7 +277,7 @@ async fn drain_undrain_and_maintenance_set_the_state() {
 
     let reply = post(&state, "/v1/backends/1/drain", Some(TOKEN)).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.json(), serde_json::json!({"id": 1, "state": "draining"}));
+    assert_eq!(reply.json(), json!({"id": 1, "state": "draining", "operator_state": "draining"}));
     assert_eq!(state_of(1), BackendState::Draining);
     let picked = get(&state, "/v1/services/default/pick").await.json();
     assert_eq!(picked["id"], 2, "the drained backend is passed over");
@@ -399,6 +443,153 @@ async fn metrics_follow_real_tcp_traffic() {
     assert!(value("loadwise_connections_open") >= 2.0);
     assert_eq!(value(r#"loadwise_protocol_errors_total{kind="malformed"}"#), 1.0);
     assert_eq!(value(r#"loadwise_protocol_errors_total{kind="unknown_command"}"#), 0.0);
+    server.stop().await;
+}
+
+/// The id the test's v2 backend chose: above 2^53, where JSON numbers lose digits.
+const V2_BACKEND_ID: u64 = 0xfeed_face_cafe_beef;
+
+/// A v2 heartbeat frame of the test's v2 backend, of service `search`, reporting `state`.
+fn v2_heartbeat(state: v2::State) -> Vec<u8> {
+    let heartbeat = v2::Heartbeat {
+        backend_id: V2_BACKEND_ID,
+        service: ServiceName::new("search").unwrap(),
+        endpoint: Endpoint {
+            host: Host::V6("2001:db8::7".parse().unwrap()),
+            port: NonZeroU16::new(9000).unwrap(),
+        },
+        memory: Percent::from_hundredths(2500),
+        cpu: Percent::from_hundredths(5050),
+        connections: Some(3),
+        weight: NonZeroU16::new(200).unwrap(),
+        state,
+        metrics: vec![Metric { name: MetricName::new("queue").unwrap(), value: 2.0 }],
+    };
+    Message::Heartbeat(heartbeat).encode().expect("a valid heartbeat")
+}
+
+/// Registers the test's v2 backend with one raw heartbeat; returns its connection and
+/// the dispatcher's id of it.
+async fn register_v2(server: &TestServer) -> (TcpStream, BackendId) {
+    let mut stream = server.connect().await;
+    send(&mut stream, &v2_heartbeat(v2::State::Ready)).await;
+    let in_search = || server.dispatcher.snapshot().into_iter().find(|b| b.service.as_str() == "search");
+    wait_until("the v2 backend registered", || in_search().is_some()).await;
+    (stream, in_search().unwrap().id)
+}
+
+#[tokio::test]
+async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
+    let _serial = common::shared_access().await;
+    let server = TestServer::start().await;
+    let state = AdminState::new(server.dispatcher.clone(), AdminConfig { token: Some(TOKEN.into()) });
+    let _legacy = server.register(30, "10.0.0.1", 7001).await;
+    let (mut backend, id) = register_v2(&server).await;
+    let endpoint = "[2001:db8::7]:9000";
+
+    let services = get(&state, "/v1/services").await.json()["services"].clone();
+    let names: Vec<_> = services.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "search"]);
+    assert_eq!((services[0]["default"].clone(), services[0]["backends"].clone()), (json!(true), json!(1)));
+    let search = &services[1];
+    assert_eq!(search["default"], false);
+    assert_eq!(search["scoring"], "memory");
+    assert_eq!((search["backends"].clone(), search["ready"].clone()), (json!(1), json!(1)));
+
+    let listed = get(&state, "/v1/services/search/backends").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let body = listed.json();
+    assert_eq!(body["service"], "search");
+    let backends = body["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "only the backends of the service: {backends:?}");
+    let view = &backends[0];
+    assert_eq!(view["id"], id.0, "the dispatcher's id, which the actions name");
+    assert_eq!(view["protocol"], "v2");
+    assert_eq!(view["address"], endpoint);
+    assert_eq!(view["state"], "ready");
+    assert_eq!(view["operator_state"], "ready");
+    let expected = json!({
+        "backend_id": V2_BACKEND_ID.to_string(), "endpoint": endpoint, "memory_percent": 25.0,
+        "cpu_percent": 50.5, "connections": 3, "weight": 200, "reported_state": "ready",
+        "metrics": {"queue": 2.0}, "score": 25.0,
+    });
+    assert_eq!(view["v2"], expected);
+    let default = get(&state, "/v1/services/default/backends").await.json();
+    assert_eq!(
+        default["backends"].as_array().unwrap().len(),
+        1,
+        "the v2 backend is not in the default service"
+    );
+
+    let pick = get(&state, "/v1/services/search/pick").await;
+    assert_eq!(pick.status, StatusCode::OK);
+    let expected = json!({"service": "search", "id": id.0, "address": endpoint,
+        "backend_id": V2_BACKEND_ID.to_string(), "endpoint": endpoint});
+    assert_eq!(pick.json(), expected);
+    let picked = server.dispatcher.snapshot().into_iter().find(|b| b.id == id).unwrap();
+    assert_eq!(picked.load.picks_total, 1, "the pick is accounted to the backend");
+
+    let drained = post(&state, &format!("/v1/backends/{}/drain", id.0), Some(TOKEN)).await;
+    assert_eq!(drained.status, StatusCode::OK);
+    assert_eq!(drained.json(), json!({"id": id.0, "state": "draining", "operator_state": "draining"}));
+    let refused = get(&state, "/v1/services/search/pick").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.error(), "no live backend in service \"search\"");
+    let view = &get(&state, "/v1/services/search/backends").await.json()["backends"][0];
+    assert_eq!(
+        (view["state"].clone(), view["operator_state"].clone()),
+        (json!("draining"), json!("draining"))
+    );
+    assert_eq!(view["v2"]["reported_state"], "ready");
+
+    // The backend now reports maintenance itself: lifting the hold does not bring it back.
+    send(&mut backend, &v2_heartbeat(v2::State::Maintenance)).await;
+    wait_until("the maintenance report applied", || {
+        server.dispatcher.snapshot().iter().any(|b| b.id == id && b.reported == BackendState::Maintenance)
+    })
+    .await;
+    let undrained = post(&state, &format!("/v1/backends/{}/undrain", id.0), Some(TOKEN)).await;
+    assert_eq!(undrained.json(), json!({"id": id.0, "state": "maintenance", "operator_state": "ready"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_label_every_service_and_count_v2_registrations_and_refusals() {
+    let _serial = common::shared_access().await;
+    let server = TestServer::start().await;
+    let state = AdminState::new(server.dispatcher.clone(), AdminConfig::default());
+    let (_backend, id) = register_v2(&server).await;
+    server.dispatcher.set_state(id, BackendState::Draining).unwrap();
+
+    // Without a secret a Register needs no proof, only the Challenge a Hello asks for.
+    let search = ServiceName::new("search").unwrap();
+    let register =
+        |backend_id| Message::Register(v2::Register { backend_id, mac: [0; 32], service: search.clone() });
+    let mut registering = server.connect().await;
+    send(&mut registering, &Message::Hello(v2::Hello).encode().unwrap()).await;
+    send(&mut registering, &register(7).encode().unwrap()).await;
+    server.wait_for_stat("a registration", |s| s.v2_registrations, |n| n == 1).await;
+    let mut hasty = server.connect().await;
+    send(&mut hasty, &register(8).encode().unwrap()).await;
+    let no_challenge = |s: &loadwise::dispatcher::StatsSnapshot| s.v2_refusals_with(ErrorCode::NO_CHALLENGE);
+    server.wait_for_stat("a refusal", no_challenge, |n| n == 1).await;
+
+    let reply = get(&state, "/metrics").await;
+    let metrics = parse_metrics(&reply.text);
+    let value = |series: &str| *metrics.get(series).unwrap_or_else(|| panic!("{series} in\n{}", reply.text));
+    assert_eq!(value(r#"loadwise_backends{service="search",state="draining"}"#), 1.0);
+    assert_eq!(value(r#"loadwise_backends{service="search",state="ready"}"#), 0.0);
+    assert_eq!(
+        value(r#"loadwise_backends{service="default",state="ready"}"#),
+        0.0,
+        "the default is always listed"
+    );
+    assert_eq!(value("loadwise_v2_registrations_total"), 1.0);
+    assert_eq!(value(r#"loadwise_v2_refusals_total{code="no_challenge"}"#), 1.0);
+    assert_eq!(value(r#"loadwise_v2_refusals_total{code="authentication_failed"}"#), 0.0);
+    assert_eq!(value(r#"loadwise_v2_refusals_total{code="other"}"#), 0.0);
+    let codes = metrics.keys().filter(|series| series.starts_with("loadwise_v2_refusals_total{")).count();
+    assert_eq!(codes, ErrorCode::ALL.len() + 1, "one series per code, and other");
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium: it loads without console errors, shows
-//! the backends, follows a change of load, drives an operator action, fits a phone,
-//! and warns when the dispatcher goes away. Screenshots go to `target/artifacts/`.
+//! the backends of every service (a v2 one with its protocol, CPU, weight and reported
+//! state), follows a change of load, drives an operator action, fits a phone, and
+//! warns when the dispatcher goes away. Screenshots go to `target/artifacts/`.
 //!
 //! Chromium is driven by `tests/browser/dashboard.mjs` through `playwright-core`
 //! (`npm ci --prefix tests/browser`). Where Chromium, node or playwright-core is
@@ -10,13 +11,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestServer, heartbeat, login, send, within};
+use common::{TestServer, heartbeat, login, send, wait_until, within};
 use loadwise::admin::{AdminConfig, AdminServer};
 use loadwise::dispatcher::DispatchSettings;
+use loadwise::protocol::v2::{self, Endpoint, Host, Message, Percent, ServiceName};
 use loadwise::registry::BackendId;
 use loadwise::selection::BackendState;
 use loadwise::server::ServerConfig;
@@ -54,6 +57,7 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
 
     let mut first = server.register(40, "10.0.0.1", 7001).await;
     let _second = server.register(60, "10.0.0.2", 7002).await;
+    let _v2 = register_v2(&server).await;
 
     let mut driver = Driver::start(&tools, &url);
     driver.expect("loaded").await;
@@ -69,7 +73,13 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
     driver.finish().await;
     within(clients).await.expect("the client finishes");
 
-    let states: Vec<_> = server.dispatcher.snapshot().iter().map(|b| (b.id, b.state)).collect();
+    let states: Vec<_> = server
+        .dispatcher
+        .snapshot()
+        .iter()
+        .filter(|b| b.service.as_str() == "default")
+        .map(|b| (b.id, b.state))
+        .collect();
     let expected = [(BackendId(1), BackendState::Ready), (BackendId(2), BackendState::Draining)];
     assert_eq!(states, expected, "the drain clicked in the page reached the dispatcher");
     for name in ["dashboard.png", "dashboard-phone.png", "dashboard-unreachable.png"] {
@@ -79,6 +89,30 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
         println!("screenshot: {}", path.display());
     }
     server.stop().await;
+}
+
+/// Registers a v2 backend of service `search` with one raw heartbeat: CPU 50.5 %,
+/// weight 200, reporting itself draining.
+async fn register_v2(server: &TestServer) -> TcpStream {
+    let heartbeat = v2::Heartbeat {
+        backend_id: 77,
+        service: ServiceName::new("search").unwrap(),
+        endpoint: Endpoint {
+            host: Host::V6("2001:db8::7".parse().unwrap()),
+            port: NonZeroU16::new(9000).unwrap(),
+        },
+        memory: Percent::from_hundredths(2500),
+        cpu: Percent::from_hundredths(5050),
+        connections: Some(3),
+        weight: NonZeroU16::new(200).unwrap(),
+        state: v2::State::Draining,
+        metrics: Vec::new(),
+    };
+    let mut stream = server.connect().await;
+    send(&mut stream, &Message::Heartbeat(heartbeat).encode().unwrap()).await;
+    let registered = || server.dispatcher.snapshot().iter().any(|b| b.service.as_str() == "search");
+    wait_until("the v2 backend registered", registered).await;
+    stream
 }
 
 /// Logs in every 50 ms for two seconds, so that the pick rate chart has something to draw.

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
-use super::views::{BackendList, BackendView, PickView, ServiceList, ServiceSummary, StateCounts, StateView};
-use crate::dispatcher::DEFAULT_SERVICE;
+use super::views::{BackendList, BackendView, PickView, ServiceList, StateView};
+use crate::dispatcher::{Dispatcher, ServicePickRefused};
+use crate::protocol::v2::ServiceName;
 use crate::registry::BackendId;
 use crate::selection::BackendState;
 
@@ -28,25 +29,29 @@ pub(crate) async fn readyz(State(state): State<AdminState>) -> Result<Json<Value
 /// `GET /v1/services`.
 pub(crate) async fn services(State(state): State<AdminState>) -> Json<ServiceList> {
     let dispatcher = state.dispatcher();
+    let services = dispatcher.services();
     let backends = dispatcher.snapshot();
-    let summary = ServiceSummary {
-        name: DEFAULT_SERVICE.to_owned(),
-        policy: dispatcher.policy(),
-        backends: backends.len(),
-        states: StateCounts::of(&backends),
-    };
-    Json(ServiceList { services: vec![summary] })
+    Json(ServiceList::new(&services, &backends, dispatcher.policy()))
 }
 
-/// `GET /v1/services/{service}/backends`.
+/// `GET /v1/services/{service}/backends`: a service is known while it has a
+/// backend; the default one always is.
 pub(crate) async fn backends(
     State(state): State<AdminState>,
     Path(service): Path<String>,
 ) -> Result<Json<BackendList>, ApiError> {
-    known_service(&service)?;
     let dispatcher = state.dispatcher();
+    let name = service_name(&service)?;
     let now = Instant::now();
-    let backends = dispatcher.snapshot().iter().map(|snapshot| BackendView::new(snapshot, now)).collect();
+    let backends: Vec<_> = dispatcher
+        .snapshot()
+        .iter()
+        .filter(|snapshot| snapshot.service == name)
+        .map(|snapshot| BackendView::new(snapshot, now))
+        .collect();
+    if backends.is_empty() && !is_default(dispatcher, &name) {
+        return Err(ApiError::UnknownService(service));
+    }
     Ok(Json(BackendList {
         service,
         policy: dispatcher.policy(),
@@ -56,18 +61,23 @@ pub(crate) async fn backends(
 }
 
 /// `GET /v1/services/{service}/pick`: a pick with the same selection and accounting
-/// as a login over TCP.
+/// as a login over TCP or a v2 PickRequest.
 pub(crate) async fn pick(
     State(state): State<AdminState>,
     Path(service): Path<String>,
 ) -> Result<Json<PickView>, ApiError> {
-    known_service(&service)?;
-    match state.dispatcher().pick_for_client(Instant::now()).ok() {
-        Some(picked) => {
-            tracing::debug!(backend = %picked.id, "http pick answered");
+    let dispatcher = state.dispatcher();
+    let name = service_name(&service)?;
+    match dispatcher.pick_service(&name, Instant::now()) {
+        Ok(picked) => {
+            tracing::debug!(backend = %picked.id, %service, "http pick answered");
             Ok(Json(PickView::new(&service, &picked)))
         }
-        None => Err(ApiError::NoBackend(service)),
+        // The default service is known even while it has no backend.
+        Err(ServicePickRefused::UnknownService) if !is_default(dispatcher, &name) => {
+            Err(ApiError::UnknownService(service))
+        }
+        Err(_) => Err(ApiError::NoBackend(service)),
     }
 }
 
@@ -99,6 +109,7 @@ pub(crate) async fn maintenance(
 }
 
 /// Authorizes first, so that refused callers learn nothing about which ids exist.
+/// The id is the dispatcher's, whatever the backend's service and protocol.
 fn set_state(
     state: &AdminState,
     id: &str,
@@ -107,11 +118,19 @@ fn set_state(
 ) -> Result<Json<StateView>, ApiError> {
     authorize(state.token().as_deref(), headers)?;
     let id = BackendId(id.parse().map_err(|_| ApiError::BadBackendId(id.to_owned()))?);
-    state.dispatcher().set_state(id, target).map_err(|_| ApiError::UnknownBackend(id))?;
-    Ok(Json(StateView { id: id.0, state: target }))
+    let dispatcher = state.dispatcher();
+    dispatcher.set_state(id, target).map_err(|_| ApiError::UnknownBackend(id))?;
+    // Actions are rare: a whole snapshot to learn the state in force costs little.
+    let snapshot = dispatcher.snapshot().into_iter().find(|snapshot| snapshot.id == id);
+    Ok(Json(StateView::new(id.0, target, snapshot.as_ref())))
 }
 
-/// The only service until the protocol can name others.
-fn known_service(service: &str) -> Result<(), ApiError> {
-    if service == DEFAULT_SERVICE { Ok(()) } else { Err(ApiError::UnknownService(service.to_owned())) }
+/// The service a path names; a name no service can have is unknown.
+fn service_name(service: &str) -> Result<ServiceName, ApiError> {
+    ServiceName::new(service).map_err(|_| ApiError::UnknownService(service.to_owned()))
+}
+
+/// Whether `name` is the service legacy traffic belongs to (`DispatchSettings::default_service`).
+fn is_default(dispatcher: &Dispatcher, name: &ServiceName) -> bool {
+    dispatcher.settings().default_service == *name
 }

@@ -4,6 +4,10 @@
 //! ([`Stats`](crate::dispatcher::Stats)) and the collector turns a snapshot of them
 //! into metrics on every scrape. Counter names get their `_total` suffix from the
 //! encoder.
+//!
+//! Label cardinality is bounded: a service exists while it has a backend (the
+//! default one always), so there are at most `max_backends + 1` services; refusal
+//! codes are the fixed list of [`ErrorCode::ALL`] and `other`.
 
 use std::fmt::Error;
 use std::sync::Arc;
@@ -20,8 +24,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::AdminState;
 use super::error::ApiError;
-use super::views::StateCounts;
-use crate::dispatcher::{DEFAULT_SERVICE, Dispatcher, LatencyHistogram, StatsSnapshot};
+use super::views::by_service;
+use crate::dispatcher::{Dispatcher, LatencyHistogram, StatsSnapshot};
+use crate::protocol::v2::ErrorCode;
 use crate::selection::BackendState;
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
@@ -54,12 +59,15 @@ impl Collector for DispatcherCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
         let stats = self.dispatcher.stats();
         let snapshot = stats.snapshot();
-        encode_picks(&mut encoder, &snapshot)?;
+        // The default service is fixed for the dispatcher's life; one lock per scrape.
+        let default_service = self.dispatcher.settings().default_service;
+        encode_picks(&mut encoder, &snapshot, default_service.as_str())?;
         encode_latency(&mut encoder, &stats.pick_latency)?;
         encode_backends(&mut encoder, &self.dispatcher)?;
         encode_heartbeats(&mut encoder, &snapshot)?;
         encode_connections(&mut encoder, &snapshot)?;
-        encode_protocol(&mut encoder, &snapshot)
+        encode_protocol(&mut encoder, &snapshot)?;
+        encode_v2(&mut encoder, &snapshot)
     }
 }
 
@@ -98,11 +106,14 @@ fn family(
     Ok(())
 }
 
-fn encode_picks(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
-    let service = ("service", DEFAULT_SERVICE);
+/// The dispatcher counts picks of every service together; they are labelled with
+/// the default service, as before there were others (docs/admin.md, Metrics).
+fn encode_picks(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot, default: &str) -> Result<(), Error> {
+    let service = ("service", default);
+    let help = "Client picks (legacy logins, v2 PickRequests and HTTP picks) by outcome; the picks of every service are counted under the default service.";
     family(
         encoder,
-        ("picks", "Client picks (TCP logins and HTTP picks) by outcome.", MetricType::Counter),
+        ("picks", help, MetricType::Counter),
         &[
             (&[service, ("result", "answered")], stats.logins_answered),
             (&[service, ("result", "no_backend")], stats.logins_no_backend),
@@ -137,14 +148,19 @@ fn encode_latency(encoder: &mut DescriptorEncoder, histogram: &LatencyHistogram)
 }
 
 fn encode_backends(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> Result<(), Error> {
-    let counts = StateCounts::of(&dispatcher.snapshot());
-    let series: Vec<_> = BackendState::ALL
-        .into_iter()
-        .map(|state| ([("service", DEFAULT_SERVICE), ("state", state.name())], counts.get(state) as u64))
+    let services = dispatcher.services();
+    let counted = by_service(&services, &dispatcher.snapshot());
+    let series: Vec<_> = counted
+        .iter()
+        .flat_map(|(service, counts)| {
+            BackendState::ALL.into_iter().map(move |state| {
+                ([("service", service.name.as_str()), ("state", state.name())], counts.get(state) as u64)
+            })
+        })
         .collect();
     let series: Vec<(&Labels<'_>, u64)> =
         series.iter().map(|(labels, value)| (&labels[..], *value)).collect();
-    let help = "Registered backends by state.";
+    let help = "Registered backends by service and state. A service is listed while it has a backend (the default one always), so there are at most max_backends + 1 services.";
     family(encoder, ("backends", help, MetricType::Gauge), &series)
 }
 
@@ -188,4 +204,61 @@ fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Re
             (&[("kind", "unknown_command")], stats.skipped_frames),
         ],
     )
+}
+
+fn encode_v2(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+    let help = "v2 Registers accepted (Hello, Challenge, Register); backends that register by heartbeat alone, where no secret is configured, are not counted.";
+    counter(encoder, "v2_registrations", help, stats.v2_registrations)?;
+    let refusals = refusal_series(stats);
+    let labels: Vec<[(&'static str, &str); 1]> =
+        refusals.iter().map(|(code, _)| [("code", code.as_str())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> =
+        labels.iter().zip(&refusals).map(|(labels, (_, value))| (&labels[..], *value)).collect();
+    let help = "v2 refusals sent (Error messages and refused PickReplies), by error code; other counts codes this version does not name.";
+    family(encoder, ("v2_refusals", help, MetricType::Counter), &series)
+}
+
+/// One `(code label, count)` per error code of [`ErrorCode::ALL`], then `other`.
+fn refusal_series(stats: &StatsSnapshot) -> Vec<(String, u64)> {
+    let named = ErrorCode::ALL.iter().map(|&(code, name)| (code_label(name), stats.v2_refusals_with(code)));
+    let other = stats.v2_refusals.last().copied().unwrap_or(0);
+    named.chain(std::iter::once(("other".to_owned(), other))).collect()
+}
+
+/// A code's name as a label value: `authentication failed` is `authentication_failed`.
+fn code_label(name: &str) -> String {
+    name.to_ascii_lowercase().replace([' ', '-'], "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_refusal_code_has_its_own_label_and_other_comes_last() {
+        let stats = StatsSnapshot::default();
+        let labels: Vec<String> = refusal_series(&stats).into_iter().map(|(label, _)| label).collect();
+        assert_eq!(labels.len(), ErrorCode::ALL.len() + 1);
+        assert_eq!(labels.iter().collect::<BTreeSet<_>>().len(), labels.len(), "distinct: {labels:?}");
+        assert_eq!(labels.last().map(String::as_str), Some("other"));
+        assert!(labels.contains(&"authentication_failed".to_owned()), "{labels:?}");
+        for label in &labels {
+            assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{label}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_read_per_code_with_unknown_codes_as_other() {
+        let stats = crate::dispatcher::Stats::default();
+        stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
+        stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
+        stats.count_v2_refusal(ErrorCode::new(999).unwrap());
+        let series = refusal_series(&stats.snapshot());
+        let value = |label: &str| series.iter().find(|(l, _)| l == label).map(|(_, v)| *v);
+        assert_eq!(value("authentication_failed"), Some(2));
+        assert_eq!(value("no_backend"), Some(0));
+        assert_eq!(value("other"), Some(1));
+    }
 }

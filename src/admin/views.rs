@@ -1,30 +1,75 @@
 //! The JSON shapes of the admin API, built from dispatcher snapshots at an injected `now`.
 //!
-//! Services are a list from the start, so that more than the one default service can
-//! slot in when the protocol names them.
+//! Every function here is pure: the handlers take the snapshots, these shape them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::dispatcher::{BackendSnapshot, Picked};
+use crate::dispatcher::{self, BackendSnapshot, ServicePick};
 use crate::protocol::IpField;
+use crate::protocol::v2::{Percent, ServiceName};
+use crate::registry::V2Detail;
 use crate::selection::{BackendState, Policy};
 
 /// `GET /v1/services`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ServiceList {
-    pub services: Vec<ServiceSummary>,
+    pub services: Vec<ServiceView>,
 }
 
 /// One service in the list.
 #[derive(Debug, Serialize)]
-pub(crate) struct ServiceSummary {
+pub(crate) struct ServiceView {
     pub name: String,
+    /// Whether legacy heartbeats and logins belong to it (`DispatchSettings::default_service`).
+    pub default: bool,
     pub policy: Policy,
+    /// How its v2 backends' heartbeats make their load, as configured text.
+    pub scoring: String,
     /// Every registered backend, whatever its state.
     pub backends: usize,
+    /// Those that take new clients (the same as `states.ready`).
+    pub ready: usize,
     pub states: StateCounts,
+}
+
+impl ServiceList {
+    /// Every service of `services`, its backends counted from the one snapshot
+    /// `backends`, so that the counts of a service always add up.
+    pub fn new(
+        services: &[dispatcher::ServiceSummary],
+        backends: &[BackendSnapshot],
+        policy: Policy,
+    ) -> Self {
+        let services = by_service(services, backends)
+            .into_iter()
+            .map(|(service, states)| ServiceView {
+                name: service.name.to_string(),
+                default: service.default,
+                policy,
+                scoring: service.scoring.to_string(),
+                backends: states.total(),
+                ready: states.ready,
+                states,
+            })
+            .collect();
+        ServiceList { services }
+    }
+}
+
+/// Each service of `services` with its backends of `backends` counted by state; a
+/// service with none in the snapshot counts zero.
+pub(crate) fn by_service<'s>(
+    services: &'s [dispatcher::ServiceSummary],
+    backends: &[BackendSnapshot],
+) -> Vec<(&'s dispatcher::ServiceSummary, StateCounts)> {
+    let mut counts: HashMap<&ServiceName, StateCounts> = HashMap::with_capacity(services.len());
+    for backend in backends {
+        *counts.entry(&backend.service).or_default().slot(backend.state) += 1;
+    }
+    services.iter().map(|service| (service, counts.remove(&service.name).unwrap_or_default())).collect()
 }
 
 /// How many backends are in each state.
@@ -36,14 +81,6 @@ pub(crate) struct StateCounts {
 }
 
 impl StateCounts {
-    pub fn of(backends: &[BackendSnapshot]) -> Self {
-        let mut counts = StateCounts::default();
-        for backend in backends {
-            *counts.slot(backend.state) += 1;
-        }
-        counts
-    }
-
     fn slot(&mut self, state: BackendState) -> &mut usize {
         match state {
             BackendState::Ready => &mut self.ready,
@@ -60,6 +97,11 @@ impl StateCounts {
             BackendState::Maintenance => self.maintenance,
         }
     }
+
+    /// Every backend counted.
+    pub fn total(&self) -> usize {
+        self.ready + self.draining + self.maintenance
+    }
 }
 
 /// `GET /v1/services/{service}/backends`.
@@ -75,10 +117,18 @@ pub(crate) struct BackendList {
 /// One backend as the API shows it.
 #[derive(Debug, Serialize)]
 pub(crate) struct BackendView {
+    /// The dispatcher's id, which the actions name.
     pub id: u64,
-    /// Where clients are sent: `ip:port` as the backend reported it.
+    /// Where clients are sent: `ip:port` as a legacy backend reported it, or a v2
+    /// backend's endpoint (`[ipv6]:port` for IPv6).
     pub address: String,
+    /// The protocol its heartbeats arrive in.
+    pub protocol: WireProtocol,
+    /// The state in force: the furthest of `operator_state` and what a v2 backend
+    /// reports (`v2.reported_state`).
     pub state: BackendState,
+    /// The state an operator's action holds it in; `ready` when none.
+    pub operator_state: BackendState,
     /// The last report, as sent.
     pub reported: Reported,
     /// The report plus what the clients sent since are estimated to add, in percent.
@@ -89,26 +139,71 @@ pub(crate) struct BackendView {
     pub heartbeats: u64,
     pub picks_total: u64,
     pub picks_since_heartbeat: u64,
-    /// Time since the backend registered on its connection.
+    /// Time since the backend registered.
     pub connection_age_seconds: f64,
+    /// What a v2 backend says of itself; `None` (`null`) for a legacy backend.
+    pub v2: Option<V2View>,
+}
+
+/// The protocol a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WireProtocol {
+    Legacy,
+    V2,
 }
 
 /// What a backend's last heartbeat reported.
 #[derive(Debug, Serialize)]
 pub(crate) struct Reported {
+    /// A legacy backend's memory in percent; a v2 backend's score, rounded (255
+    /// when it has none).
     pub mem_percent: u8,
     /// False for a figure above 100, which is not a percentage (such backends rank last).
     pub valid: bool,
+}
+
+/// What a v2 backend's last heartbeat said, beyond the load selection compares.
+#[derive(Debug, Serialize)]
+pub(crate) struct V2View {
+    /// The id the backend chose, unique in its service and kept across reconnects;
+    /// a decimal string, since 64-bit ids lose digits as JSON numbers in JavaScript.
+    pub backend_id: String,
+    /// Where its clients connect: `10.0.0.2:7000`, `[2001:db8::2]:7000` or
+    /// `backend-1.example:7000`.
+    pub endpoint: String,
+    /// Memory in use, in percent; `None` when not reported.
+    pub memory_percent: Option<f64>,
+    /// CPU in use, in percent; `None` when not reported.
+    pub cpu_percent: Option<f64>,
+    /// Connections it serves; `None` when not reported.
+    pub connections: Option<u32>,
+    /// Its relative capacity, 100 being the norm.
+    pub weight: u16,
+    /// The state it reports itself in.
+    pub reported_state: BackendState,
+    /// Its custom metrics, by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// The load its service's scoring made of the heartbeat, in percent; `None` when
+    /// a figure the scoring needs was missing (the backend ranks last).
+    pub score: Option<f64>,
 }
 
 impl BackendView {
     pub fn new(snapshot: &BackendSnapshot, now: Instant) -> Self {
         let backend = &snapshot.backend;
         let load = &snapshot.load;
+        let v2 = backend.v2.as_deref().map(|detail| V2View::new(detail, snapshot.reported));
+        let address = match &v2 {
+            Some(v2) => v2.endpoint.clone(),
+            None => address(&backend.report.ip, backend.report.port),
+        };
         BackendView {
             id: snapshot.id.0,
-            address: address(&backend.report.ip, backend.report.port),
+            address,
+            protocol: if v2.is_some() { WireProtocol::V2 } else { WireProtocol::Legacy },
             state: snapshot.state,
+            operator_state: snapshot.held,
             reported: Reported { mem_percent: load.reported, valid: load.report_is_valid() },
             effective_load_percent: load.effective(),
             client_cost_percent: load.cost(),
@@ -117,6 +212,24 @@ impl BackendView {
             picks_total: load.picks_total,
             picks_since_heartbeat: load.picks_since_report,
             connection_age_seconds: seconds_since(backend.registered_at, now),
+            v2,
+        }
+    }
+}
+
+impl V2View {
+    fn new(detail: &V2Detail, reported_state: BackendState) -> Self {
+        let heartbeat = &detail.heartbeat;
+        V2View {
+            backend_id: heartbeat.backend_id.to_string(),
+            endpoint: heartbeat.endpoint.to_string(),
+            memory_percent: heartbeat.memory.map(percent),
+            cpu_percent: heartbeat.cpu.map(percent),
+            connections: heartbeat.connections,
+            weight: heartbeat.weight.get(),
+            reported_state,
+            metrics: heartbeat.metrics.iter().map(|m| (m.name.to_string(), m.value)).collect(),
+            score: detail.score,
         }
     }
 }
@@ -125,13 +238,27 @@ impl BackendView {
 #[derive(Debug, Serialize)]
 pub(crate) struct PickView {
     pub service: String,
+    /// The dispatcher's id of the backend picked.
     pub id: u64,
+    /// Where the client connects (the same text as `endpoint`).
     pub address: String,
+    /// The id a v2 backend chose, or the dispatcher's id for a legacy one, as a
+    /// decimal string.
+    pub backend_id: String,
+    /// Where the client connects, `[ipv6]:port` for IPv6.
+    pub endpoint: String,
 }
 
 impl PickView {
-    pub fn new(service: &str, picked: &Picked) -> Self {
-        PickView { service: service.to_owned(), id: picked.id.0, address: address(&picked.ip, picked.port) }
+    pub fn new(service: &str, picked: &ServicePick) -> Self {
+        let endpoint = picked.endpoint.to_string();
+        PickView {
+            service: service.to_owned(),
+            id: picked.id.0,
+            address: endpoint.clone(),
+            backend_id: picked.backend_id.to_string(),
+            endpoint,
+        }
     }
 }
 
@@ -139,7 +266,20 @@ impl PickView {
 #[derive(Debug, Serialize)]
 pub(crate) struct StateView {
     pub id: u64,
+    /// The state in force after the action: a v2 backend that reports itself
+    /// further out stays there.
     pub state: BackendState,
+    /// The state the action holds the backend in.
+    pub operator_state: BackendState,
+}
+
+impl StateView {
+    /// The answer for backend `snapshot` after an action set `target`; `None` when
+    /// the backend left meanwhile, where `target` is all there is to say.
+    pub fn new(id: u64, target: BackendState, snapshot: Option<&BackendSnapshot>) -> Self {
+        let state = snapshot.map_or(target, |snapshot| snapshot.state);
+        StateView { id, state, operator_state: target }
+    }
 }
 
 /// `ip:port`; an ip field that is not text (the dispatcher refuses those) is shown
@@ -149,6 +289,11 @@ pub(crate) fn address(ip: &IpField, port: u16) -> String {
         Ok(text) => format!("{text}:{port}"),
         Err(_) => format!("{}:{port}", ip.as_bytes().escape_ascii()),
     }
+}
+
+/// Hundredths of a percent as a percentage: 4150 is 41.5.
+fn percent(value: Percent) -> f64 {
+    f64::from(value.hundredths()) / 100.0
 }
 
 fn seconds_since(then: Instant, now: Instant) -> f64 {
@@ -162,9 +307,17 @@ fn round_millis(duration: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU16;
+
     use super::*;
+    use crate::protocol::v2::{self, Endpoint, Host, Metric, MetricName};
     use crate::registry::{Backend, BackendId, Report};
+    use crate::scoring::Scoring;
     use crate::selection::{BackendLoad, LoadSettings};
+
+    fn name(service: &str) -> ServiceName {
+        ServiceName::new(service).unwrap()
+    }
 
     fn snapshot(id: u64, mem: u8, state: BackendState, registered_at: Instant) -> BackendSnapshot {
         let report = Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 7000, mem };
@@ -177,8 +330,43 @@ mod tests {
             v2: None,
         };
         let load = BackendLoad::new(mem, registered_at, &LoadSettings::default());
-        let service = crate::protocol::v2::ServiceName::new("default").unwrap();
-        BackendSnapshot { id: BackendId(id), backend, load, state, service }
+        let (held, reported) = (state, BackendState::Ready);
+        BackendSnapshot { id: BackendId(id), backend, load, state, held, reported, service: name("default") }
+    }
+
+    /// A v2 backend of `service` whose heartbeat reported `reported`, held `held`.
+    fn v2_snapshot(id: u64, service: &str, held: BackendState, reported: v2::State) -> BackendSnapshot {
+        let now = Instant::now();
+        let heartbeat = v2::Heartbeat {
+            backend_id: u64::MAX - 1,
+            service: name(service),
+            endpoint: Endpoint {
+                host: Host::V6("2001:db8::2".parse().unwrap()),
+                port: NonZeroU16::new(8080).unwrap(),
+            },
+            memory: Percent::from_hundredths(4150),
+            cpu: Percent::from_hundredths(1225),
+            connections: Some(17),
+            weight: NonZeroU16::new(200).unwrap(),
+            state: reported,
+            metrics: vec![Metric { name: MetricName::new("queue").unwrap(), value: 3.5 }],
+        };
+        let mut snapshot = snapshot(id, 42, held, now);
+        let reported = match reported {
+            v2::State::Ready => BackendState::Ready,
+            v2::State::Draining => BackendState::Draining,
+            v2::State::Maintenance => BackendState::Maintenance,
+        };
+        snapshot.reported = reported;
+        snapshot.state = held.max(reported);
+        snapshot.service = name(service);
+        let detail = V2Detail { connection: BackendId(1), heartbeat, score: Some(41.5) };
+        snapshot.backend.v2 = Some(Box::new(detail));
+        snapshot
+    }
+
+    fn summary(service: &str, default: bool, scoring: Scoring) -> dispatcher::ServiceSummary {
+        dispatcher::ServiceSummary { name: name(service), backends: 0, ready: 0, scoring, default }
     }
 
     #[test]
@@ -191,13 +379,87 @@ mod tests {
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["id"], 7);
         assert_eq!(json["address"], "10.0.0.2:7000");
+        assert_eq!(json["protocol"], "legacy");
         assert_eq!(json["state"], "draining");
+        assert_eq!(json["operator_state"], "draining");
         assert_eq!(json["reported"]["mem_percent"], 42);
         assert_eq!(json["reported"]["valid"], true);
         assert_eq!(json["effective_load_percent"], 42.0);
         assert_eq!(json["heartbeat_age_seconds"], 1.5);
         assert_eq!(json["connection_age_seconds"], 1.5);
         assert_eq!(json["picks_total"], 0);
+        assert_eq!(json["v2"], serde_json::Value::Null, "a legacy backend has no v2 detail");
+    }
+
+    #[test]
+    fn a_v2_backend_view_shows_what_its_heartbeat_said() {
+        let snapshot = v2_snapshot(9, "search", BackendState::Ready, v2::State::Draining);
+        let json = serde_json::to_value(BackendView::new(&snapshot, Instant::now())).unwrap();
+        assert_eq!(json["id"], 9);
+        assert_eq!(json["protocol"], "v2");
+        assert_eq!(json["address"], "[2001:db8::2]:8080", "where clients go, not the legacy ip field");
+        assert_eq!(json["state"], "draining", "the backend's own report keeps it out");
+        assert_eq!(json["operator_state"], "ready");
+        let v2 = &json["v2"];
+        assert_eq!(v2["backend_id"], (u64::MAX - 1).to_string(), "every digit of a 64-bit id");
+        assert_eq!(v2["endpoint"], "[2001:db8::2]:8080");
+        assert_eq!(v2["memory_percent"], 41.5);
+        assert_eq!(v2["cpu_percent"], 12.25);
+        assert_eq!(v2["connections"], 17);
+        assert_eq!(v2["weight"], 200);
+        assert_eq!(v2["reported_state"], "draining");
+        assert_eq!(v2["metrics"], serde_json::json!({"queue": 3.5}));
+        assert_eq!(v2["score"], 41.5);
+    }
+
+    #[test]
+    fn unreported_v2_figures_are_null() {
+        let mut snapshot = v2_snapshot(9, "search", BackendState::Maintenance, v2::State::Ready);
+        let detail = snapshot.backend.v2.as_mut().unwrap();
+        (detail.heartbeat.memory, detail.heartbeat.cpu, detail.heartbeat.connections) = (None, None, None);
+        detail.heartbeat.metrics.clear();
+        detail.score = None;
+        let json = serde_json::to_value(BackendView::new(&snapshot, Instant::now())).unwrap();
+        assert_eq!(json["state"], "maintenance", "the operator's hold keeps it out");
+        assert_eq!(json["operator_state"], "maintenance");
+        let v2 = &json["v2"];
+        assert_eq!(v2["reported_state"], "ready");
+        for field in ["memory_percent", "cpu_percent", "connections", "score"] {
+            assert_eq!(v2[field], serde_json::Value::Null, "{field}");
+        }
+        assert_eq!(v2["metrics"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn services_are_listed_with_their_own_counts() {
+        let now = Instant::now();
+        let services = [
+            summary("default", true, Scoring::default()),
+            summary("search", false, "max(memory, cpu)".parse().unwrap()),
+        ];
+        let backends = [
+            snapshot(1, 1, BackendState::Ready, now),
+            v2_snapshot(2, "search", BackendState::Ready, v2::State::Ready),
+            v2_snapshot(3, "search", BackendState::Draining, v2::State::Ready),
+            v2_snapshot(4, "search", BackendState::Ready, v2::State::Maintenance),
+        ];
+        let list = serde_json::to_value(ServiceList::new(&services, &backends, Policy::P2c)).unwrap();
+        let expected = serde_json::json!({"services": [
+            {"name": "default", "default": true, "policy": "p2c", "scoring": "memory", "backends": 1,
+             "ready": 1, "states": {"ready": 1, "draining": 0, "maintenance": 0}},
+            {"name": "search", "default": false, "policy": "p2c", "scoring": "max(memory, cpu)",
+             "backends": 3, "ready": 1, "states": {"ready": 1, "draining": 1, "maintenance": 1}},
+        ]});
+        assert_eq!(list, expected);
+    }
+
+    #[test]
+    fn a_service_without_backends_in_the_snapshot_counts_zero() {
+        let services = [summary("default", true, Scoring::default())];
+        let backends = [v2_snapshot(2, "gone", BackendState::Ready, v2::State::Ready)];
+        let counted = by_service(&services, &backends);
+        assert_eq!(counted.len(), 1, "a service the list does not name is left out");
+        assert_eq!(counted[0].1, StateCounts::default());
     }
 
     #[test]
@@ -208,7 +470,84 @@ mod tests {
             snapshot(2, 1, BackendState::Ready, now),
             snapshot(3, 1, BackendState::Maintenance, now),
         ];
-        assert_eq!(StateCounts::of(&all), StateCounts { ready: 2, draining: 0, maintenance: 1 });
+        let services = [summary("default", true, Scoring::default())];
+        let counted = by_service(&services, &all);
+        assert_eq!(counted[0].1, StateCounts { ready: 2, draining: 0, maintenance: 1 });
+        assert_eq!(counted[0].1.total(), 3);
+    }
+
+    #[test]
+    fn a_pick_names_the_endpoint_and_the_backends_own_id() {
+        let picked = ServicePick {
+            id: BackendId(4),
+            backend_id: 99,
+            endpoint: Endpoint {
+                host: Host::V6("::1".parse().unwrap()),
+                port: NonZeroU16::new(7000).unwrap(),
+            },
+        };
+        let json = serde_json::to_value(PickView::new("search", &picked)).unwrap();
+        let expected = serde_json::json!({
+            "service": "search", "id": 4, "address": "[::1]:7000", "backend_id": "99", "endpoint": "[::1]:7000"
+        });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn an_action_answers_the_hold_and_the_state_in_force() {
+        let snapshot = v2_snapshot(5, "search", BackendState::Ready, v2::State::Maintenance);
+        let view = StateView::new(5, BackendState::Ready, Some(&snapshot));
+        let json = serde_json::to_value(view).unwrap();
+        assert_eq!(json, serde_json::json!({"id": 5, "state": "maintenance", "operator_state": "ready"}));
+        let gone = serde_json::to_value(StateView::new(5, BackendState::Draining, None)).unwrap();
+        assert_eq!(gone, serde_json::json!({"id": 5, "state": "draining", "operator_state": "draining"}));
+    }
+
+    /// The property names of an OpenAPI schema, and those it requires.
+    fn schema_keys(name: &str) -> (Vec<String>, Vec<String>) {
+        let document: serde_json::Value = serde_json::from_str(crate::admin::openapi::DOCUMENT).unwrap();
+        let schema = &document["components"]["schemas"][name];
+        let mut properties: Vec<String> = schema["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut required: Vec<String> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key.as_str().unwrap().to_owned())
+            .collect();
+        properties.sort();
+        required.sort();
+        (properties, required)
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_openapi_schemas_list_exactly_the_fields_sent() {
+        let snapshot = v2_snapshot(9, "search", BackendState::Ready, v2::State::Ready);
+        let backend = serde_json::to_value(BackendView::new(&snapshot, Instant::now())).unwrap();
+        let services = [summary("search", false, Scoring::default())];
+        let list = serde_json::to_value(ServiceList::new(&services, &[], Policy::P2c)).unwrap();
+        let picked = ServicePick {
+            id: BackendId(1),
+            backend_id: 1,
+            endpoint: snapshot.backend.v2.unwrap().heartbeat.endpoint,
+        };
+        let shown = [
+            ("Backend", backend.clone()),
+            ("V2Detail", backend["v2"].clone()),
+            ("Service", list["services"][0].clone()),
+            ("Pick", serde_json::to_value(PickView::new("search", &picked)).unwrap()),
+            ("StateChange", serde_json::to_value(StateView::new(1, BackendState::Ready, None)).unwrap()),
+        ];
+        for (schema, value) in shown {
+            let (properties, required) = schema_keys(schema);
+            assert_eq!(keys(&value), properties, "{schema}: the fields sent are the fields described");
+            assert_eq!(required, properties, "{schema}: every field is always sent");
+        }
     }
 
     #[test]

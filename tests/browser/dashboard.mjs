@@ -3,7 +3,7 @@
 // Usage: node dashboard.mjs CHROMIUM URL ARTIFACT_DIR
 //
 // It talks to the Rust test over stdio, one line each way per step:
-//   prints "loaded"           the page shows both backends   -> waits for "updated"
+//   prints "loaded"           the page shows every backend   -> waits for "updated"
 //   prints "shown"            the page shows the new load    -> (no answer needed)
 //   prints "stop-admin"       screenshots are saved          -> waits for "admin-stopped"
 //   prints "done"             the unreachable banner is shown; exits 0
@@ -40,6 +40,7 @@ function check(condition, message) {
 
 const rowText = (page, id, field) =>
   page.locator(`[data-service="default"] tr[data-backend-id="${id}"] [data-field="${field}"]`);
+const v2Text = (page, field) => page.locator(`[data-service="search"] tr[data-backend-id] [data-field="${field}"]`);
 
 async function main() {
   mkdirSync(artifacts, { recursive: true });
@@ -87,6 +88,13 @@ async function steps(page) {
   await waitForText(rowText(page, 2, "reported"), "60 %");
   await waitForText(rowText(page, 1, "address"), "10.0.0.1:7001");
   await waitForText(rowText(page, 1, "state"), "ready");
+  await waitForText(rowText(page, 1, "protocol"), "legacy");
+  // The v2 backend of the second service, in its own section.
+  await waitForText(v2Text(page, "protocol"), "v2");
+  await waitForText(v2Text(page, "address"), "[2001:db8::7]:9000");
+  await waitForText(v2Text(page, "cpu"), "50.5 %");
+  await waitForText(v2Text(page, "weight"), "200");
+  await waitForText(v2Text(page, "state"), "reports draining");
   say("loaded");
 
   await expectLine("updated");

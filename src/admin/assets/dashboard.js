@@ -21,8 +21,11 @@
   const COLUMNS = [
     ["id", "ID"],
     ["address", "Address"],
+    ["protocol", "Protocol"],
     ["state", "State"],
     ["reported", "Reported memory"],
+    ["cpu", "CPU"],
+    ["weight", "Weight"],
     ["effective", "Effective load"],
     ["cost", "Client cost"],
     ["heartbeat", "Last heartbeat"],
@@ -116,7 +119,6 @@
   function showReachable(services, results) {
     el("banner").hidden = true;
     const backends = results.reduce((sum, result) => sum + result.backends.length, 0);
-    const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
     el("status").textContent =
       plural(services.length, "service") + ", " + plural(backends, "backend") +
       " · updated " + clock(lastSuccess);
@@ -132,6 +134,10 @@
     el("status").classList.add("stale");
   }
 
+  function plural(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
   function clock(ms) {
     return new Date(ms).toLocaleTimeString([], { hour12: false });
   }
@@ -140,7 +146,7 @@
     const seen = new Set();
     services.forEach((service, index) => {
       seen.add(service.name);
-      const section = sections.get(service.name) || createSection(service.name);
+      const section = sections.get(service.name) || createSection(service);
       updateSection(section, service, results[index], now);
     });
     for (const [name, section] of sections) {
@@ -149,12 +155,24 @@
         sections.delete(name);
       }
     }
+    keepInOrder(services);
     el("empty").hidden = services.length > 0;
   }
 
-  function createSection(name) {
+  // Sections follow the order of the service list; moved only when it changed, so
+  // that a focused button keeps its focus.
+  function keepInOrder(services) {
+    const container = el("services");
+    const wanted = services.map((service) => sections.get(service.name).root);
+    const shown = Array.from(container.children);
+    if (wanted.length !== shown.length || wanted.some((root, i) => root !== shown[i])) container.append(...wanted);
+  }
+
+  function createSection(service) {
+    const name = service.name;
     const root = make("section", { class: "panel service", "data-service": name });
     const heading = make("h2", {}, "Service " + name);
+    if (service.default) heading.append(" ", make("span", { class: "tag" }, "default: legacy backends and logins"));
     const meta = make("p", { class: "meta" });
     const charts = make("div", { class: "charts" });
     const load = createChart("Effective load per backend (%)");
@@ -163,6 +181,9 @@
     const legend = make("ul", { class: "legend", "aria-label": "Chart legend" });
     const table = make("table", { class: "backends" });
     table.append(make("caption", {}, "Backends of service " + name));
+    // A wide table scrolls inside its frame rather than widening the page.
+    const frame = make("div", { class: "table-frame" });
+    frame.append(table);
     const headRow = make("tr");
     for (const [, title] of COLUMNS) headRow.append(make("th", { scope: "col" }, title));
     const thead = make("thead");
@@ -170,9 +191,9 @@
     const tbody = make("tbody");
     table.append(thead, tbody);
     const empty = make("p", { class: "hint" }, "No backend is registered.");
-    root.append(heading, meta, charts, legend, table, empty);
+    root.append(heading, meta, charts, legend, frame, empty);
     el("services").append(root);
-    const section = { name, root, meta, load, picks, legend, tbody, empty, rows: new Map() };
+    const section = { name, root, meta, load, picks, legend, frame, tbody, empty, rows: new Map() };
     sections.set(name, section);
     return section;
   }
@@ -188,7 +209,8 @@
   function updateSection(section, service, result, now) {
     const states = service.states;
     section.meta.textContent =
-      "Policy " + service.policy + " · " + service.backends + " backends: " + states.ready + " ready, " +
+      "Policy " + service.policy + " · scoring " + service.scoring + " · " + plural(service.backends, "backend") +
+      ": " + states.ready + " ready, " +
       states.draining + " draining, " + states.maintenance + " in maintenance · TTL " +
       result.ttl_seconds + " s";
     const present = new Set();
@@ -207,7 +229,7 @@
       }
     }
     section.empty.hidden = result.backends.length > 0;
-    section.tbody.parentElement.hidden = result.backends.length === 0;
+    section.frame.hidden = result.backends.length === 0;
     drawCharts(section, now);
   }
 
@@ -248,7 +270,9 @@
     const idText = make("span", {}, "#" + backend.id);
     cells.id.append(swatch, idText);
     const badge = make("span", { class: "badge" });
-    cells.state.append(badge);
+    // Why a backend is out: the operator's hold, what a v2 backend reports, or both.
+    const stateNote = make("span", { class: "note" });
+    cells.state.append(badge, stateNote);
     const effectiveText = make("span", { class: "number" });
     const meter = make("meter", { min: "0", max: "100", low: "60", high: "85", optimum: "0" });
     cells.effective.append(effectiveText, meter);
@@ -261,7 +285,7 @@
       group.append(button);
     }
     cells.actions.append(group);
-    const row = { tr, cells, badge, effectiveText, meter, buttons, group, backend };
+    const row = { tr, cells, badge, stateNote, effectiveText, meter, buttons, group, backend };
     section.rows.set(backend.id, row);
     insertInOrder(section.tbody, tr, backend.id);
     return row;
@@ -276,11 +300,26 @@
     row.backend = backend;
     const name = "backend #" + backend.id + " (" + backend.address + ")";
     row.cells.address.textContent = backend.address;
+    const v2 = backend.v2;
+    row.cells.protocol.textContent = backend.protocol;
     row.badge.textContent = backend.state;
     row.badge.className = "badge state-" + backend.state;
-    row.cells.reported.textContent = backend.reported.valid
-      ? backend.reported.mem_percent + " %"
-      : backend.reported.mem_percent + " (invalid)";
+    const notes = [];
+    if (backend.operator_state !== "ready") notes.push("held " + backend.operator_state);
+    if (v2) notes.push("reports " + v2.reported_state);
+    row.stateNote.textContent = notes.join(" · ");
+    if (v2) {
+      row.cells.reported.textContent = percentOrMissing(v2.memory_percent);
+      row.cells.cpu.textContent = percentOrMissing(v2.cpu_percent);
+      row.cells.weight.textContent = String(v2.weight);
+    } else {
+      row.cells.reported.textContent = backend.reported.valid
+        ? backend.reported.mem_percent + " %"
+        : backend.reported.mem_percent + " (invalid)";
+      // Legacy heartbeats carry neither; their weight is the norm.
+      row.cells.cpu.textContent = "—";
+      row.cells.weight.textContent = "—";
+    }
     row.effectiveText.textContent = backend.effective_load_percent.toFixed(2) + " %";
     row.meter.value = Math.min(100, backend.effective_load_percent);
     row.meter.setAttribute("aria-label", "Effective load of " + name);
@@ -292,10 +331,16 @@
     updateButtons(row);
   }
 
+  function percentOrMissing(value) {
+    return value === null ? "not reported" : Number(value.toFixed(2)) + " %";
+  }
+
   function updateButtons(row) {
+    // Actions set the operator's hold: an action is spent once the hold is its target.
+    const held = row.backend.operator_state || row.backend.state;
     for (const action of ACTIONS) {
       const button = row.buttons[action.name];
-      button.disabled = !token || row.backend.state === action.target;
+      button.disabled = !token || held === action.target;
       button.title = token ? action.label + " backend #" + row.backend.id : "Enter the admin token first";
     }
   }
@@ -317,7 +362,10 @@
         headers: { Authorization: "Bearer " + token },
       });
       const body = await response.json();
-      if (response.ok) {
+      if (response.ok && body.state !== body.operator_state) {
+        result.textContent =
+          "Backend #" + id + " is held " + body.operator_state + ", and stays " + body.state + " as it reports itself.";
+      } else if (response.ok) {
         result.textContent = "Backend #" + id + " is now " + body.state + ".";
       } else if (response.status === 401) {
         result.textContent = "The token was refused: " + body.error + ".";
