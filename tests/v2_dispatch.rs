@@ -950,6 +950,23 @@ async fn a_v2_backend_of_the_default_service_needs_an_address_that_fits_a_legacy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_refused_for_their_address_get_one_error_8_per_read() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(config()).await;
+    let mut peer = Peer::connect(&server).await;
+    // Four 51-byte frames, in one write that the dispatcher's first read (256 bytes)
+    // takes whole, would otherwise buy four 169-byte Errors.
+    let too_long = Message::Heartbeat(heartbeat("default", 1, "[2001:db8:1:2:3:4:5:6]:7000", 30));
+    peer.send_raw(&too_long.encode().unwrap().repeat(4)).await;
+    peer.expect_error(ErrorCode::MALFORMED).await;
+    // The next thing on the connection answers the next request.
+    assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
+    assert_eq!(server.stats().v2_refusals_with(ErrorCode::MALFORMED), 4);
+    assert_eq!(server.dispatcher.backend_count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_of_another_version_get_error_10_naming_the_versions_spoken() {
     let _serial = shared_access().await;
     let server = TestServer::start_with(config()).await;
