@@ -1027,14 +1027,20 @@ async fn a_silent_v2_backend_expires_with_its_service_and_its_next_heartbeat_reg
     let mut config = config();
     config.dispatch.ttl = Duration::from_millis(300);
     let server = TestServer::start_with(config).await;
-    let mut peer = v2_backend(&server, heartbeat("chat", 1, "10.13.0.1:7001", 30)).await;
-    wait_until("the silent backend expired", || server.dispatcher.backend_count() == 0).await;
-    assert_declined(client_pick(&server, "chat").await, ErrorCode::UNKNOWN_SERVICE);
-    // The connection is still open, and still its backend's.
+    let mut peer = Peer::connect(&server).await;
+    // Counted rather than watched: a loaded machine may not look within the TTL.
     peer.heartbeat(heartbeat("chat", 1, "10.13.0.1:7001", 30)).await;
-    wait_for_v2(&server, "chat", 1).await;
-    drop(peer);
-    wait_until("the backend removed with its connection", || server.dispatcher.backend_count() == 0).await;
+    server
+        .wait_for_stat("the silent backend registered and expired", |s| s.evicted_expired, |n| n == 1)
+        .await;
+    assert_eq!(server.dispatcher.backend_count(), 0);
+    assert!(server.dispatcher.services().iter().all(|s| s.name.as_str() != "chat"));
+    assert_declined(client_pick(&server, "chat").await, ErrorCode::UNKNOWN_SERVICE);
+    // The connection is still open, and a heartbeat on it registers the backend again.
+    peer.heartbeat(heartbeat("chat", 1, "10.13.0.1:7001", 30)).await;
+    server.wait_for_stat("registered and expired again", |s| s.evicted_expired, |n| n == 2).await;
+    let stats = server.stats();
+    assert_eq!((stats.heartbeats, stats.evicted_disconnected, stats.connections_open), (2, 0, 1));
     server.stop().await;
 }
 
