@@ -215,11 +215,16 @@ impl Session {
                 log_registered(&accepted, &logged, cx.peer);
             }
             Err(refused) => {
-                let code = match refused {
-                    V2HeartbeatRefused::LegacyAddress { .. } => ErrorCode::MALFORMED,
-                    V2HeartbeatRefused::Full(_) => ErrorCode::BACKEND_LIMIT,
-                };
-                cx.send_error(code, &refused.to_string());
+                match refused {
+                    // An Error 8 like any other: once per read, so that a peer cannot
+                    // buy a long reply with each short frame.
+                    V2HeartbeatRefused::LegacyAddress { .. } => {
+                        self.warn(cx, ErrorCode::MALFORMED, &refused.to_string());
+                    }
+                    V2HeartbeatRefused::Full(_) => {
+                        cx.send_error(ErrorCode::BACKEND_LIMIT, &refused.to_string())
+                    }
+                }
                 cx.batch.unlock();
                 if let Some(suppressed) = cx.refusal_log.should_log(cx.batch.now()) {
                     tracing::warn!(peer = %cx.peer, backend = %logged, error = %refused, suppressed, "v2 heartbeat refused");

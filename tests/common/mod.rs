@@ -76,8 +76,13 @@ impl TestServer {
 
     /// Starts a server with `config` (its listen address is ignored).
     pub async fn start_with(config: ServerConfig) -> TestServer {
-        config.validate().expect("the test configuration is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestServer::start_on(listener, config)
+    }
+
+    /// Starts a server on `listener` (an IPv6 one, say) with `config`.
+    pub fn start_on(listener: TcpListener, config: ServerConfig) -> TestServer {
+        config.validate().expect("the test configuration is valid");
         let addr = listener.local_addr().expect("local addr");
         let server = Server::with_listener(listener, config);
         let dispatcher = server.dispatcher();
