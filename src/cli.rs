@@ -202,8 +202,9 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long to let connections finish before closing them.
     #[arg(long, env = "LOADWISE_SHUTDOWN_GRACE", value_parser = duration, value_name = "DURATION")]
     pub shutdown_grace: Option<Duration>,
-    /// Networks legacy heartbeats are accepted from (comma-separated ADDRESS/PREFIX),
-    /// or `none`; they carry no authentication. Legacy logins are open to all.
+    /// Networks legacy heartbeats, and v2 ones without --auth-secret-file, are accepted
+    /// from (comma-separated ADDRESS/PREFIX), or `none`: they carry no authentication.
+    /// Logins are open to all.
     #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
     pub legacy_heartbeat_networks: Option<NetList>,
     /// A file holding the secret shared with v2 agents (their --secret-file, at least

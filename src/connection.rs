@@ -310,6 +310,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             connection: self.id,
             peer: self.peer,
             secret: limits.secret.as_ref(),
+            unauthenticated_allowed: self.legacy_heartbeats_allowed,
             ticket_lifetime: limits.ticket_lifetime,
             unix_now: &mut self.read_unix,
             dispatcher: self.shared.dispatcher.as_ref(),

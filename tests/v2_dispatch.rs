@@ -466,6 +466,32 @@ async fn with_a_secret_a_heartbeat_before_register_gets_error_4_and_the_connecti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_v2_heartbeats_from_outside_the_allowed_networks_are_refused_as_legacy_ones_are() {
+    let _serial = shared_access().await;
+    let mut config = config();
+    config.connection.legacy_heartbeats = "10.0.0.0/8".parse().unwrap();
+    let server = TestServer::start_with(config).await;
+    let mut stranger = Peer::connect(&server).await;
+    stranger.heartbeat(heartbeat("default", 1, "10.5.0.1:7001", 0)).await;
+    let error = stranger.expect_error(ErrorCode::AUTH_REQUIRED).await;
+    assert!(error.text.contains("legacy_heartbeat_networks"), "{}", error.text);
+    stranger.expect_closed().await;
+    assert_eq!(server.dispatcher.backend_count(), 0, "the stranger did not register");
+    assert_eq!(server.stats().heartbeats_not_allowed, 1);
+    server.stop().await;
+
+    // With a secret, authentication replaces the network check.
+    let mut config = config_with_secret();
+    config.connection.legacy_heartbeats = "10.0.0.0/8".parse().unwrap();
+    let server = TestServer::start_with(config).await;
+    let mut peer = Peer::connect(&server).await;
+    peer.register(SECRET, "game", 1).await;
+    peer.heartbeat(heartbeat("game", 1, "10.5.0.1:7001", 30)).await;
+    wait_for_v2(&server, "game", 1).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_a_register_signed_with_another_secret_gets_error_5_and_the_connection_closes() {
     let _serial = shared_access().await;
     let server = TestServer::start_with(config_with_secret()).await;

@@ -168,7 +168,7 @@ fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> 
     counter(encoder, "heartbeats", "Heartbeats received, refused ones included.", stats.heartbeats)?;
     let help = "Heartbeats refused: an unusable address, a new backend while the table is full, or a legacy heartbeat from outside the allowed networks.";
     counter(encoder, "heartbeats_refused", help, stats.refused_heartbeats)?;
-    let help = "Legacy heartbeats refused because the peer is outside legacy_heartbeat_networks.";
+    let help = "Unauthenticated heartbeats (legacy, or v2 without a secret) refused because the peer is outside legacy_heartbeat_networks.";
     counter(encoder, "heartbeats_not_allowed", help, stats.heartbeats_not_allowed)?;
     let help = "Heartbeats reporting a load above 100 %, which is not a percentage.";
     counter(encoder, "invalid_load_reports", help, stats.invalid_mem_reports)?;

@@ -52,6 +52,10 @@ pub(super) struct Context<'c, 'b> {
     pub connection: BackendId,
     pub peer: SocketAddr,
     pub secret: Option<&'c Secret>,
+    /// Whether the peer is in the networks unauthenticated heartbeats are accepted
+    /// from (`legacy_heartbeat_networks`): without a secret, a v2 heartbeat proves no
+    /// more than a legacy one.
+    pub unauthenticated_allowed: bool,
     pub ticket_lifetime: Duration,
     /// The unix time of the read, taken once when first needed.
     pub unix_now: &'c mut Option<u64>,
@@ -198,6 +202,13 @@ impl Session {
     fn on_heartbeat(&mut self, heartbeat: Heartbeat, cx: &mut Context<'_, '_>) -> Verdict {
         if cx.secret.is_some() && !self.registered {
             let reason = "this dispatcher needs a Register (Hello, Challenge, Register) before heartbeats";
+            return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
+        }
+        if cx.secret.is_none() && !cx.unauthenticated_allowed {
+            bump(&cx.dispatcher.stats().heartbeats_not_allowed);
+            bump(&cx.dispatcher.stats().refused_heartbeats);
+            let reason = "heartbeats are accepted unauthenticated only from legacy_heartbeat_networks, and this \
+                dispatcher has no secret to authenticate others";
             return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
         }
         let claimed = (heartbeat.service.clone(), heartbeat.backend_id);

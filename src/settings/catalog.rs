@@ -127,8 +127,8 @@ pub const CATALOG: &[SettingInfo] = &[
     live(
         "legacy_heartbeat_networks",
         "Legacy heartbeats carry no proof of who sent them, so they are accepted only from\n\
-         these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\".\n\
-         Legacy logins are answered from anywhere.",
+         these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\"; so are\n\
+         v2 heartbeats when there is no auth_secret_file. Logins are answered from anywhere.",
     ),
     SettingInfo {
         key: "auth_secret_file",
