@@ -9,8 +9,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loadwise::bench::{BenchConfig, BenchError, BenchReport, ErrorKind, Mode, Stop, Target};
+use loadwise::bench::{BenchConfig, BenchError, BenchReport, ErrorKind, Mode, Protocol, Stop, Target};
 use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise::protocol::v2::ErrorCode;
+use loadwise::protocol::v2::auth::Secret;
 use loadwise::server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,9 +32,13 @@ struct Dispatch {
 
 impl Dispatch {
     async fn start() -> Dispatch {
+        Dispatch::with_config(ServerConfig::default()).await
+    }
+
+    async fn with_config(config: ServerConfig) -> Dispatch {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::with_listener(listener, ServerConfig::default());
+        let server = Server::with_listener(listener, config);
         let dispatcher = server.dispatcher();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
@@ -90,36 +96,41 @@ async fn pick_counts_agree_with_the_dispatcher() {
 }
 
 /// Every mode, closed and open loop, with and without pipelining, and connect per
-/// pick: the bench's counts agree with the dispatcher's, request for request.
+/// pick, in both protocols: the bench's counts agree with the dispatcher's, request
+/// for request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_combination_agrees_with_the_dispatcher() {
     let mut cases = Vec::new();
-    for mode in [Mode::Pick, Mode::Heartbeat, Mode::Mixed] {
-        for rate in [None, Some(5000.0)] {
-            for pipeline in [1, 3] {
-                cases.push(BenchConfig {
-                    rate,
-                    pipeline,
-                    ..config(SocketAddr::from(([0; 4], 0)), mode, 31, 2)
-                });
+    for protocol in [Protocol::Legacy, Protocol::V2] {
+        for mode in [Mode::Pick, Mode::Heartbeat, Mode::Mixed] {
+            for rate in [None, Some(5000.0)] {
+                for pipeline in [1, 3] {
+                    cases.push(BenchConfig {
+                        protocol,
+                        rate,
+                        pipeline,
+                        ..config(SocketAddr::from(([0; 4], 0)), mode, 31, 2)
+                    });
+                }
             }
         }
-    }
-    for rate in [None, Some(2000.0)] {
-        let any = SocketAddr::from(([0; 4], 0));
-        cases.push(BenchConfig {
-            rate,
-            pipeline: 1,
-            connect_per_pick: true,
-            ..config(any, Mode::Pick, 31, 2)
-        });
+        for rate in [None, Some(2000.0)] {
+            let any = SocketAddr::from(([0; 4], 0));
+            cases.push(BenchConfig {
+                protocol,
+                rate,
+                pipeline: 1,
+                connect_per_pick: true,
+                ..config(any, Mode::Pick, 31, 2)
+            });
+        }
     }
     for case in cases {
         let server = Dispatch::start().await;
         let case = BenchConfig { target: Target::Remote { addr: server.addr, pid: None }, ..case };
         let label = format!(
-            "{:?} rate {:?} pipeline {} cpp {}",
-            case.mode, case.rate, case.pipeline, case.connect_per_pick
+            "{:?} {:?} rate {:?} pipeline {} cpp {}",
+            case.protocol, case.mode, case.rate, case.pipeline, case.connect_per_pick
         );
         let run = bench(&case).await.target;
         let (requests, stats) = (run.requests, server.stats());
@@ -208,6 +219,98 @@ async fn a_timed_run_against_a_spawned_dispatcher_and_the_ceiling() {
     assert!(run.cpu.server_secs.is_some());
     let ratio = report.ratio.expect("a ratio when the ceiling ran");
     assert!(ratio.throughput > 0.0);
+}
+
+/// A v2 run of about a second against a dispatcher started by the bench.
+fn v2_spawned(backends: usize) -> BenchConfig {
+    BenchConfig {
+        protocol: Protocol::V2,
+        stop: Stop::Duration(Duration::from_millis(800)),
+        conns: 4,
+        pipeline: 4,
+        backends,
+        backend_interval: Duration::from_millis(200),
+        ..BenchConfig::new(Target::Spawn(Box::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_run_against_a_spawned_dispatcher_has_no_errors() {
+    let report = bench(&v2_spawned(3)).await;
+    let run = &report.target;
+    assert!(run.ops > 0);
+    assert_eq!(run.requests.errors.total(), 0, "{:?}", run.requests.errors);
+    assert_eq!(run.requests.logins_sent, run.requests.logins_ok);
+    assert_eq!(run.backends.registered, 3);
+    let stats = run.server_stats.expect("a spawned dispatcher reports its counters");
+    assert_eq!(stats.logins_answered, run.requests.logins_ok + 3, "the setup picks are counted too");
+    // The registering heartbeats, then one every 200 ms.
+    assert!(run.backends.heartbeats_sent >= 3 * 3, "{:?}", run.backends);
+    assert_eq!(run.backends.lost, 0);
+    assert_eq!((stats.refused_heartbeats, stats.v2_registrations, stats.v2_refusals), (0, 0, 0));
+    assert_eq!((report.settings.protocol, report.settings.service.as_deref()), (Protocol::V2, Some("bench")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_picks_of_a_service_without_backends_are_unknown_service_errors() {
+    let server = Dispatch::start().await;
+    let config = BenchConfig { protocol: Protocol::V2, ..config(server.addr, Mode::Pick, 40, 0) };
+    let run = bench(&config).await.target;
+    let errors = run.requests.errors;
+    assert_eq!((run.ops, errors.unknown_service, errors.total()), (0, 40, 40), "{errors:?}");
+    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNKNOWN_SERVICE), 40);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_run_against_the_ceiling_has_a_ratio() {
+    let config = BenchConfig {
+        stop: Stop::Duration(Duration::from_millis(500)),
+        ceiling: Some(Target::Ceiling),
+        mode: Mode::Mixed,
+        ..v2_spawned(2)
+    };
+    let report = bench(&config).await;
+    let (run, ceiling) = (&report.target, report.ceiling.as_ref().unwrap());
+    assert!(run.ops > 0 && ceiling.ops > 0);
+    assert_eq!(run.requests.errors.total() + ceiling.requests.errors.total(), 0);
+    assert_eq!(ceiling.backends.registered, 2);
+    assert!(report.ratio.expect("a ratio when the ceiling ran").throughput > 0.0);
+}
+
+/// With a secret, fake backends and heart-beating clients register first, and every
+/// pick is answered with a ticket (by the dispatcher; the ceiling pads one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_with_a_secret_registers_every_heartbeat_sender() {
+    let secret = Secret::new(*b"a bench secret of 32 bytes......").unwrap();
+    let mut server_config = ServerConfig::default();
+    server_config.connection.secret = Some(secret.clone());
+    let server = Dispatch::with_config(server_config).await;
+    for mode in [Mode::Pick, Mode::Mixed] {
+        let config = BenchConfig {
+            protocol: Protocol::V2,
+            secret: Some(secret.clone()),
+            ceiling: Some(Target::Ceiling),
+            ..config(server.addr, mode, 40, 2)
+        };
+        let report = bench(&config).await;
+        for run in [&report.target, report.ceiling.as_ref().unwrap()] {
+            assert_eq!(run.requests.logins_ok, 40, "{mode:?} {}", run.server);
+            assert_eq!(run.requests.errors.total(), 0, "{mode:?} {}: {:?}", run.server, run.requests.errors);
+        }
+    }
+    // Two backends twice, then the three clients of the mixed run.
+    assert_eq!(server.stats().v2_registrations, 2 + 2 + 3);
+
+    let wrong = BenchConfig {
+        protocol: Protocol::V2,
+        secret: Some(Secret::new(*b"not the secret of the dispatcher").unwrap()),
+        ..config(server.addr, Mode::Pick, 1, 1)
+    };
+    let error = within(loadwise::bench::run(&wrong)).await.unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(error));
+    assert!(chain.contains("authentication failed"), "{chain}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +462,22 @@ fn the_binary_prints_one_json_object() {
     assert_eq!(json["settings"]["mode"], "pick");
     assert!(json["target"]["latency"]["p99_us"].as_f64().unwrap() > 0.0);
     assert!(json["ceiling"].is_null());
+}
+
+#[test]
+fn the_binary_speaks_v2_when_asked() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadwise"))
+        .args(["bench", "--spawn", "--protocol", "v2", "--service", "search", "--requests", "200"])
+        .args(["--conns", "2", "--backends", "2", "--json"])
+        .output()
+        .expect("run loadwise bench");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    assert_eq!(
+        (&json["settings"]["protocol"], &json["settings"]["service"]),
+        (&"v2".into(), &"search".into())
+    );
+    assert_eq!(json["target"]["ops"], 200);
 }
 
 #[test]

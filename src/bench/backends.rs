@@ -1,5 +1,6 @@
 //! Fake backends: each on its own connection, registered before the load starts and
-//! heart-beating with a changing load every interval until the run ends.
+//! heart-beating with a changing load every interval until the run ends, in the run's
+//! protocol.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::connect_once;
-use super::frames::{self, REPLY_LEN};
 use super::outcome::ErrorKind;
+use super::register;
+use super::wire::{BackendFrames, Wire};
 
 /// Registrations in progress at once.
 const PARALLEL_REGISTRATIONS: usize = 256;
@@ -23,9 +24,10 @@ const PARALLEL_REGISTRATIONS: usize = 256;
 /// What the fake backends did during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BackendsReport {
-    /// Backends registered (each confirmed by a login on its connection).
+    /// Backends registered (each confirmed by a login, v2 a pick, on its connection).
     pub registered: u64,
-    /// Logins sent to confirm registrations (one per backend; the server counts them).
+    /// Logins (v2: picks) sent to confirm registrations (one per backend; the server
+    /// counts them).
     pub setup_logins: u64,
     /// Heartbeats written, the registering ones included.
     pub heartbeats_sent: u64,
@@ -57,9 +59,11 @@ pub struct FakeBackends {
 }
 
 impl FakeBackends {
-    /// Registers `n` backends at `addr` and keeps them heart-beating every `interval`.
+    /// Registers `n` backends at `addr`, speaking `wire`, and keeps them
+    /// heart-beating every `interval`.
     pub async fn start(
         addr: SocketAddr,
+        wire: &Wire,
         n: usize,
         interval: Duration,
         timeout: Duration,
@@ -70,12 +74,13 @@ impl FakeBackends {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         };
-        backends.register_all(addr, n, interval, timeout).await
+        backends.register_all(addr, wire, n, interval, timeout).await
     }
 
     async fn register_all(
         mut self,
         addr: SocketAddr,
+        wire: &Wire,
         n: usize,
         interval: Duration,
         timeout: Duration,
@@ -84,17 +89,17 @@ impl FakeBackends {
         let mut next = 0;
         while next < n || !pending.is_empty() {
             while next < n && pending.len() < PARALLEL_REGISTRATIONS {
-                let index = next;
-                pending.spawn(async move { (index, register(addr, index, timeout).await) });
+                let (index, wire) = (next, wire.clone());
+                pending.spawn(async move { (index, register::backend(addr, index, &wire, timeout).await) });
                 next += 1;
             }
             let Some(joined) = pending.join_next().await else { break };
             let (index, result) = joined.expect("a registration task does not panic");
-            let stream = result.map_err(|kind| RegistrationFailed { index, kind })?;
+            let (stream, frames) = result.map_err(|kind| RegistrationFailed { index, kind })?;
             self.registered += 1;
             self.counters.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             let beat = Beat { index, n, interval, counters: Arc::clone(&self.counters) };
-            self.tracker.spawn(beat.run(stream, self.stop.clone()));
+            self.tracker.spawn(beat.run(stream, frames, self.stop.clone()));
         }
         Ok(self)
     }
@@ -125,30 +130,6 @@ impl Drop for FakeBackends {
     }
 }
 
-/// Connects, sends a first heartbeat and a login, and waits for the login's reply:
-/// once it is in, the dispatcher has read the heartbeat before it.
-async fn register(addr: SocketAddr, index: usize, timeout: Duration) -> Result<TcpStream, ErrorKind> {
-    let mut stream = connect_once(addr, timeout).await?;
-    let (ip, port) = frames::backend_address(index);
-    let mut bytes = frames::heartbeat(ip, port, frames::backend_load(index, 0)).to_vec();
-    bytes.extend_from_slice(&frames::login_now());
-    let exchange = async {
-        stream.write_all(&bytes).await?;
-        let mut reply = [0u8; REPLY_LEN];
-        stream.read_exact(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    let reply = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(error)) => return Err(ErrorKind::of_io(&error)),
-        Err(_) => return Err(ErrorKind::Timeout),
-    };
-    match frames::classify(&reply) {
-        Ok(()) | Err(ErrorKind::ErrorReply) => Ok(stream),
-        Err(kind) => Err(kind),
-    }
-}
-
 /// One backend's heartbeat loop.
 struct Beat {
     index: usize,
@@ -158,8 +139,7 @@ struct Beat {
 }
 
 impl Beat {
-    async fn run(self, mut stream: TcpStream, stop: CancellationToken) {
-        let (ip, port) = frames::backend_address(self.index);
+    async fn run(self, mut stream: TcpStream, mut frames: BackendFrames, stop: CancellationToken) {
         // Spread the backends over one interval so their heartbeats do not coincide;
         // the registering heartbeat was just sent, so the first is up to one later.
         let phase = self.interval.mul_f64((self.index + 1) as f64 / self.n as f64);
@@ -169,8 +149,8 @@ impl Beat {
                 () = tokio::time::sleep_until(next) => {}
                 () = stop.cancelled() => return,
             }
-            let frame = frames::heartbeat(ip, port, frames::backend_load(self.index, tick));
-            if !matches!(tokio::time::timeout(self.interval, stream.write_all(&frame)).await, Ok(Ok(()))) {
+            let frame = frames.heartbeat(tick);
+            if !matches!(tokio::time::timeout(self.interval, stream.write_all(frame)).await, Ok(Ok(()))) {
                 self.counters.lost.fetch_add(1, Ordering::Relaxed);
                 return;
             }

@@ -1,4 +1,4 @@
-//! The connect-per-pick worker: connect, one login, one reply, close; again.
+//! The connect-per-pick worker: connect, one login (v2: PickRequest), one reply, close; again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +7,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::conn::connect_once;
-use super::frames;
 use super::outcome::{ErrorKind, Tally};
 use super::plan::{LoadPlan, WorkerState};
-use super::replies::read_replies;
+use super::replies::{Owed, read_replies};
 
 /// Pause after a failed connection, so a dead target does not spin a core.
 const FAILED_CONNECT_PAUSE: Duration = Duration::from_millis(20);
@@ -52,9 +51,9 @@ async fn pick(plan: &LoadPlan, worker: &mut WorkerState, intended: Instant) -> R
     let started = Instant::now();
     let mut stream = connect_once(plan.addr, plan.timeout).await?;
     let deadline = started + plan.timeout;
-    worker.tally.logins_sent += 1;
-    let login = frames::login_now();
-    let failed = match tokio::time::timeout_at(deadline, stream.write_all(&login)).await {
+    worker.fill(plan.mode, 1);
+    let owed = Owed { logins: 1, first_id: worker.batch.first_id };
+    let failed = match tokio::time::timeout_at(deadline, stream.write_all(&worker.batch.bytes)).await {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(ErrorKind::of_io(&error)),
         Err(_) => Some(ErrorKind::Timeout),
@@ -65,6 +64,7 @@ async fn pick(plan: &LoadPlan, worker: &mut WorkerState, intended: Instant) -> R
     }
     let WorkerState { tally, latency, replies, deadline: timer, .. } = worker;
     timer.set(deadline);
-    read_replies(&mut stream, replies, 1, intended, timer, tally, latency).await;
+    replies.clear();
+    read_replies(&mut stream, replies, owed, intended, timer, tally, latency).await;
     Ok(())
 }

@@ -6,10 +6,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::conn::reconnect;
 use super::outcome::{ErrorKind, Tally};
 use super::plan::{LoadPlan, WorkerState};
-use super::replies::read_replies;
+use super::replies::{Owed, read_replies};
 
 /// Sends batches on one connection (reconnecting after a failure) until the run
 /// stops; returns what happened to every request.
@@ -18,7 +17,7 @@ pub async fn run(plan: Arc<LoadPlan>, index: usize, mut stream: Option<TcpStream
     loop {
         let mut conn = match stream.take() {
             Some(conn) => conn,
-            None => match reconnect(plan.addr, plan.timeout, &plan.control, &mut worker.tally).await {
+            None => match plan.reconnect(index, &mut worker.tally).await {
                 Some(conn) => conn,
                 None => break,
             },
@@ -38,6 +37,7 @@ pub async fn run(plan: Arc<LoadPlan>, index: usize, mut stream: Option<TcpStream
 async fn exchange(plan: &LoadPlan, worker: &mut WorkerState, conn: &mut TcpStream, ops: usize) -> bool {
     worker.fill(plan.mode, ops);
     let (logins, heartbeats) = (worker.batch.logins, worker.batch.heartbeats);
+    let owed = Owed { logins, first_id: worker.batch.first_id };
     let sent = Instant::now();
     let deadline = sent + plan.timeout;
     let written = tokio::time::timeout_at(deadline, conn.write_all(&worker.batch.bytes)).await;
@@ -45,19 +45,20 @@ async fn exchange(plan: &LoadPlan, worker: &mut WorkerState, conn: &mut TcpStrea
         Ok(Ok(())) => {
             let WorkerState { tally, latency, replies, deadline: timer, .. } = worker;
             timer.set(deadline);
-            let (answered, cut) = read_replies(conn, replies, logins, sent, timer, tally, latency).await;
+            let (answered, cut) = read_replies(conn, replies, owed, sent, timer, tally, latency).await;
             tally.settle_heartbeats(heartbeats, answered, cut.map(|c| c.kind));
             cut.is_none()
         }
-        Ok(Err(error)) => lose(&mut worker.tally, ErrorKind::of_io(&error), logins + heartbeats),
-        Err(_) => lose(&mut worker.tally, ErrorKind::Timeout, logins + heartbeats),
+        Ok(Err(error)) => lose(worker, ErrorKind::of_io(&error), logins + heartbeats),
+        Err(_) => lose(worker, ErrorKind::Timeout, logins + heartbeats),
     };
     worker.finished(&plan.control, ops);
     healthy
 }
 
 /// Counts `n` requests lost to `kind`; the connection is unusable.
-fn lose(tally: &mut Tally, kind: ErrorKind, n: usize) -> bool {
-    tally.errors.add(kind, n as u64);
+fn lose(worker: &mut WorkerState, kind: ErrorKind, n: usize) -> bool {
+    worker.tally.errors.add(kind, n as u64);
+    worker.replies.clear();
     false
 }

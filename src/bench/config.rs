@@ -5,20 +5,23 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::protocol::v2::ServiceName;
+use crate::protocol::v2::auth::Secret;
 use crate::server::ServerConfig;
 
 /// What the connections send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Logins only: one 12-byte frame out, one 22-byte reply back. One op is one login.
+    /// Logins only: one 12-byte frame out, one 22-byte reply back (v2: a PickRequest
+    /// out, a PickReply back). One op is one login (pick).
     Pick,
-    /// Heartbeat ingest: each batch is `pipeline` heartbeats followed by one login,
-    /// whose reply proves the heartbeats before it were processed. One op is one
-    /// confirmed heartbeat.
+    /// Heartbeat ingest: each batch is `pipeline` heartbeats followed by one login (v2:
+    /// PickRequest), whose reply proves the heartbeats before it were processed. One
+    /// op is one confirmed heartbeat.
     Heartbeat,
-    /// Every login is preceded by a heartbeat on the same connection (1:1). One op is
-    /// one login (with its heartbeat).
+    /// Every login (pick) is preceded by a heartbeat on the same connection (1:1). One
+    /// op is one login (with its heartbeat).
     Mixed,
     /// Connections open and send nothing; fake backends keep heart-beating. For
     /// memory and idle CPU: no ops.
@@ -36,15 +39,20 @@ impl Mode {
     }
 }
 
-/// The wire protocol spoken. Only the legacy protocol exists today; a later one adds
-/// a variant here and a frame builder beside the legacy one (module `bench::frames`).
+/// The wire protocol spoken (module `bench::frames` for legacy, `bench::frames_v2` for v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// The LoadBanceServer protocol of `docs/protocol.md`.
+    /// The LoadBanceServer protocol of `docs/protocol.md`: logins and 22-byte replies.
     #[default]
     Legacy,
+    /// Protocol v2 (`docs/protocol.md`, "Protocol v2"): PickRequests for one service,
+    /// PickReplies matched by request id, v2 heartbeats.
+    V2,
 }
+
+/// The service v2 picks ask for and v2 fake backends serve, unless told otherwise.
+pub const DEFAULT_SERVICE: &str = "bench";
 
 /// Which server is measured.
 #[derive(Debug, Clone)]
@@ -81,6 +89,12 @@ pub struct BenchConfig {
     pub mode: Mode,
     /// The wire protocol spoken.
     pub protocol: Protocol,
+    /// v2: the service picked from and served by the fake backends.
+    pub service: ServiceName,
+    /// v2: the dispatcher's shared secret. Fake backends (and clients that send
+    /// heartbeats) register with it (Hello, Challenge, Register) before heart-beating;
+    /// a dispatcher with a secret signs a ticket into every PickReply.
+    pub secret: Option<Secret>,
     /// Client connections (concurrent clients with `connect_per_pick`).
     pub conns: usize,
     /// Requests written together before their replies are awaited.
@@ -113,6 +127,8 @@ impl BenchConfig {
             ceiling: None,
             mode: Mode::Pick,
             protocol: Protocol::Legacy,
+            service: ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid"),
+            secret: None,
             conns: 8,
             pipeline: 1,
             stop: Stop::Duration(Duration::from_secs(5)),
@@ -144,6 +160,13 @@ impl BenchConfig {
         if let Some(rate) = self.rate {
             check(rate.is_finite() && rate > 0.0, "rate", "must be a positive number of ops per second")?;
             check(!idle, "rate", "idle mode sends no requests")?;
+        }
+        if self.secret.is_some() {
+            check(
+                self.protocol == Protocol::V2,
+                "secret-file",
+                "only protocol v2 has a secret; add --protocol v2",
+            )?;
         }
         if self.connect_per_pick {
             check(self.mode == Mode::Pick, "connect-per-pick", "works with --mode pick only")?;
@@ -213,6 +236,24 @@ mod tests {
         assert_eq!(named(cpp), "connect-per-pick");
         let idle = BenchConfig { mode: Mode::Idle, stop: Stop::Requests(5), ..config() };
         assert_eq!(named(idle), "requests");
+        let secret = Some(Secret::new(*b"0123456789abcdef").unwrap());
+        assert_eq!(named(BenchConfig { secret: secret.clone(), ..config() }), "secret-file");
+        assert_eq!(BenchConfig { secret, protocol: Protocol::V2, ..config() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn v2_takes_every_mode_and_loop() {
+        for mode in [Mode::Pick, Mode::Heartbeat, Mode::Mixed] {
+            for pipeline in [1, 16] {
+                let v2 =
+                    BenchConfig { protocol: Protocol::V2, mode, pipeline, rate: Some(100.0), ..config() };
+                assert_eq!(v2.validate(), Ok(()));
+            }
+        }
+        let idle = BenchConfig { protocol: Protocol::V2, mode: Mode::Idle, ..config() };
+        assert_eq!(idle.validate(), Ok(()));
+        let cpp = BenchConfig { protocol: Protocol::V2, connect_per_pick: true, ..config() };
+        assert_eq!(cpp.validate(), Ok(()));
     }
 
     #[test]

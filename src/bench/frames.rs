@@ -1,5 +1,7 @@
 //! The bytes the bench sends and how it judges each reply (legacy protocol, no I/O).
 
+use std::net::Ipv4Addr;
+
 use crate::protocol::{Heartbeat, IpField, LoginReply, LoginRequest, unix_time_now};
 
 use super::outcome::ErrorKind;
@@ -24,10 +26,16 @@ pub fn login_now() -> [u8; LOGIN_LEN] {
 /// The address fake backend `index` advertises: `10.B.C.D` and a port that both
 /// follow from the index, so every backend is distinct.
 pub fn backend_address(index: usize) -> (IpField, u16) {
-    let [_, b, c, d] = (index as u32).to_be_bytes();
-    let ip = IpField::from_text(&format!("10.{b}.{c}.{d}")).expect("a dotted quad fits the ip field");
-    let port = 1024 + (index % 60_000) as u16;
+    let (ip, port) = backend_ipv4(index);
+    let ip = IpField::from_text(&ip.to_string()).expect("a dotted quad fits the ip field");
     (ip, port)
+}
+
+/// [`backend_address`] as an IPv4 address, for v2 endpoints.
+pub fn backend_ipv4(index: usize) -> (Ipv4Addr, u16) {
+    let [_, b, c, d] = (index as u32).to_be_bytes();
+    let port = 1024 + (index % 60_000) as u16;
+    (Ipv4Addr::new(10, b, c, d), port)
 }
 
 /// The load fake backend `index` reports on its `tick`-th heartbeat: 0 to 100,
@@ -50,55 +58,9 @@ pub fn classify(reply: &[u8; REPLY_LEN]) -> Result<(), ErrorKind> {
     }
 }
 
-/// One batch of requests written with a single write.
-#[derive(Debug, Clone, Default)]
-pub struct Batch {
-    /// The frames, back to back.
-    pub bytes: Vec<u8>,
-    /// Logins in the batch: the replies it is owed.
-    pub logins: usize,
-    /// Heartbeats in the batch.
-    pub heartbeats: usize,
-}
-
-impl Batch {
-    /// Refills the batch with `ops` ops of `mode` for the connection that advertises
-    /// `me` (used by heartbeats), stamped `timestamp`. `tick` varies the load.
-    ///
-    /// - pick: `ops` logins;
-    /// - heartbeat: `ops` heartbeats, then one login that proves they were read;
-    /// - mixed: `ops` pairs of a heartbeat then a login.
-    pub fn fill(&mut self, mode: super::Mode, ops: usize, me: (IpField, u16), tick: u64, timestamp: u64) {
-        use super::Mode;
-        self.bytes.clear();
-        let (logins, heartbeats) = match mode {
-            Mode::Pick => (ops, 0),
-            Mode::Heartbeat => (1, ops),
-            Mode::Mixed => (ops, ops),
-            Mode::Idle => (0, 0),
-        };
-        let login = login(timestamp);
-        for i in 0..heartbeats {
-            let mem = backend_load(usize::from(me.1), tick.wrapping_add(i as u64));
-            self.bytes.extend_from_slice(&heartbeat(me.0, me.1, mem));
-            if mode == Mode::Mixed {
-                self.bytes.extend_from_slice(&login);
-            }
-        }
-        if mode != Mode::Mixed {
-            for _ in 0..logins {
-                self.bytes.extend_from_slice(&login);
-            }
-        }
-        self.logins = logins;
-        self.heartbeats = heartbeats;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Mode;
 
     #[test]
     fn replies_are_classified_by_kind() {
@@ -124,22 +86,5 @@ mod tests {
     fn loads_are_percentages_that_change() {
         assert!((0..1000).all(|t| backend_load(3, t) <= 100));
         assert_ne!(backend_load(3, 0), backend_load(3, 1));
-    }
-
-    #[test]
-    fn batches_hold_the_frames_of_their_mode() {
-        let me = backend_address(1);
-        let mut batch = Batch::default();
-        batch.fill(Mode::Pick, 3, me, 0, 9);
-        assert_eq!((batch.bytes.len(), batch.logins, batch.heartbeats), (3 * LOGIN_LEN, 3, 0));
-        batch.fill(Mode::Heartbeat, 4, me, 0, 9);
-        assert_eq!(
-            (batch.bytes.len(), batch.logins, batch.heartbeats),
-            (4 * HEARTBEAT_LEN + LOGIN_LEN, 1, 4)
-        );
-        assert_eq!(batch.bytes[batch.bytes.len() - LOGIN_LEN..], login(9));
-        batch.fill(Mode::Mixed, 2, me, 0, 9);
-        assert_eq!(batch.bytes.len(), 2 * (HEARTBEAT_LEN + LOGIN_LEN));
-        assert_eq!(batch.bytes[HEARTBEAT_LEN..HEARTBEAT_LEN + LOGIN_LEN], login(9));
     }
 }

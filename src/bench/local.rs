@@ -51,15 +51,15 @@ impl LocalServer {
         })
     }
 
-    /// Starts the no-logic ceiling server on `127.0.0.1:0`.
-    pub async fn ceiling(threads: Option<usize>) -> Result<Self, BenchError> {
+    /// Starts the no-logic ceiling server on `127.0.0.1:0`, answering with `replies`.
+    pub async fn ceiling(threads: Option<usize>, replies: ceiling::Replies) -> Result<Self, BenchError> {
         let runtime = runtime(CEILING_THREADS, threads)?;
         // The same accept queue as the dispatcher's, for a fair comparison.
         let bind = runtime.spawn(async { crate::server::listen(SocketAddr::from(([127, 0, 0, 1], 0))) });
         let listener = bind.await.expect("binding does not panic").map_err(BenchError::Runtime)?;
         let addr = listener.local_addr().map_err(BenchError::Runtime)?;
         let stop = CancellationToken::new();
-        let task = runtime.spawn(ceiling::serve(listener, stop.clone()));
+        let task = runtime.spawn(ceiling::serve(listener, replies, stop.clone()));
         Ok(LocalServer {
             addr,
             threads: CEILING_THREADS,

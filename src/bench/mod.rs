@@ -1,5 +1,6 @@
 //! `loadwise bench`: a load generator that measures a dispatcher's throughput, latency,
-//! errors and CPU, optionally against a no-logic ceiling server under the same load.
+//! errors and CPU, in the legacy protocol or v2, optionally against a no-logic ceiling
+//! server under the same load.
 //!
 //! # Layout
 //!
@@ -7,6 +8,8 @@
 //! |---|---|
 //! | `config` | what a run is asked to do, validated |
 //! | `frames` | the legacy bytes sent and how each reply is judged |
+//! | `frames_v2` | the v2 bytes sent, encoded once and patched, and how each reply is judged |
+//! | `wire` | the run's protocol: what a batch and a fake backend send, how replies are cut out |
 //! | `outcome` | successes and errors by kind |
 //! | `latency` | an HDR histogram of reply latencies |
 //! | `control` | when sending stops: deadline or budget of ops |
@@ -15,6 +18,7 @@
 //! | `replies` | reading the replies a batch is owed |
 //! | `deadline` | a reply deadline that costs no timer operation per request |
 //! | `closed`, `open`, `churn` | the workers: closed loop, open loop (fixed rate), connect per pick |
+//! | `register` | making a connection a backend before the load (v2: Register with a secret) |
 //! | `backends` | fake backends heart-beating with changing loads |
 //! | `ceiling` | the no-logic server |
 //! | `local` | servers started in this process on their own threads |
@@ -48,6 +52,7 @@ mod control;
 mod cpu;
 mod deadline;
 mod frames;
+mod frames_v2;
 mod latency;
 mod local;
 mod open;
@@ -55,14 +60,16 @@ mod outcome;
 mod plan;
 mod procnet;
 mod progress;
+mod register;
 mod replies;
 mod report;
 mod runner;
+mod wire;
 
 use std::net::SocketAddr;
 
 pub use backends::{BackendsReport, RegistrationFailed};
-pub use config::{BenchConfig, InvalidSetting, Mode, Protocol, Stop, Target, resolve};
+pub use config::{BenchConfig, DEFAULT_SERVICE, InvalidSetting, Mode, Protocol, Stop, Target, resolve};
 pub use latency::LatencySummary;
 pub use local::{CEILING_THREADS, DISPATCHER_THREADS};
 pub use outcome::{ErrorCounts, ErrorKind, Tally};
@@ -84,7 +91,7 @@ pub enum BenchError {
     Runtime(std::io::Error),
     #[error("cannot connect to {addr}: {kind}")]
     Unreachable { addr: SocketAddr, kind: ErrorKind },
-    #[error("cannot set up the fake backends at {addr}: {source}")]
+    #[error("cannot set up the fake backends at {addr}")]
     Backends { addr: SocketAddr, source: RegistrationFailed },
 }
 
@@ -116,7 +123,9 @@ async fn measure_target(config: &BenchConfig, target: &Target) -> Result<RunRepo
             measure_local(config, server, "dispatcher (in-process)").await
         }
         Target::Ceiling => {
-            let server = LocalServer::ceiling(config.server_threads).await?;
+            // A dispatcher with a secret signs a ticket into every PickReply.
+            let replies = ceiling::Replies::new(config.secret.is_some());
+            let server = LocalServer::ceiling(config.server_threads, replies).await?;
             measure_local(config, server, "ceiling (in-process)").await
         }
     }

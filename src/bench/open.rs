@@ -10,12 +10,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::reconnect;
 use super::deadline::LazyDeadline;
 use super::latency::LatencyRecorder;
 use super::outcome::Tally;
 use super::plan::{LoadPlan, WorkerState};
-use super::replies::read_replies;
+use super::replies::{Owed, ReplyBuf, read_replies};
 
 /// A batch written and not yet answered.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +22,8 @@ struct InFlight {
     intended: Instant,
     sent: Instant,
     logins: usize,
+    /// v2: the request id of the batch's first pick.
+    first_id: u32,
     heartbeats: usize,
     ops: usize,
 }
@@ -36,7 +37,7 @@ pub async fn run(plan: Arc<LoadPlan>, index: usize, mut stream: Option<TcpStream
     while !plan.control.is_stopped() {
         let conn = match stream.take() {
             Some(conn) => conn,
-            None => match reconnect(plan.addr, plan.timeout, &plan.control, &mut worker.tally).await {
+            None => match plan.reconnect(worker.index, &mut worker.tally).await {
                 Some(conn) => conn,
                 None => break,
             },
@@ -59,7 +60,7 @@ async fn session(
     let (tx, rx) = mpsc::unbounded_channel();
     let broken = CancellationToken::new();
     // The receiver has buffers of its own; the sender owns the worker state.
-    let (mut replies, mut latency) = (Vec::new(), plan.latency.recorder());
+    let (mut replies, mut latency) = (ReplyBuf::new(plan.wire.replies()), plan.latency.recorder());
     let receive = receive(plan, &mut read, rx, &mut replies, received, &mut latency, &broken);
     let sender = Sender { plan, worker, tx, broken: &broken, next };
     tokio::join!(sender.send_all(&mut write), receive);
@@ -96,7 +97,14 @@ impl Sender<'_> {
             self.worker.fill(plan.mode, ops);
             let batch = &self.worker.batch;
             let sent = Instant::now();
-            let flight = InFlight { intended, sent, logins: batch.logins, heartbeats: batch.heartbeats, ops };
+            let flight = InFlight {
+                intended,
+                sent,
+                logins: batch.logins,
+                first_id: batch.first_id,
+                heartbeats: batch.heartbeats,
+                ops,
+            };
             // The receiver is still running: it closes the queue only after
             // cancelling `broken`, which was checked above with no await since.
             let _ = self.tx.send(flight);
@@ -115,7 +123,7 @@ async fn receive(
     plan: &LoadPlan,
     read: &mut OwnedReadHalf,
     mut rx: mpsc::UnboundedReceiver<InFlight>,
-    buf: &mut Vec<u8>,
+    buf: &mut ReplyBuf,
     tally: &mut Tally,
     latency: &mut LatencyRecorder,
     broken: &CancellationToken,
@@ -123,8 +131,9 @@ async fn receive(
     let mut deadline = LazyDeadline::default();
     while let Some(flight) = rx.recv().await {
         deadline.set(flight.sent + plan.timeout);
+        let owed = Owed { logins: flight.logins, first_id: flight.first_id };
         let (answered, cut) =
-            read_replies(read, buf, flight.logins, flight.intended, &mut deadline, tally, latency).await;
+            read_replies(read, buf, owed, flight.intended, &mut deadline, tally, latency).await;
         tally.settle_heartbeats(flight.heartbeats, answered, cut.map(|c| c.kind));
         plan.control.finished(flight.ops);
         let Some(cut) = cut else { continue };

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::protocol::v2::ErrorCode;
+
 /// Why a request (or a connection attempt) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -11,9 +13,14 @@ pub enum ErrorKind {
     ConnectError,
     /// No reply, or no connection, within the timeout.
     Timeout,
-    /// The dispatcher sent the error reply (no backend, or clock skew).
+    /// The dispatcher sent the legacy error reply (no backend, or clock skew).
     ErrorReply,
-    /// A 22-byte reply that is neither a valid success nor the error reply.
+    /// v2: a PickReply whose status is this error code.
+    Refused(ErrorCode),
+    /// v2: an Error frame with this code where a PickReply was owed.
+    ErrorFrame(ErrorCode),
+    /// A reply that is neither a valid success nor an error the protocol defines (v2:
+    /// also a PickReply whose request id is not the one owed).
     Malformed,
     /// The server closed the connection before sending every reply owed.
     ClosedEarly,
@@ -28,6 +35,8 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::ConnectError => "connection failed",
             ErrorKind::Timeout => "timed out",
             ErrorKind::ErrorReply => "error reply",
+            ErrorKind::Refused(code) => return write!(f, "pick refused: {code}"),
+            ErrorKind::ErrorFrame(code) => return write!(f, "v2 Error frame: {code}"),
             ErrorKind::Malformed => "malformed reply",
             ErrorKind::ClosedEarly => "connection closed early",
             ErrorKind::Io => "I/O error",
@@ -65,8 +74,18 @@ pub struct ErrorCounts {
     pub connect_error: u64,
     /// Requests (or connection attempts) that timed out.
     pub timeout: u64,
-    /// Logins answered with the error reply.
+    /// Logins answered with the legacy error reply.
     pub error_reply: u64,
+    /// v2 picks refused with status 1: the service has no ready backend.
+    pub no_backend: u64,
+    /// v2 picks refused with status 2: the timestamp is too far from the dispatcher's clock.
+    pub clock_skew: u64,
+    /// v2 picks refused with status 3: no live backend serves the service.
+    pub unknown_service: u64,
+    /// v2 picks refused with another status.
+    pub refused_other: u64,
+    /// v2 picks answered with an Error frame (any code).
+    pub error_frame: u64,
     /// Requests answered with a malformed reply.
     pub malformed: u64,
     /// Requests left unanswered when the server closed the connection.
@@ -83,6 +102,11 @@ impl ErrorCounts {
             ErrorKind::ConnectError => &mut self.connect_error,
             ErrorKind::Timeout => &mut self.timeout,
             ErrorKind::ErrorReply => &mut self.error_reply,
+            ErrorKind::Refused(ErrorCode::NO_BACKEND) => &mut self.no_backend,
+            ErrorKind::Refused(ErrorCode::CLOCK_SKEW) => &mut self.clock_skew,
+            ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE) => &mut self.unknown_service,
+            ErrorKind::Refused(_) => &mut self.refused_other,
+            ErrorKind::ErrorFrame(_) => &mut self.error_frame,
             ErrorKind::Malformed => &mut self.malformed,
             ErrorKind::ClosedEarly => &mut self.closed_early,
             ErrorKind::Io => &mut self.io,
@@ -96,12 +120,17 @@ impl ErrorCounts {
     }
 
     /// `(name, count)` for each kind, in a fixed order.
-    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+    pub fn kinds(&self) -> [(&'static str, u64); 12] {
         [
             ("connect_refused", self.connect_refused),
             ("connect_error", self.connect_error),
             ("timeout", self.timeout),
             ("error_reply", self.error_reply),
+            ("no_backend", self.no_backend),
+            ("clock_skew", self.clock_skew),
+            ("unknown_service", self.unknown_service),
+            ("refused_other", self.refused_other),
+            ("error_frame", self.error_frame),
             ("malformed", self.malformed),
             ("closed_early", self.closed_early),
             ("io", self.io),
@@ -113,6 +142,11 @@ impl ErrorCounts {
         self.connect_error += other.connect_error;
         self.timeout += other.timeout;
         self.error_reply += other.error_reply;
+        self.no_backend += other.no_backend;
+        self.clock_skew += other.clock_skew;
+        self.unknown_service += other.unknown_service;
+        self.refused_other += other.refused_other;
+        self.error_frame += other.error_frame;
         self.malformed += other.malformed;
         self.closed_early += other.closed_early;
         self.io += other.io;
@@ -122,14 +156,14 @@ impl ErrorCounts {
 /// Requests sent and their outcomes, for one worker or a whole run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
-    /// Login frames written.
+    /// Login frames (v2: PickRequests) written.
     pub logins_sent: u64,
-    /// Logins answered with a valid success reply.
+    /// Logins answered with a valid success reply (v2: a PickReply of status 0).
     pub logins_ok: u64,
     /// Heartbeat frames written.
     pub heartbeats_sent: u64,
-    /// Heartbeats followed by a login that got a well-formed reply (success or the
-    /// error reply): proof that the server read them.
+    /// Heartbeats followed by a login that got a well-formed reply (success or an
+    /// error the protocol defines): proof that the server read them.
     pub heartbeats_confirmed: u64,
     pub errors: ErrorCounts,
 }
@@ -198,5 +232,18 @@ mod tests {
         assert_eq!(ErrorKind::of_connect(&Error::from(Io::ConnectionRefused)), ErrorKind::ConnectRefused);
         assert_eq!(ErrorKind::of_io(&Error::from(Io::UnexpectedEof)), ErrorKind::ClosedEarly);
         assert_eq!(ErrorKind::of_io(&Error::from(Io::ConnectionReset)), ErrorKind::Io);
+    }
+
+    #[test]
+    fn v2_refusals_are_counted_by_status() {
+        let mut errors = ErrorCounts::default();
+        errors.add(ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE), 2);
+        errors.add(ErrorKind::Refused(ErrorCode::NO_BACKEND), 1);
+        errors.add(ErrorKind::Refused(ErrorCode::new(99).unwrap()), 1);
+        errors.add(ErrorKind::ErrorFrame(ErrorCode::MALFORMED), 1);
+        assert_eq!((errors.unknown_service, errors.no_backend, errors.refused_other), (2, 1, 1));
+        assert_eq!((errors.error_frame, errors.total()), (1, 5));
+        let text = ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE).to_string();
+        assert_eq!(text, "pick refused: unknown service (3)");
     }
 }

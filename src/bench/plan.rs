@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Ops a worker finishes before adding them to the shared count, which every
@@ -10,17 +11,21 @@ use tokio::time::Instant;
 const REPORT_EVERY: usize = 256;
 
 use super::Mode;
+use super::conn::reconnect;
 use super::control::Control;
 use super::deadline::LazyDeadline;
-use super::frames::{self, Batch};
 use super::latency::{LatencyRecorder, LatencySink};
 use super::outcome::Tally;
-use crate::protocol::{IpField, unix_time_now};
+use super::register;
+use super::replies::ReplyBuf;
+use super::wire::{Batch, ClientFrames, Wire};
+use crate::protocol::unix_time_now;
 
 /// The shared plan of a run's client workers.
 #[derive(Debug)]
 pub struct LoadPlan {
     pub addr: SocketAddr,
+    pub wire: Wire,
     pub mode: Mode,
     pub pipeline: usize,
     pub timeout: Duration,
@@ -45,6 +50,26 @@ impl LoadPlan {
         let phase = interval.mul_f64(index as f64 / self.conns.max(1) as f64);
         Some(self.start + phase + interval.mul_f64(k as f64))
     }
+
+    /// The backend index whose address (v2: backend id) worker `index`'s heartbeats carry.
+    pub fn backend_index(&self, index: usize) -> usize {
+        self.first_address + index
+    }
+
+    /// A new connection for worker `index`, registered if its heartbeats need it
+    /// (see [`reconnect`]; a failed registration is counted and ends the attempts).
+    pub async fn reconnect(&self, index: usize, tally: &mut Tally) -> Option<TcpStream> {
+        let mut stream = reconnect(self.addr, self.timeout, &self.control, tally).await?;
+        let Some((secret, service)) = self.wire.client_registration(self.mode) else { return Some(stream) };
+        let id = self.backend_index(index) as u64;
+        match register::client(&mut stream, secret, service, id, self.timeout).await {
+            Ok(()) => Some(stream),
+            Err(kind) => {
+                tally.errors.add(kind, 1);
+                None
+            }
+        }
+    }
 }
 
 /// One worker's own state: its counts, its latency buffer, and reused buffers.
@@ -54,10 +79,10 @@ pub struct WorkerState {
     pub tally: Tally,
     pub latency: LatencyRecorder,
     pub batch: Batch,
-    /// Reply buffer, reused for every batch.
-    pub replies: Vec<u8>,
-    /// The address this worker's connection advertises in heartbeats.
-    pub me: (IpField, u16),
+    /// Replies read and not yet judged, reused for every batch.
+    pub replies: ReplyBuf,
+    /// What this worker's batches are built from.
+    pub frames: ClientFrames,
     /// Heartbeats sent so far, to vary the load they report.
     pub tick: u64,
     /// The reply deadline of the batch in flight.
@@ -73,8 +98,8 @@ impl WorkerState {
             tally,
             latency: plan.latency.recorder(),
             batch: Batch::default(),
-            replies: Vec::new(),
-            me: frames::backend_address(plan.first_address + index),
+            replies: ReplyBuf::new(plan.wire.replies()),
+            frames: plan.wire.client(plan.backend_index(index)),
             tick: 0,
             deadline: LazyDeadline::default(),
             unreported: 0,
@@ -97,7 +122,7 @@ impl WorkerState {
 
     /// Fills the batch with `ops` ops and counts its frames as sent.
     pub fn fill(&mut self, mode: Mode, ops: usize) {
-        self.batch.fill(mode, ops, self.me, self.tick, unix_time_now());
+        self.batch.fill(&mut self.frames, mode, ops, self.tick, unix_time_now());
         self.tick = self.tick.wrapping_add(self.batch.heartbeats as u64);
         self.tally.logins_sent += self.batch.logins as u64;
         self.tally.heartbeats_sent += self.batch.heartbeats as u64;

@@ -29,6 +29,10 @@ pub struct BenchReport {
 pub struct Settings {
     pub mode: Mode,
     pub protocol: Protocol,
+    /// v2: the service picked from; `null` for legacy.
+    pub service: Option<String>,
+    /// v2: whether backends registered with a secret (and picks carry tickets).
+    pub secret: bool,
     pub conns: usize,
     pub pipeline: usize,
     pub stop: Stop,
@@ -46,6 +50,8 @@ impl Settings {
         Settings {
             mode: config.mode,
             protocol: config.protocol,
+            service: (config.protocol == Protocol::V2).then(|| config.service.to_string()),
+            secret: config.secret.is_some(),
             conns: config.conns,
             pipeline: config.pipeline,
             stop: config.stop,
@@ -170,6 +176,9 @@ pub struct ServerStats {
     pub protocol_errors: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub v2_registrations: u64,
+    /// v2 refusals sent, every code together (Error frames and failed PickReplies).
+    pub v2_refusals: u64,
 }
 
 impl From<StatsSnapshot> for ServerStats {
@@ -183,6 +192,8 @@ impl From<StatsSnapshot> for ServerStats {
             protocol_errors: s.protocol_errors,
             connections_accepted: s.connections_accepted,
             connections_refused: s.connections_refused,
+            v2_registrations: s.v2_registrations,
+            v2_refusals: s.v2_refusals.iter().sum(),
         }
     }
 }
@@ -216,6 +227,10 @@ impl fmt::Display for Settings {
             "mode {mode}, {} conns, pipeline {}, {} backends",
             self.conns, self.pipeline, self.backends
         )?;
+        if let Some(service) = &self.service {
+            let secret = if self.secret { " with a secret" } else { "" };
+            write!(f, ", protocol v2 (service {service}){secret}")?;
+        }
         if self.connect_per_pick {
             write!(f, ", connect per pick")?;
         }

@@ -16,7 +16,8 @@ use super::outcome::{ErrorKind, Tally};
 use super::plan::LoadPlan;
 use super::progress::Progress;
 use super::report::{CpuReport, MemoryReport, RunReport};
-use super::{BenchConfig, BenchError, Mode, Stop, churn, closed, cpu, open};
+use super::wire::Wire;
+use super::{BenchConfig, BenchError, Mode, Stop, churn, closed, cpu, open, register};
 
 /// Connection attempts in progress at once while opening the client connections.
 const PARALLEL_CONNECTS: usize = 256;
@@ -99,17 +100,18 @@ pub async fn measure(config: &BenchConfig, endpoint: &Endpoint) -> Result<RunRep
     let addr = endpoint.addr;
     connect_once(addr, config.timeout).await.map_err(|kind| BenchError::Unreachable { addr, kind })?;
     let rss_before = endpoint.probe.rss_kib();
-    let backends = FakeBackends::start(addr, config.backends, config.backend_interval, config.timeout)
+    let wire = Wire::of(config);
+    let backends = FakeBackends::start(addr, &wire, config.backends, config.backend_interval, config.timeout)
         .await
         .map_err(|source| BenchError::Backends { addr, source })?;
-    let (streams, setup_tally) = open_connections(config, addr).await;
+    let (streams, setup_tally) = open_connections(config, addr, &wire).await;
     if config.mode == Mode::Idle && config.conns > 0 {
         settle(&endpoint.probe).await;
     }
     let rss_after_setup = endpoint.probe.rss_kib();
 
     let before = CpuMark::take(&endpoint.probe);
-    let plan = Arc::new(plan(config, addr));
+    let plan = Arc::new(plan(config, addr, wire));
     let progress = Progress::start(config.progress, &endpoint.label, config.stop, &plan);
     let (mut tally, held) = drive(config, &plan, streams).await;
     let elapsed = plan.start.elapsed();
@@ -148,7 +150,8 @@ pub async fn measure(config: &BenchConfig, endpoint: &Endpoint) -> Result<RunRep
     })
 }
 
-fn plan(config: &BenchConfig, addr: SocketAddr) -> LoadPlan {
+/// The plan of a load that starts now.
+fn plan(config: &BenchConfig, addr: SocketAddr, wire: Wire) -> LoadPlan {
     // Each worker's share of the rate, in batches of `pipeline` ops.
     let batch_interval = config.rate.map(|rate| {
         let batches_per_sec = rate / config.pipeline as f64 / config.conns.max(1) as f64;
@@ -156,6 +159,7 @@ fn plan(config: &BenchConfig, addr: SocketAddr) -> LoadPlan {
     });
     LoadPlan {
         addr,
+        wire,
         mode: config.mode,
         pipeline: config.pipeline,
         timeout: config.timeout,
@@ -173,15 +177,39 @@ fn setup_connections(config: &BenchConfig) -> usize {
     if config.connect_per_pick { 0 } else { config.conns }
 }
 
-/// Opens the client connections; failures are counted and the worker retries.
-async fn open_connections(config: &BenchConfig, addr: SocketAddr) -> (Vec<Option<TcpStream>>, Tally) {
+/// Opens the client connections, registered if their heartbeats need it (as backends
+/// after the fake ones, like the workers' heartbeats); failures are counted and the
+/// worker retries.
+async fn open_connections(
+    config: &BenchConfig,
+    addr: SocketAddr,
+    wire: &Wire,
+) -> (Vec<Option<TcpStream>>, Tally) {
     let mut tally = Tally::default();
     let n = setup_connections(config);
-    let streams = connect_many(addr, n, config.timeout, PARALLEL_CONNECTS)
+    let mut streams: Vec<Option<TcpStream>> = connect_many(addr, n, config.timeout, PARALLEL_CONNECTS)
         .await
         .into_iter()
         .map(|result| result.map_err(|kind: ErrorKind| tally.errors.add(kind, 1)).ok())
         .collect();
+    if let Some((secret, service)) = wire.client_registration(config.mode) {
+        let mut registering = JoinSet::new();
+        for (index, slot) in streams.iter_mut().enumerate() {
+            let Some(mut stream) = slot.take() else { continue };
+            let (secret, service, timeout) = (secret.clone(), service.clone(), config.timeout);
+            let id = (config.backends + index) as u64;
+            registering.spawn(async move {
+                let registered = register::client(&mut stream, &secret, &service, id, timeout).await;
+                (index, registered.map(|()| stream))
+            });
+        }
+        while let Some(joined) = registering.join_next().await {
+            match joined.expect("a registration task does not panic") {
+                (index, Ok(stream)) => streams[index] = Some(stream),
+                (_, Err(kind)) => tally.errors.add(kind, 1),
+            }
+        }
+    }
     (streams, tally)
 }
 

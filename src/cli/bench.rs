@@ -2,11 +2,14 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, ValueEnum};
 use loadwise::bench::{BenchConfig, Mode, Protocol, Stop, Target};
+use loadwise::protocol::v2::ServiceName;
+use loadwise::protocol::v2::auth::Secret;
 use loadwise::server::ServerConfig;
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -16,11 +19,11 @@ fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
 /// What the connections send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// Logins: 12-byte frame out, 22-byte reply back.
+    /// Logins: 12-byte frame out, 22-byte reply back (v2: PickRequest out, PickReply back).
     Pick,
-    /// Heartbeats, each batch closed by one login whose reply proves them read.
+    /// Heartbeats, each batch closed by one login (v2: pick) whose reply proves them read.
     Heartbeat,
-    /// A heartbeat before every login, on the same connection.
+    /// A heartbeat before every login (v2: pick), on the same connection.
     Mixed,
     /// Open connections that send nothing (memory and idle CPU).
     Idle,
@@ -31,6 +34,9 @@ pub enum ModeArg {
 pub enum ProtocolArg {
     /// The LoadBanceServer protocol (docs/protocol.md).
     Legacy,
+    /// Protocol v2 (docs/protocol.md, "Protocol v2"): PickRequests for --service,
+    /// replies matched by request id; fake backends send v2 heartbeats.
+    V2,
 }
 
 /// Measure a dispatcher: throughput, latency percentiles, errors by kind, CPU.
@@ -50,9 +56,20 @@ pub struct BenchArgs {
     /// What the connections send.
     #[arg(long, value_enum, default_value = "pick")]
     pub mode: ModeArg,
-    /// The wire protocol.
+    /// The wire protocol. Every mode, loop and flag works with both.
     #[arg(long, value_enum, default_value = "legacy")]
     pub protocol: ProtocolArg,
+    /// v2: the service picked from and served by the fake backends (with the dispatcher's
+    /// default service, `default`, picks skip the service lookup).
+    #[arg(long, default_value = loadwise::bench::DEFAULT_SERVICE)]
+    pub service: ServiceName,
+    /// v2: the dispatcher's shared secret. Fake backends, and connections that send
+    /// heartbeats, register with it (Hello, Challenge, Register) first; --spawn starts
+    /// the dispatcher with it, so each PickReply carries a signed ticket. With
+    /// --serve-ceiling or --ceiling, the ceiling's PickReplies carry a ticket of the
+    /// same size (unsigned).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Client connections (concurrent clients with --connect-per-pick).
     #[arg(long, default_value_t = 8)]
     pub conns: usize,
@@ -72,7 +89,7 @@ pub struct BenchArgs {
     /// Time between two heartbeats of one fake backend.
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub backend_interval: Duration,
-    /// Each pick on a new connection: connect, one login, one reply, close.
+    /// Each pick on a new connection: connect, one login (v2: pick), one reply, close.
     #[arg(long)]
     pub connect_per_pick: bool,
     /// Open loop: this many ops per second in total, latency measured from each op's
@@ -108,7 +125,8 @@ pub struct BenchArgs {
 /// Runs `loadwise bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.serve_ceiling {
-        return serve_ceiling(addr).await;
+        let secret = args.secret_file.as_deref().map(read_secret).transpose()?;
+        return serve_ceiling(addr, secret.is_some()).await;
     }
     let config = args.to_config().await?;
     raise_descriptor_limit(&config);
@@ -123,9 +141,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 impl BenchArgs {
     async fn to_config(&self) -> anyhow::Result<BenchConfig> {
+        let secret = self.secret_file.as_deref().map(read_secret).transpose()?;
         let target = match &self.server {
             Some(server) => remote(server, self.server_pid).await?,
-            None => Target::Spawn(Box::new(self.spawn_config())),
+            None => Target::Spawn(Box::new(self.spawn_config(secret.clone()))),
         };
         let ceiling = match (&self.ceiling_server, self.ceiling) {
             (Some(server), _) => Some(remote(server, self.ceiling_pid).await?),
@@ -140,6 +159,8 @@ impl BenchArgs {
             ceiling,
             mode: self.mode.into(),
             protocol: self.protocol.into(),
+            service: self.service.clone(),
+            secret,
             conns: self.conns,
             pipeline: self.pipeline,
             stop,
@@ -157,8 +178,8 @@ impl BenchArgs {
     }
 
     /// The in-process dispatcher: default settings, with room for every connection
-    /// and backend of the run.
-    fn spawn_config(&self) -> ServerConfig {
+    /// and backend of the run, and the run's secret.
+    fn spawn_config(&self, secret: Option<Secret>) -> ServerConfig {
         let defaults = ServerConfig::default();
         let connections = self.conns + self.backends + 64;
         let mut config = ServerConfig {
@@ -167,8 +188,15 @@ impl BenchArgs {
             ..defaults
         };
         config.dispatch.max_backends = config.dispatch.max_backends.max(connections);
+        config.connection.secret = secret;
         config
     }
+}
+
+/// The secret in `path`, read as the dispatcher and the agent read theirs.
+fn read_secret(path: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Secret::from_file_text(&text).with_context(|| format!("bad secret in {}", path.display()))
 }
 
 async fn remote(server: &str, pid: Option<u32>) -> anyhow::Result<Target> {
@@ -191,6 +219,7 @@ impl From<ProtocolArg> for Protocol {
     fn from(protocol: ProtocolArg) -> Self {
         match protocol {
             ProtocolArg::Legacy => Protocol::Legacy,
+            ProtocolArg::V2 => Protocol::V2,
         }
     }
 }
@@ -210,12 +239,14 @@ fn raise_descriptor_limit(config: &BenchConfig) {
     }
 }
 
-async fn serve_ceiling(addr: SocketAddr) -> anyhow::Result<()> {
+/// Serves the ceiling; with `ticket`, its v2 PickReplies carry a ticket-sized ticket.
+async fn serve_ceiling(addr: SocketAddr, ticket: bool) -> anyhow::Result<()> {
     // The dispatcher's accept queue, for a fair comparison.
     let listener = loadwise::server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("loadwise: ceiling server listening on {}", listener.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(loadwise::bench::ceiling::serve(listener, stop.clone()));
+    let replies = loadwise::bench::ceiling::Replies::new(ticket);
+    let server = tokio::spawn(loadwise::bench::ceiling::serve(listener, replies, stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     server.await.context("the ceiling server failed")?;
@@ -270,6 +301,24 @@ mod tests {
         let args = parse(&["--spawn", "--connect-per-pick", "--pipeline", "4"]).unwrap();
         let error = args.to_config().await.unwrap_err().to_string();
         assert!(error.contains("connect-per-pick"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_needs_v2_and_reaches_the_spawned_dispatcher() {
+        let dir = std::env::temp_dir().join(format!("loadwise-bench-secret-{}", std::process::id()));
+        std::fs::write(&dir, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let path = dir.to_str().unwrap();
+        let error = parse(&["--spawn", "--secret-file", path]).unwrap().to_config().await.unwrap_err();
+        assert!(error.to_string().contains("--protocol v2"), "{error}");
+        let args =
+            parse(&["--spawn", "--protocol", "v2", "--service", "search", "--secret-file", path]).unwrap();
+        let config = args.to_config().await.unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!((config.protocol, config.service.as_str()), (Protocol::V2, "search"));
+        let Target::Spawn(server) = &config.target else { panic!("a spawned target") };
+        assert_eq!(server.connection.secret, config.secret);
+        assert!(config.secret.is_some());
+        assert!(parse(&["--spawn", "--protocol", "v2", "--service", "bad name"]).is_err());
     }
 
     #[tokio::test]
