@@ -15,8 +15,8 @@ use crate::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefus
 use crate::log_limit::RateLimitedLog;
 use crate::protocol::v2::auth::{self, Nonce, Secret};
 use crate::protocol::v2::{
-    Challenge, DecodeError, Decoded, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome, PickReply,
-    PickRequest, Picked, Register, Registered, ServiceName,
+    Challenge, DecodeError, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome,
+    PickReply, PickRequest, Picked, Register, Registered, ServiceName,
 };
 use crate::registry::BackendId;
 use crate::ticket;
@@ -156,6 +156,13 @@ impl Session {
         Verdict::Continue
     }
 
+    /// `42 of service search at 10.0.0.2:1002`, for log lines: the backend this
+    /// connection's heartbeats come from.
+    fn describe(&self, backend_id: u64, endpoint: &Endpoint) -> String {
+        let service = self.identity.as_ref().map_or("?", |(service, _)| service.as_str());
+        format!("{backend_id} of service {service} at {endpoint}")
+    }
+
     fn on_hello(&mut self, cx: &mut Context<'_, '_>) -> Verdict {
         let nonce = auth::new_nonce(&mut rand::rng());
         self.challenge = Some(nonce);
@@ -178,11 +185,10 @@ impl Session {
             );
             return cx.refuse(ErrorCode::AUTH_FAILED, reason);
         }
-        let claimed = (register.service.clone(), register.backend_id);
-        if let Some(verdict) = self.check_identity(&claimed, cx) {
+        if let Some(verdict) = self.check_identity((&register.service, register.backend_id), cx) {
             return verdict;
         }
-        self.identity = Some(claimed);
+        self.identity = Some((register.service.clone(), register.backend_id));
         self.registered = true;
         bump(&cx.dispatcher.stats().v2_registrations);
         cx.send(&Message::Registered(Registered { backend_id: register.backend_id }));
@@ -190,11 +196,18 @@ impl Session {
     }
 
     /// Refuses a claim to be another backend than the one this connection is bound to.
-    fn check_identity(&self, claimed: &(ServiceName, u64), cx: &mut Context<'_, '_>) -> Option<Verdict> {
-        let bound = self.identity.as_ref().filter(|bound| *bound != claimed)?;
+    fn check_identity(
+        &self,
+        (service, id): (&ServiceName, u64),
+        cx: &mut Context<'_, '_>,
+    ) -> Option<Verdict> {
+        let bound = self
+            .identity
+            .as_ref()
+            .filter(|(bound_service, bound_id)| (bound_service, *bound_id) != (service, id))?;
         let reason = format!(
-            "this connection belongs to backend {} of service {}, not {} of {}",
-            bound.1, bound.0, claimed.1, claimed.0
+            "this connection belongs to backend {} of service {}, not {id} of {service}",
+            bound.1, bound.0
         );
         Some(cx.refuse(ErrorCode::IDENTITY_MISMATCH, reason))
     }
@@ -211,19 +224,19 @@ impl Session {
                 dispatcher has no secret to authenticate others";
             return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
         }
-        let claimed = (heartbeat.service.clone(), heartbeat.backend_id);
-        if let Some(verdict) = self.check_identity(&claimed, cx) {
+        if let Some(verdict) = self.check_identity((&heartbeat.service, heartbeat.backend_id), cx) {
             return verdict;
         }
         if self.identity.is_none() {
-            self.identity = Some(claimed);
+            self.identity = Some((heartbeat.service.clone(), heartbeat.backend_id));
         }
-        let logged = heartbeat_summary(&heartbeat);
+        // What log lines name the backend by; formatted only when one is written.
+        let (backend_id, endpoint) = (heartbeat.backend_id, heartbeat.endpoint.clone());
         match cx.batch.heartbeat_v2(cx.connection, heartbeat) {
             Ok(V2HeartbeatAccepted { registered: false, .. }) => {}
             Ok(accepted) => {
                 cx.batch.unlock();
-                log_registered(&accepted, &logged, cx.peer);
+                log_registered(&accepted, &self.describe(backend_id, &endpoint), cx.peer);
             }
             Err(refused) => {
                 match refused {
@@ -238,7 +251,8 @@ impl Session {
                 }
                 cx.batch.unlock();
                 if let Some(suppressed) = cx.refusal_log.should_log(cx.batch.now()) {
-                    tracing::warn!(peer = %cx.peer, backend = %logged, error = %refused, suppressed, "v2 heartbeat refused");
+                    let backend = self.describe(backend_id, &endpoint);
+                    tracing::warn!(peer = %cx.peer, %backend, error = %refused, suppressed, "v2 heartbeat refused");
                 }
             }
         }
@@ -279,11 +293,6 @@ fn error_text(error: &DecodeError) -> String {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
     }
-}
-
-/// `42 of service search at 10.0.0.2:1002`, for log lines.
-fn heartbeat_summary(heartbeat: &Heartbeat) -> String {
-    format!("{} of service {} at {}", heartbeat.backend_id, heartbeat.service, heartbeat.endpoint)
 }
 
 fn log_registered(accepted: &V2HeartbeatAccepted, backend: &str, peer: SocketAddr) {

@@ -76,8 +76,12 @@ impl Services {
         if self.is_default(service) {
             return &mut self.default;
         }
-        let (policy, load) = (self.policy, &self.load);
-        self.others.entry(service.clone()).or_insert_with(|| Selector::new(policy, load.clone()))
+        // Looked up before inserting, so that a heartbeat does not copy the name.
+        if !self.others.contains_key(service) {
+            let selector = Selector::new(self.policy, self.load.clone());
+            self.others.insert(service.clone(), selector);
+        }
+        self.others.get_mut(service).expect("inserted above")
     }
 
     /// Every service with its selector, the default first.
