@@ -165,13 +165,20 @@ impl<'a> Reader<'a> {
 }
 
 /// Builds a frame: header first (its `len` filled in by [`Writer::finish`]), then fields.
+/// The capacity a [`Writer`] starts with.
+const TYPICAL_LEN: usize = 128;
+
 pub(crate) struct Writer {
     buf: Vec<u8>,
 }
 
 impl Writer {
     pub(crate) fn new(cmd: u16) -> Self {
-        Writer { buf: Header { len: 0, cmd }.to_bytes().to_vec() }
+        // Room for most messages at once (a PickReply with a ticket is 92 bytes), so a
+        // reply costs one allocation rather than one per doubling.
+        let mut buf = Vec::with_capacity(TYPICAL_LEN);
+        buf.extend_from_slice(&Header { len: 0, cmd }.to_bytes());
+        Writer { buf }
     }
 
     pub(crate) fn u8(&mut self, v: u8) {
