@@ -150,6 +150,9 @@ pub struct ServicePick {
     /// The id the backend chose (v2), or the dispatcher's id (legacy backends).
     pub backend_id: u64,
     pub endpoint: Endpoint,
+    /// A legacy backend: its id is the dispatcher's number, not one it chose, and it
+    /// cannot check a ticket, so it gets none.
+    pub legacy: bool,
 }
 
 /// The report value of a v2 backend that has no score: above every valid
@@ -253,11 +256,11 @@ impl Table {
         let selector = selector.ok_or(ServicePickRefused::UnknownService)?;
         let picked = selector.pick_target(now, rng).ok_or(ServicePickRefused::NoBackend)?;
         let backend = registry.get(picked.id).ok_or(ServicePickRefused::NoBackend)?;
-        let (backend_id, endpoint) = match &backend.v2 {
-            Some(detail) => (detail.heartbeat.backend_id, detail.heartbeat.endpoint.clone()),
-            None => (picked.id.0, legacy_endpoint(&picked).ok_or(ServicePickRefused::NoBackend)?),
+        let (backend_id, endpoint, legacy) = match &backend.v2 {
+            Some(detail) => (detail.heartbeat.backend_id, detail.heartbeat.endpoint.clone(), false),
+            None => (picked.id.0, legacy_endpoint(&picked).ok_or(ServicePickRefused::NoBackend)?, true),
         };
-        Ok(ServicePick { id: picked.id, backend_id, endpoint })
+        Ok(ServicePick { id: picked.id, backend_id, endpoint, legacy })
     }
 }
 
@@ -415,8 +418,9 @@ impl Dispatcher {
         Batch::new(self, now)
     }
 
-    /// Applies a heartbeat received on connection `id`. Expired backends are
-    /// removed first, so that a backend heard from again only after its TTL
+    /// Applies a heartbeat received on connection `id`, which should come from
+    /// [`Dispatcher::next_id`]: v2 backends are numbered from the same counter, so the
+    /// two never share an id. Expired backends are removed first, so that a backend heard from again only after its TTL
     /// registers anew instead of silently reviving its old entry.
     pub fn heartbeat(
         &self,

@@ -63,6 +63,9 @@ pub enum TicketError {
     /// A genuine ticket for another backend.
     #[error("the ticket is for backend {found}, not {expected}")]
     WrongBackend { expected: u64, found: u64 },
+    /// A genuine ticket for a backend of the same id in another service.
+    #[error("the ticket is for another service than {expected}")]
+    WrongService { expected: ServiceName },
     /// A genuine ticket whose time is up (`now >= expires`).
     #[error("the ticket expired at {expires}, it is now {now}")]
     Expired { expires: u64, now: u64 },
@@ -222,10 +225,13 @@ pub fn issue(secret: &[u8], claims: &Claims) -> Ticket {
 ///
 /// Refused, in this order: a malformed ticket (length, version, text), a bad
 /// signature (constant-time comparison), a ticket for another backend than
-/// `expected_backend_id`, and one outside `issued - 5 s <= now_unix < expires`.
+/// `expected_backend_id` or another service than `expected_service` (backend ids are
+/// chosen per service, and one secret may serve several), and one outside
+/// `issued - 5 s <= now_unix < expires`.
 pub fn verify(
     secret: &[u8],
     ticket: impl AsRef<[u8]>,
+    expected_service: &ServiceName,
     expected_backend_id: u64,
     now_unix: u64,
 ) -> Result<Claims, TicketError> {
@@ -235,6 +241,9 @@ pub fn verify(
     let claims = Claims::from_bytes(&ticket.0);
     if claims.backend_id != expected_backend_id {
         return Err(TicketError::WrongBackend { expected: expected_backend_id, found: claims.backend_id });
+    }
+    if !claims.is_for(expected_service) {
+        return Err(TicketError::WrongService { expected: expected_service.clone() });
     }
     check_time(&claims, now_unix)?;
     Ok(claims)
@@ -299,9 +308,9 @@ mod tests {
     #[test]
     fn a_fresh_ticket_verifies_as_bytes_and_as_text() {
         let t = ticket();
-        assert_eq!(verify(SECRET, t.as_bytes(), 42, ISSUED), Ok(claims()));
-        assert_eq!(verify(SECRET, t.to_text(), 42, ISSUED + LIFETIME - 1), Ok(claims()));
-        assert_eq!(verify(SECRET, t.to_text().to_uppercase(), 42, ISSUED), Ok(claims()));
+        assert_eq!(verify(SECRET, t.as_bytes(), &service("search"), 42, ISSUED), Ok(claims()));
+        assert_eq!(verify(SECRET, t.to_text(), &service("search"), 42, ISSUED + LIFETIME - 1), Ok(claims()));
+        assert_eq!(verify(SECRET, t.to_text().to_uppercase(), &service("search"), 42, ISSUED), Ok(claims()));
         assert!(claims().is_for(&service("search")));
         assert!(!claims().is_for(&service("Search")));
         assert_eq!(claims().expires, ISSUED + LIFETIME);
@@ -318,7 +327,11 @@ mod tests {
                 } else {
                     TicketError::BadSignature
                 };
-                assert_eq!(verify(SECRET, bytes, 42, ISSUED), Err(wanted), "byte {at} ^ {flip:#04x}");
+                assert_eq!(
+                    verify(SECRET, bytes, &service("search"), 42, ISSUED),
+                    Err(wanted),
+                    "byte {at} ^ {flip:#04x}"
+                );
             }
         }
     }
@@ -329,22 +342,28 @@ mod tests {
         for at in 0..text.len() {
             let mut altered = text.clone().into_bytes();
             altered[at] = if altered[at] == b'f' { b'e' } else { b'f' };
-            assert!(verify(SECRET, &altered, 42, ISSUED).is_err(), "digit {at}");
+            assert!(verify(SECRET, &altered, &service("search"), 42, ISSUED).is_err(), "digit {at}");
         }
     }
 
     #[test]
     fn another_secret_is_refused() {
         assert_eq!(
-            verify(b"another-secret", ticket().as_bytes(), 42, ISSUED),
+            verify(b"another-secret", ticket().as_bytes(), &service("search"), 42, ISSUED),
             Err(TicketError::BadSignature)
         );
     }
 
     #[test]
     fn another_backend_is_refused() {
-        let refused = verify(SECRET, ticket().as_bytes(), 43, ISSUED);
+        let refused = verify(SECRET, ticket().as_bytes(), &service("search"), 43, ISSUED);
         assert_eq!(refused, Err(TicketError::WrongBackend { expected: 43, found: 42 }));
+    }
+
+    #[test]
+    fn a_ticket_for_the_same_id_in_another_service_is_refused() {
+        let refused = verify(SECRET, ticket().as_bytes(), &service("chat"), 42, ISSUED);
+        assert_eq!(refused, Err(TicketError::WrongService { expected: service("chat") }));
     }
 
     #[test]
@@ -352,37 +371,46 @@ mod tests {
         let t = ticket();
         let expires = ISSUED + LIFETIME;
         assert_eq!(
-            verify(SECRET, t.as_bytes(), 42, expires),
+            verify(SECRET, t.as_bytes(), &service("search"), 42, expires),
             Err(TicketError::Expired { expires, now: expires })
         );
-        assert!(verify(SECRET, t.as_bytes(), 42, expires - 1).is_ok());
+        assert!(verify(SECRET, t.as_bytes(), &service("search"), 42, expires - 1).is_ok());
         let early = ISSUED - NOT_BEFORE_LEEWAY_SECS - 1;
         assert_eq!(
-            verify(SECRET, t.as_bytes(), 42, early),
+            verify(SECRET, t.as_bytes(), &service("search"), 42, early),
             Err(TicketError::NotYetValid { issued: ISSUED, now: early })
         );
-        assert!(verify(SECRET, t.as_bytes(), 42, early + 1).is_ok());
-        assert!(verify(SECRET, t.as_bytes(), 42, 0).is_err());
-        assert!(verify(SECRET, t.as_bytes(), 42, u64::MAX).is_err());
+        assert!(verify(SECRET, t.as_bytes(), &service("search"), 42, early + 1).is_ok());
+        assert!(verify(SECRET, t.as_bytes(), &service("search"), 42, 0).is_err());
+        assert!(verify(SECRET, t.as_bytes(), &service("search"), 42, u64::MAX).is_err());
     }
 
     #[test]
     fn truncated_and_padded_tickets_are_refused() {
         let bytes = ticket().as_bytes().to_vec();
-        assert_eq!(verify(SECRET, [], 42, ISSUED), Err(TicketError::WrongLength { len: 0 }));
+        assert_eq!(
+            verify(SECRET, [], &service("search"), 42, ISSUED),
+            Err(TicketError::WrongLength { len: 0 })
+        );
         for len in 1..LEN {
-            let refused = verify(SECRET, &bytes[..len], 42, ISSUED);
+            let refused = verify(SECRET, &bytes[..len], &service("search"), 42, ISSUED);
             assert_eq!(refused, Err(TicketError::WrongLength { len }), "{len} bytes");
         }
         let mut padded = bytes.clone();
         padded.push(0);
-        assert_eq!(verify(SECRET, &padded, 42, ISSUED), Err(TicketError::WrongLength { len: LEN + 1 }));
+        assert_eq!(
+            verify(SECRET, &padded, &service("search"), 42, ISSUED),
+            Err(TicketError::WrongLength { len: LEN + 1 })
+        );
         let text = ticket().to_text();
         assert_eq!(
-            verify(SECRET, &text[..TEXT_LEN - 2], 42, ISSUED),
+            verify(SECRET, &text[..TEXT_LEN - 2], &service("search"), 42, ISSUED),
             Err(TicketError::WrongLength { len: LEN - 1 })
         );
-        assert_eq!(verify(SECRET, &text[..TEXT_LEN - 1], 42, ISSUED), Err(TicketError::BadText));
+        assert_eq!(
+            verify(SECRET, &text[..TEXT_LEN - 1], &service("search"), 42, ISSUED),
+            Err(TicketError::BadText)
+        );
     }
 
     #[test]
@@ -391,7 +419,10 @@ mod tests {
         bytes[0] = 2;
         let tag = mac(SECRET, &bytes[..SIGNED_LEN]).finalize().into_bytes();
         bytes[SIGNED_LEN..].copy_from_slice(&tag[..MAC_LEN]);
-        assert_eq!(verify(SECRET, bytes, 42, ISSUED), Err(TicketError::UnsupportedVersion(2)));
+        assert_eq!(
+            verify(SECRET, bytes, &service("search"), 42, ISSUED),
+            Err(TicketError::UnsupportedVersion(2))
+        );
         assert_eq!(Ticket::from_bytes(&[2, 0, 0]), Err(TicketError::UnsupportedVersion(2)));
     }
 
@@ -437,11 +468,12 @@ mod tests {
     proptest! {
         #[test]
         fn issued_tickets_verify_within_their_window(claims in any_claims(), secret: Vec<u8>, at: u64) {
+            let claims = Claims { service: ServiceHash::of(&service("search")), ..claims };
             let t = issue(&secret, &claims);
             prop_assert_eq!(Ticket::from_bytes(t.as_bytes()), Ok(t));
             prop_assert_eq!(Ticket::from_text(&t.to_text()), Ok(t));
             let in_window = at < claims.expires && at.saturating_add(NOT_BEFORE_LEEWAY_SECS) >= claims.issued;
-            let result = verify(&secret, t.to_text(), claims.backend_id, at);
+            let result = verify(&secret, t.to_text(), &service("search"), claims.backend_id, at);
             prop_assert_eq!(result.is_ok(), in_window);
             if in_window {
                 prop_assert_eq!(result, Ok(claims));
@@ -450,7 +482,7 @@ mod tests {
 
         #[test]
         fn arbitrary_input_never_verifies(input: Vec<u8>, id: u64, now: u64) {
-            prop_assert!(verify(SECRET, &input, id, now).is_err());
+            prop_assert!(verify(SECRET, &input, &service("search"), id, now).is_err());
         }
     }
 }

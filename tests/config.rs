@@ -558,7 +558,7 @@ async fn a_reloaded_auth_secret_signs_the_next_tickets() {
         picked.ticket
     };
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(loadwise::ticket::verify(first.as_bytes(), ticket().await, backend_id, now()).is_ok());
+    assert!(loadwise::ticket::verify(first.as_bytes(), ticket().await, &service, backend_id, now()).is_ok());
 
     // The file is read again at the next load; applied, it signs the next tickets, and
     // the backend registered with the first secret stays.
@@ -566,8 +566,10 @@ async fn a_reloaded_auth_secret_signs_the_next_tickets() {
     let reloaded = sources.load().unwrap();
     assert_eq!(reload.apply(&reloaded.settings.server), Ok(()));
     let next = ticket().await;
-    assert!(loadwise::ticket::verify(b"the second secret, 27 bytes", &next, backend_id, now()).is_ok());
-    assert!(loadwise::ticket::verify(first.as_bytes(), &next, backend_id, now()).is_err());
+    assert!(
+        loadwise::ticket::verify(b"the second secret, 27 bytes", &next, &service, backend_id, now()).is_ok()
+    );
+    assert!(loadwise::ticket::verify(first.as_bytes(), &next, &service, backend_id, now()).is_err());
 
     // A short secret is not loaded at all, so nothing can apply it.
     secret.write("short\n");

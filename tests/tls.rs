@@ -186,7 +186,8 @@ async fn an_authenticated_v2_backend_and_a_ticketed_pick_through_tls() {
         (picked.backend_id, picked.endpoint.to_string()),
         (backend_id, "[2001:db8::7]:7007".to_owned())
     );
-    loadwise::ticket::verify(secret.as_bytes(), &picked.ticket, backend_id, common::unix_now()).unwrap();
+    loadwise::ticket::verify(secret.as_bytes(), &picked.ticket, &service, backend_id, common::unix_now())
+        .unwrap();
 
     stop_agent.cancel();
     within(agent).await.unwrap().unwrap();

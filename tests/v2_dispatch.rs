@@ -673,7 +673,8 @@ async fn a_ticket_from_a_real_pick_verifies_for_its_backend_only_unaltered_and_u
     let now = unix_now();
     assert_eq!(picked.backend_id, 0xabc);
     assert_eq!(picked.ticket.len(), ticket::LEN);
-    let claims = ticket::verify(SECRET, &picked.ticket, picked.backend_id, now).expect("a valid ticket");
+    let claims = ticket::verify(SECRET, &picked.ticket, &service("game"), picked.backend_id, now)
+        .expect("a valid ticket");
     assert_eq!(claims.backend_id, 0xabc);
     assert!(claims.is_for(&service("game")) && !claims.is_for(&service("chat")));
     assert!((before..=now).contains(&claims.issued), "issued {} outside {before}..={now}", claims.issued);
@@ -682,26 +683,30 @@ async fn a_ticket_from_a_real_pick_verifies_for_its_backend_only_unaltered_and_u
     for position in 0..picked.ticket.len() {
         let mut altered = picked.ticket.clone();
         altered[position] ^= 0x01;
-        let verdict = ticket::verify(SECRET, &altered, picked.backend_id, now);
+        let verdict = ticket::verify(SECRET, &altered, &service("game"), picked.backend_id, now);
         assert!(verdict.is_err(), "byte {position} altered and still valid: {verdict:?}");
     }
     assert!(matches!(
-        ticket::verify(SECRET, &picked.ticket, 0xabd, now),
+        ticket::verify(SECRET, &picked.ticket, &service("game"), 0xabd, now),
         Err(ticket::TicketError::WrongBackend { .. })
     ));
     assert!(matches!(
-        ticket::verify(SECRET, &picked.ticket, picked.backend_id, now + 31),
+        ticket::verify(SECRET, &picked.ticket, &service("chat"), picked.backend_id, now),
+        Err(ticket::TicketError::WrongService { .. })
+    ));
+    assert!(matches!(
+        ticket::verify(SECRET, &picked.ticket, &service("game"), picked.backend_id, now + 31),
         Err(ticket::TicketError::Expired { .. })
     ));
     assert!(matches!(
-        ticket::verify(OTHER_SECRET, &picked.ticket, picked.backend_id, now),
+        ticket::verify(OTHER_SECRET, &picked.ticket, &service("game"), picked.backend_id, now),
         Err(ticket::TicketError::BadSignature)
     ));
     // Every ticket is new, and the text form verifies as the bytes do.
     let again = client_pick(&server, "game").await.unwrap();
     assert_ne!(again.ticket, picked.ticket);
     let text = ticket::Ticket::from_bytes(&again.ticket).unwrap().to_text();
-    assert!(ticket::verify(SECRET, text, 0xabc, unix_now()).is_ok());
+    assert!(ticket::verify(SECRET, text, &service("game"), 0xabc, unix_now()).is_ok());
     server.stop().await;
 }
 
@@ -1083,5 +1088,34 @@ async fn a_connection_that_carried_both_kinds_of_heartbeat_takes_both_backends_w
     drop(peer);
     wait_until("both backends removed", || server.dispatcher.backend_count() == 0).await;
     assert_eq!(server.stats().evicted_disconnected, 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_backend_picked_for_a_v2_client_comes_without_a_ticket() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(config_with_secret()).await;
+    let _legacy_backend = server.register(20, "10.0.0.2", 1002).await;
+    let mut client = Peer::connect(&server).await;
+    let picked = client.pick_backend("default").await;
+    assert_eq!(picked.endpoint.to_string(), "10.0.0.2:1002");
+    // Its id is the dispatcher's number, not one it chose: a ticket could name a v2
+    // backend that chose the same number, and a legacy backend cannot check one.
+    assert!(picked.ticket.is_empty(), "a ticket for a legacy backend");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hellos_in_one_read_get_one_challenge_and_its_nonce_is_the_one_to_sign() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(config_with_secret()).await;
+    let mut peer = Peer::connect(&server).await;
+    let hello = Message::Hello(v2::Hello).encode().unwrap();
+    peer.send_raw(&[hello.as_slice(); 10].concat()).await;
+    let Message::Challenge(challenge) = peer.next().await else { panic!("expected a Challenge") };
+    // The next thing on the connection answers the next request: no second Challenge.
+    assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
+    peer.send(Message::Register(Register::signed(SECRET, &challenge.nonce, service("game"), 5))).await;
+    assert!(matches!(peer.next().await, Message::Registered(_)), "the Challenge sent is the one in force");
     server.stop().await;
 }

@@ -485,6 +485,7 @@ mod tests {
                 host: Host::V6("::1".parse().unwrap()),
                 port: NonZeroU16::new(7000).unwrap(),
             },
+            legacy: false,
         };
         let json = serde_json::to_value(PickView::new("search", &picked)).unwrap();
         let expected = serde_json::json!({
@@ -535,6 +536,7 @@ mod tests {
             id: BackendId(1),
             backend_id: 1,
             endpoint: snapshot.backend.v2.unwrap().heartbeat.endpoint,
+            legacy: false,
         };
         let shown = [
             ("Backend", backend.clone()),

@@ -44,6 +44,9 @@ pub(super) struct Session {
     /// Whether an Error for a skipped frame was sent in the current read: one per read
     /// is enough to tell the peer, and more would let it buy replies cheaply.
     warned_this_read: bool,
+    /// Whether a Challenge was sent in the current read: further Hellos in it are
+    /// answered by that one, so that 4-byte Hellos cannot buy 28-byte Challenges.
+    challenged_this_read: bool,
 }
 
 /// What a session needs from its connection to handle one frame.
@@ -103,6 +106,7 @@ impl Session {
     /// Marks the start of a new read.
     pub(super) fn new_read(&mut self) {
         self.warned_this_read = false;
+        self.challenged_this_read = false;
     }
 
     /// Handles one v2 item of the codec.
@@ -136,13 +140,13 @@ impl Session {
     /// A malformed frame was skipped. A client waits for one answer per
     /// PickRequest, so a malformed one is always answered; others once per read.
     fn on_malformed(&mut self, error: &DecodeError, cx: &mut Context<'_, '_>) -> Verdict {
-        let text = error_text(error);
         match error {
             DecodeError::Malformed { kind: crate::protocol::v2::MessageType::PickRequest, .. } => {
-                cx.send_error(ErrorCode::MALFORMED, &text);
+                // Short, since every one is answered: the reply stays near the request's size.
+                cx.send_error(ErrorCode::MALFORMED, "malformed PickRequest");
                 Verdict::Continue
             }
-            _ => self.warn(cx, ErrorCode::MALFORMED, &text),
+            _ => self.warn(cx, ErrorCode::MALFORMED, &error_text(error)),
         }
     }
 
@@ -164,6 +168,10 @@ impl Session {
     }
 
     fn on_hello(&mut self, cx: &mut Context<'_, '_>) -> Verdict {
+        if self.challenged_this_read && self.challenge.is_some() {
+            return Verdict::Continue;
+        }
+        self.challenged_this_read = true;
         let nonce = auth::new_nonce(&mut rand::rng());
         self.challenge = Some(nonce);
         let server_time = cx.unix_now();
@@ -246,7 +254,7 @@ impl Session {
                         self.warn(cx, ErrorCode::MALFORMED, &refused.to_string());
                     }
                     V2HeartbeatRefused::Full(_) => {
-                        cx.send_error(ErrorCode::BACKEND_LIMIT, &refused.to_string())
+                        self.warn(cx, ErrorCode::BACKEND_LIMIT, &refused.to_string());
                     }
                 }
                 cx.batch.unlock();
@@ -265,10 +273,15 @@ fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
     let unix_now = cx.unix_now();
     let outcome = match cx.batch.pick_service(&request.service, request.timestamp, unix_now) {
         Ok(picked) => {
-            let ticket = cx.secret.map_or_else(Vec::new, |secret| {
-                let lifetime = cx.ticket_lifetime.as_secs();
-                issue_ticket(secret, picked.backend_id, &request.service, unix_now, lifetime)
-            });
+            let ticket = match cx.secret {
+                Some(secret) if !picked.legacy => {
+                    // An HMAC is slow next to a pick: not while every connection waits.
+                    cx.batch.unlock();
+                    let lifetime = cx.ticket_lifetime.as_secs();
+                    issue_ticket(secret, picked.backend_id, &request.service, unix_now, lifetime)
+                }
+                _ => Vec::new(),
+            };
             PickOutcome::Picked(Picked { backend_id: picked.backend_id, endpoint: picked.endpoint, ticket })
         }
         Err(code) => {

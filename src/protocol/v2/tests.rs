@@ -255,7 +255,7 @@ fn doc_quotes_the_example_ticket_text() {
         crate::protocol::doc_vectors::DOC.contains(&format!("`{text}`")),
         "docs/protocol.md should quote the ticket text {text}"
     );
-    assert_eq!(ticket::verify(SECRET, &text, 42, 1_700_000_000), Ok(example_claims()));
+    assert_eq!(ticket::verify(SECRET, &text, &service("search"), 42, 1_700_000_000), Ok(example_claims()));
 }
 
 /// Prints the vectors' hex, to paste into the document when a vector is added:
