@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,9 +15,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use common::{TestServer, heartbeat, login, login_stale, send, wait_until, within};
 use loadwise::admin::{AdminConfig, AdminError, AdminServer, AdminState, endpoints, router};
 use loadwise::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise::protocol::v2::{
-    self, Endpoint, ErrorCode, Host, Message, Metric, MetricName, Percent, ServiceName,
-};
+use loadwise::protocol::v2::{self, ErrorCode, Message, Metric, MetricName, ServiceName};
 use loadwise::protocol::{Heartbeat, IpField};
 use loadwise::registry::BackendId;
 use loadwise::selection::BackendState;
@@ -451,20 +448,8 @@ const V2_BACKEND_ID: u64 = 0xfeed_face_cafe_beef;
 
 /// A v2 heartbeat frame of the test's v2 backend, of service `search`, reporting `state`.
 fn v2_heartbeat(state: v2::State) -> Vec<u8> {
-    let heartbeat = v2::Heartbeat {
-        backend_id: V2_BACKEND_ID,
-        service: ServiceName::new("search").unwrap(),
-        endpoint: Endpoint {
-            host: Host::V6("2001:db8::7".parse().unwrap()),
-            port: NonZeroU16::new(9000).unwrap(),
-        },
-        memory: Percent::from_hundredths(2500),
-        cpu: Percent::from_hundredths(5050),
-        connections: Some(3),
-        weight: NonZeroU16::new(200).unwrap(),
-        state,
-        metrics: vec![Metric { name: MetricName::new("queue").unwrap(), value: 2.0 }],
-    };
+    let metrics = vec![Metric { name: MetricName::new("queue").unwrap(), value: 2.0 }];
+    let heartbeat = common::search_heartbeat(V2_BACKEND_ID, state, metrics);
     Message::Heartbeat(heartbeat).encode().expect("a valid heartbeat")
 }
 

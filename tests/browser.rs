@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use common::{TestServer, heartbeat, login, send, wait_until, within};
 use loadwise::admin::{AdminConfig, AdminServer};
 use loadwise::dispatcher::DispatchSettings;
-use loadwise::protocol::v2::{self, Endpoint, Host, Message, Percent, ServiceName};
+use loadwise::protocol::v2::{self, Message};
 use loadwise::registry::BackendId;
 use loadwise::selection::BackendState;
 use loadwise::server::ServerConfig;
@@ -94,20 +93,7 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
 /// Registers a v2 backend of service `search` with one raw heartbeat: CPU 50.5 %,
 /// weight 200, reporting itself draining.
 async fn register_v2(server: &TestServer) -> TcpStream {
-    let heartbeat = v2::Heartbeat {
-        backend_id: 77,
-        service: ServiceName::new("search").unwrap(),
-        endpoint: Endpoint {
-            host: Host::V6("2001:db8::7".parse().unwrap()),
-            port: NonZeroU16::new(9000).unwrap(),
-        },
-        memory: Percent::from_hundredths(2500),
-        cpu: Percent::from_hundredths(5050),
-        connections: Some(3),
-        weight: NonZeroU16::new(200).unwrap(),
-        state: v2::State::Draining,
-        metrics: Vec::new(),
-    };
+    let heartbeat = common::search_heartbeat(77, v2::State::Draining, Vec::new());
     let mut stream = server.connect().await;
     send(&mut stream, &Message::Heartbeat(heartbeat).encode().unwrap()).await;
     let registered = || server.dispatcher.snapshot().iter().any(|b| b.service.as_str() == "search");

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use loadwise::protocol::v2;
+
 use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
 use loadwise::server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -360,5 +362,24 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A v2 heartbeat of backend `backend_id` in service `search`: [2001:db8::7]:9000,
+/// memory 25 %, CPU 50.5 %, 3 connections, weight 200, reporting `state`.
+pub fn search_heartbeat(backend_id: u64, state: v2::State, metrics: Vec<v2::Metric>) -> v2::Heartbeat {
+    v2::Heartbeat {
+        backend_id,
+        service: v2::ServiceName::new("search").unwrap(),
+        endpoint: v2::Endpoint {
+            host: v2::Host::V6("2001:db8::7".parse().unwrap()),
+            port: std::num::NonZeroU16::new(9000).unwrap(),
+        },
+        memory: v2::Percent::from_hundredths(2500),
+        cpu: v2::Percent::from_hundredths(5050),
+        connections: Some(3),
+        weight: std::num::NonZeroU16::new(200).unwrap(),
+        state,
+        metrics,
     }
 }
