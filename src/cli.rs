@@ -423,10 +423,7 @@ fn client_tls(ca: Option<&std::path::Path>, server_name: Option<&str>) -> anyhow
 }
 
 fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
-    use anyhow::Context as _;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-    Ok(Secret::from_file_text(&text)?)
+    Ok(Secret::read_file(path)?)
 }
 
 #[derive(Debug, Args)]

@@ -278,11 +278,10 @@ fn legacy_ip(endpoint: &Endpoint) -> Option<IpField> {
 /// that, a host name.
 fn legacy_endpoint(picked: &Picked) -> Option<Endpoint> {
     let text = picked.ip.text().ok()?;
-    let host = match text.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => Host::V4(ip),
-        Ok(std::net::IpAddr::V6(ip)) => Host::V6(ip),
-        Err(_) => Host::Name(v2::HostName::new(text).ok()?),
-    };
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Endpoint::from_socket_addr((ip, picked.port).into());
+    }
+    let host = Host::Name(v2::HostName::new(text).ok()?);
     Some(Endpoint { host, port: std::num::NonZeroU16::new(picked.port)? })
 }
 
@@ -389,12 +388,9 @@ impl Dispatcher {
     pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
         let mut table = self.lock();
         let Table { registry, services, .. } = &mut *table;
-        let service = registry.get(id).ok_or(UnknownBackend(id))?.service().cloned();
-        let selector = match &service {
-            Some(service) => services.get_mut(service),
-            None => Some(services.default_mut()),
-        };
-        let changed = selector.is_some_and(|selector| selector.set_state(id, state));
+        let backend = registry.get(id).ok_or(UnknownBackend(id))?;
+        let changed =
+            services.of_mut(backend.service()).is_some_and(|selector| selector.set_state(id, state));
         drop(table);
         if !changed {
             return Err(UnknownBackend(id));

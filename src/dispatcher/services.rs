@@ -66,6 +66,14 @@ impl Services {
         }
     }
 
+    /// The selector of a backend's service, to change it (`None`: a legacy backend's).
+    pub(super) fn of_mut(&mut self, service: Option<&ServiceName>) -> Option<&mut Selector> {
+        match service {
+            Some(name) => self.get_mut(name),
+            None => Some(&mut self.default),
+        }
+    }
+
     /// The selector of `service`, if it has backends (the default one always).
     pub(super) fn get_mut(&mut self, service: &ServiceName) -> Option<&mut Selector> {
         if self.is_default(service) { Some(&mut self.default) } else { self.others.get_mut(service) }

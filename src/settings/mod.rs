@@ -40,7 +40,7 @@ pub use text::{
 };
 
 use crate::config::ConfigError;
-use crate::protocol::v2::auth::Secret;
+use crate::protocol::v2::auth::{Secret, SecretFileError};
 use crate::server::{ServerConfig, TlsListen};
 
 /// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
@@ -209,16 +209,15 @@ impl Sources {
     fn read_secret(&self, settings: &Settings, file: &Layer) -> Result<Option<Secret>, SettingsError> {
         let Some(path) = &settings.auth_secret_file else { return Ok(None) };
         let origin = || self.origin(file, AUTH_SECRET_FILE);
-        // Read exactly as the agent reads its --secret-file (text, then
-        // `from_file_text`): both ends must hold the same bytes.
-        let text = std::fs::read_to_string(path).map_err(|error| SettingsError::SecretFile {
-            path: path.clone(),
-            origin: origin(),
-            error,
-        })?;
-        let secret = Secret::from_file_text(&text).map_err(|error| SettingsError::Invalid {
-            error: ConfigError::new(AUTH_SECRET_FILE, format!("{}: {}", path.display(), error.reason)),
-            origin: origin(),
+        // Read as the agent reads its --secret-file: both ends must hold the same bytes.
+        let secret = Secret::read_file(path).map_err(|error| match error {
+            SecretFileError::Read { path, error } => {
+                SettingsError::SecretFile { path, origin: origin(), error }
+            }
+            SecretFileError::Invalid(error) => SettingsError::Invalid {
+                error: ConfigError::new(AUTH_SECRET_FILE, format!("{}: {}", path.display(), error.reason)),
+                origin: origin(),
+            },
         })?;
         Ok(Some(secret))
     }

@@ -7,6 +7,7 @@
 //! is any byte string the caller loaded; nothing here reads files, clocks or randomness
 //! of its own.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -54,6 +55,15 @@ impl Secret {
         Secret::new(text.trim_end_matches(['\n', '\r']).as_bytes())
     }
 
+    /// Reads a secret file: its text, without a trailing newline. The agent's
+    /// `--secret-file` and the dispatcher's `auth_secret_file` both come through here,
+    /// so both ends hold the same bytes.
+    pub fn read_file(path: &Path) -> Result<Secret, SecretFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| SecretFileError::Read { path: path.to_owned(), error })?;
+        Ok(Secret::from_file_text(&text)?)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -63,6 +73,18 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
     }
+}
+
+/// Why a secret file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    // The I/O error is part of the message rather than a `source`, so that error
+    // chains do not print it twice.
+    #[error("cannot read the secret file {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    /// Readable, but not a usable secret (too short).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
 }
 
 /// The shortest secret accepted.
