@@ -291,9 +291,10 @@ impl<'a, S: PeerStream> Connection<'a, S> {
                     batch.unlock();
                     tracing::debug!(cmd, len, "skipped frame with unhandled command");
                 }
-                // Legacy commands the original ignored are skipped silently; a frame
-                // of another version is told which versions are spoken here.
-                if v2::version_of(cmd) != 0 {
+                // Skipped silently, as the original skipped unknown commands: a legacy
+                // peer reads nothing but 22-byte login replies. Only a peer that has
+                // spoken v2 is told, in v2, which versions are spoken here.
+                if v2::version_of(cmd) != 0 && self.v2.as_ref().is_some_and(|session| session.spoke_v2()) {
                     self.on_v2(Inbound::Skipped { cmd, len }, batch)?;
                 }
             }

@@ -356,6 +356,25 @@ async fn unknown_commands_are_skipped_by_len_and_the_connection_stays_open() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_any_unknown_command_get_no_reply_on_a_legacy_connection() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let _backend = server.register(10, "10.0.0.1", 1001).await;
+    let mut stream = server.connect().await;
+    // Commands whose high byte is neither 0 nor 2: 0xffff, version 3, 0x7f02 (bytes
+    // `02 7f`), each with a body, then a login. A legacy client reads exactly 22
+    // bytes per login: anything sent for the other frames would come first.
+    for cmd in [0xffff_u16, 0x0300, 0x7f02, 0x0100] {
+        let [c0, c1] = cmd.to_le_bytes();
+        send(&mut stream, &[8, 0, c0, c1, 1, 2, 3, 4]).await;
+        assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001), "after cmd {cmd:#06x}");
+    }
+    assert_eq!(server.stats().skipped_frames, 4);
+    assert_eq!(server.stats().protocol_errors, 0);
+    server.stop().await;
+}
+
 /// A heartbeat whose body is valid but whose `len` says 4.
 fn four_byte_heartbeat() -> Vec<u8> {
     let mut frame = heartbeat(0, "10.9.9.9", 999);

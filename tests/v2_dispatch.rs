@@ -998,16 +998,34 @@ async fn heartbeats_refused_for_their_address_get_one_error_8_per_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_of_another_version_get_error_10_naming_the_versions_spoken() {
+async fn frames_of_another_version_get_error_10_only_once_the_peer_has_spoken_v2() {
     let _serial = shared_access().await;
     let server = TestServer::start_with(config()).await;
     let mut peer = Peer::connect(&server).await;
-    // Version 3, then version 1 (reserved), in one write: one Error.
+    // Before any v2 message: skipped with no reply, as a legacy peer needs. The
+    // PickReply is then the first thing the peer reads.
+    peer.send_raw(&[4u8, 0, 0x01, 0x03]).await;
+    assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
+    // Once it has spoken v2: version 3, then version 1 (reserved), in one write: one Error.
     peer.send_raw(&[[4u8, 0, 0x01, 0x03], [6, 0, 0x05, 0x01]].concat()).await;
     peer.send_raw(&[0, 0]).await;
     let error = peer.expect_error(ErrorCode::UNSUPPORTED_VERSION).await;
     assert_eq!(error.text, "supported versions: 0 2");
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
+    // The two frames after the Hello are counted; the one skipped silently is not.
+    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNSUPPORTED_VERSION), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_version_peer_that_opens_with_hello_is_told_the_versions_spoken() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(config()).await;
+    let mut peer = Peer::connect(&server).await;
+    peer.hello().await;
+    peer.send_raw(&[6u8, 0, 0x01, 0x03, 0, 0]).await;
+    let error = peer.expect_error(ErrorCode::UNSUPPORTED_VERSION).await;
+    assert_eq!(error.text, "supported versions: 0 2");
     server.stop().await;
 }
 

@@ -41,6 +41,10 @@ pub(super) struct Session {
     identity: Option<(ServiceName, u64)>,
     /// Whether `identity` was proven by a Register.
     registered: bool,
+    /// Whether the peer has sent a well-formed v2 message. Until it has, a frame of
+    /// another version is skipped without a reply, as a legacy peer must be answered
+    /// nothing but its logins' 22-byte replies.
+    spoke_v2: bool,
     /// Whether an Error for a skipped frame was sent in the current read: one per read
     /// is enough to tell the peer, and more would let it buy replies cheaply.
     warned_this_read: bool,
@@ -109,10 +113,19 @@ impl Session {
         self.challenged_this_read = false;
     }
 
+    /// Whether the peer has sent a well-formed v2 message, and so may be answered in
+    /// v2 about frames that are not v2 (docs/protocol.md, "Versioning").
+    pub(super) fn spoke_v2(&self) -> bool {
+        self.spoke_v2
+    }
+
     /// Handles one v2 item of the codec.
     pub(super) fn handle(&mut self, item: Inbound, cx: &mut Context<'_, '_>) -> Verdict {
         match item {
-            Inbound::V2(Decoded::Message(message)) => self.on_message(message, cx),
+            Inbound::V2(Decoded::Message(message)) => {
+                self.spoke_v2 = true;
+                self.on_message(message, cx)
+            }
             Inbound::V2(Decoded::UnknownType { msg_type, .. }) => {
                 self.warn(cx, ErrorCode::UNKNOWN_TYPE, &format!("unknown v2 message type 0x{msg_type:02x}"))
             }
