@@ -162,7 +162,9 @@ pub struct ServeArgs {
     /// from the dispatcher's clock.
     #[arg(long, env = "LOADWISE_MAX_CLOCK_SKEW", value_parser = duration, value_name = "DURATION")]
     pub max_clock_skew: Option<Duration>,
-    /// Most backends registered at once; heartbeats of further ones are refused.
+    /// Most backends registered at once, and most backend connections open; heartbeats
+    /// of further backends are refused, and a further connection's first heartbeat
+    /// closes it.
     #[arg(long, env = "LOADWISE_MAX_BACKENDS", value_name = "N")]
     pub max_backends: Option<usize>,
     /// For this long after a backend registers, the clients sent to it count extra
@@ -179,9 +181,18 @@ pub struct ServeArgs {
     /// The largest cost of one client (percent) that learning may settle on.
     #[arg(long, env = "LOADWISE_MAX_COST", value_name = "PERCENT")]
     pub max_cost: Option<f64>,
-    /// Most connections open at once; further ones are closed as they arrive.
-    #[arg(long, env = "LOADWISE_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// Most client connections open at once (those that have logged in or picked);
+    /// a further one's login gets the error reply and is closed.
+    #[arg(long, env = "LOADWISE_MAX_CLIENT_CONNECTIONS", value_name = "N")]
+    pub max_client_connections: Option<usize>,
+    /// Most connections open at once that have not yet sent a heartbeat, login or
+    /// pick; further ones are closed as they arrive.
+    #[arg(long, env = "LOADWISE_MAX_PENDING_CONNECTIONS", value_name = "N")]
+    pub max_pending_connections: Option<usize>,
+    /// Most client and pending connections open at once from one IP address; further
+    /// ones are closed as they arrive.
+    #[arg(long, env = "LOADWISE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
     /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
     #[arg(long, env = "LOADWISE_MAX_FRAME_LEN", value_name = "BYTES")]
     pub max_frame_len: Option<u16>,
@@ -192,6 +203,10 @@ pub struct ServeArgs {
     /// Close a connection that holds an incomplete frame for this long.
     #[arg(long, env = "LOADWISE_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
     pub frame_timeout: Option<Duration>,
+    /// Close a connection that sends no heartbeat, login or pick this long after
+    /// it was accepted.
+    #[arg(long, env = "LOADWISE_FIRST_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
+    pub first_frame_timeout: Option<Duration>,
     /// Close a connection that sends nothing for this long; 0 keeps idle
     /// connections open.
     #[arg(long, env = "LOADWISE_IDLE_TIMEOUT", value_parser = duration, value_name = "DURATION")]
@@ -270,7 +285,10 @@ impl ServeArgs {
             prior_cost: self.prior_cost,
             min_cost: self.min_cost,
             max_cost: self.max_cost,
-            max_connections: self.max_connections,
+            max_client_connections: self.max_client_connections,
+            max_pending_connections: self.max_pending_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            first_frame_timeout: self.first_frame_timeout,
             max_frame_len: self.max_frame_len,
             max_v2_frame_len: self.max_v2_frame_len,
             frame_timeout: self.frame_timeout,
@@ -303,7 +321,12 @@ impl ServeArgs {
 
     /// Where the settings come from, to load now and again on reload.
     pub fn sources(&self) -> Sources {
-        Sources { file: self.config.clone(), overrides: self.overrides(), origins: self.origins.clone() }
+        Sources {
+            file: self.config.clone(),
+            overrides: self.overrides(),
+            origins: self.origins.clone(),
+            descriptor_limit: None,
+        }
     }
 }
 

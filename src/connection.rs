@@ -6,6 +6,10 @@
 //! that batch are written with one `write_all` in request order, after the lock is
 //! released, and a protocol error closes this connection only, after the replies
 //! already owed.
+//!
+//! A connection's first heartbeat, login or pick classifies it (see [`budget`]); one
+//! over its kind's budget gets the refusal its protocol has, if any, and is closed,
+//! and one that says nothing of the kind within the first-frame timeout is closed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,21 +24,29 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::codec::{CodecError, DispatcherCodec, Inbound};
-use crate::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump};
+use crate::dispatcher::{
+    Batch, ConnectionKind, ConnectionRefusal, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump,
+};
 use crate::netlist::NetList;
 use crate::protocol::v2;
 use crate::protocol::v2::auth::Secret;
 
+pub(crate) mod budget;
 mod session;
-use crate::protocol::{Heartbeat, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
+use crate::protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
+use budget::Slot;
 
 /// Per-connection limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// A connection holding an incomplete frame for this long is closed.
     pub frame_timeout: Duration,
+    /// A connection that has not sent a heartbeat, login or pick this long after it
+    /// was accepted (its TLS handshake included) is closed: until then it holds a
+    /// place in the small pending headroom.
+    pub first_frame_timeout: Duration,
     /// A connection that sends nothing for this long is closed; `None` keeps idle
     /// connections open.
     pub idle_timeout: Option<Duration>,
@@ -64,6 +76,9 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             frame_timeout: Duration::from_secs(30),
+            // The original backends send their first heartbeat a second after they
+            // connect, and clients log in at once: five seconds is ample for both.
+            first_frame_timeout: Duration::from_secs(5),
             // Backends send every second and clients log in as soon as they
             // connect, so a minute of silence means a peer that holds a slot for
             // nothing.
@@ -98,6 +113,10 @@ enum Closed {
     FrameTimeout(Duration),
     #[error("idle for longer than {0:?}")]
     IdleTimeout(Duration),
+    #[error("no heartbeat, login or pick within {0:?} of connecting")]
+    FirstFrameTimeout(Duration),
+    #[error("refused: {}", .0.describe())]
+    OverBudget(ConnectionRefusal),
     #[error("peer did not read its replies for {0:?}")]
     WriteTimeout(Duration),
     #[error("stopped by shutdown before replies could be written")]
@@ -131,9 +150,20 @@ impl PeerStream for TcpStream {
     }
 }
 
+/// A connection as it was accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted {
+    pub peer: SocketAddr,
+    pub id: BackendId,
+    /// When it was accepted: the first-frame timeout runs from here.
+    pub at: Instant,
+}
+
 /// Serves one connection until the peer closes it, it fails, or shutdown begins.
-pub(crate) async fn serve<S: PeerStream>(stream: S, peer: SocketAddr, id: BackendId, shared: &Shared) {
-    let mut conn = Connection::new(stream, peer, id, shared);
+/// The frames that say what it is classify it in `slot`.
+pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: &Shared, slot: &mut Slot) {
+    let peer = accepted.peer;
+    let mut conn = Connection::new(stream, accepted, shared, slot);
     match conn.run().await {
         Ok(()) => tracing::debug!("connection closed"),
         Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
@@ -144,7 +174,14 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, peer: SocketAddr, id: Backen
             }
         }
         // Logged, rate-limited, where it was decided.
-        Err(error @ Closed::Refused { .. }) => tracing::debug!(%error, "connection closed"),
+        Err(error @ (Closed::Refused { .. } | Closed::OverBudget(_))) => {
+            tracing::debug!(%error, "connection closed")
+        }
+        Err(Closed::FirstFrameTimeout(_)) => {
+            let reason = ConnectionRefusal::FirstFrameTimeout;
+            shared.dispatcher.stats().count_connection_refusal(reason);
+            crate::server::log_refusal(shared, peer, reason);
+        }
         Err(error) => tracing::info!(%peer, %error, "closing connection"),
     }
 }
@@ -160,6 +197,10 @@ struct Connection<'a, S> {
     v2: Option<Box<session::Session>>,
     id: BackendId,
     shared: &'a Shared,
+    /// The connection's place in the budgets: what it is so far.
+    slot: &'a mut Slot,
+    /// When it was accepted, for the first-frame timeout.
+    accepted_at: Instant,
     /// The limits this connection applies, refreshed between frames after a reload.
     limits: ConnectionLimits,
     limits_rx: watch::Receiver<LiveLimits>,
@@ -184,9 +225,10 @@ struct Connection<'a, S> {
 }
 
 impl<'a, S: PeerStream> Connection<'a, S> {
-    fn new(stream: S, peer: SocketAddr, id: BackendId, shared: &'a Shared) -> Self {
+    fn new(stream: S, accepted: Accepted, shared: &'a Shared, slot: &'a mut Slot) -> Self {
         let mut limits_rx = shared.limits.clone();
         let limits = limits_rx.borrow_and_update().connection.clone();
+        let Accepted { peer, id, at } = accepted;
         Connection {
             peer,
             legacy_heartbeats_allowed: limits.legacy_heartbeats.contains(peer.ip()),
@@ -194,6 +236,8 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             stream,
             id,
             shared,
+            slot,
+            accepted_at: at,
             codec: codec_for(&limits),
             limits,
             limits_rx,
@@ -281,6 +325,13 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     }
 
     fn apply(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), Closed> {
+        // A backend connection stays one: its heartbeats cost one comparison here.
+        if self.slot.kind() != ConnectionKind::Backend
+            && let Some(kind) = self.kind_of(&item)
+            && let Err(refusal) = self.slot.classify(kind)
+        {
+            return Err(self.refuse_over_budget(refusal, &item, batch));
+        }
         match item {
             Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
@@ -301,6 +352,63 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             item @ (Inbound::V2(_) | Inbound::V2Malformed(_)) => self.on_v2(item, batch)?,
         }
         Ok(())
+    }
+
+    /// What `item` makes this connection, if it says: a heartbeat (one that may
+    /// register: from the allowed networks, for a legacy one) or a Register makes it a
+    /// backend's; a login or a pick a client's.
+    fn kind_of(&self, item: &Inbound) -> Option<ConnectionKind> {
+        use v2::{Decoded, Message};
+        match item {
+            Inbound::Request(Request::Heartbeat(_)) => {
+                // One refused for its network registers nothing, so a stranger cannot
+                // fill the backend budget with them; it classifies nothing.
+                self.legacy_heartbeats_allowed.then_some(ConnectionKind::Backend)
+            }
+            Inbound::V2(Decoded::Message(Message::Register(_) | Message::Heartbeat(_))) => {
+                Some(ConnectionKind::Backend)
+            }
+            Inbound::Request(Request::Login(_)) | Inbound::V2(Decoded::Message(Message::PickRequest(_))) => {
+                Some(ConnectionKind::Client)
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers `item`, which its budget has no room for, with the refusal its
+    /// protocol has (a legacy heartbeat has none), logs it (rate-limited) and closes
+    /// the connection: its peer is better off trying again later or elsewhere.
+    fn refuse_over_budget(
+        &mut self,
+        refusal: ConnectionRefusal,
+        item: &Inbound,
+        batch: &mut Batch<'_>,
+    ) -> Closed {
+        use v2::{Decoded, Message};
+        let stats = self.dispatcher().stats();
+        let reply = match item {
+            Inbound::Request(Request::Login(_)) => Some(LoginReply::Error.encode().to_vec()),
+            Inbound::V2(Decoded::Message(Message::PickRequest(request))) => {
+                stats.count_v2_refusal(v2::ErrorCode::BUSY);
+                let outcome = v2::PickOutcome::Refused(v2::ErrorCode::BUSY);
+                v2::Message::PickReply(v2::PickReply { request_id: request.request_id, outcome })
+                    .encode()
+                    .ok()
+            }
+            Inbound::V2(_) => {
+                stats.count_v2_refusal(v2::ErrorCode::BACKEND_LIMIT);
+                let text = "backend limit reached: max_backends backend connections are open";
+                v2::Message::Error(v2::ErrorMessage::new(v2::ErrorCode::BACKEND_LIMIT, text)).encode().ok()
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            self.write_buf.extend_from_slice(&reply);
+        }
+        // A log write may block: not under the lock every connection needs.
+        batch.unlock();
+        crate::server::log_refusal(self.shared, self.peer, refusal);
+        Closed::OverBudget(refusal)
     }
 
     /// Hands a v2 item to the connection's v2 session.
@@ -460,9 +568,23 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     }
 
     /// When the connection times out and why: the frame deadline while a frame is
-    /// incomplete, otherwise the idle deadline if one is configured. A timeout too
-    /// large to represent as an instant never fires.
+    /// incomplete, otherwise the idle deadline if one is configured; and while it is
+    /// pending, the first-frame deadline if that comes sooner. A timeout too large to
+    /// represent as an instant never fires.
     fn read_deadline(&self) -> Option<(Instant, Closed)> {
+        let deadline = self.frame_or_idle_deadline();
+        if self.slot.kind() != ConnectionKind::Pending {
+            return deadline;
+        }
+        let timeout = self.limits.first_frame_timeout;
+        let Some(first) = self.accepted_at.checked_add(timeout) else { return deadline };
+        match deadline {
+            Some((other, reason)) if other < first => Some((other, reason)),
+            _ => Some((first, Closed::FirstFrameTimeout(timeout))),
+        }
+    }
+
+    fn frame_or_idle_deadline(&self) -> Option<(Instant, Closed)> {
         let limits = &self.limits;
         match self.partial_since {
             Some(since) => {

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 pub use crate::selection::Picked;
 pub use batch::Batch;
 pub(crate) use stats::bump;
-pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
+pub use stats::{
+    ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
+};
 
 use crate::protocol::v2::{self, Endpoint, Host, ServiceName};
 use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};

@@ -1,8 +1,14 @@
-//! The dispatcher's TCP server: binds, accepts under a connection cap, sweeps expired
-//! backends, and shuts down gracefully.
+//! The dispatcher's TCP server: binds, accepts within the connection budgets, sweeps
+//! expired backends, and shuts down gracefully.
 //!
-//! An optional second listener accepts TLS. Its connections share the cap and the
-//! connection ids with the plain ones, and once their handshake is done they are
+//! Every connection is pending from its accept until its first heartbeat, login or
+//! pick says what it is; backend, client and pending connections each have a budget
+//! of their own (see `connection::budget`), and client and pending ones a cap per
+//! peer address. A connection over the pending headroom or its peer's cap is closed
+//! as it arrives.
+//!
+//! An optional second listener accepts TLS. Its connections share the budgets and
+//! the connection ids with the plain ones, and once their handshake is done they are
 //! served exactly alike: TLS is only the transport.
 //!
 //! Every task it spawns is tracked. On shutdown it stops accepting, lets each
@@ -16,15 +22,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{ConfigError, ensure};
+use crate::connection::budget::{BudgetSizes, Budgets, Slot};
 use crate::connection::{self, ConnectionLimits};
-use crate::dispatcher::{DispatchSettings, Dispatcher, bump};
+use crate::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use crate::log_limit::RateLimitedLog;
 use crate::protocol::v2;
 use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
@@ -40,8 +47,17 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub dispatch: DispatchSettings,
     pub connection: ConnectionLimits,
-    /// The most connections open at once; further ones are closed on accept.
-    pub max_connections: usize,
+    /// The most client connections open at once (those that have sent a login or
+    /// a pick and no heartbeat); a further one gets the error reply and is closed.
+    /// Backend connections have `dispatch.max_backends` as theirs.
+    pub max_client_connections: usize,
+    /// The most connections open at once that have not yet said what they are;
+    /// further ones are closed as they arrive. They are short-lived (see
+    /// `connection.first_frame_timeout`), so little headroom suffices.
+    pub max_pending_connections: usize,
+    /// The most client and pending connections open at once from one IP address,
+    /// so that one host cannot fill the pending headroom or the client budget.
+    pub max_connections_per_peer: usize,
     /// How long shutdown waits for connections to finish before stopping them.
     pub shutdown_grace: Duration,
     /// A second listener whose connections speak TLS; `None` for none.
@@ -64,22 +80,50 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
             dispatch: DispatchSettings::default(),
             connection: ConnectionLimits::default(),
-            max_connections: 10_000,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
         }
     }
 }
 
+/// The default client budget: with the default `max_backends` (10 000) and pending
+/// headroom it fits a hard open-file limit of 20 000.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 8_192;
+
+/// The default pending headroom. Legacy backends send their first heartbeat a
+/// second after connecting, so this is also about how many may connect within one
+/// second.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1_024;
+
+/// The default cap per peer address: room for many clients behind one NAT, which
+/// connect once per login, yet a quarter of the pending headroom.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+
 impl ServerConfig {
+    /// The size of each connection budget.
+    pub fn budgets(&self) -> BudgetSizes {
+        BudgetSizes {
+            backends: self.dispatch.max_backends,
+            clients: self.max_client_connections,
+            pending: self.max_pending_connections,
+            per_peer: self.max_connections_per_peer,
+        }
+    }
+
     /// Rejects settings that would make the dispatcher useless or unsafe.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = "must be greater than zero";
         ensure(!self.dispatch.ttl.is_zero(), "ttl", positive)?;
         ensure(self.dispatch.max_backends > 0, "max-backends", "must be at least 1")?;
         self.dispatch.load.validate()?;
-        ensure(self.max_connections > 0, "max-connections", "must be at least 1")?;
+        ensure(self.max_client_connections > 0, "max-client-connections", "must be at least 1")?;
+        ensure(self.max_pending_connections > 0, "max-pending-connections", "must be at least 1")?;
+        ensure(self.max_connections_per_peer > 0, "max-connections-per-peer", "must be at least 1")?;
         ensure(!self.connection.frame_timeout.is_zero(), "frame-timeout", positive)?;
+        ensure(!self.connection.first_frame_timeout.is_zero(), "first-frame-timeout", positive)?;
         ensure(!self.connection.write_timeout.is_zero(), "write-timeout", positive)?;
         let idle_ok = self.connection.idle_timeout.is_none_or(|t| !t.is_zero());
         ensure(idle_ok, "idle-timeout", "must be greater than zero, or off")?;
@@ -132,21 +176,17 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The settings a reload can change while connections stay open.
+/// The settings a reload can change while connections stay open (besides the
+/// dispatcher's and the budgets, which have their own).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LiveLimits {
     pub connection: ConnectionLimits,
-    pub max_connections: usize,
     pub shutdown_grace: Duration,
 }
 
 impl LiveLimits {
     fn of(config: &ServerConfig) -> Self {
-        LiveLimits {
-            connection: config.connection.clone(),
-            max_connections: config.max_connections,
-            shutdown_grace: config.shutdown_grace,
-        }
+        LiveLimits { connection: config.connection.clone(), shutdown_grace: config.shutdown_grace }
     }
 }
 
@@ -155,17 +195,19 @@ impl LiveLimits {
 pub struct ReloadHandle {
     dispatcher: Arc<Dispatcher>,
     limits: watch::Sender<LiveLimits>,
+    budgets: Arc<Budgets>,
 }
 
 impl ReloadHandle {
     /// Applies every setting of `config` except `listen` and `tls` (the sockets stay
     /// bound, and the certificate read at start stays in use):
     /// the dispatcher's at once, connection limits from each connection's next frame,
-    /// the connection cap from the next accept. Invalid settings are refused and the
-    /// old ones stay.
+    /// the budgets from the next accept or classification (closing nothing). Invalid
+    /// settings are refused and the old ones stay.
     pub fn apply(&self, config: &ServerConfig) -> Result<(), ConfigError> {
         config.validate()?;
         self.dispatcher.reconfigure(&config.dispatch);
+        self.budgets.resize(config.budgets());
         self.limits.send_replace(LiveLimits::of(config));
         Ok(())
     }
@@ -185,6 +227,10 @@ pub(crate) struct Shared {
     pub protocol_error_log: RateLimitedLog,
     /// Limits warnings about refused heartbeats.
     pub refusal_log: RateLimitedLog,
+    /// The connection budgets, which every connection's slot belongs to.
+    pub budgets: Arc<Budgets>,
+    /// Limits warnings about connections refused for a budget or closed unclassified.
+    pub budget_log: RateLimitedLog,
 }
 
 /// At most one warning of each kind per period, however many peers misbehave.
@@ -196,11 +242,13 @@ pub struct Server {
     listeners: Listeners,
     limits: watch::Sender<LiveLimits>,
     dispatcher: Arc<Dispatcher>,
+    budgets: Arc<Budgets>,
 }
 
-/// The most a TLS handshake may take; a lower `frame_timeout` bounds it further. A
-/// handshake is a few round trips, so this is generous, and a peer that does not
-/// finish in time holds a connection slot for nothing.
+/// The most a TLS handshake may take; a lower `frame_timeout` or
+/// `first_frame_timeout` bounds it further. A handshake is a few round trips, so
+/// this is generous, and a peer that does not finish in time holds a pending slot
+/// for nothing.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The sockets the server accepts on.
@@ -291,12 +339,13 @@ impl Server {
     /// (add a TLS listener with [`with_tls`](Self::with_tls)).
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
+        let budgets = Budgets::new(config.budgets(), Arc::clone(&dispatcher));
         let (limits, _) = watch::channel(LiveLimits::of(&config));
-        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher }
+        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, budgets }
     }
 
     /// Also accepts TLS connections on `listener`, with `config` (from
-    /// [`tls::server_config`]), under the same connection cap.
+    /// [`tls::server_config`]), within the same budgets.
     pub fn with_tls(mut self, listener: TcpListener, config: Arc<tls::rustls::ServerConfig>) -> Server {
         self.listeners.tls = Some(TlsListener { listener, config });
         self
@@ -319,12 +368,16 @@ impl Server {
 
     /// A handle that changes the settings while the server runs (for SIGHUP).
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle { dispatcher: Arc::clone(&self.dispatcher), limits: self.limits.clone() }
+        ReloadHandle {
+            dispatcher: Arc::clone(&self.dispatcher),
+            limits: self.limits.clone(),
+            budgets: Arc::clone(&self.budgets),
+        }
     }
 
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listeners, limits, dispatcher } = self;
+        let Server { listeners, limits, dispatcher, budgets } = self;
         let shared = Arc::new(Shared {
             dispatcher,
             limits: limits.subscribe(),
@@ -332,12 +385,14 @@ impl Server {
             abort: CancellationToken::new(),
             protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
             refusal_log: RateLimitedLog::new(WARNING_PERIOD),
+            budgets,
+            budget_log: RateLimitedLog::new(WARNING_PERIOD),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(sweep(Arc::clone(&shared.dispatcher), shared.shutdown.clone()));
         listeners.log_addresses();
         tokio::select! {
-            () = accept_loop(&listeners, &shared, &tracker, ConnectionCap::new(limits.subscribe())) => {}
+            () = accept_loop(&listeners, &shared, &tracker) => {}
             () = shutdown => tracing::info!("shutting down: no longer accepting"),
         }
         drop(listeners);
@@ -354,15 +409,10 @@ impl Server {
     }
 }
 
-/// Accepts from every listener under one cap, numbering connections in one sequence.
-async fn accept_loop(
-    listeners: &Listeners,
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    mut cap: ConnectionCap,
-) {
+/// Accepts from every listener within one set of budgets, numbering connections in
+/// one sequence.
+async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &TaskTracker) {
     let mut backoff = AcceptBackoff::default();
-    let refusals = RateLimitedLog::new(WARNING_PERIOD);
     loop {
         let (accepted, transport) = listeners.accept().await;
         let (stream, peer) = match accepted {
@@ -378,81 +428,55 @@ async fn accept_loop(
                 continue;
             }
         };
-        let stats = shared.dispatcher.stats();
-        let Some(permit) = cap.try_acquire() else {
-            bump(&stats.connections_refused);
-            if let Some(suppressed) = refusals.should_log(Instant::now()) {
-                tracing::warn!(%peer, max_connections = cap.size, suppressed, "connection limit reached; closing new connection");
+        let accepted_at = tokio::time::Instant::now();
+        let slot = match shared.budgets.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                log_refusal(shared, peer, refusal);
+                drop(stream);
+                continue;
             }
-            drop(stream);
-            continue;
         };
-        bump(&stats.connections_accepted);
+        bump(&shared.dispatcher.stats().connections_accepted);
         // From the dispatcher, which also numbers v2 backends: never the same id twice.
         let id = shared.dispatcher.next_id();
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
-            let _open = OpenConnection::new(id, peer, permit, &shared);
-            serve_connection(stream, transport, peer, id, &shared).await;
+            let mut open = OpenConnection::new(id, peer, slot, &shared);
+            let accepted = connection::Accepted { peer, id, at: accepted_at };
+            serve_connection(stream, transport, accepted, &shared, open.slot()).await;
         });
     }
 }
 
-/// The cap on open connections: a semaphore whose size follows reloads.
-struct ConnectionCap {
-    permits: Arc<Semaphore>,
-    size: usize,
-    /// Permits to take out of circulation, once connections release them, after a
-    /// reload lowered the cap.
-    debt: usize,
-    limits: watch::Receiver<LiveLimits>,
-}
-
-impl ConnectionCap {
-    fn new(mut limits: watch::Receiver<LiveLimits>) -> Self {
-        let size = limits.borrow_and_update().max_connections;
-        ConnectionCap { permits: Arc::new(Semaphore::new(size)), size, debt: 0, limits }
-    }
-
-    fn try_acquire(&mut self) -> Option<OwnedSemaphorePermit> {
-        self.follow_reload();
-        if self.debt > 0 {
-            self.debt -= self.permits.forget_permits(self.debt);
-        }
-        Arc::clone(&self.permits).try_acquire_owned().ok()
-    }
-
-    fn follow_reload(&mut self) {
-        if !self.limits.has_changed().unwrap_or(false) {
-            return;
-        }
-        let size = self.limits.borrow_and_update().max_connections;
-        if size >= self.size {
-            let repaid = (size - self.size).min(self.debt);
-            self.debt -= repaid;
-            self.permits.add_permits(size - self.size - repaid);
-        } else {
-            self.debt += self.size - size;
-        }
-        self.size = size;
+/// Logs a connection refused for a budget or closed unclassified, at most once a
+/// period across all connections: any peer can cause it. (It is counted by the budgets.)
+pub(crate) fn log_refusal(shared: &Shared, peer: SocketAddr, refusal: ConnectionRefusal) {
+    if let Some(suppressed) = shared.budget_log.should_log(Instant::now()) {
+        tracing::warn!(%peer, reason = refusal.name(), suppressed, "connection refused: {}", refusal.describe());
     }
 }
 
 /// Accounts for one open connection. Dropping it (when the task ends, panics or
-/// is stopped) removes the connection's backend, frees its slot and updates the
-/// count, so nothing outlives the connection.
+/// is stopped) removes the connection's backend, frees its slot in the budgets and
+/// updates the count, so nothing outlives the connection.
 struct OpenConnection<'a> {
     id: BackendId,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     shared: &'a Shared,
 }
 
 impl<'a> OpenConnection<'a> {
-    fn new(id: BackendId, peer: SocketAddr, permit: OwnedSemaphorePermit, shared: &'a Shared) -> Self {
+    fn new(id: BackendId, peer: SocketAddr, slot: Slot, shared: &'a Shared) -> Self {
         let stats = shared.dispatcher.stats();
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection { id, peer, permit: Some(permit), shared }
+        OpenConnection { id, peer, slot: Some(slot), shared }
+    }
+
+    /// The connection's slot, which its frames classify.
+    fn slot(&mut self) -> &mut Slot {
+        self.slot.as_mut().expect("the slot is taken only on drop")
     }
 }
 
@@ -471,9 +495,11 @@ impl Drop for OpenConnection<'_> {
                 }
             }
         }
-        // Release the slot before the count drops, so that a connection accepted
-        // once the count shows room is never refused.
-        drop(self.permit.take());
+        // The backend is gone before its slot is free, so that a backend taking the
+        // slot does not find the table still full. The slot is released before the
+        // count drops, so that a connection accepted once the count shows room is
+        // never refused.
+        drop(self.slot.take());
         let stats = self.shared.dispatcher.stats();
         stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -482,21 +508,23 @@ impl Drop for OpenConnection<'_> {
 async fn serve_connection(
     stream: TcpStream,
     transport: Transport,
-    peer: SocketAddr,
-    id: BackendId,
+    accepted: connection::Accepted,
     shared: &Shared,
+    slot: &mut Slot,
 ) {
+    let peer = accepted.peer;
     // Replies are tiny and latency matters more than coalescing.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
-    let span = tracing::debug_span!("conn", id = id.0, %peer, tls = matches!(transport, Transport::Tls(_)));
+    let span =
+        tracing::debug_span!("conn", id = accepted.id.0, %peer, tls = matches!(transport, Transport::Tls(_)));
     let serve = async {
         match transport {
-            Transport::Plain => connection::serve(stream, peer, id, shared).await,
+            Transport::Plain => connection::serve(stream, accepted, shared, slot).await,
             Transport::Tls(acceptor) => {
                 if let Some(stream) = handshake(&acceptor, stream, shared).await {
-                    connection::serve(stream, peer, id, shared).await;
+                    connection::serve(stream, accepted, shared, slot).await;
                 }
             }
         }
@@ -537,11 +565,11 @@ async fn handshake(
     }
 }
 
-/// [`TLS_HANDSHAKE_TIMEOUT`], or the frame timeout if that is shorter: a handshake
-/// is bytes owed like an incomplete frame, and an operator who lowered that
-/// timeout wants slow peers gone sooner.
+/// [`TLS_HANDSHAKE_TIMEOUT`], or the frame or first-frame timeout if shorter: a
+/// handshake is bytes owed like an incomplete frame, and it comes before the first
+/// frame, while the connection holds a pending slot.
 fn handshake_timeout(limits: &ConnectionLimits) -> Duration {
-    limits.frame_timeout.min(TLS_HANDSHAKE_TIMEOUT)
+    limits.frame_timeout.min(limits.first_frame_timeout).min(TLS_HANDSHAKE_TIMEOUT)
 }
 
 /// Removes expired backends in the background, sleeping until the next expiry so
@@ -604,8 +632,22 @@ mod tests {
         let mut config = ServerConfig::default();
         config.connection.max_frame_len = 22;
         assert_eq!(config.validate().unwrap_err().setting, "max-frame-len");
-        let config = ServerConfig { max_connections: 0, ..ServerConfig::default() };
-        assert_eq!(config.validate().unwrap_err().setting, "max-connections");
+        for (config, setting) in [
+            (ServerConfig { max_client_connections: 0, ..ServerConfig::default() }, "max-client-connections"),
+            (
+                ServerConfig { max_pending_connections: 0, ..ServerConfig::default() },
+                "max-pending-connections",
+            ),
+            (
+                ServerConfig { max_connections_per_peer: 0, ..ServerConfig::default() },
+                "max-connections-per-peer",
+            ),
+        ] {
+            assert_eq!(config.validate().unwrap_err().setting, setting);
+        }
+        let mut config = ServerConfig::default();
+        config.connection.first_frame_timeout = Duration::ZERO;
+        assert_eq!(config.validate().unwrap_err().setting, "first-frame-timeout");
         let tls =
             |listen: &str| TlsListen { listen: listen.parse().unwrap(), cert: "c".into(), key: "k".into() };
         let listen = "127.0.0.1:8523".parse().unwrap();
@@ -620,26 +662,22 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_cap_follows_reloads_without_closing_anything() {
-        let config = ServerConfig { max_connections: 2, ..ServerConfig::default() };
-        let (limits, _) = watch::channel(LiveLimits::of(&config));
-        let set_cap = |max_connections| limits.send_modify(|live| live.max_connections = max_connections);
-        let mut cap = ConnectionCap::new(limits.subscribe());
-        let mut held: Vec<_> = (0..2).map(|_| cap.try_acquire().unwrap()).collect();
-        assert!(cap.try_acquire().is_none());
-        set_cap(3);
-        held.push(cap.try_acquire().unwrap());
-        assert!(cap.try_acquire().is_none());
-        // Lowered below the open count: nothing closes, and a slot opens again only
-        // once the count is below the new cap, even if it rises meanwhile.
-        set_cap(1);
-        assert!(cap.try_acquire().is_none());
-        set_cap(2);
-        held.truncate(1);
-        held.push(cap.try_acquire().unwrap());
-        assert!(cap.try_acquire().is_none());
-        set_cap(4);
-        let more: Vec<_> = (0..4).filter_map(|_| cap.try_acquire()).collect();
-        assert_eq!(more.len(), 2);
+    fn the_defaults_fit_a_hard_limit_of_20000() {
+        let config = ServerConfig::default();
+        let budgets = config.budgets();
+        assert_eq!((budgets.backends, budgets.clients, budgets.pending), (10_000, 8_192, 1_024));
+        let needed = (budgets.backends + budgets.clients + budgets.pending) as u64;
+        assert!(needed + crate::settings::RESERVED_DESCRIPTORS <= 20_000);
+        assert_eq!(config.connection.first_frame_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_handshake_is_bounded_by_the_first_frame_timeout() {
+        let mut limits = ConnectionLimits::default();
+        assert_eq!(handshake_timeout(&limits), Duration::from_secs(5));
+        limits.first_frame_timeout = Duration::from_secs(60);
+        assert_eq!(handshake_timeout(&limits), TLS_HANDSHAKE_TIMEOUT);
+        limits.frame_timeout = Duration::from_secs(2);
+        assert_eq!(handshake_timeout(&limits), Duration::from_secs(2));
     }
 }

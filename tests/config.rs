@@ -17,7 +17,7 @@ use loadwise::settings::{CATALOG, Layer, Settings};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use process::{DEADLINE, Proc, Spawn, request, run_to_end};
+use process::{DEADLINE, Proc, Spawn, request, run_to_end, run_wrapped_to_end};
 
 /// A scratch file, removed when the test ends.
 struct TempFile(PathBuf);
@@ -161,7 +161,7 @@ fn flags_win_over_the_environment_which_wins_over_the_file() {
     assert_eq!(dispatch.ttl, Duration::from_secs(6), "the environment over the file");
     assert_eq!(dispatch.max_clock_skew, Duration::from_secs(8), "the environment over the file");
     assert_eq!(dispatch.policy.name(), "original", "the flag over the environment");
-    assert_eq!(settings.server.max_connections, 10_000, "the default");
+    assert_eq!(settings.server.max_client_connections, 8_192, "the default");
 
     // The running dispatcher has the same settings; LOADWISE_CONFIG names the file.
     let env = [env.as_slice(), &[("LOADWISE_CONFIG", file.path())]].concat();
@@ -266,14 +266,92 @@ fn bad_values_name_the_setting_and_where_it_was_set() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("frame_timeout") && out.stderr.contains(file.path()), "{}", out.stderr);
 
-    let out = run_to_end(&["config", "show"], &[("LOADWISE_MAX_CONNECTIONS", "0")]);
+    let out = run_to_end(&["config", "show"], &[("LOADWISE_MAX_CLIENT_CONNECTIONS", "0")]);
     assert_eq!(out.code, Some(1), "{out:?}");
-    let named = out.stderr.contains("`max-connections`") && out.stderr.contains("LOADWISE_MAX_CONNECTIONS");
+    let named = out.stderr.contains("`max-client-connections`")
+        && out.stderr.contains("LOADWISE_MAX_CLIENT_CONNECTIONS");
     assert!(named, "{}", out.stderr);
 
     let out = run_to_end(&["config", "show", "--admin-listen", "nowhere"], &[]);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("--admin-listen"), "{}", out.stderr);
+}
+
+#[test]
+fn the_retired_max_connections_is_refused_from_every_source() {
+    let out = run_to_end(&["config", "show", "--max-connections", "10"], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--max-connections"), "{}", out.stderr);
+
+    let file = TempFile::new("retired.toml", "max_connections = 10000\n");
+    let out = run_to_end(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let explained =
+        out.stderr.contains("`max_connections`") && out.stderr.contains("replaced by max_client_connections");
+    assert!(explained && out.stderr.contains(file.path()), "{}", out.stderr);
+
+    // A variable would otherwise be ignored in silence.
+    for command in [&["config", "show"][..], &["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"]] {
+        let out = run_to_end(command, &[("LOADWISE_MAX_CONNECTIONS", "10000")]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        let explained = out.stderr.contains("LOADWISE_MAX_CONNECTIONS is no longer read")
+            && out.stderr.contains("max_client_connections");
+        assert!(explained, "{}", out.stderr);
+    }
+}
+
+/// Runs the binary with its open-file limit, soft and hard, lowered to `limit`.
+fn with_descriptor_limit(limit: u64, args: &[&str]) -> process::Finished {
+    let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+    run_wrapped_to_end(&["sh", "-c", &script], args, &[])
+}
+
+#[test]
+fn budgets_left_at_their_default_shrink_to_the_open_file_limit_with_a_warning() {
+    let out = with_descriptor_limit(4096, &["config", "show"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut settings = Settings::default();
+    Layer::parse(&out.stdout).unwrap().apply(&mut settings).unwrap();
+    let server = &settings.server;
+    let budgets =
+        [server.dispatch.max_backends, server.max_client_connections, server.max_pending_connections];
+    assert!(budgets.iter().sum::<usize>() <= 4096 - 256, "{budgets:?}");
+    for (setting, default) in
+        [("max-backends", 10_000), ("max-client-connections", 8_192), ("max-pending-connections", 1_024)]
+    {
+        let warning = format!("warning: {setting} lowered from its default {default} to ");
+        assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    }
+
+    // serve itself warns at start (and here stops at once: its port is taken).
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = with_descriptor_limit(4096, &["serve", "--listen", &listen, "--admin-listen", "off"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("max-backends lowered from its default 10000"), "{}", out.stderr);
+}
+
+#[test]
+fn explicit_budgets_that_cannot_fit_are_refused_at_start_and_at_reload() {
+    let out = with_descriptor_limit(4096, &["config", "show", "--max-client-connections", "5000"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = out.stderr.contains("`max-client-connections` = 5000 (set by --max-client-connections)");
+    assert!(named && out.stderr.contains("open-file limit 4096"), "{}", out.stderr);
+    let out = with_descriptor_limit(
+        4096,
+        &["serve", "--listen", "127.0.0.1:0", "--max-client-connections", "5000"],
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("`max-client-connections` = 5000"), "{}", out.stderr);
+
+    let file = TempFile::new("budgets.toml", "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"off\"\n");
+    let mut serve = Serve::start(&["--config", file.path(), "--admin-listen", "off"], &[]);
+    file.write("listen = \"127.0.0.1:0\"\nmax_client_connections = 1000000000000\n");
+    serve.signal("HUP");
+    let refused = serve.wait_for_line("reload refused");
+    let named = refused.contains("`max-client-connections` = 1000000000000") && refused.contains(file.path());
+    assert!(named, "{refused}");
+    assert_eq!(serve.stop(), Some(0));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loadwise::ConnectionLimits;
-use loadwise::dispatcher::DispatchSettings;
+use loadwise::dispatcher::{ConnectionKind, ConnectionRefusal, DispatchSettings};
 use loadwise::server::ServerConfig;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -612,7 +612,12 @@ async fn a_thousand_idle_connections_are_all_released() {
     }
     // Counts this process's sockets, so no other test may open any meanwhile.
     let _exclusive = exclusive_access().await;
-    let server = TestServer::start().await;
+    // They stay pending and all come from 127.0.0.1: room for them all, for long enough.
+    let mut config =
+        ServerConfig { max_connections_per_peer: CONNECTIONS as usize, ..ServerConfig::default() };
+    config.max_pending_connections = CONNECTIONS as usize;
+    config.connection.first_frame_timeout = Duration::from_secs(600);
+    let server = TestServer::start_with(config).await;
     let baseline = open_tcp_sockets();
     let mut streams = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -627,32 +632,36 @@ async fn a_thousand_idle_connections_are_all_released() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_cap_are_closed_and_counted() {
+async fn connections_beyond_the_pending_headroom_are_closed_and_counted() {
     let _serial = shared_access().await;
-    let server = TestServer::start_with(ServerConfig { max_connections: 5, ..ServerConfig::default() }).await;
+    let server =
+        TestServer::start_with(ServerConfig { max_pending_connections: 4, ..ServerConfig::default() }).await;
     let _backend = server.register(10, "10.0.0.1", 1001).await;
-    let mut open = Vec::new();
+    let mut pending = Vec::new();
     for _ in 0..4 {
-        open.push(server.connect().await);
+        pending.push(server.connect().await);
     }
     server.wait_for_stat("five connections open", |s| s.connections_open, |n| n == 5).await;
-    let mut sixth = server.connect().await;
-    expect_closed(&mut sixth).await;
+    let mut fifth = server.connect().await;
+    expect_closed(&mut fifth).await;
     assert_eq!(server.stats().connections_refused, 1);
-    for stream in &mut open {
+    // A login makes a pending connection a client's, which frees its pending slot.
+    assert_eq!(login(&mut pending[0]).await, reply_for("10.0.0.1", 1001));
+    server.wait_for_stat("one pending slot free", |s| s.open(ConnectionKind::Pending), |n| n == 3).await;
+    let mut sixth = server.connect().await;
+    assert_eq!(login(&mut sixth).await, reply_for("10.0.0.1", 1001));
+    for stream in &mut pending {
         assert_eq!(login(stream).await, reply_for("10.0.0.1", 1001));
     }
-
-    drop(open.pop());
-    server.wait_for_stat("one connection released", |s| s.connections_open, |n| n == 4).await;
-    // The slot is released before the count drops, so this one is served.
-    let mut seventh = server.connect().await;
-    assert_eq!(login(&mut seventh).await, reply_for("10.0.0.1", 1001));
+    let stats = server.stats();
+    let by_kind = ConnectionKind::ALL.map(|kind| stats.open(kind));
+    assert_eq!(by_kind, [0, 5, 1], "pending, client, backend");
+    assert_eq!(stats.refused(ConnectionRefusal::PendingLimit), 1);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usable() {
+async fn a_backend_beyond_max_backends_is_refused_and_its_connection_closed() {
     let _serial = shared_access().await;
     let server = TestServer::start_with(ServerConfig {
         dispatch: DispatchSettings { max_backends: 2, ..DispatchSettings::default() },
@@ -661,11 +670,15 @@ async fn a_backend_beyond_max_backends_is_refused_but_its_connection_stays_usabl
     .await;
     let _a = server.register(10, "10.0.0.1", 1001).await;
     let _b = server.register(90, "10.0.0.2", 1002).await;
+    // max_backends is also the budget of backend connections: a third connection's
+    // heartbeat finds it full, and the connection is closed with nothing sent.
     let mut third = server.connect().await;
-    send(&mut third, &heartbeat(0, "10.0.0.3", 1003)).await;
-    server.wait_for_stat("heartbeat refused", |s| s.refused_heartbeats, |n| n == 1).await;
+    send(&mut third, &[heartbeat(0, "10.0.0.3", 1003), login_now()].concat()).await;
+    expect_closed(&mut third).await;
+    assert_eq!(server.stats().refused(ConnectionRefusal::BackendLimit), 1);
     assert_eq!(server.dispatcher.backend_count(), 2);
-    assert_eq!(login(&mut third).await, reply_for("10.0.0.1", 1001));
+    let mut client = server.connect().await;
+    assert_eq!(login(&mut client).await, reply_for("10.0.0.1", 1001));
     server.stop().await;
 }
 

@@ -13,7 +13,7 @@ use common::{TempDir, expect_closed, heartbeat, send, wait_until, within};
 use loadwise::agent::AgentConfig;
 use loadwise::client::{self, Failover, FailoverConfig, PickError};
 use loadwise::dial::DialError;
-use loadwise::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, StatsSnapshot};
 use loadwise::protocol::v2::ServiceName;
 use loadwise::server::{Server, ServerConfig, ServerError, TlsListen};
 use loadwise::tls::ClientTls;
@@ -246,20 +246,36 @@ async fn plain_tcp_on_the_tls_port_is_closed_within_the_handshake_timeout_withou
 }
 
 #[tokio::test]
-async fn both_listeners_share_one_connection_cap() {
-    let pki = Pki::new("cap");
-    let dispatch =
-        Dispatch::start(&pki, ServerConfig { max_connections: 2, ..ServerConfig::default() }).await;
+async fn both_listeners_share_the_budgets_and_a_handshake_holds_a_pending_slot() {
+    let pki = Pki::new("budgets");
+    let config =
+        ServerConfig { max_pending_connections: 1, max_client_connections: 1, ..ServerConfig::default() };
+    let dispatch = Dispatch::start(&pki, config).await;
     let _backend = dispatch.register_plain("10.0.0.10", 7010).await;
-    // The second slot goes to a TLS client, whose pick works.
-    let tls = pki.client();
-    let mut held = loadwise::dial::open(&dispatch.tls.to_string(), Some(&tls)).await.unwrap();
-    wait_until("two connections open", || dispatch.stats().connections_open == 2).await;
-    // Full: a third connection is closed on accept, on either listener.
+    // A TLS peer that has not finished its handshake is pending: with the headroom
+    // full, a plain connection is closed on accept.
+    let silent = within(TcpStream::connect(dispatch.tls)).await.unwrap();
+    wait_until("the handshake pending", || dispatch.stats().open(ConnectionKind::Pending) == 1).await;
     let mut refused = within(TcpStream::connect(dispatch.plain)).await.unwrap();
     expect_closed(&mut refused).await;
-    assert!(dispatch.pick_tls(&tls).await.is_err());
-    assert_eq!(dispatch.stats().connections_refused, 2);
+    assert_eq!(dispatch.stats().refused(ConnectionRefusal::PendingLimit), 1);
+    drop(silent);
+    wait_until("the headroom free", || dispatch.stats().open(ConnectionKind::Pending) == 0).await;
+
+    // The one client slot goes to a TLS client, whose pick works.
+    let tls = pki.client();
+    let mut held = loadwise::dial::open(&dispatch.tls.to_string(), Some(&tls)).await.unwrap();
+    held.write_all(&common::login_now()).await.unwrap();
+    held.flush().await.unwrap();
+    let assigned = within(client::read_reply(&mut held)).await.unwrap();
+    assert_eq!(assigned.to_string(), "10.0.0.10:7010");
+    // Full: a plain client's login gets the error reply, and its connection is closed.
+    let mut plain = within(TcpStream::connect(dispatch.plain)).await.unwrap();
+    send(&mut plain, &common::login_now()).await;
+    let mut reply = Vec::new();
+    within(plain.read_to_end(&mut reply)).await.unwrap();
+    assert_eq!(reply, common::ERROR_REPLY);
+    assert_eq!(dispatch.stats().refused(ConnectionRefusal::ClientLimit), 1);
     // The held TLS connection is served all the same.
     held.write_all(&common::login_now()).await.unwrap();
     held.flush().await.unwrap();

@@ -830,15 +830,16 @@ async fn a_backend_over_the_limit_gets_error_13_and_registers_once_there_is_room
     let mut second = Peer::connect(&server).await;
     second.heartbeat(heartbeat("chat", 2, "10.9.0.4:7004", 30)).await;
     second.expect_error(ErrorCode::BACKEND_LIMIT).await;
+    // Over the backend connection budget (max_backends): closed after the Error.
+    second.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 1);
     assert_eq!(server.stats().v2_refusals_with(ErrorCode::BACKEND_LIMIT), 1);
     assert_declined(client_pick(&server, "chat").await, ErrorCode::UNKNOWN_SERVICE);
 
-    // Still open: once the first backend has gone, its next heartbeat registers it.
+    // Once the first backend has gone, a new connection's heartbeat registers it.
     drop(first);
     wait_until("the first backend removed", || server.dispatcher.backend_count() == 0).await;
-    second.heartbeat(heartbeat("chat", 2, "10.9.0.4:7004", 30)).await;
-    wait_for_v2(&server, "chat", 2).await;
+    let _second = v2_backend(&server, heartbeat("chat", 2, "10.9.0.4:7004", 30)).await;
     server.stop().await;
 }
 

@@ -178,16 +178,23 @@ impl BenchArgs {
     }
 
     /// The in-process dispatcher: default settings, with room for every connection
-    /// and backend of the run, and the run's secret.
+    /// and backend of the run, and the run's secret. Idle connections send nothing,
+    /// so they stay pending: the headroom and first-frame timeout make room for them.
     fn spawn_config(&self, secret: Option<Secret>) -> ServerConfig {
         let defaults = ServerConfig::default();
-        let connections = self.conns + self.backends + 64;
+        let connections = self.conns + 64;
         let mut config = ServerConfig {
-            max_connections: defaults.max_connections.max(connections),
+            max_client_connections: defaults.max_client_connections.max(connections),
             shutdown_grace: Duration::from_secs(1),
             ..defaults
         };
-        config.dispatch.max_backends = config.dispatch.max_backends.max(connections);
+        // Bench clients may heartbeat too (--mode heartbeat, mixed).
+        config.dispatch.max_backends = config.dispatch.max_backends.max(self.backends + connections);
+        if self.mode == ModeArg::Idle {
+            config.max_pending_connections = config.max_pending_connections.max(connections);
+            let run = self.duration.unwrap_or(Duration::from_secs(5)) + self.timeout;
+            config.connection.first_frame_timeout = config.connection.first_frame_timeout.max(run);
+        }
         config.connection.secret = secret;
         config
     }

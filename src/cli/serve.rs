@@ -18,9 +18,13 @@ use super::{ConfigAction, ConfigArgs, ServeArgs};
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Before anything else: SIGHUP's default action would end the process.
     let hangups = listen_for_hangups();
-    let sources = args.sources();
+    refuse_retired_variables()?;
+    let mut sources = args.sources();
+    // Every connection holds a descriptor: the budgets are fitted to the limit
+    // raised as far as it goes, at start and at each reload.
+    sources.descriptor_limit = raise_descriptor_limit();
     let loaded = sources.load()?;
-    raise_descriptor_limit(loaded.settings.server.max_connections);
+    warn_shrunk(&loaded);
     let server = Server::bind(loaded.settings.server.clone()).await?;
     let admin = bind_admin(&loaded, server.dispatcher()).await?;
     let stop_admin = CancellationToken::new();
@@ -39,9 +43,43 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
 pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
     match args.action {
         ConfigAction::Example => print!("{}", settings::example()),
-        ConfigAction::Show(args) => print!("{}", settings::render(&args.sources().load()?.settings)),
+        ConfigAction::Show(args) => {
+            refuse_retired_variables()?;
+            // What serve would fit the budgets to: the hard limit it raises to.
+            let mut sources = args.sources();
+            sources.descriptor_limit = hard_descriptor_limit();
+            let loaded = sources.load()?;
+            for shrunk in &loaded.shrunk {
+                eprintln!("loadwise: warning: {shrunk}");
+            }
+            print!("{}", settings::render(&loaded.settings));
+        }
     }
     Ok(())
+}
+
+/// Fails naming a variable of a setting that no longer exists: unlike a flag or a
+/// file key, which are refused as unknown, it would otherwise be ignored silently.
+fn refuse_retired_variables() -> anyhow::Result<()> {
+    for (variable, hint) in settings::RETIRED_VARIABLES {
+        if std::env::var_os(variable).is_some() {
+            anyhow::bail!("{variable} is no longer read: {hint}; unset it");
+        }
+    }
+    Ok(())
+}
+
+/// Warns about each budget left at its default that was lowered to fit.
+fn warn_shrunk(loaded: &Loaded) {
+    for shrunk in &loaded.shrunk {
+        tracing::warn!(
+            setting = shrunk.setting,
+            default = shrunk.default,
+            fitted = shrunk.fitted,
+            limit = shrunk.limit,
+            "{shrunk}"
+        );
+    }
 }
 
 /// Binds the admin API unless it is off. Its address is logged when it starts.
@@ -106,6 +144,7 @@ impl Reloader {
                 return;
             }
         };
+        warn_shrunk(&next);
         let changes = settings::diff(&self.current, &next);
         next.settings.keep_restart_only(&self.current.settings);
         if let Err(error) = self.server.apply(&next.settings.server) {
@@ -140,20 +179,19 @@ fn log_changes(changes: &[Change]) {
     tracing::info!(changed = applied, "configuration reloaded");
 }
 
-/// Each connection needs a file descriptor; raise the soft limit as far as the hard
-/// limit allows and say so if it is still below the connection cap.
-fn raise_descriptor_limit(max_connections: usize) {
-    // Leave room for the listener, logging and the runtime.
-    let wanted = max_connections as u64 + 64;
-    match rlimit::increase_nofile_limit(wanted) {
-        Ok(limit) if limit < wanted => {
-            tracing::warn!(
-                limit,
-                max_connections,
-                "the open-file limit is below --max-connections; accepts may fail"
-            )
+/// Raises the soft open-file limit to the hard one, and returns it: the most
+/// descriptors the process may open. `None` (with a warning) if it cannot be read.
+fn raise_descriptor_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit; the connection budgets are not checked against it");
+            None
         }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
     }
+}
+
+/// The hard open-file limit, which `serve` would raise the soft one to.
+fn hard_descriptor_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(_, hard)| hard)
 }

@@ -92,7 +92,12 @@ pub const CATALOG: &[SettingInfo] = &[
         "A login whose timestamp is further than this from the dispatcher's clock gets\n\
          the error reply. Whole seconds.",
     ),
-    live("max_backends", "Most backends registered at once; heartbeats of further ones are refused."),
+    live(
+        "max_backends",
+        "Most backends registered at once, and most backend connections open (those that\n\
+         have sent a heartbeat or a v2 Register); heartbeats of further backends are\n\
+         refused, and a further connection's first heartbeat closes it (v2: Error 13).",
+    ),
     live(
         "slow_start",
         "For this long after a backend registers, the clients sent to it count extra\n\
@@ -106,9 +111,21 @@ pub const CATALOG: &[SettingInfo] = &[
     live("min_cost", "The smallest cost of one client (percent) that learning may settle on."),
     live("max_cost", "The largest cost of one client (percent) that learning may settle on."),
     live(
-        "max_connections",
-        "Most connections open at once; further ones are closed as they arrive. Lowering\n\
-         it closes no open connection.",
+        "max_client_connections",
+        "Most client connections open at once (those that have sent a login or a v2\n\
+         PickRequest, and no heartbeat); a further one's login gets the error reply (v2:\n\
+         status 14, busy) and is closed. Lowering it closes no open connection.",
+    ),
+    live(
+        "max_pending_connections",
+        "Most connections open at once that have not yet sent a heartbeat, login or\n\
+         pick; further ones are closed as they arrive. Legacy backends send their first\n\
+         heartbeat a second after connecting: allow for as many as connect in a second.",
+    ),
+    live(
+        "max_connections_per_peer",
+        "Most client and pending connections open at once from one IP address; further\n\
+         ones are closed as they arrive. Backend connections are not counted.",
     ),
     live(
         "max_frame_len",
@@ -121,6 +138,11 @@ pub const CATALOG: &[SettingInfo] = &[
          are decoded, so this bounds what one connection can make the dispatcher hold.",
     ),
     live("frame_timeout", "Close a connection that holds an incomplete frame for this long."),
+    live(
+        "first_frame_timeout",
+        "Close a connection that has sent no heartbeat, login or pick this long after it\n\
+         was accepted (a TLS handshake included).",
+    ),
     live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
     live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
     live("shutdown_grace", "On SIGINT/SIGTERM, how long connections may finish before they are closed."),

@@ -49,7 +49,13 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
+    pub max_client_connections: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_connections: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_peer: Option<usize>,
+    #[serde(default, with = "as_duration", skip_serializing_if = "Option::is_none")]
+    pub first_frame_timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_len: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +123,7 @@ impl Layer {
     /// Parses a configuration file's text. The message, on one line, quotes the
     /// offending line, which names the key.
     pub fn parse(text: &str) -> Result<Layer, String> {
-        toml::from_str(text).map_err(|error| describe(text, &error))
+        toml::from_str(text).map_err(|error| describe(text, &error) + &retired_hint(text))
     }
 
     /// Every setting of `settings`, as a layer that sets them all (the admin token
@@ -140,7 +146,10 @@ impl Layer {
             prior_cost: Some(load.prior_cost),
             min_cost: Some(load.min_cost),
             max_cost: Some(load.max_cost),
-            max_connections: Some(server.max_connections),
+            max_client_connections: Some(server.max_client_connections),
+            max_pending_connections: Some(server.max_pending_connections),
+            max_connections_per_peer: Some(server.max_connections_per_peer),
+            first_frame_timeout: Some(connection.first_frame_timeout),
             max_frame_len: Some(connection.max_frame_len),
             max_v2_frame_len: Some(connection.max_v2_frame_len),
             frame_timeout: Some(connection.frame_timeout),
@@ -185,8 +194,11 @@ impl Layer {
                 dispatch.service_scoring.insert(name.clone(), scoring.clone());
             }
         }
-        set(&mut server.max_connections, self.max_connections);
+        set(&mut server.max_client_connections, self.max_client_connections);
+        set(&mut server.max_pending_connections, self.max_pending_connections);
+        set(&mut server.max_connections_per_peer, self.max_connections_per_peer);
         let connection = &mut server.connection;
+        set(&mut connection.first_frame_timeout, self.first_frame_timeout);
         set(&mut connection.max_frame_len, self.max_frame_len);
         set(&mut connection.max_v2_frame_len, self.max_v2_frame_len);
         set(&mut connection.frame_timeout, self.frame_timeout);
@@ -255,6 +267,26 @@ impl AdminLayer {
         }
         Ok(())
     }
+}
+
+/// Settings that no longer exist, and what took their place.
+pub(crate) const RETIRED: &[(&str, &str)] = &[("max_connections", MAX_CONNECTIONS_RETIRED)];
+
+/// The variables of settings that no longer exist, and what took their place.
+pub const RETIRED_VARIABLES: &[(&str, &str)] = &[("LOADWISE_MAX_CONNECTIONS", MAX_CONNECTIONS_RETIRED)];
+
+const MAX_CONNECTIONS_RETIRED: &str = "max_connections was replaced by max_client_connections, \
+    max_pending_connections and max_connections_per_peer; backend connections count against max_backends";
+
+/// ` (what replaced it)` when the file sets a retired setting, else nothing.
+fn retired_hint(text: &str) -> String {
+    let sets = |key: &str| {
+        text.lines().any(|line| {
+            let rest = line.trim_start().strip_prefix(key);
+            rest.is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    RETIRED.iter().find(|(key, _)| sets(key)).map(|(_, hint)| format!(" ({hint})")).unwrap_or_default()
 }
 
 /// `line 3, `ttl = 3`: invalid type: ...`.

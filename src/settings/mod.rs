@@ -17,8 +17,10 @@
 //! | `catalog.rs` | [`CATALOG`]: every setting's key, flag, variable, default and doc |
 //! | `render.rs` | settings as a commented TOML file ([`example`], [`render`]) |
 //! | `diff.rs` | what changed between two loads, and whether it applies live |
+//! | `descriptors.rs` | the connection budgets fitted to the open-file limit |
 
 mod catalog;
+mod descriptors;
 mod diff;
 mod layer;
 mod render;
@@ -31,8 +33,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
+pub use descriptors::{Budget, RESERVED_DESCRIPTORS, Shrunk, TooManyDescriptors, fit};
 pub use diff::{Change, diff};
-pub use layer::{AdminLayer, Layer, ServiceLayer};
+pub use layer::{AdminLayer, Layer, RETIRED_VARIABLES, ServiceLayer};
 pub use render::{example, render};
 pub use text::{
     AdminListen, BadListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, TlsListenAddr,
@@ -133,6 +136,9 @@ pub struct Loaded {
     pub settings: Settings,
     /// The admin token's text, read from its source; `None` refuses actions.
     pub admin_token: Option<String>,
+    /// The budgets left at their default that were lowered to fit the open-file
+    /// limit, for the caller to warn about.
+    pub shrunk: Vec<Shrunk>,
 }
 
 /// Where a process's settings come from, kept so that a reload reads them again.
@@ -145,6 +151,9 @@ pub struct Sources {
     /// For each key the overrides set, how: the flag (`--ttl`) or the variable
     /// (`LOADWISE_TTL`). Errors name it.
     pub origins: BTreeMap<String, String>,
+    /// The most file descriptors the process may open, which the connection budgets
+    /// must fit under (see [`fit`]); `None` fits nothing.
+    pub descriptor_limit: Option<u64>,
 }
 
 /// Why settings could not be loaded.
@@ -162,20 +171,52 @@ pub enum SettingsError {
     TokenFile { path: PathBuf, origin: String, error: std::io::Error },
     #[error("cannot read the auth secret file {} (set by {origin}): {error}", path.display())]
     SecretFile { path: PathBuf, origin: String, error: std::io::Error },
+    #[error(transparent)]
+    Descriptors(#[from] TooManyDescriptors),
 }
 
 impl Sources {
-    /// Reads the file (if any), merges it under the overrides, validates the result
-    /// and reads the admin token and the auth secret.
+    /// Reads the file (if any), merges it under the overrides, validates the result,
+    /// fits the connection budgets to the descriptor limit, and reads the admin token
+    /// and the auth secret.
     pub fn load(&self) -> Result<Loaded, SettingsError> {
         let file = match &self.file {
             Some(path) => read_file(path)?,
             None => Layer::default(),
         };
         let mut settings = self.merge(&file)?;
+        let shrunk = match self.descriptor_limit {
+            Some(limit) => self.fit_budgets(&mut settings, &file, limit)?,
+            None => Vec::new(),
+        };
         let admin_token = self.read_token(&settings, &file)?;
         settings.server.connection.secret = self.read_secret(&settings, &file)?;
-        Ok(Loaded { settings, admin_token })
+        Ok(Loaded { settings, admin_token, shrunk })
+    }
+
+    /// Fits the backend, client and pending budgets under `limit` descriptors:
+    /// explicit ones must fit, defaulted ones shrink (and are returned).
+    fn fit_budgets(
+        &self,
+        settings: &mut Settings,
+        file: &Layer,
+        limit: u64,
+    ) -> Result<Vec<Shrunk>, SettingsError> {
+        let server = &mut settings.server;
+        let mut values = [
+            ("max-backends", &mut server.dispatch.max_backends),
+            ("max-client-connections", &mut server.max_client_connections),
+            ("max-pending-connections", &mut server.max_pending_connections),
+        ];
+        let budgets: Vec<Budget> = values
+            .iter()
+            .map(|(setting, value)| Budget { setting, value: **value, origin: self.set_by(file, setting) })
+            .collect();
+        let (fitted, shrunk) = fit(limit, &budgets)?;
+        for ((_, value), fitted) in values.iter_mut().zip(fitted) {
+            **value = fitted;
+        }
+        Ok(shrunk)
     }
 
     /// Lays the file and then the overrides over the defaults, and validates.
@@ -225,18 +266,21 @@ impl Sources {
     /// Where the value of `setting` (named as on the command line) came from: the
     /// highest-precedence source that sets it.
     pub fn origin(&self, file: &Layer, setting: &str) -> String {
-        let Some(info) = CATALOG.iter().find(|info| info.flag() == setting) else {
-            return "the default".to_owned();
-        };
+        self.set_by(file, setting).unwrap_or_else(|| "the default".to_owned())
+    }
+
+    /// Which source sets `setting`, if any does; `None` for the default.
+    fn set_by(&self, file: &Layer, setting: &str) -> Option<String> {
+        let info = CATALOG.iter().find(|info| info.flag() == setting)?;
         if let Some(how) = self.origins.get(info.key) {
-            return how.clone();
+            return Some(how.clone());
         }
         if self.overrides.sets(info.key) {
-            return format!("--{} or {}", info.flag(), info.env());
+            return Some(format!("--{} or {}", info.flag(), info.env()));
         }
         match &self.file {
-            Some(path) if file.sets(info.key) => format!("`{}` in {}", info.file_key(), path.display()),
-            _ => "the default".to_owned(),
+            Some(path) if file.sets(info.key) => Some(format!("`{}` in {}", info.file_key(), path.display())),
+            _ => None,
         }
     }
 }

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use crate::protocol::v2::auth::Secret;
 use crate::selection::Policy;
 
 fn loaded(settings: Settings) -> Loaded {
-    Loaded { settings, admin_token: None }
+    Loaded { settings, admin_token: None, shrunk: Vec::new() }
 }
 
 fn service(name: &str) -> ServiceName {
@@ -26,7 +25,7 @@ fn service_overrides(entries: &[&str]) -> Layer {
 }
 
 fn sources(overrides: Layer) -> Sources {
-    Sources { file: Some("/etc/loadwise/loadwise.toml".into()), overrides, origins: BTreeMap::new() }
+    Sources { file: Some("/etc/loadwise/loadwise.toml".into()), overrides, ..Sources::default() }
 }
 
 #[test]
@@ -87,7 +86,7 @@ fn overrides_win_over_the_file_which_wins_over_defaults() {
     assert_eq!(settings.server.dispatch.ttl, Duration::from_secs(9));
     assert_eq!(settings.server.dispatch.policy, Policy::P2c);
     assert_eq!(settings.server.dispatch.max_backends, 7);
-    assert_eq!(settings.server.max_connections, 10_000);
+    assert_eq!(settings.server.max_client_connections, 8_192);
 }
 
 #[test]
@@ -114,10 +113,12 @@ fn invalid_settings_name_the_setting_and_where_it_was_set() {
     let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
     assert!(error.contains("`ttl`") && error.contains("/etc/loadwise/loadwise.toml"), "{error}");
 
-    let mut from_env = sources(Layer { max_connections: Some(0), ..Layer::default() });
-    from_env.origins.insert("max_connections".into(), "LOADWISE_MAX_CONNECTIONS".into());
+    let mut from_env = sources(Layer { max_client_connections: Some(0), ..Layer::default() });
+    from_env.origins.insert("max_client_connections".into(), "LOADWISE_MAX_CLIENT_CONNECTIONS".into());
     let error = from_env.merge(&Layer::default()).unwrap_err().to_string();
-    assert!(error.contains("`max-connections`") && error.contains("LOADWISE_MAX_CONNECTIONS"), "{error}");
+    let named =
+        error.contains("`max-client-connections`") && error.contains("LOADWISE_MAX_CLIENT_CONNECTIONS");
+    assert!(named, "{error}");
 }
 
 #[test]
@@ -210,7 +211,10 @@ fn every_setting_the_server_validates_is_in_the_catalogue() {
         "min-cost",
         "max-cost",
         "prior-cost",
-        "max-connections",
+        "max-client-connections",
+        "max-pending-connections",
+        "max-connections-per-peer",
+        "first-frame-timeout",
         "frame-timeout",
         "write-timeout",
         "idle-timeout",
@@ -349,7 +353,7 @@ impl Drop for Scratch {
 
 fn secret_sources(path: &Path) -> Sources {
     let overrides = Layer { auth_secret_file: Some(path.to_owned()), ..Layer::default() };
-    let mut sources = Sources { file: None, overrides, origins: BTreeMap::new() };
+    let mut sources = Sources { file: None, overrides, ..Sources::default() };
     sources.origins.insert("auth_secret_file".into(), "--auth-secret-file".into());
     sources
 }
@@ -436,4 +440,62 @@ fn half_a_tls_listener_is_named() {
     }
     let error = Layer::parse("tls_listen = \"8443\"\n").unwrap_err();
     assert!(error.contains("tls_listen") && error.contains("off"), "{error}");
+}
+
+/// Sources with no file, the given overrides, and the open-file limit `limit`.
+fn limited(overrides: Layer, origins: &[(&str, &str)], limit: u64) -> Sources {
+    let origins = origins.iter().map(|(key, how)| ((*key).to_owned(), (*how).to_owned())).collect();
+    Sources { overrides, origins, descriptor_limit: Some(limit), ..Sources::default() }
+}
+
+#[test]
+fn budgets_left_at_their_default_shrink_to_fit_the_descriptor_limit() {
+    let loaded = limited(Layer::default(), &[], 20_000).load().unwrap();
+    assert_eq!(loaded.shrunk, vec![]);
+    assert_eq!(loaded.settings, Settings::default());
+
+    let overrides = Layer { max_pending_connections: Some(100), ..Layer::default() };
+    let loaded = limited(overrides, &[("max_pending_connections", "--max-pending-connections")], 4_096)
+        .load()
+        .unwrap();
+    let server = &loaded.settings.server;
+    assert_eq!(server.max_pending_connections, 100, "an explicit value is kept");
+    let total = server.dispatch.max_backends + server.max_client_connections + 100;
+    assert!(total as u64 + RESERVED_DESCRIPTORS <= 4_096, "{total}");
+    let names: Vec<_> = loaded.shrunk.iter().map(|shrunk| shrunk.setting).collect();
+    assert_eq!(names, ["max-backends", "max-client-connections"]);
+    assert_eq!(loaded.shrunk[0].fitted, server.dispatch.max_backends);
+    assert!(loaded.shrunk[0].to_string().starts_with("max-backends lowered from its default 10000 to "));
+}
+
+#[test]
+fn explicit_budgets_that_cannot_fit_are_refused_naming_them_and_their_source() {
+    let file = Layer::parse("max_backends = 15000\n").unwrap();
+    let overrides = Layer { max_client_connections: Some(8_192), ..Layer::default() };
+    let sources =
+        limited(overrides, &[("max_client_connections", "LOADWISE_MAX_CLIENT_CONNECTIONS")], 20_000);
+    let sources = Sources { file: Some("/etc/loadwise/loadwise.toml".into()), ..sources };
+    let mut settings = sources.merge(&file).unwrap();
+    let error = sources.fit_budgets(&mut settings, &file, 20_000).unwrap_err().to_string();
+    assert!(
+        error.contains("`max-backends` = 15000 (set by `max_backends` in /etc/loadwise/loadwise.toml)"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`max-client-connections` = 8192 (set by LOADWISE_MAX_CLIENT_CONNECTIONS)"),
+        "{error}"
+    );
+    assert!(error.contains("open-file limit 20000"), "{error}");
+    assert!(!error.contains("max-pending-connections"), "defaults are not to blame: {error}");
+}
+
+#[test]
+fn the_retired_max_connections_is_refused_with_what_replaced_it() {
+    let error = Layer::parse("ttl = \"3s\"\nmax_connections = 10000\n").unwrap_err();
+    assert!(error.contains("line 2") && error.contains("`max_connections`"), "{error}");
+    assert!(error.contains("replaced by max_client_connections"), "{error}");
+    let error = Layer::parse("tll = \"3s\"\n").unwrap_err();
+    assert!(!error.contains("replaced"), "{error}");
+    assert!(SettingInfo::find("max_connections").is_none());
+    assert_eq!(RETIRED_VARIABLES[0].0, "LOADWISE_MAX_CONNECTIONS");
 }

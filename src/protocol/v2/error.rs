@@ -46,11 +46,16 @@ impl ErrorCode {
     pub const FRAME_LENGTH: ErrorCode = code(11);
     /// A message the dispatcher never accepts (Challenge, Registered, PickReply, Error).
     pub const UNEXPECTED: ErrorCode = code(12);
-    /// A heartbeat that would register more backends than the dispatcher allows.
+    /// A heartbeat that would register more backends than the dispatcher allows; or
+    /// a Register or first heartbeat on a connection over the backend budget, which
+    /// is then closed.
     pub const BACKEND_LIMIT: ErrorCode = code(13);
+    /// PickReply: the dispatcher has as many client connections as it allows; the
+    /// connection is closed. Retry later, or ask another dispatcher.
+    pub const BUSY: ErrorCode = code(14);
 
     /// Every code this version defines, with its name.
-    pub const ALL: [(ErrorCode, &'static str); 13] = [
+    pub const ALL: [(ErrorCode, &'static str); 14] = [
         (ErrorCode::NO_BACKEND, "no backend"),
         (ErrorCode::CLOCK_SKEW, "clock skew"),
         (ErrorCode::UNKNOWN_SERVICE, "unknown service"),
@@ -64,6 +69,7 @@ impl ErrorCode {
         (ErrorCode::FRAME_LENGTH, "bad frame length"),
         (ErrorCode::UNEXPECTED, "unexpected message"),
         (ErrorCode::BACKEND_LIMIT, "backend limit reached"),
+        (ErrorCode::BUSY, "busy"),
     ];
 
     /// The code with this value; `None` for 0 (success).

@@ -168,6 +168,13 @@ fn expected() -> Vec<(&'static str, Expect)> {
             })),
         ),
         (
+            "pick-reply-busy",
+            Frame(Message::PickReply(PickReply {
+                request_id: 7,
+                outcome: PickOutcome::Refused(ErrorCode::BUSY),
+            })),
+        ),
+        (
             "error-unknown-type",
             Frame(Message::Error(ErrorMessage::new(ErrorCode::UNKNOWN_TYPE, "unknown type 0x7e"))),
         ),
@@ -407,7 +414,7 @@ fn one_byte_at_a_time_gives_the_same_frames() {
     let stream = doc_stream();
     let whole = decode_chunked(&[&stream]);
     assert_eq!(whole.1, Some(DecodeError::TooLong { len: 4097, max: MAX }));
-    assert_eq!(whole.0.len(), 24, "{:#?}", whole.0);
+    assert_eq!(whole.0.len(), 25, "{:#?}", whole.0);
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(decode_chunked(&bytes), whole);
 }
