@@ -7,7 +7,8 @@
 //!
 //! Label cardinality is bounded: a service exists while it has a backend (the
 //! default one always), so there are at most `max_backends + 1` services; refusal
-//! codes are the fixed list of [`ErrorCode::ALL`] and `other`.
+//! codes are the fixed list of [`ErrorCode::ALL`] and `other`; connection kinds and
+//! refusal reasons are fixed lists too.
 
 use std::fmt::Error;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
-use crate::dispatcher::{Dispatcher, LatencyHistogram, StatsSnapshot};
+use crate::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, StatsSnapshot};
 use crate::protocol::v2::ErrorCode;
 use crate::selection::BackendState;
 
@@ -183,15 +184,34 @@ fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> 
 }
 
 fn encode_connections(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+    let help = "TCP connections, accepted or refused as they arrived (by the per-peer cap or a full pending headroom).";
     family(
         encoder,
-        ("connections", "TCP connections, accepted or refused at the connection limit.", MetricType::Counter),
+        ("connections", help, MetricType::Counter),
         &[
             (&[("result", "accepted")], stats.connections_accepted),
             (&[("result", "refused")], stats.connections_refused),
         ],
     )?;
-    gauge(encoder, "connections_open", "TCP connections open now.", stats.connections_open)
+    gauge(encoder, "connections_open", "TCP connections open now.", stats.connections_open)?;
+    let by_kind: Vec<[(&'static str, &str); 1]> =
+        ConnectionKind::ALL.iter().map(|kind| [("kind", kind.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> = by_kind
+        .iter()
+        .zip(ConnectionKind::ALL)
+        .map(|(labels, kind)| (&labels[..], stats.open(kind)))
+        .collect();
+    let help = "TCP connections open now, by kind: pending (nothing said yet), client (logged in or picked), backend (heartbeated); each has a budget.";
+    family(encoder, ("connections_open_by_kind", help, MetricType::Gauge), &series)?;
+    let reasons: Vec<[(&'static str, &str); 1]> =
+        ConnectionRefusal::ALL.iter().map(|reason| [("reason", reason.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> = reasons
+        .iter()
+        .zip(ConnectionRefusal::ALL)
+        .map(|(labels, reason)| (&labels[..], stats.refused(reason)))
+        .collect();
+    let help = "Connections refused or closed for a budget, by reason: at accept (peer_limit, pending_limit), at the first heartbeat, login or pick (backend_limit, client_limit), or for saying nothing of the kind in time (first_frame_timeout).";
+    family(encoder, ("connection_refusals", help, MetricType::Counter), &series)
 }
 
 fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
@@ -246,6 +266,30 @@ mod tests {
         assert!(labels.contains(&"authentication_failed".to_owned()), "{labels:?}");
         for label in &labels {
             assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{label}");
+        }
+    }
+
+    #[test]
+    fn connections_are_exposed_by_kind_and_refusals_by_reason() {
+        let dispatcher = Arc::new(Dispatcher::new(crate::dispatcher::DispatchSettings::default()));
+        let stats = dispatcher.stats();
+        stats.connections_by_kind[ConnectionKind::Client.index()]
+            .store(3, std::sync::atomic::Ordering::Relaxed);
+        stats.count_connection_refusal(ConnectionRefusal::PeerLimit);
+        stats.count_connection_refusal(ConnectionRefusal::ClientLimit);
+        stats.count_connection_refusal(ConnectionRefusal::ClientLimit);
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry(Arc::clone(&dispatcher))).unwrap();
+        for line in [
+            "loadwise_connections_open_by_kind{kind=\"pending\"} 0",
+            "loadwise_connections_open_by_kind{kind=\"client\"} 3",
+            "loadwise_connections_open_by_kind{kind=\"backend\"} 0",
+            "loadwise_connection_refusals_total{reason=\"peer_limit\"} 1",
+            "loadwise_connection_refusals_total{reason=\"client_limit\"} 2",
+            "loadwise_connection_refusals_total{reason=\"first_frame_timeout\"} 0",
+            "loadwise_connections_total{result=\"refused\"} 1",
+        ] {
+            assert!(body.lines().any(|l| l == line), "no {line} in:\n{body}");
         }
     }
 
