@@ -18,8 +18,10 @@ use super::outcome::ErrorKind;
 use super::register;
 use super::wire::{BackendFrames, Wire};
 
-/// Registrations in progress at once.
-const PARALLEL_REGISTRATIONS: usize = 256;
+/// Registrations in progress at once. A backend counts against its address's cap of
+/// client and pending connections until its first heartbeat is read, and the fake
+/// ones all come from one address: half the dispatcher's default cap (256).
+const PARALLEL_REGISTRATIONS: usize = 128;
 
 /// What the fake backends did during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

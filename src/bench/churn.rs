@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::conn::connect_once;
+use super::conn::connect_client;
 use super::outcome::{ErrorKind, Tally};
 use super::plan::{LoadPlan, WorkerState};
 use super::replies::{Owed, read_replies};
@@ -49,7 +49,7 @@ pub async fn run(plan: Arc<LoadPlan>, index: usize) -> Tally {
 /// counts as an attempt); everything after it is counted in the tally.
 async fn pick(plan: &LoadPlan, worker: &mut WorkerState, intended: Instant) -> Result<(), ErrorKind> {
     let started = Instant::now();
-    let mut stream = connect_once(plan.addr, plan.timeout).await?;
+    let mut stream = connect_client(plan.addr, plan.timeout).await?;
     let deadline = started + plan.timeout;
     worker.fill(plan.mode, 1);
     let owed = Owed { logins: 1, first_id: worker.batch.first_id };
