@@ -193,6 +193,10 @@ pub struct ServeArgs {
     /// ones are closed as they arrive.
     #[arg(long, env = "LOADWISE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
     pub max_connections_per_peer: Option<usize>,
+    /// Retired (replaced by the connection budgets): accepted here only to be refused
+    /// with what replaced it, rather than with a tip for a look-alike flag.
+    #[arg(long = "max-connections", hide = true, value_name = "N")]
+    pub retired_max_connections: Option<String>,
     /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
     #[arg(long, env = "LOADWISE_MAX_FRAME_LEN", value_name = "BYTES")]
     pub max_frame_len: Option<u16>,

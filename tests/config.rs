@@ -279,9 +279,13 @@ fn bad_values_name_the_setting_and_where_it_was_set() {
 
 #[test]
 fn the_retired_max_connections_is_refused_from_every_source() {
-    let out = run_to_end(&["config", "show", "--max-connections", "10"], &[]);
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(out.stderr.contains("--max-connections"), "{}", out.stderr);
+    for command in [&["config", "show"][..], &["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"]] {
+        let out = run_to_end(&[command, &["--max-connections", "10"]].concat(), &[]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        let explained = out.stderr.contains("--max-connections is no longer accepted")
+            && out.stderr.contains("replaced by max_client_connections");
+        assert!(explained, "{}", out.stderr);
+    }
 
     let file = TempFile::new("retired.toml", "max_connections = 10000\n");
     let out = run_to_end(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"], &[]);

@@ -18,7 +18,7 @@ use super::{ConfigAction, ConfigArgs, ServeArgs};
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Before anything else: SIGHUP's default action would end the process.
     let hangups = listen_for_hangups();
-    refuse_retired_variables()?;
+    refuse_retired(&args)?;
     let mut sources = args.sources();
     // Every connection holds a descriptor: the budgets are fitted to the limit
     // raised as far as it goes, at start and at each reload.
@@ -44,7 +44,7 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
     match args.action {
         ConfigAction::Example => print!("{}", settings::example()),
         ConfigAction::Show(args) => {
-            refuse_retired_variables()?;
+            refuse_retired(&args)?;
             // What serve would fit the budgets to: the hard limit it raises to.
             let mut sources = args.sources();
             sources.descriptor_limit = hard_descriptor_limit();
@@ -58,9 +58,14 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails naming a variable of a setting that no longer exists: unlike a flag or a
-/// file key, which are refused as unknown, it would otherwise be ignored silently.
-fn refuse_retired_variables() -> anyhow::Result<()> {
+/// Fails naming a flag or variable of a setting that no longer exists, with what
+/// replaced it: a variable would otherwise be ignored in silence, and the flag be
+/// met with a tip for a look-alike. (A file key is refused as unknown, with the same
+/// hint.)
+fn refuse_retired(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.retired_max_connections.is_some() {
+        anyhow::bail!("--max-connections is no longer accepted: {}", settings::MAX_CONNECTIONS_RETIRED);
+    }
     for (variable, hint) in settings::RETIRED_VARIABLES {
         if std::env::var_os(variable).is_some() {
             anyhow::bail!("{variable} is no longer read: {hint}; unset it");

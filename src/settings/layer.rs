@@ -275,7 +275,8 @@ pub(crate) const RETIRED: &[(&str, &str)] = &[("max_connections", MAX_CONNECTION
 /// The variables of settings that no longer exist, and what took their place.
 pub const RETIRED_VARIABLES: &[(&str, &str)] = &[("LOADWISE_MAX_CONNECTIONS", MAX_CONNECTIONS_RETIRED)];
 
-const MAX_CONNECTIONS_RETIRED: &str = "max_connections was replaced by max_client_connections, \
+/// What replaced `max_connections`.
+pub const MAX_CONNECTIONS_RETIRED: &str = "max_connections was replaced by max_client_connections, \
     max_pending_connections and max_connections_per_peer; backend connections count against max_backends";
 
 /// ` (what replaced it)` when the file sets a retired setting, else nothing.

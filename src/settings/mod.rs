@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
 pub use descriptors::{Budget, RESERVED_DESCRIPTORS, Shrunk, TooManyDescriptors, fit};
 pub use diff::{Change, diff};
-pub use layer::{AdminLayer, Layer, RETIRED_VARIABLES, ServiceLayer};
+pub use layer::{AdminLayer, Layer, MAX_CONNECTIONS_RETIRED, RETIRED_VARIABLES, ServiceLayer};
 pub use render::{example, render};
 pub use text::{
     AdminListen, BadListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, TlsListenAddr,
