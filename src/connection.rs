@@ -458,14 +458,14 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         match outcome {
             Ok(accepted) => {
                 if accepted.registered {
-                    tracing::info!(backend = %self.id, ip = ?heartbeat.ip, port = heartbeat.port, mem = heartbeat.mem, "backend registered");
+                    tracing::info!(service = %self.dispatcher().default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem, id = %self.id, "backend registered");
                 }
                 if accepted.first_invalid_report {
-                    tracing::warn!(backend = %self.id, ip = ?heartbeat.ip, port = heartbeat.port, mem = heartbeat.mem,
+                    tracing::warn!(service = %self.dispatcher().default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem,
                         "backend reports memory above 100%; ranking it after every valid report (an old sender?)");
                 }
             }
-            Err(refused) => self.log_refusal(&refused, batch.now()),
+            Err(refused) => self.log_refusal(heartbeat, &refused, batch.now()),
         }
     }
 
@@ -480,14 +480,15 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
         batch.unlock();
         if let Some(suppressed) = self.shared.refusal_log.should_log(batch.now()) {
-            tracing::warn!(peer = %self.peer, ip = ?heartbeat.ip, port = heartbeat.port, suppressed,
+            tracing::warn!(peer = %self.peer, backend = %heartbeat.ip.with_port(heartbeat.port), suppressed,
                 "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks");
         }
     }
 
-    fn log_refusal(&self, refused: &HeartbeatRefused, now: std::time::Instant) {
+    fn log_refusal(&self, heartbeat: &Heartbeat, refused: &HeartbeatRefused, now: std::time::Instant) {
         if let Some(suppressed) = self.shared.refusal_log.should_log(now) {
-            tracing::warn!(backend = %self.id, error = %refused, suppressed, "heartbeat refused");
+            let backend = heartbeat.ip.with_port(heartbeat.port);
+            tracing::warn!(peer = %self.peer, %backend, error = %refused, suppressed, "heartbeat refused");
         }
     }
 
@@ -498,7 +499,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             batch.unlock();
             match &outcome {
                 Ok(picked) => {
-                    tracing::debug!(backend = %picked.id, ip = ?picked.ip, port = picked.port, "login answered")
+                    tracing::debug!(backend = %picked.ip.with_port(picked.port), "login answered")
                 }
                 Err(refused) => tracing::debug!(%refused, "login refused"),
             }

@@ -303,6 +303,9 @@ pub struct Dispatcher {
     next_id: AtomicU64,
     /// Read on every login before the lock is taken, so kept apart from the table.
     max_clock_skew_secs: AtomicU64,
+    /// The service legacy backends belong to, fixed for the dispatcher's life: kept
+    /// apart from the table so that log lines can name it without the lock.
+    default_service: ServiceName,
     stats: Stats,
 }
 
@@ -352,12 +355,14 @@ impl Dispatcher {
 
     fn with_rng(settings: DispatchSettings, rng: StdRng) -> Self {
         let max_clock_skew_secs = AtomicU64::new(settings.max_clock_skew.as_secs());
+        let default_service = settings.default_service.clone();
         let services =
             Services::new(settings.default_service.clone(), settings.policy, settings.load.clone());
         let table =
             Table { registry: Registry::new(settings.ttl, settings.max_backends), services, rng, settings };
         let next_id = AtomicU64::new(1);
-        Dispatcher { table: Mutex::new(table), next_id, max_clock_skew_secs, stats: Stats::default() }
+        let table = Mutex::new(table);
+        Dispatcher { table, next_id, max_clock_skew_secs, default_service, stats: Stats::default() }
     }
 
     /// A new id, for a connection or a v2 backend: never handed out twice.
@@ -393,11 +398,12 @@ impl Dispatcher {
         let backend = registry.get(id).ok_or(UnknownBackend(id))?;
         let changed =
             services.of_mut(backend.service()).is_some_and(|selector| selector.set_state(id, state));
+        let (service, address) = (self.service_of(backend).clone(), backend.address().to_string());
         drop(table);
         if !changed {
             return Err(UnknownBackend(id));
         }
-        tracing::info!(backend = %id, %state, "backend state set by an operator");
+        tracing::info!(%service, backend = %address, id = %id, %state, "backend state set by an operator");
         Ok(())
     }
 
@@ -452,8 +458,19 @@ impl Dispatcher {
     fn record_expired(&self, expired: &[(BackendId, Backend)]) {
         for (id, backend) in expired {
             bump(&self.stats.evicted_expired);
-            tracing::info!(backend = %id, ip = ?backend.report.ip, port = backend.report.port, "backend expired: no heartbeat within the TTL");
+            let service = self.service_of(backend);
+            tracing::info!(%service, backend = %backend.address(), id = %id, "backend expired: no heartbeat within the TTL");
         }
+    }
+
+    /// The service legacy backends and logins belong to.
+    pub fn default_service(&self) -> &ServiceName {
+        &self.default_service
+    }
+
+    /// The service `backend` belongs to.
+    pub fn service_of<'b>(&'b self, backend: &'b Backend) -> &'b ServiceName {
+        backend.service().unwrap_or(&self.default_service)
     }
 
     /// Picks a live backend at `now` under the configured policy and accounts for

@@ -103,6 +103,31 @@ impl Backend {
     pub fn service(&self) -> Option<&v2::ServiceName> {
         self.v2.as_ref().map(|detail| &detail.heartbeat.service)
     }
+
+    /// Where its clients are sent, as operators write it (`10.0.0.2:1002`), for log
+    /// lines: a v2 backend's endpoint, a legacy backend's ip field and port.
+    pub fn address(&self) -> BackendAddress<'_> {
+        match &self.v2 {
+            Some(detail) => BackendAddress::Endpoint(&detail.heartbeat.endpoint),
+            None => BackendAddress::Legacy(self.report.ip.with_port(self.report.port)),
+        }
+    }
+}
+
+/// A backend's address for log lines: see [`Backend::address`].
+#[derive(Clone, Copy)]
+pub enum BackendAddress<'a> {
+    Legacy(crate::protocol::AddressDisplay<'a>),
+    Endpoint(&'a v2::Endpoint),
+}
+
+impl std::fmt::Display for BackendAddress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddress::Legacy(address) => address.fmt(f),
+            BackendAddress::Endpoint(endpoint) => endpoint.fmt(f),
+        }
+    }
 }
 
 /// What a heartbeat changed.

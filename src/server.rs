@@ -405,7 +405,14 @@ impl Server {
             tracker.wait().await;
         }
         let stats = shared.dispatcher.stats().snapshot();
-        tracing::info!(?stats, "stopped");
+        tracing::info!(
+            logins_answered = stats.logins_answered,
+            logins_refused = stats.logins_no_backend + stats.logins_clock_skew,
+            heartbeats = stats.heartbeats,
+            connections_accepted = stats.connections_accepted,
+            protocol_errors = stats.protocol_errors,
+            "stopped"
+        );
     }
 }
 
@@ -484,14 +491,15 @@ impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         let (id, peer) = (self.id, self.peer);
         if let Some(backend) = self.shared.dispatcher.disconnect(id) {
+            let service = self.shared.dispatcher.service_of(&backend);
+            let address = backend.address();
             match &backend.v2 {
                 Some(detail) => {
-                    let (service, backend_id) = (&detail.heartbeat.service, detail.heartbeat.backend_id);
-                    let endpoint = &detail.heartbeat.endpoint;
-                    tracing::info!(connection = %id, %peer, %service, backend_id, %endpoint, "v2 backend removed: connection closed");
+                    let backend_id = detail.heartbeat.backend_id;
+                    tracing::info!(%service, backend = %address, backend_id, %peer, "backend removed: connection closed");
                 }
                 None => {
-                    tracing::info!(backend = %id, %peer, ip = ?backend.report.ip, port = backend.report.port, "backend removed: connection closed");
+                    tracing::info!(%service, backend = %address, %peer, "backend removed: connection closed")
                 }
             }
         }

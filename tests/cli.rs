@@ -274,3 +274,41 @@ fn v2_services_authentication_and_tickets_end_to_end() {
         std::fs::remove_file(file).unwrap();
     }
 }
+
+#[test]
+fn logs_name_a_legacy_backend_by_its_address_and_service() {
+    let (mut server, addr) = serve(&[]);
+    let meminfo = fake_meminfo("logged", 40);
+    let server_arg = addr.to_string();
+    let meminfo_arg = meminfo.to_str().unwrap();
+    let legacy = spawn(&[
+        "agent",
+        "--protocol",
+        "legacy",
+        "--server",
+        &server_arg,
+        "--advertise",
+        "10.0.0.3:7003",
+        "--interval",
+        "100ms",
+        "--meminfo",
+        meminfo_arg,
+    ]);
+    let registered = server.wait_for_line("backend registered");
+    assert!(registered.contains("service=default"), "{registered}");
+    assert!(registered.contains("backend=10.0.0.3:7003"), "{registered}");
+    drop(legacy);
+    let removed = server.wait_for_line("backend removed");
+    assert!(removed.contains("backend=10.0.0.3:7003") && removed.contains("service=default"), "{removed}");
+    for line in [&registered, &removed] {
+        assert!(
+            !line.contains("IpField") && !line.contains("Some("),
+            "Rust debug output in a log line: {line}"
+        );
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+    let stopped = server.wait_for_line("stopped");
+    assert!(!stopped.contains("StatsSnapshot"), "{stopped}");
+    std::fs::remove_file(meminfo).unwrap();
+}

@@ -346,7 +346,7 @@ async fn sample_every_interval(
                     let now = *state.borrow_and_update();
                     // A repeated signal changes nothing and sends nothing.
                     if reports.send_if_modified(|report| std::mem::replace(&mut report.state, now) != now) {
-                        tracing::info!(state = ?now, "backend state changed");
+                        tracing::info!(state = %now, "backend state changed");
                     }
                 }
                 Err(_) => state_open = false,

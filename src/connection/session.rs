@@ -322,7 +322,10 @@ fn error_text(error: &DecodeError) -> String {
 }
 
 fn log_registered(accepted: &V2HeartbeatAccepted, backend: &str, peer: SocketAddr) {
-    tracing::info!(id = %accepted.id, %backend, %peer, score = ?accepted.score, "v2 backend registered");
+    match accepted.score {
+        Some(score) => tracing::info!(%backend, %peer, score, id = %accepted.id, "v2 backend registered"),
+        None => tracing::info!(%backend, %peer, score = "none", id = %accepted.id, "v2 backend registered"),
+    }
     if accepted.score.is_none() {
         // Usual for a moment: an agent reports CPU from its second heartbeat on.
         tracing::info!(%backend, "not scored yet: the heartbeat lacks a figure its service's scoring needs; ranked last until it has one");

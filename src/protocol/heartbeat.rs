@@ -76,6 +76,37 @@ fn is_printable(b: u8) -> bool {
     b.is_ascii_graphic()
 }
 
+/// A legacy backend's address as operators write it, for log lines: `10.0.0.2:1002`,
+/// `[::1]:7000` for an IPv6 literal, and the field's bytes in hex when they are not
+/// a usable address.
+#[derive(Clone, Copy)]
+pub struct AddressDisplay<'a> {
+    pub ip: &'a IpField,
+    pub port: u16,
+}
+
+impl std::fmt::Display for AddressDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip.text() {
+            Ok(text) if text.contains(':') => write!(f, "[{text}]:{}", self.port),
+            Ok(text) => write!(f, "{text}:{}", self.port),
+            Err(_) => {
+                for byte in self.ip.as_bytes() {
+                    write!(f, "{byte:02x}")?;
+                }
+                write!(f, ":{}", self.port)
+            }
+        }
+    }
+}
+
+impl IpField {
+    /// This field and `port` as `ip:port`, for log lines.
+    pub fn with_port(&self, port: u16) -> AddressDisplay<'_> {
+        AddressDisplay { ip: self, port }
+    }
+}
+
 impl std::fmt::Debug for IpField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.text() {

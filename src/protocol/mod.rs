@@ -12,7 +12,7 @@ mod heartbeat;
 mod login;
 pub mod v2;
 
-pub use heartbeat::{AddressError, Heartbeat, IP_FIELD_LEN, IpField, MAX_IP_CHARS};
+pub use heartbeat::{AddressDisplay, AddressError, Heartbeat, IP_FIELD_LEN, IpField, MAX_IP_CHARS};
 pub use login::{LoginReply, LoginRequest, ReplyError, unix_time_now};
 
 /// Size of the `len` + `cmd` header that starts every frame.

@@ -257,3 +257,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_address_is_written_as_operators_write_it() {
+    assert_eq!(ip("10.0.0.2").with_port(1002).to_string(), "10.0.0.2:1002");
+    assert_eq!(ip("::1").with_port(7000).to_string(), "[::1]:7000");
+    assert_eq!(ip("backend-1").with_port(80).to_string(), "backend-1:80");
+    let unusable = IpField::from_bytes([0xff; IP_FIELD_LEN]);
+    assert_eq!(unusable.with_port(1).to_string(), format!("{}:1", "ff".repeat(IP_FIELD_LEN)));
+}

@@ -65,6 +65,15 @@ pub enum State {
 }
 
 impl State {
+    /// The state's name, as the admin API and logs write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Draining => "draining",
+            State::Maintenance => "maintenance",
+        }
+    }
+
     fn from_u8(value: u8) -> Result<State, FieldError> {
         match value {
             0 => Ok(State::Ready),
@@ -72,6 +81,12 @@ impl State {
             2 => Ok(State::Maintenance),
             other => Err(FieldError::State(other)),
         }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
