@@ -32,14 +32,14 @@ use crate::registry::{BackendId, IdMap, Report};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// The lowest effective load (report plus the clients sent since). Ties, and
-    /// loads within [`LoadSettings::tie_band`] of each other, are broken by a random
-    /// offset of this dispatcher's own; each pick raises the backend it names, so
-    /// equal backends take turns.
-    LeastLoaded,
-    /// The better of two backends drawn at random, by effective load. The default:
-    /// it is the most robust to reports that are late or wrong (docs/balancing.md).
+    /// The lowest effective load (report plus the clients sent since), as the
+    /// original server promised its clients. The default. Ties, and loads within
+    /// [`LoadSettings::tie_band`] of each other, are broken by a random offset of
+    /// this dispatcher's own; each pick raises the backend it names, so equal
+    /// backends take turns.
     #[default]
+    LeastLoaded,
+    /// The better of two backends drawn at random, by effective load.
     P2c,
     /// Every backend in turn, whatever its load: a baseline.
     RoundRobin,

@@ -49,7 +49,7 @@ fn policy_names_round_trip_and_unknown_names_are_refused() {
         assert_eq!(policy.to_string(), policy.name());
     }
     assert_eq!("fastest".parse::<Policy>(), Err(UnknownPolicy("fastest".into())));
-    assert_eq!(Policy::default(), Policy::P2c);
+    assert_eq!(Policy::default(), Policy::LeastLoaded);
 }
 
 #[test]
