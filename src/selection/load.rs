@@ -50,9 +50,9 @@ pub struct LoadSettings {
     /// the slow start period runs out.
     pub slow_start_factor: f64,
     /// Effective loads this close, in percent, count as tied under `least-loaded`:
-    /// each backend's order key gets a random offset below it, redrawn at each of
-    /// its reports, so that dispatcher replicas, which each see only their own
-    /// picks, do not all send their next clients to the same backend.
+    /// each backend's order key gets a random offset below it, redrawn at each
+    /// report that changes its load, so that dispatcher replicas, which each see
+    /// only their own picks, do not all send their next clients to the same backend.
     pub tie_band: f64,
 }
 

@@ -8,8 +8,8 @@
 //! every login. Time and randomness are parameters.
 //!
 //! Under `least-loaded`, each backend carries a random offset below
-//! [`LoadSettings::tie_band`], redrawn at each of its reports, added to its effective
-//! load in the pick order only. A dispatcher alone still picks a backend within that
+//! [`LoadSettings::tie_band`], redrawn at each report that changes its load, added
+//! to its effective load in the pick order only. A dispatcher alone still picks a backend within that
 //! band of the lowest effective load, and equal backends still take turns; but
 //! several dispatcher replicas, each with its own random source, break their ties
 //! in different orders instead of sending their clients to the same backend.
@@ -162,9 +162,9 @@ struct Slot {
     /// Where this backend's clients are sent, from its latest report.
     ip: IpField,
     port: u16,
-    /// A random draw, redrawn at each report: where in the tie band this backend's
-    /// order key lies, as a fraction of 2^32. Each dispatcher draws its own, so
-    /// replicas break the same ties differently.
+    /// A random draw, redrawn at each report that changes the load: where in the
+    /// tie band this backend's order key lies, as a fraction of 2^32. Each
+    /// dispatcher draws its own, so replicas break the same ties differently.
     tie: u32,
 }
 
@@ -324,18 +324,25 @@ impl Selector {
 
     /// Records a report: registers the backend, or reconciles its effective load
     /// with the new measurement and takes up the address it gives. `rng` draws the
-    /// backend's new place in the tie band.
+    /// backend's place in the tie band, anew whenever the report changes its load.
     pub fn report(&mut self, id: BackendId, report: Report, now: Instant, rng: &mut impl Rng) {
-        let tie = rng.random();
         let Some(&position) = self.positions.get(&id) else {
-            self.register(id, report, tie, now);
+            self.register(id, report, rng.random(), now);
             return;
         };
         let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
-        (slot.ip, slot.port, slot.tie) = (report.ip, report.port, tie);
+        (slot.ip, slot.port) = (report.ip, report.port);
+        let previous = slot.load.effective_score();
         slot.load.reconcile(report.mem, &self.settings);
-        self.scores[position] = slot.load.effective_score();
+        let score = slot.load.effective_score();
+        // A new load, a new place in the band: no backend keeps winning the ties it
+        // meets after its reports. An unchanged load keeps its place, so a report
+        // that changes nothing costs no re-ordering.
+        if score != previous {
+            slot.tie = rng.random();
+        }
+        self.scores[position] = score;
         let after = self.key(&self.slots[position]);
         if position < self.ready {
             self.reorder(id, before, after);
@@ -500,17 +507,19 @@ impl Selector {
     fn rebuild_order(&mut self) {
         self.order.clear();
         if self.policy.uses_order() {
-            let keys: Vec<_> =
-                self.slots[..self.ready].iter().map(|slot| (self.key(slot), slot.id)).collect();
-            self.order.extend(keys);
+            let (policy, band) = (self.policy, self.band);
+            let ready = self.slots[..self.ready]
+                .iter()
+                .map(|slot| (policy.key(&slot.load, slot.tie_offset(band)), slot.id));
+            self.order.extend(ready);
         }
     }
 }
 
-/// The tie band of `settings` in millionths of a percent.
+/// The tie band of `settings` in millionths of a percent. Clamped, so that settings
+/// that were never validated cannot overflow an offset (NaN counts as no band).
 fn band_micros(settings: &LoadSettings) -> u64 {
-    // Validated settings keep it finite and small; `as` saturates otherwise.
-    (settings.tie_band * MICROS_PER_PERCENT) as u64
+    (settings.tie_band.clamp(0.0, MAX_TIE_BAND) * MICROS_PER_PERCENT) as u64
 }
 
 #[cfg(test)]

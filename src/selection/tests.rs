@@ -101,6 +101,27 @@ fn ties_rotate_in_an_order_each_dispatcher_draws_for_itself() {
 }
 
 #[test]
+fn a_report_that_changes_nothing_keeps_the_order_and_one_that_does_draws_anew() {
+    let now = Instant::now();
+    let mut s = equal_pool(10, 40, 8, now);
+    let order = s.order.clone();
+    let mut other = StdRng::seed_from_u64(99);
+    for id in 1..=10 {
+        s.report(BackendId(id), at(40), now, &mut other);
+    }
+    assert_eq!(s.order, order, "same loads, same places");
+    let ties = |s: &Selector| s.slots.iter().map(|slot| (slot.id, slot.tie)).collect::<HashMap<_, _>>();
+    let before = ties(&s);
+    s.pick(now, &mut rng()).unwrap();
+    let picked = s.order.last().unwrap().1;
+    s.report(picked, at(40), now, &mut other);
+    let after = ties(&s);
+    assert_ne!(before[&picked], after[&picked], "its pending load went, so its place is drawn anew");
+    assert!(after.iter().all(|(id, tie)| *id == picked || before[id] == *tie));
+    s.check_indexes();
+}
+
+#[test]
 fn the_tie_band_never_passes_over_a_load_beyond_it() {
     // 0.06 % apart is more than the 0.05 % band: whatever the draw, the lower one is
     // picked. 0.04 % apart is within it, and either may come first.
@@ -145,6 +166,21 @@ fn changing_the_tie_band_reorders_at_once() {
     assert_eq!(picks(&mut s, 3, now, &mut rng()), [1, 2, 3]);
     s.set_settings(LoadSettings { slow_start: Duration::ZERO, ..LoadSettings::default() });
     s.check_indexes();
+}
+
+#[test]
+fn a_tie_band_that_was_never_validated_neither_panics_nor_passes_over_loads() {
+    let now = Instant::now();
+    for band in [f64::NAN, -5.0, 1e30, f64::INFINITY] {
+        let settings = LoadSettings { tie_band: band, ..flat() };
+        let mut s = Selector::new(Policy::LeastLoaded, settings);
+        for (id, mem) in [(1, 30), (2, 50)] {
+            s.report(BackendId(id), at(mem), now, &mut rng());
+        }
+        // The band is clamped to 0..=10 %: 20 points apart, the lower one still wins.
+        assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)), "band {band}");
+        s.check_indexes();
+    }
 }
 
 #[test]
