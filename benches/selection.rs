@@ -1,5 +1,6 @@
 //! Cost of a pick and of a heartbeat as the pool grows, against the original's
-//! sort-everything-per-login as a reference measured in the same run.
+//! sort-everything-per-login as a reference measured in the same run, and of a
+//! `least-loaded` pick with and without its tie band.
 //!
 //! `cargo bench --bench selection`; the figures are quoted in docs/balancing.md.
 
@@ -25,12 +26,13 @@ fn heartbeat(n: u64) -> Heartbeat {
 
 /// A dispatcher holding `size` backends with spread-out loads.
 fn pool(policy: Policy, size: u64, now: Instant) -> Dispatcher {
-    let settings = DispatchSettings {
-        ttl: Duration::from_secs(3600),
-        max_backends: size as usize,
-        policy,
-        ..DispatchSettings::default()
-    };
+    pool_with(DispatchSettings { policy, ..DispatchSettings::default() }, size, now)
+}
+
+/// [`pool`] under `settings`.
+fn pool_with(settings: DispatchSettings, size: u64, now: Instant) -> Dispatcher {
+    let settings =
+        DispatchSettings { ttl: Duration::from_secs(3600), max_backends: size as usize, ..settings };
     let dispatcher = Dispatcher::with_seed(settings, 1);
     for n in 0..size {
         dispatcher.heartbeat(BackendId(n), &heartbeat(n), now).unwrap();
@@ -48,6 +50,16 @@ fn pick(c: &mut Criterion) {
                 b.iter(|| black_box(dispatcher.pick(now)))
             });
         }
+    }
+    // The same without the tie band: ties go to the lowest id, and the picks walk
+    // the slots in the order they were registered.
+    for size in POOL_SIZES {
+        let mut settings = DispatchSettings { policy: Policy::LeastLoaded, ..DispatchSettings::default() };
+        settings.load.tie_band = 0.0;
+        let dispatcher = pool_with(settings, size, now);
+        group.bench_with_input(BenchmarkId::new("least-loaded-no-tie-band", size), &size, |b, _| {
+            b.iter(|| black_box(dispatcher.pick(now)))
+        });
     }
     group.finish();
 }

@@ -149,8 +149,8 @@ pub struct ServeArgs {
     /// Address to listen on for backends and clients.
     #[arg(long, env = "LOADWISE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// How to choose a backend: p2c (the better of two at random, by effective
-    /// load), least-loaded (lowest report plus the clients sent since), round-robin
+    /// How to choose a backend: least-loaded (lowest report plus the clients sent
+    /// since), p2c (the better of two at random, by effective load), round-robin
     /// (ignores load), or original (lowest report only, as the old server did; for
     /// comparison).
     #[arg(long, env = "LOADWISE_POLICY")]
@@ -534,7 +534,7 @@ mod tests {
     #[test]
     fn serve_help_shows_each_default() {
         let help = command().find_subcommand_mut("serve").unwrap().render_help().to_string();
-        for shown in ["[default: 3s]", "[default: p2c]", "[default: 127.0.0.1:8524]"] {
+        for shown in ["[default: 3s]", "[default: least-loaded]", "[default: 127.0.0.1:8524]"] {
             assert!(help.contains(shown), "{shown} missing from\n{help}");
         }
     }

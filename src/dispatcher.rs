@@ -167,8 +167,9 @@ struct Table {
     services: Services,
     /// The settings in force.
     settings: DispatchSettings,
-    /// The random source of the `p2c` policy; seeded by the caller in tests and
-    /// simulations, so their picks are exact.
+    /// The random source of the `p2c` draws and of each backend's place in the tie
+    /// band; from the operating system in production, so that replicas differ, and
+    /// seeded by the caller in tests and simulations, so that their picks are exact.
     rng: StdRng,
 }
 
@@ -198,7 +199,7 @@ impl Table {
         now: Instant,
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
-        self.services.default_mut().report(id, report, now);
+        self.services.default_mut().report(id, report, now, &mut self.rng);
         Ok(HeartbeatAccepted {
             registered: change.previous.is_none(),
             first_invalid_report: change.first_invalid_report,
@@ -227,7 +228,7 @@ impl Table {
         let (id, previous) = self.v2_id(connection, &heartbeat).unwrap_or_else(|| (new_id(), None));
         let change = self.registry.heartbeat(id, report, now)?;
         let selector = self.services.entry(service);
-        selector.report(id, report, now);
+        selector.report(id, report, now, &mut self.rng);
         selector.set_weight(id, heartbeat.weight);
         selector.report_state(id, state_of(heartbeat.state));
         self.services.bind((service, heartbeat.backend_id), id, connection, previous);

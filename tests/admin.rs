@@ -115,7 +115,7 @@ async fn services_lists_the_default_service_with_counts_by_state() {
     let service = &services[0];
     assert_eq!(service["name"], "default");
     assert_eq!(service["default"], true);
-    assert_eq!(service["policy"], "p2c");
+    assert_eq!(service["policy"], "least-loaded");
     assert_eq!(service["scoring"], "memory");
     assert_eq!(service["backends"], 3);
     assert_eq!(service["ready"], 2);
@@ -131,7 +131,7 @@ async fn the_default_service_is_the_configured_one_and_always_known() {
     let services = get(&state, "/v1/services").await.json();
     assert_eq!(
         services["services"],
-        json!([{"name": "games", "default": true, "policy": "p2c",
+        json!([{"name": "games", "default": true, "policy": "least-loaded",
         "scoring": "memory", "backends": 0, "ready": 0,
         "states": {"ready": 0, "draining": 0, "maintenance": 0}}])
     );

@@ -1,7 +1,8 @@
-//! Dispatch quality over real sockets: a burst of logins between two heartbeats is
-//! spread across equal backends, old backends that all report 100 still share, the
-//! `original` policy herds (so these tests can fail), and slow start bounds what a
-//! newly joined backend receives.
+//! Dispatch quality over real sockets: on defaults a login goes to the least loaded
+//! backend, a newcomer below every other is chosen at once, a burst of logins between
+//! two heartbeats is spread across equal backends, old backends that all report 100
+//! still share, the `original` policy herds (so these tests can fail), `p2c` stays
+//! available, and slow start bounds what a newly joined backend receives.
 //!
 //! Backends here send one heartbeat and no more, so every burst happens between two
 //! of their reports, as it does within one heartbeat interval.
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use loadwise::selection::Policy;
+use loadwise::selection::{LoadSettings, Policy};
 use loadwise::server::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -115,6 +116,45 @@ async fn the_original_policy_herds_every_login_onto_one_backend() {
         let counts = burst_over_equal_backends(Policy::Original, mem).await;
         assert_eq!(counts, HashMap::from([(3000, LOGINS)]), "mem {mem}");
     }
+}
+
+/// The default configuration but for the TTL: the backends here heartbeat once.
+fn defaults() -> ServerConfig {
+    config(Policy::default(), LoadSettings::default().slow_start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_defaults_a_newcomer_below_every_backend_gets_the_next_login() {
+    const POOL: u16 = 200;
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(defaults()).await;
+    let mut backends = Vec::new();
+    for i in 0..POOL {
+        let mem = (2 + u32::from(i) * 37 % 98) as u8;
+        backends.push(server.register(mem, &format!("10.0.4.{}", i % 250), 5000 + i).await);
+    }
+    let mut client = server.connect().await;
+    // Before it joins, the logins go to the backends at 2 %.
+    let before = reply_port(&login(&mut client).await);
+    assert!((5000..5000 + POOL).contains(&before));
+    backends.push(server.register(1, "10.0.4.250", 5999).await);
+    assert_eq!(reply_port(&login(&mut client).await), 5999);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_stays_available_and_draws_pairs() {
+    let _serial = shared_access().await;
+    let server = TestServer::start_with(config(Policy::P2c, Duration::ZERO)).await;
+    let _a = server.register(50, "10.0.5.1", 6001).await;
+    let _b = server.register(20, "10.0.5.2", 6002).await;
+    let _c = server.register(70, "10.0.5.3", 6003).await;
+    let counts = burst(server.connect().await, 60).await;
+    // The backend at 50 % wins the pairs it is drawn in with the one at 70 %: about
+    // one login in three (none in 60 has odds of 1 in 10^10). The one at 70 % wins none.
+    assert!(counts.get(&6001).is_some_and(|&n| n > 0), "{counts:?}");
+    assert!(!counts.contains_key(&6003), "{counts:?}");
+    server.stop().await;
 }
 
 /// Four backends at 50 % registered long enough ago to be out of slow start, then a

@@ -380,12 +380,12 @@ fn sighup_applies_live_settings_and_keeps_connections() {
     let id = before["backends"][0]["id"].clone();
 
     file.write(
-        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"least-loaded\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+        "listen = \"127.0.0.1:1\"\nttl = \"7s\"\npolicy = \"p2c\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [services.search]\nscoring = \"cpu\"\n",
     );
     serve.signal("HUP");
     let log = serve.lines_until("configuration reloaded").join("\n");
-    assert!(log.contains("setting changed setting=policy old=p2c new=least-loaded"), "{log}");
+    assert!(log.contains("setting changed setting=policy old=least-loaded new=p2c"), "{log}");
     assert!(log.contains("setting changed setting=services.search.scoring old=unset new=cpu"), "{log}");
     assert!(log.contains("setting changed setting=ttl old=3s new=7s"), "{log}");
     assert!(log.contains("needs a restart") && log.contains("setting=listen"), "{log}");
@@ -395,7 +395,7 @@ fn sighup_applies_live_settings_and_keeps_connections() {
     heartbeat(&mut backend, 41);
     let after = backends_until(&serve, |list| list["backends"][0]["reported"]["mem_percent"] == 41);
     assert_eq!(after["backends"][0]["id"], id, "{after}");
-    assert_eq!((after["policy"].as_str(), after["ttl_seconds"].as_f64()), (Some("least-loaded"), Some(7.0)));
+    assert_eq!((after["policy"].as_str(), after["ttl_seconds"].as_f64()), (Some("p2c"), Some(7.0)));
 
     // An invalid file is refused and the settings in force stay.
     file.write("ttl = \"0s\"\n");
@@ -407,7 +407,7 @@ fn sighup_applies_live_settings_and_keeps_connections() {
     let refused = serve.wait_for_line("reload refused");
     assert!(refused.contains(file.path()), "{refused}");
     let still = serve.get("/v1/services/default/backends");
-    assert_eq!((still["policy"].as_str(), still["ttl_seconds"].as_f64()), (Some("least-loaded"), Some(7.0)));
+    assert_eq!((still["policy"].as_str(), still["ttl_seconds"].as_f64()), (Some("p2c"), Some(7.0)));
     assert_eq!(still["backends"][0]["id"], id, "{still}");
     assert_eq!(serve.stop(), Some(0));
 }

@@ -32,12 +32,17 @@ fn shipped() -> Vec<(String, Scenario)> {
 }
 
 #[test]
-fn the_five_documented_scenarios_ship_and_parse() {
+fn the_documented_scenarios_ship_and_parse() {
     let names: Vec<String> = shipped().into_iter().map(|(name, _)| name).collect();
     for expected in [
         "burst-between-heartbeats",
+        "burst-between-heartbeats-3-replicas",
+        "expensive-clients",
+        "expensive-clients-3-replicas",
         "heterogeneous-capacities",
         "join-busy-pool",
+        "join-busy-pool-3-replicas",
+        "join-large-pool",
         "old-backends-report-100",
         "steady-poisson",
     ] {
@@ -62,6 +67,26 @@ fn the_same_seed_gives_identical_results_and_another_seed_differs() {
         let other = compare(&scenario, &Policy::ALL, 43);
         assert_ne!(render_table(&first, Format::Table), render_table(&other, Format::Table), "{name}");
     }
+}
+
+/// A replicated scenario is its single-dispatcher namesake with three replicas, so
+/// that the two tables compare like with like.
+#[test]
+fn each_replicated_scenario_differs_from_its_namesake_only_in_replicas() {
+    let all = shipped();
+    let mut replicated = 0;
+    for (name, scenario) in &all {
+        let Some(single_name) = name.strip_suffix("-3-replicas") else { continue };
+        let (_, single) = all.iter().find(|(other, _)| other == single_name).expect("a namesake");
+        assert_eq!((single.replicas(), scenario.replicas()), (1, 3), "{name}");
+        let mut alike = scenario.clone();
+        alike.dispatcher.replicas = single.dispatcher.replicas;
+        alike.name.clone_from(&single.name);
+        alike.description.clone_from(&single.description);
+        assert_eq!(&alike, single, "{name}");
+        replicated += 1;
+    }
+    assert_eq!(replicated, 3);
 }
 
 /// What the product promises: on every shipped scenario, the load-aware policies
@@ -152,6 +177,17 @@ fn the_cli_names_the_bad_key_of_a_scenario() {
     assert!(!ok);
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("bad.toml") && stderr.contains("`backends[0].capacity`"), "{stderr}");
+}
+
+#[test]
+fn the_cli_prints_the_same_table_for_a_replicated_scenario_and_the_same_seed() {
+    let path = scenario_path("burst-between-heartbeats-3-replicas");
+    let (ok, first, stderr) = run(&[&path, "--seed", "3"]);
+    assert!(ok, "{stderr}");
+    let (_, second, _) = run(&[&path, "--seed", "3"]);
+    assert_eq!(first, second);
+    let picks = first.lines().filter(|line| line.contains(" 10000 ")).count();
+    assert_eq!(picks, 4, "every client is picked, whichever replica it reached:\n{first}");
 }
 
 #[test]

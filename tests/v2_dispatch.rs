@@ -344,7 +344,7 @@ async fn each_service_is_served_only_by_its_own_backends() {
     let mut picker = Peer::connect(&server).await;
     let game = picker.pick_counts("game", 200).await;
     assert!(game.keys().all(|id| [1, 2].contains(id)), "game picks: {game:?}");
-    assert_eq!(game.len(), 2, "p2c uses both game backends: {game:?}");
+    assert_eq!(game.len(), 2, "both game backends take picks: {game:?}");
     let chat_picks = picker.pick_counts("chat", 200).await;
     assert_eq!(chat_picks, HashMap::from([(3, 200)]));
     for _ in 0..3 {
@@ -890,7 +890,7 @@ async fn at_equal_load_a_backend_of_weight_300_takes_about_three_times_the_picks
     // One heartbeat each: the picks alone move their loads.
     let _light = v2_backend(&server, weighted(100, "10.10.0.1:7001", 100)).await;
     let _heavy = v2_backend(&server, weighted(300, "10.10.0.2:7002", 300)).await;
-    assert_eq!(server.dispatcher.policy(), Policy::P2c);
+    assert_eq!(server.dispatcher.policy(), Policy::LeastLoaded);
     let mut picker = Peer::connect(&server).await;
     let counts = picker.pick_counts("game", 400).await;
     let (light, heavy) = (counts.get(&100).copied().unwrap_or(0), counts.get(&300).copied().unwrap_or(0));

@@ -42,8 +42,8 @@ pub struct DemoArgs {
     /// New clients per second; each logs in and is sent to a backend.
     #[arg(long, default_value_t = 5.0, value_parser = rate, value_name = "RATE")]
     pub clients_per_second: f64,
-    /// How backends are chosen (p2c, least-loaded, round-robin, original).
-    #[arg(long, default_value = "p2c")]
+    /// How backends are chosen (least-loaded, p2c, round-robin, original).
+    #[arg(long, default_value = "least-loaded")]
     pub policy: Policy,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = duration, value_name = "DURATION")]

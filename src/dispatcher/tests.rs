@@ -43,6 +43,108 @@ fn picks_the_least_loaded_and_replies_with_its_bytes() {
     assert_eq!(Dispatcher::reply(&outcome), expected);
 }
 
+/// Logins at `now` until `n` have been answered, by the port each was sent to.
+fn login_ports(d: &Dispatcher, n: usize, now: Instant) -> Vec<u16> {
+    (0..n).map(|_| login(d, now, NOW_UNIX).unwrap().port).collect()
+}
+
+#[test]
+fn on_defaults_the_logins_after_a_heartbeat_go_to_the_least_loaded() {
+    // Registered together at 50, 20 and 70 %, with the default slow start: the
+    // backend at 20 % takes every one of the first ten logins after a heartbeat
+    // (each counts three times over at 1 s of age: 20 % + 10 × 0.3 % stays below 50).
+    let d = dispatcher();
+    assert_eq!(d.policy(), Policy::LeastLoaded);
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    for at in [t0, t1] {
+        beat(&d, 1, 50, at);
+        beat(&d, 2, 20, at);
+        beat(&d, 3, 70, at);
+    }
+    assert_eq!(login_ports(&d, 10, t1), [1002; 10]);
+    // A v2 pick of the same pool follows the same rule.
+    let default = DispatchSettings::default().default_service;
+    assert_eq!(d.pick_service(&default, t1).unwrap().id, BackendId(2));
+}
+
+#[test]
+fn p2c_stays_available_and_sends_some_logins_to_a_busier_backend() {
+    let d = Dispatcher::with_seed(DispatchSettings { policy: Policy::P2c, ..DispatchSettings::default() }, 5);
+    let t0 = Instant::now();
+    beat(&d, 1, 50, t0);
+    beat(&d, 2, 20, t0);
+    beat(&d, 3, 70, t0);
+    let ports = login_ports(&d, 30, t0 + Duration::from_secs(1));
+    // The pair {50 %, 70 %} is drawn about one time in three, and 50 % wins it.
+    let to_50 = ports.iter().filter(|&&port| port == 1001).count();
+    assert!((3..=20).contains(&to_50), "{ports:?}");
+    assert!(!ports.contains(&1003), "the busiest backend never wins a pair");
+}
+
+#[test]
+fn a_newcomer_below_everyone_is_chosen_on_the_very_next_login() {
+    // 2 000 backends at loads from 2 to 99 %, then one joins at 1 %. Slow start
+    // tempers how many clients it takes, never whether it is chosen.
+    const POOL: u64 = 2_000;
+    let settings = DispatchSettings { max_backends: 4_000, ..DispatchSettings::default() };
+    let d = Dispatcher::new(settings);
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(10);
+    let mem = |n: u64| (2 + n * 37 % 98) as u8;
+    for at in [t0, t1] {
+        for n in 1..=POOL {
+            let ip = format!("10.1.{}.{}", n / 256, n % 256);
+            d.heartbeat(BackendId(n), &heartbeat(&ip, 2000, mem(n)), at).unwrap();
+        }
+    }
+    d.heartbeat(BackendId(POOL + 1), &heartbeat("10.9.9.9", 9999, 1), t1).unwrap();
+    assert_eq!(login(&d, t1, NOW_UNIX).unwrap().port, 9999);
+    // Counted ten times over, the first client closes the 1-point gap to the
+    // backends at 2 %; from then on it shares with them.
+    let ports = login_ports(&d, 20, t1);
+    let newcomer = ports.iter().filter(|&&port| port == 9999).count();
+    assert!((1..=5).contains(&newcomer), "{ports:?}");
+}
+
+#[test]
+fn a_burst_between_heartbeats_takes_equal_turns_over_equal_backends() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    for n in 1..=10 {
+        beat(&d, n, 50, t0);
+    }
+    let mut counts = std::collections::HashMap::<u16, usize>::new();
+    for port in login_ports(&d, 10_000, t0 + Duration::from_millis(500)) {
+        *counts.entry(port).or_default() += 1;
+    }
+    let busiest = *counts.values().max().unwrap();
+    let max_over_mean = busiest as f64 / (10_000.0 / 10.0);
+    assert_eq!(counts.len(), 10);
+    assert!(max_over_mean <= 1.001, "max/mean {max_over_mean}: {counts:?}");
+}
+
+#[test]
+fn replicas_seeded_apart_take_their_turns_in_different_orders() {
+    let t0 = Instant::now();
+    let orders: Vec<Vec<u16>> = (1..=4)
+        .map(|seed| {
+            let d = Dispatcher::with_seed(DispatchSettings::default(), seed);
+            for n in 1..=10 {
+                beat(&d, n, 40, t0);
+            }
+            let ports = login_ports(&d, 20, t0);
+            assert_eq!(ports[..10], ports[10..], "seed {seed}: strict turns");
+            let mut round = ports[..10].to_vec();
+            round.sort();
+            assert_eq!(round, (1001..=1010).collect::<Vec<_>>(), "seed {seed}");
+            ports
+        })
+        .collect();
+    let firsts: std::collections::HashSet<u16> = orders.iter().map(|ports| ports[0]).collect();
+    assert!(firsts.len() > 1, "every replica starts with the same backend: {orders:?}");
+}
+
 #[test]
 fn clock_skew_is_allowed_up_to_the_limit_in_both_directions() {
     let d = dispatcher();
@@ -177,6 +279,8 @@ fn the_snapshot_shows_the_picks_accounted_to_each_backend() {
     let d = dispatcher();
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
+    // The load shown is the real one: the tie-breaking offset stays in the order.
+    assert_eq!(d.snapshot()[0].load.effective(), 10.0);
     for _ in 0..3 {
         d.pick(t0).unwrap();
     }

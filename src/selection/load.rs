@@ -17,6 +17,13 @@ pub const MICROS_PER_PERCENT: f64 = 1_000_000.0;
 /// The weight of a backend that says nothing of its capacity (every legacy one).
 pub const NORMAL_WEIGHT: u16 = 100;
 
+/// The default tie band, in percent: see [`LoadSettings::tie_band`].
+pub const TIE_BAND: f64 = 0.05;
+
+/// The widest tie band accepted, in percent (10): wider, and `least-loaded` would
+/// no longer pick the least loaded backend.
+pub const MAX_TIE_BAND: f64 = 10.0;
+
 /// How the cost of one client is learned, and how new backends are ramped up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadSettings {
@@ -42,6 +49,11 @@ pub struct LoadSettings {
     /// At registration, one pick counts this many times; the factor falls to 1 as
     /// the slow start period runs out.
     pub slow_start_factor: f64,
+    /// Effective loads this close, in percent, count as tied under `least-loaded`:
+    /// each backend's order key gets a random offset below it, redrawn at each
+    /// report that changes its load, so that dispatcher replicas, which each see
+    /// only their own picks, do not all send their next clients to the same backend.
+    pub tie_band: f64,
 }
 
 impl Default for LoadSettings {
@@ -54,6 +66,7 @@ impl Default for LoadSettings {
             retention: 0.8,
             slow_start: Duration::from_secs(3),
             slow_start_factor: 10.0,
+            tie_band: TIE_BAND,
         }
     }
 }
@@ -80,7 +93,8 @@ impl LoadSettings {
             self.slow_start_factor.is_finite() && self.slow_start_factor >= 1.0,
             "slow-start-factor",
             "must be at least 1",
-        )
+        )?;
+        ensure((0.0..=MAX_TIE_BAND).contains(&self.tie_band), "tie-band", "must lie between 0 and 10 percent")
     }
 
     /// How many times a pick counts for a backend registered `age` ago.

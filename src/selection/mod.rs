@@ -6,6 +6,13 @@
 //! sees it. Picks and reports each cost O(log n) in the number of backends (O(1) for
 //! the random and rotating policies), where the original sorted the whole table on
 //! every login. Time and randomness are parameters.
+//!
+//! Under `least-loaded`, each backend carries a random offset below
+//! [`LoadSettings::tie_band`], redrawn at each report that changes its load, added
+//! to its effective load in the pick order only. A dispatcher alone still picks a backend within that
+//! band of the lowest effective load, and equal backends still take turns; but
+//! several dispatcher replicas, each with its own random source, break their ties
+//! in different orders instead of sending their clients to the same backend.
 
 mod load;
 
@@ -16,7 +23,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-pub use load::{BackendLoad, LoadSettings, MICROS_PER_PERCENT, Score};
+pub use load::{BackendLoad, LoadSettings, MAX_TIE_BAND, MICROS_PER_PERCENT, Score, TIE_BAND};
 
 use crate::protocol::IpField;
 use crate::registry::{BackendId, IdMap, Report};
@@ -25,12 +32,14 @@ use crate::registry::{BackendId, IdMap, Report};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// The lowest effective load (report plus the clients sent since); ties go to
-    /// the lowest id, and each pick raises the backend it names.
-    LeastLoaded,
-    /// The better of two backends drawn at random, by effective load. The default:
-    /// it is the most robust to reports that are late or wrong (docs/balancing.md).
+    /// The lowest effective load (report plus the clients sent since), as the
+    /// original server promised its clients. The default. Ties, and loads within
+    /// [`LoadSettings::tie_band`] of each other, are broken by a random offset of
+    /// this dispatcher's own; each pick raises the backend it names, so equal
+    /// backends take turns.
     #[default]
+    LeastLoaded,
+    /// The better of two backends drawn at random, by effective load.
     P2c,
     /// Every backend in turn, whatever its load: a baseline.
     RoundRobin,
@@ -58,11 +67,16 @@ impl Policy {
         matches!(self, Policy::LeastLoaded | Policy::Original)
     }
 
-    /// The key this policy orders backends by.
-    fn score(self, load: &BackendLoad) -> Score {
+    /// The key this policy orders backends by; `tie` is the backend's offset within
+    /// the tie band, in millionths of a percent.
+    fn key(self, load: &BackendLoad, tie: u64) -> Score {
         match self {
+            // The old server's order, ties to the lowest id, is kept as it was.
             Policy::Original => load.reported_score(),
-            _ => load.effective_score(),
+            _ => {
+                let score = load.effective_score();
+                Score { micros: score.micros.saturating_add(tie), ..score }
+            }
         }
     }
 }
@@ -148,6 +162,18 @@ struct Slot {
     /// Where this backend's clients are sent, from its latest report.
     ip: IpField,
     port: u16,
+    /// A random draw, redrawn at each report that changes the load: where in the
+    /// tie band this backend's order key lies, as a fraction of 2^32. Each
+    /// dispatcher draws its own, so replicas break the same ties differently.
+    tie: u32,
+}
+
+impl Slot {
+    /// This backend's offset in the pick order, in millionths of a percent: below
+    /// `band` (the tie band in the same unit), which keeps the product within u64.
+    fn tie_offset(&self, band: u64) -> u64 {
+        (u64::from(self.tie) * band) >> 32
+    }
 }
 
 /// Picks backends under one policy and accounts for every pick.
@@ -166,9 +192,11 @@ pub struct Selector {
     ready: usize,
     /// Where each backend's slot is, for reports, removals and operator actions.
     positions: IdMap<usize>,
-    /// `(score, id)` of every ready backend by the policy's score, lowest first;
+    /// `(key, id)` of every ready backend by the policy's order key, lowest first;
     /// kept only for the policies that pick from the front.
     order: BTreeSet<(Score, BackendId)>,
+    /// `settings.tie_band` in millionths of a percent, kept at hand for the keys.
+    band: u64,
     /// The next slot round-robin hands out.
     cursor: usize,
 }
@@ -177,6 +205,7 @@ impl Selector {
     pub fn new(policy: Policy, settings: LoadSettings) -> Self {
         Selector {
             policy,
+            band: band_micros(&settings),
             settings,
             slots: Vec::new(),
             scores: Vec::new(),
@@ -203,7 +232,12 @@ impl Selector {
 
     /// Changes how loads are learned and ramped; the loads learned so far are kept.
     pub fn set_settings(&mut self, settings: LoadSettings) {
+        let band = band_micros(&settings);
         self.settings = settings;
+        if band != self.band {
+            self.band = band;
+            self.rebuild_order();
+        }
     }
 
     /// The number of backends known, ready or not.
@@ -222,6 +256,11 @@ impl Selector {
 
     fn slot(&self, id: BackendId) -> Option<&Slot> {
         self.positions.get(&id).map(|&position| &self.slots[position])
+    }
+
+    /// The key a slot is ordered by under the policy in force.
+    fn key(&self, slot: &Slot) -> Score {
+        self.policy.key(&slot.load, slot.tie_offset(self.band))
     }
 
     /// The selector's view of one backend's load.
@@ -284,25 +323,34 @@ impl Selector {
     }
 
     /// Records a report: registers the backend, or reconciles its effective load
-    /// with the new measurement and takes up the address it gives.
-    pub fn report(&mut self, id: BackendId, report: Report, now: Instant) {
+    /// with the new measurement and takes up the address it gives. `rng` draws the
+    /// backend's place in the tie band, anew whenever the report changes its load.
+    pub fn report(&mut self, id: BackendId, report: Report, now: Instant, rng: &mut impl Rng) {
         let Some(&position) = self.positions.get(&id) else {
-            self.register(id, report, now);
+            self.register(id, report, rng.random(), now);
             return;
         };
+        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
         (slot.ip, slot.port) = (report.ip, report.port);
-        let before = self.policy.score(&slot.load);
+        let previous = slot.load.effective_score();
         slot.load.reconcile(report.mem, &self.settings);
-        self.scores[position] = slot.load.effective_score();
-        let after = self.policy.score(&slot.load);
+        let score = slot.load.effective_score();
+        // A new load, a new place in the band: no backend keeps winning the ties it
+        // meets after its reports. An unchanged load keeps its place, so a report
+        // that changes nothing costs no re-ordering.
+        if score != previous {
+            slot.tie = rng.random();
+        }
+        self.scores[position] = score;
+        let after = self.key(&self.slots[position]);
         if position < self.ready {
             self.reorder(id, before, after);
         }
     }
 
     /// Adds a backend heard from for the first time, ready.
-    fn register(&mut self, id: BackendId, report: Report, now: Instant) {
+    fn register(&mut self, id: BackendId, report: Report, tie: u32, now: Instant) {
         let load = BackendLoad::new(report.mem, now, &self.settings);
         let position = self.slots.len();
         self.scores.push(load.effective_score());
@@ -315,6 +363,7 @@ impl Selector {
             reported: ready,
             ip: report.ip,
             port: report.port,
+            tie,
         });
         self.positions.insert(id, position);
         self.index(position);
@@ -342,7 +391,7 @@ impl Selector {
         self.ready += 1;
         if self.policy.uses_order() {
             let slot = &self.slots[target];
-            self.order.insert((self.policy.score(&slot.load), slot.id));
+            self.order.insert((self.key(slot), slot.id));
         }
     }
 
@@ -354,7 +403,7 @@ impl Selector {
         debug_assert!(position < self.ready, "not indexed");
         if self.policy.uses_order() {
             let slot = &self.slots[position];
-            self.order.remove(&(self.policy.score(&slot.load), slot.id));
+            self.order.remove(&(self.key(slot), slot.id));
         }
         self.ready -= 1;
         let target = self.ready;
@@ -419,12 +468,12 @@ impl Selector {
     }
 
     fn record_pick(&mut self, position: usize, now: Instant) {
+        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
-        let before = self.policy.score(&slot.load);
         slot.load.record_pick(now, &self.settings);
         self.scores[position] = slot.load.effective_score();
-        let after = self.policy.score(&slot.load);
         let id = slot.id;
+        let after = self.key(&self.slots[position]);
         self.reorder(id, before, after);
     }
 
@@ -448,7 +497,7 @@ impl Selector {
             assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
         }
         let expected: BTreeSet<_> = if self.policy.uses_order() {
-            self.slots[..self.ready].iter().map(|slot| (self.policy.score(&slot.load), slot.id)).collect()
+            self.slots[..self.ready].iter().map(|slot| (self.key(slot), slot.id)).collect()
         } else {
             BTreeSet::new()
         };
@@ -458,11 +507,19 @@ impl Selector {
     fn rebuild_order(&mut self) {
         self.order.clear();
         if self.policy.uses_order() {
-            let policy = self.policy;
-            let ready = self.slots[..self.ready].iter().map(|slot| (policy.score(&slot.load), slot.id));
+            let (policy, band) = (self.policy, self.band);
+            let ready = self.slots[..self.ready]
+                .iter()
+                .map(|slot| (policy.key(&slot.load, slot.tie_offset(band)), slot.id));
             self.order.extend(ready);
         }
     }
+}
+
+/// The tie band of `settings` in millionths of a percent. Clamped, so that settings
+/// that were never validated cannot overflow an offset (NaN counts as no band).
+fn band_micros(settings: &LoadSettings) -> u64 {
+    (settings.tie_band.clamp(0.0, MAX_TIE_BAND) * MICROS_PER_PERCENT) as u64
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use rand::rngs::StdRng;
 
 use super::*;
 
-/// Settings without slow start, so that costs are the prior's exact figures.
+/// Settings without slow start, so that costs are the prior's exact figures, and
+/// without a tie band, so that ties go to the lowest id and orders are exact.
 fn flat() -> LoadSettings {
-    LoadSettings { slow_start: Duration::ZERO, ..LoadSettings::default() }
+    LoadSettings { slow_start: Duration::ZERO, tie_band: 0.0, ..LoadSettings::default() }
 }
 
 /// A report of `mem` from an address only the address test looks at.
@@ -20,7 +21,7 @@ fn at(mem: u8) -> Report {
 fn selector(policy: Policy, reports: &[(u64, u8)], now: Instant) -> Selector {
     let mut s = Selector::new(policy, flat());
     for &(id, mem) in reports {
-        s.report(BackendId(id), at(mem), now);
+        s.report(BackendId(id), at(mem), now, &mut rng());
     }
     s
 }
@@ -48,7 +49,7 @@ fn policy_names_round_trip_and_unknown_names_are_refused() {
         assert_eq!(policy.to_string(), policy.name());
     }
     assert_eq!("fastest".parse::<Policy>(), Err(UnknownPolicy("fastest".into())));
-    assert_eq!(Policy::default(), Policy::P2c);
+    assert_eq!(Policy::default(), Policy::LeastLoaded);
 }
 
 #[test]
@@ -63,6 +64,123 @@ fn least_loaded_rotates_among_equal_reports() {
     let now = Instant::now();
     let mut s = selector(Policy::LeastLoaded, &[(3, 40), (1, 40), (2, 40)], now);
     assert_eq!(picks(&mut s, 7, now, &mut rng()), [1, 2, 3, 1, 2, 3, 1]);
+}
+
+/// A selector under the default settings but slow start, with `n` backends at `mem`.
+fn equal_pool(n: u64, mem: u8, seed: u64, now: Instant) -> Selector {
+    let mut s =
+        Selector::new(Policy::LeastLoaded, LoadSettings { slow_start: Duration::ZERO, ..Default::default() });
+    let mut rng = StdRng::seed_from_u64(seed);
+    for id in 1..=n {
+        s.report(BackendId(id), at(mem), now, &mut rng);
+    }
+    s
+}
+
+#[test]
+fn ties_rotate_in_an_order_each_dispatcher_draws_for_itself() {
+    let now = Instant::now();
+    let orders: Vec<Vec<u64>> = (1..=4)
+        .map(|seed| {
+            let mut s = equal_pool(10, 40, seed, now);
+            let picked = picks(&mut s, 30, now, &mut rng());
+            // Equal backends take strict turns: every round names each one once,
+            // in the same order.
+            for round in picked.chunks(10) {
+                let mut sorted = round.to_vec();
+                sorted.sort();
+                assert_eq!(sorted, (1..=10).collect::<Vec<_>>(), "seed {seed}: {picked:?}");
+                assert_eq!(round, &picked[..10], "seed {seed}");
+            }
+            picked[..10].to_vec()
+        })
+        .collect();
+    // Replicas seeded apart start their turns at different backends.
+    let first: std::collections::HashSet<u64> = orders.iter().map(|order| order[0]).collect();
+    assert!(first.len() > 1, "{orders:?}");
+}
+
+#[test]
+fn a_report_that_changes_nothing_keeps_the_order_and_one_that_does_draws_anew() {
+    let now = Instant::now();
+    let mut s = equal_pool(10, 40, 8, now);
+    let order = s.order.clone();
+    let mut other = StdRng::seed_from_u64(99);
+    for id in 1..=10 {
+        s.report(BackendId(id), at(40), now, &mut other);
+    }
+    assert_eq!(s.order, order, "same loads, same places");
+    let ties = |s: &Selector| s.slots.iter().map(|slot| (slot.id, slot.tie)).collect::<HashMap<_, _>>();
+    let before = ties(&s);
+    s.pick(now, &mut rng()).unwrap();
+    let picked = s.order.last().unwrap().1;
+    s.report(picked, at(40), now, &mut other);
+    let after = ties(&s);
+    assert_ne!(before[&picked], after[&picked], "its pending load went, so its place is drawn anew");
+    assert!(after.iter().all(|(id, tie)| *id == picked || before[id] == *tie));
+    s.check_indexes();
+}
+
+#[test]
+fn the_tie_band_never_passes_over_a_load_beyond_it() {
+    // 0.06 % apart is more than the 0.05 % band: whatever the draw, the lower one is
+    // picked. 0.04 % apart is within it, and either may come first.
+    let now = Instant::now();
+    let mut first_within = std::collections::HashSet::new();
+    for seed in 0..64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let settings = LoadSettings {
+            slow_start: Duration::ZERO,
+            min_cost: 0.01,
+            prior_cost: 0.01,
+            ..Default::default()
+        };
+        let mut s = Selector::new(Policy::LeastLoaded, settings);
+        for id in 1..=3 {
+            s.report(BackendId(id), at(30), now, &mut rng);
+        }
+        // Backend 1 takes 6 clients of 0.01 %, backend 2 takes 4; backend 3 none.
+        let prime = |id: u64, n: usize, s: &mut Selector| {
+            for _ in 0..n {
+                let position = s.positions[&BackendId(id)];
+                s.record_pick(position, now);
+            }
+        };
+        prime(1, 6, &mut s);
+        prime(2, 4, &mut s);
+        s.check_indexes();
+        let picked = s.pick(now, &mut rng).unwrap().0;
+        assert_ne!(picked, 1, "seed {seed}: 0.06 % above the lowest is outside the band");
+        first_within.insert(picked);
+    }
+    assert_eq!(first_within, std::collections::HashSet::from([2, 3]));
+}
+
+#[test]
+fn changing_the_tie_band_reorders_at_once() {
+    let now = Instant::now();
+    let mut s = equal_pool(20, 40, 3, now);
+    s.set_settings(flat());
+    s.check_indexes();
+    // No band: ties go to the lowest id again.
+    assert_eq!(picks(&mut s, 3, now, &mut rng()), [1, 2, 3]);
+    s.set_settings(LoadSettings { slow_start: Duration::ZERO, ..LoadSettings::default() });
+    s.check_indexes();
+}
+
+#[test]
+fn a_tie_band_that_was_never_validated_neither_panics_nor_passes_over_loads() {
+    let now = Instant::now();
+    for band in [f64::NAN, -5.0, 1e30, f64::INFINITY] {
+        let settings = LoadSettings { tie_band: band, ..flat() };
+        let mut s = Selector::new(Policy::LeastLoaded, settings);
+        for (id, mem) in [(1, 30), (2, 50)] {
+            s.report(BackendId(id), at(mem), now, &mut rng());
+        }
+        // The band is clamped to 0..=10 %: 20 points apart, the lower one still wins.
+        assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)), "band {band}");
+        s.check_indexes();
+    }
 }
 
 #[test]
@@ -83,7 +201,7 @@ fn a_report_replaces_the_estimate() {
     let mut s = selector(Policy::LeastLoaded, &[(1, 10), (2, 12)], now);
     picks(&mut s, 30, now, &mut rng());
     assert!(s.load(BackendId(1)).unwrap().effective() > 12.0);
-    s.report(BackendId(1), at(10), now);
+    s.report(BackendId(1), at(10), now, &mut rng());
     let load = s.load(BackendId(1)).unwrap();
     assert_eq!((load.effective(), load.picks_since_report), (10.0, 0));
     assert_eq!(s.pick(now, &mut rng()), Some(BackendId(1)));
@@ -175,7 +293,7 @@ fn invalid_reports_rank_after_every_valid_one_and_share_among_themselves() {
     s.remove(BackendId(2));
     assert_eq!(picks(&mut s, 6, now, &mut rng()), [1, 3, 4, 1, 3, 4]);
     // Invalid reports teach nothing.
-    s.report(BackendId(1), at(200), now);
+    s.report(BackendId(1), at(200), now, &mut rng());
     assert_eq!(s.load(BackendId(1)).unwrap().cost(), flat().prior_cost);
 }
 
@@ -196,7 +314,7 @@ fn original_sends_everything_to_the_lowest_report() {
     let now = Instant::now();
     let mut s = selector(Policy::Original, &[(2, 40), (1, 40), (3, 39)], now);
     assert_eq!(picks(&mut s, 5, now, &mut rng()), [3; 5]);
-    s.report(BackendId(3), at(41), now);
+    s.report(BackendId(3), at(41), now, &mut rng());
     // Ties go to the lowest id, every time: the herding the other policies avoid.
     assert_eq!(picks(&mut s, 5, now, &mut rng()), [1; 5]);
 }
@@ -259,10 +377,10 @@ fn a_new_backend_under_slow_start_takes_a_bounded_share() {
     let settings = LoadSettings::default();
     let mut s = Selector::new(Policy::LeastLoaded, settings.clone());
     for id in 1..=4 {
-        s.report(BackendId(id), at(50), start);
+        s.report(BackendId(id), at(50), start, &mut rng());
     }
     let joined = start + Duration::from_secs(60);
-    s.report(BackendId(9), at(10), joined);
+    s.report(BackendId(9), at(10), joined, &mut rng());
     // The 40-point gap is 400 clients at 0.1 % each; counted ten times over, the
     // newcomer takes 40 of them before it ranks with the others, then one in 41.
     let picked = picks(&mut s, 100, joined + Duration::from_millis(10), &mut rng());
@@ -270,9 +388,9 @@ fn a_new_backend_under_slow_start_takes_a_bounded_share() {
 
     let mut without = Selector::new(Policy::LeastLoaded, flat());
     for id in 1..=4 {
-        without.report(BackendId(id), at(50), start);
+        without.report(BackendId(id), at(50), start, &mut rng());
     }
-    without.report(BackendId(9), at(10), joined);
+    without.report(BackendId(9), at(10), joined, &mut rng());
     let picked = picks(&mut without, 100, joined + Duration::from_millis(10), &mut rng());
     assert_eq!(counts(&picked)[&9], 100);
 }
@@ -297,6 +415,9 @@ fn settings_are_validated_by_name() {
         (LoadSettings { prior_cost: f64::NAN, ..LoadSettings::default() }, "prior-cost"),
         (LoadSettings { retention: 1.0, ..LoadSettings::default() }, "retention"),
         (LoadSettings { slow_start_factor: 0.5, ..LoadSettings::default() }, "slow-start-factor"),
+        (LoadSettings { tie_band: -0.1, ..LoadSettings::default() }, "tie-band"),
+        (LoadSettings { tie_band: MAX_TIE_BAND + 0.1, ..LoadSettings::default() }, "tie-band"),
+        (LoadSettings { tie_band: f64::NAN, ..LoadSettings::default() }, "tie-band"),
     ];
     for (settings, name) in bad {
         assert_eq!(settings.validate().unwrap_err().setting, name);
@@ -314,7 +435,7 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
         assert_eq!((s.len(), s.ready_len()), (3, 1));
         assert_eq!(s.state(BackendId(1)), Some(BackendState::Draining));
         // Reports keep arriving while draining; they are recorded, not picked.
-        s.report(BackendId(1), at(5), now);
+        s.report(BackendId(1), at(5), now, &mut rng());
         assert_eq!(s.load(BackendId(1)).unwrap().reported, 5);
         assert_eq!(s.pick(now, &mut rng()), Some(BackendId(3)), "{policy}");
         s.set_state(BackendId(3), BackendState::Draining);
@@ -331,10 +452,10 @@ fn a_pick_returns_the_address_of_the_latest_report() {
     let report = |ip: &str, port: u16, mem: u8| Report { ip: IpField::from_text(ip).unwrap(), port, mem };
     for policy in Policy::ALL {
         let mut s = Selector::new(policy, flat());
-        s.report(BackendId(7), report("10.0.0.7", 7007, 10), now);
+        s.report(BackendId(7), report("10.0.0.7", 7007, 10), now, &mut rng());
         let expected = Picked { id: BackendId(7), ip: IpField::from_text("10.0.0.7").unwrap(), port: 7007 };
         assert_eq!(s.pick_target(now, &mut rng()), Some(expected), "{policy}");
-        s.report(BackendId(7), report("10.0.0.8", 8008, 20), now);
+        s.report(BackendId(7), report("10.0.0.8", 8008, 20), now, &mut rng());
         let picked = s.pick_target(now, &mut rng()).unwrap();
         assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.8", 8008), "{policy}");
     }
@@ -370,11 +491,13 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     /// Whatever the sequence of reports, removals, state changes and picks, every
     /// policy picks only registered ready backends, at the address of their latest
-    /// report, and least-loaded picks one of the lowest score.
+    /// report, and least-loaded picks one within the tie band of the lowest score.
     #[test]
     fn picks_name_only_registered_ready_backends(ops in proptest::collection::vec(op(), 1..200), policy in 0..4usize) {
         let now = Instant::now();
-        let mut s = Selector::new(Policy::ALL[policy], flat());
+        let settings = LoadSettings { tie_band: TIE_BAND, ..flat() };
+        let band = (TIE_BAND * MICROS_PER_PERCENT) as u64;
+        let mut s = Selector::new(Policy::ALL[policy], settings);
         let mut alive: HashMap<u64, BackendState> = HashMap::new();
         let mut ports: HashMap<u64, u16> = HashMap::new();
         let mut rng = rng();
@@ -384,7 +507,7 @@ proptest! {
                     // Each report gives a new port, so a pick shows which report it read.
                     let port = ports.get(&id).map_or(1, |port| port + 1);
                     ports.insert(id, port);
-                    s.report(BackendId(id), Report { port, ..at(mem) }, now);
+                    s.report(BackendId(id), Report { port, ..at(mem) }, now, &mut rng);
                     alive.entry(id).or_default();
                 }
                 Op::Remove(id) => {
@@ -411,7 +534,9 @@ proptest! {
                         prop_assert!(ready.contains_key(&id.0));
                         prop_assert_eq!(port, ports[&id.0]);
                         if s.policy() == Policy::LeastLoaded {
-                            prop_assert_eq!(ready[&id.0], *ready.values().min().unwrap());
+                            let (picked, lowest) = (ready[&id.0], *ready.values().min().unwrap());
+                            prop_assert_eq!(picked.tier, lowest.tier);
+                            prop_assert!(picked.micros - lowest.micros < band, "{:?} against {:?}", picked, lowest);
                         }
                     }
                 }

@@ -82,9 +82,10 @@ pub const CATALOG: &[SettingInfo] = &[
     },
     live(
         "policy",
-        "How to choose a backend: p2c (the better of two at random, by effective load),\n\
-         least-loaded (lowest report plus the clients sent since), round-robin (ignores\n\
-         load), or original (lowest report only, as the old server did; for comparison).",
+        "How to choose a backend: least-loaded (lowest report plus the clients sent\n\
+         since), p2c (the better of two at random, by effective load), round-robin\n\
+         (ignores load), or original (lowest report only, as the old server did; for\n\
+         comparison).",
     ),
     live("ttl", "Remove a backend that has sent no heartbeat for this long."),
     live(

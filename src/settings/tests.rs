@@ -173,7 +173,7 @@ fn diff_names_each_change_and_whether_it_applies_live() {
         summary,
         [
             ("listen", "127.0.0.1:8523", "127.0.0.1:9000", false),
-            ("policy", "p2c", "round-robin", true),
+            ("policy", "least-loaded", "round-robin", true),
             ("admin.token", "unset", "set (hidden)", true),
         ]
     );

@@ -1,8 +1,9 @@
-//! The event loop: a virtual clock, a queue of timed events, and the real dispatcher.
+//! The event loop: a virtual clock, a queue of timed events, and the real dispatchers.
 //!
-//! Time is nanoseconds since the start of the run; the dispatcher sees it as
-//! `origin + elapsed` for one `origin` taken at the start, and never reads the clock
-//! otherwise. Events at the same instant run in a fixed order: sessions end, backends
+//! Time is nanoseconds since the start of the run; the dispatchers see it as
+//! `origin + elapsed` for one `origin` taken at the start, and never read the clock
+//! otherwise. Every heartbeat and disconnection reaches every replica; the clients
+//! go to the replicas in turn, in the order they arrive. Events at the same instant run in a fixed order: sessions end, backends
 //! leave, heartbeats (and joins) arrive, burst windows open, then clients arrive;
 //! within a kind, by backend, burst or stream number. Nothing depends on wall time
 //! or on hash order, so a run is a pure function of scenario, policy and seed.
@@ -129,14 +130,28 @@ fn derive_seed(seed: u64, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Seed purposes; streams use `STREAMS + index`.
+/// Seed purposes; streams use `STREAMS + index`, replicas after the first
+/// `REPLICAS + index` (far above any stream's), so that the first replica's seed is
+/// that of a run with one dispatcher.
 const PHASES: u64 = 1;
 const DISPATCHER: u64 = 2;
 const STREAMS: u64 = 16;
+const REPLICAS: u64 = 1 << 32;
+
+/// The seed of replica `index`.
+fn replica_seed(seed: u64, index: usize) -> u64 {
+    match index {
+        0 => derive_seed(seed, DISPATCHER),
+        _ => derive_seed(seed, REPLICAS + index as u64),
+    }
+}
 
 /// One run of one scenario under one policy.
 pub struct Engine {
-    dispatcher: Dispatcher,
+    /// The replicas, each with its own seed and its own share of the clients.
+    dispatchers: Vec<Dispatcher>,
+    /// The replica the next client goes to.
+    next_replica: usize,
     origin: Instant,
     end: Nanos,
     queue: Queue,
@@ -161,8 +176,12 @@ impl Engine {
     pub fn new(scenario: &Scenario, policy: Policy, seed: u64) -> Engine {
         let settings = dispatch_settings(scenario, policy);
         let streams = build_streams(scenario, seed);
+        let dispatchers = (0..scenario.replicas())
+            .map(|index| Dispatcher::with_seed(settings.clone(), replica_seed(seed, index)))
+            .collect();
         let mut engine = Engine {
-            dispatcher: Dispatcher::with_seed(settings, derive_seed(seed, DISPATCHER)),
+            dispatchers,
+            next_replica: 0,
             origin: Instant::now(),
             end: nanos(scenario.duration),
             queue: Queue::default(),
@@ -246,8 +265,11 @@ impl Engine {
             backend.alive = true;
             self.pool.set(index, backend.load());
         }
-        if self.dispatcher.heartbeat(BackendId(index as u64), &heartbeat, self.now(at)).is_err() {
-            self.counts.refused_heartbeats += 1;
+        let now = self.now(at);
+        for dispatcher in &self.dispatchers {
+            if dispatcher.heartbeat(BackendId(index as u64), &heartbeat, now).is_err() {
+                self.counts.refused_heartbeats += 1;
+            }
         }
         if next < self.end {
             self.queue.push(next, Event::Heartbeat { backend: narrow(index) });
@@ -261,7 +283,9 @@ impl Engine {
         backend.session_load = 0;
         self.pool.remove(index);
         if let Some((_, LeaveKind::Disconnect)) = backend.leave {
-            self.dispatcher.disconnect(BackendId(index as u64));
+            for dispatcher in &self.dispatchers {
+                dispatcher.disconnect(BackendId(index as u64));
+            }
         }
     }
 
@@ -269,7 +293,9 @@ impl Engine {
         let arrival = self.pending[stream].take().expect("an arrival event has its client drawn");
         debug_assert_eq!(arrival.at, at);
         self.schedule_arrival(stream);
-        let Some(picked) = self.dispatcher.pick(self.now(at)) else {
+        let replica = self.next_replica;
+        self.next_replica = (replica + 1) % self.dispatchers.len();
+        let Some(picked) = self.dispatchers[replica].pick(self.now(at)) else {
             self.counts.no_backend += 1;
             return;
         };
@@ -336,6 +362,7 @@ fn dispatch_settings(scenario: &Scenario, policy: Policy) -> DispatchSettings {
         policy,
         load: LoadSettings {
             slow_start: scenario.dispatcher.slow_start.unwrap_or(defaults.load.slow_start),
+            tie_band: scenario.dispatcher.tie_band.unwrap_or(defaults.load.tie_band),
             ..defaults.load.clone()
         },
         ..defaults

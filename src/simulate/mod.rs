@@ -38,8 +38,16 @@
 //!
 //! **Dispatcher.** The real [`Dispatcher`], built with the policy under test, a seed
 //! derived from the run's seed, a TTL of three heartbeat intervals unless the
-//! scenario sets `[dispatcher] ttl`, and the scenario's `slow_start`. It sees
-//! virtual time only: `origin + elapsed` for one `origin`.
+//! scenario sets `[dispatcher] ttl`, and the scenario's `slow_start` and
+//! `tie_band`. It sees virtual time only: `origin + elapsed` for one `origin`.
+//!
+//! **Replicas.** With `[dispatcher] replicas = N`, N such dispatchers share the pool,
+//! each with a seed of its own, as separate processes each seed theirs from the
+//! operating system. Every heartbeat reaches every replica at the same instant, and
+//! so does a backend's disconnection; the clients go to the replicas in turn, in
+//! the order they arrive (all streams together). Each replica accounts only for the
+//! clients it sent, as in production. The first replica's seed is the one a run
+//! with a single dispatcher uses.
 //!
 //! **Metrics.** Between events every true load is constant, so the metrics are
 //! exact integrals of piecewise-constant functions over the time at least one
@@ -66,6 +74,9 @@
 //! [dispatcher]                  # optional
 //! ttl = "3s"                    # default: 3 × the longest heartbeat_interval
 //! slow_start = "3s"             # default: the dispatcher's; "0s" turns it off
+//! replicas = 1                  # default 1, at most 64: dispatchers sharing the pool
+//! tie_band = 0.05               # least-loaded's tie band in %, default the
+//!                               # dispatcher's; 0 to 10
 //!
 //! [[backends]]                  # one table per group; at least one backend
 //! name = "pool"                 # optional label
@@ -95,8 +106,8 @@
 //! ```
 //!
 //! A scenario may describe at most 100 000 backends, about 10 million clients
-//! (`rate × duration` plus the bursts) and about 10 million heartbeats, so that a
-//! typo cannot hang the simulator or exhaust memory.
+//! (`rate × duration` plus the bursts) and about 10 million heartbeats (counted
+//! once per replica), so that a typo cannot hang the simulator or exhaust memory.
 //!
 //! # Example
 //!

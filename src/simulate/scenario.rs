@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 
+use crate::selection::MAX_TIE_BAND;
+
 /// The most backends a scenario may describe (initial pool and joiners together).
 pub const MAX_BACKENDS: usize = 100_000;
 /// The most clients a scenario may send: expected steady arrivals plus bursts.
@@ -30,6 +32,9 @@ pub const MAX_START_LOAD: f64 = 1000.0;
 pub const MAX_CAPACITY: f64 = 1_000_000.0;
 /// The highest steady arrival rate, clients per second.
 pub const MAX_RATE: f64 = 10_000_000.0;
+/// The most dispatcher replicas: each heartbeat reaches every one, so a run's
+/// heartbeats count once per replica against [`MAX_HEARTBEATS`].
+pub const MAX_REPLICAS: usize = 64;
 
 /// Why a scenario was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +104,13 @@ pub struct DispatcherOverrides {
     /// default. `"0s"` turns it off.
     #[serde(default, deserialize_with = "optional_duration")]
     pub slow_start: Option<Duration>,
+    /// How many dispatchers share the pool: every heartbeat reaches each, and the
+    /// clients are split among them in turn. Default 1.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// The `least-loaded` tie band, in percent; default the dispatcher's.
+    #[serde(default)]
+    pub tie_band: Option<f64>,
 }
 
 /// A group of alike backends (`[[backends]]`).
@@ -362,6 +374,20 @@ impl Scenario {
         if let Some(ttl) = self.dispatcher.ttl {
             ensure(!ttl.is_zero(), "dispatcher.ttl", "must be longer than 0")?;
         }
+        if let Some(replicas) = self.dispatcher.replicas {
+            ensure(
+                (1..=MAX_REPLICAS).contains(&replicas),
+                "dispatcher.replicas",
+                format!("must lie between 1 and {MAX_REPLICAS}, got {replicas}"),
+            )?;
+        }
+        if let Some(band) = self.dispatcher.tie_band {
+            ensure(
+                (0.0..=MAX_TIE_BAND).contains(&band),
+                "dispatcher.tie_band",
+                format!("must lie between 0 and {MAX_TIE_BAND} percent, got {band}"),
+            )?;
+        }
         Ok(())
     }
 
@@ -380,12 +406,19 @@ impl Scenario {
             "clients",
             format!("about {clients:.0} clients (rate × duration + bursts); at most {MAX_CLIENTS}"),
         )?;
-        let heartbeats = self.expected_heartbeats();
+        let heartbeats = self.expected_heartbeats() * self.replicas() as f64;
         ensure(
             heartbeats <= MAX_HEARTBEATS as f64,
             "backends",
-            format!("about {heartbeats:.0} heartbeats over the run; at most {MAX_HEARTBEATS}"),
+            format!(
+                "about {heartbeats:.0} heartbeats over the run (once per replica); at most {MAX_HEARTBEATS}"
+            ),
         )
+    }
+
+    /// How many dispatchers share the pool.
+    pub fn replicas(&self) -> usize {
+        self.dispatcher.replicas.unwrap_or(1)
     }
 
     /// The number of backends over the whole run.

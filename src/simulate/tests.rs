@@ -47,6 +47,8 @@ fn a_minimal_scenario_takes_the_documented_defaults() {
     assert_eq!(scenario.clients.session, SessionLength::Endless);
     assert!(scenario.bursts.is_empty());
     assert_eq!(scenario.dispatcher.slow_start, None);
+    assert_eq!(scenario.dispatcher.tie_band, None);
+    assert_eq!(scenario.replicas(), 1);
     assert_eq!(scenario.ttl(), Duration::from_secs(3), "three heartbeat intervals");
 }
 
@@ -61,6 +63,8 @@ fn every_key_parses() {
         [dispatcher]
         ttl = "10s"
         slow_start = "0s"
+        replicas = 2
+        tie_band = 0.1
         [[backends]]
         name = "a"
         count = 3
@@ -87,6 +91,7 @@ fn every_key_parses() {
     assert_eq!(scenario.seed, 7);
     assert_eq!(scenario.ttl(), Duration::from_secs(10));
     assert_eq!(scenario.dispatcher.slow_start, Some(Duration::ZERO));
+    assert_eq!((scenario.replicas(), scenario.dispatcher.tie_band), (2, Some(0.1)));
     assert_eq!(scenario.backends[0].load, StartLoad::Each(vec![1.0, 2.5, 3.0]));
     assert_eq!(scenario.backends[0].leave_by, LeaveKind::Silence);
     assert_eq!(scenario.bursts[0].spacing, Spacing::Poisson);
@@ -147,6 +152,11 @@ fn values_that_cannot_work_are_refused_naming_the_key() {
         (with("[[backends]]\njoin_at = \"10s\"\n"), "backends[0].join_at"),
         (with("[[backends]]\njoin_at = \"2s\"\nleave_at = \"1s\"\n"), "backends[0].leave_at"),
         (with("[[backends]]\n[dispatcher]\nttl = \"0s\"\n"), "dispatcher.ttl"),
+        (with("[[backends]]\n[dispatcher]\nreplicas = 0\n"), "dispatcher.replicas"),
+        (with("[[backends]]\n[dispatcher]\nreplicas = 65\n"), "dispatcher.replicas"),
+        (with("[[backends]]\n[dispatcher]\ntie_band = -1\n"), "dispatcher.tie_band"),
+        (with("[[backends]]\n[dispatcher]\ntie_band = 10.5\n"), "dispatcher.tie_band"),
+        (with("[[backends]]\n[dispatcher]\ntie_band = nan\n"), "dispatcher.tie_band"),
         (with("[[backends]]\n[clients]\nrate = -1\n"), "clients.rate"),
         (with("[[backends]]\n[clients]\nrate = nan\n"), "clients.rate"),
         (with("[[backends]]\n[clients]\nsession_load = 101\n"), "clients.session_load"),
@@ -180,6 +190,11 @@ fn runs_too_large_to_finish_are_refused() {
         ("duration = \"5s\"\n[[backends]]\ncount = 60000\n[[backends]]\ncount = 60000\n", "`backends`"),
         ("duration = \"1000s\"\n[[backends]]\n[clients]\nrate = 100000\n", "`clients`"),
         ("duration = \"100s\"\n[[backends]]\ncount = 100000\nheartbeat_interval = \"100ms\"\n", "heartbeats"),
+        // 5.1 million heartbeats are allowed once, not at each of two replicas.
+        (
+            "duration = \"100s\"\n[dispatcher]\nreplicas = 2\n[[backends]]\ncount = 50000\n",
+            "once per replica",
+        ),
         ("duration = \"8days\"\n[[backends]]\n", "`duration`"),
     ];
     for (text, needle) in cases {
@@ -352,6 +367,72 @@ fn round_robin_alternates_whatever_the_load() {
     assert_close(result.mean_spread, (10.0 + 5.0 + 10.0 + 5.0 + 10.0 * 2.0) / 6.0);
     assert_close(result.mean_std_dev, (5.0 + 2.5 + 5.0 + 2.5 + 5.0 * 2.0) / 6.0);
     assert_close(result.worst_burst.unwrap(), 1.0);
+}
+
+#[test]
+fn the_clients_go_to_the_replicas_in_turn() {
+    // Each replica keeps its own turn: clients 1 and 3 go to the first, which sends
+    // them to A then B; clients 2 and 4 go to the second, which does the same. So A,
+    // A, B, B: (15, 20), (20, 20), (20, 25), (20, 30) from 1, 2, 3, 4 s.
+    let text = format!("{TINY}\n[dispatcher]\nreplicas = 2\n");
+    let result = simulate(&parse(&text), Policy::RoundRobin, 1);
+    assert_eq!(result.picks, 4);
+    assert_close(result.mean_hottest, (20.0 + 20.0 + 20.0 + 25.0 + 30.0 * 2.0) / 6.0);
+    assert_close(result.mean_spread, (10.0 + 5.0 + 0.0 + 5.0 + 10.0 * 2.0) / 6.0);
+}
+
+#[test]
+fn one_replica_runs_as_a_single_dispatcher() {
+    let replicated = format!("{TINY}\n[dispatcher]\nreplicas = 1\n");
+    for policy in Policy::ALL {
+        assert_eq!(simulate(&parse(&replicated), policy, 4), simulate(&parse(TINY), policy, 4), "{policy}");
+    }
+}
+
+/// A at 10 % and B at 12 %, reporting once; 60 clients at 1 s, each adding 0.001 %,
+/// under least-loaded with no slow start and no tie band.
+fn gap(replicas: usize) -> Scenario {
+    parse(&format!(
+        r#"
+        duration = "2s"
+        [dispatcher]
+        replicas = {replicas}
+        slow_start = "0s"
+        tie_band = 0
+        [[backends]]
+        load = 10
+        heartbeat_interval = "24h"
+        [[backends]]
+        load = 12
+        heartbeat_interval = "24h"
+        [clients]
+        session_load = 0.001
+        [[bursts]]
+        at = "1s"
+        clients = 60
+        window = "0s"
+        "#
+    ))
+}
+
+#[test]
+fn each_replica_accounts_only_for_its_own_picks() {
+    // At the prior 0.1 % a client, A takes the 21 clients that bring it level with B
+    // (ties to the lower id), then they alternate: 40 of 60 for A from one
+    // dispatcher. Two replicas each close the same gap with their own 30 clients:
+    // A takes 21 + 4 from each, 50 in all.
+    let one = simulate(&gap(1), Policy::LeastLoaded, 1);
+    let two = simulate(&gap(2), Policy::LeastLoaded, 1);
+    assert_eq!((one.bursts[0].picks, one.bursts[0].max), (60, 40));
+    assert_eq!((two.bursts[0].picks, two.bursts[0].max), (60, 50));
+}
+
+#[test]
+fn a_disconnection_reaches_every_replica() {
+    let text = format!("{}\n[dispatcher]\nreplicas = 3\n", two_backends("leave_at = \"1s\""));
+    let result = simulate(&parse(&text), Policy::Original, 1);
+    assert_eq!((result.picks, result.lost), (10, 0));
+    assert_eq!(result.bursts[0].max, 10, "all to the backend left");
 }
 
 #[test]
