@@ -272,3 +272,77 @@ impl Proc {
         self.child.id()
     }
 }
+
+impl Spawn {
+    /// Starts another program than `loadwise` (a test peer, say) with `args`, its
+    /// environment inherited, named `name` in failures.
+    pub fn program(program: &std::path::Path, args: &[&str]) -> Spawn {
+        let mut command = Command::new(program);
+        command.args(args);
+        let name = format!("{} {}", program.display(), args.join(" "));
+        Spawn { command, name, follow_stdout: false }
+    }
+}
+
+/// Runs `program` with `args` to its end, like [`run_to_end`] for the binary: after
+/// the deadline it is killed and the test fails.
+pub fn run_program_to_end(program: &std::path::Path, args: &[&str]) -> Finished {
+    let name = format!("{} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("`{name}` starts: {error}"));
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{name}` still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    Finished { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// Starts `loadwise serve` with its defaults on an ephemeral loopback port, the admin
+/// API off (its default port is fixed and tests run in parallel), and returns it
+/// with the address it listens on, read from its log.
+pub fn serve_defaults() -> (Proc, SocketAddr) {
+    let server = Spawn::new(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"]).start();
+    let line = server.wait_for_line("listening");
+    let addr = line.rsplit("addr=").next().unwrap().trim().parse().expect("the log names the address");
+    (server, addr)
+}
+
+impl Proc {
+    /// Waits until `count` lines containing `needle` have gone by, within `limit`,
+    /// and returns every line read meanwhile (those without `needle` too).
+    pub fn wait_for_count(&self, needle: &str, count: usize, limit: Duration) -> Vec<String> {
+        let end = Instant::now() + limit;
+        let mut lines = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            match self.next_line(end) {
+                Ok(line) => {
+                    seen += usize::from(line.contains(needle));
+                    lines.push(line);
+                }
+                Err(error) => panic!("`{}`: {seen} of {count} lines with {needle:?} ({error:?})", self.name),
+            }
+        }
+        lines
+    }
+
+    /// The lines already printed and not yet read, without waiting.
+    pub fn pending_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
