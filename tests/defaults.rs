@@ -69,12 +69,11 @@ fn a_newcomer_at_1_among_2000_backends_is_named_by_the_next_logins() {
     }
     let (server, addr) = serve_defaults();
     let started = Instant::now();
-    let crowd = Crowd::connect(addr, BACKENDS);
-    check_registrations(&server, BACKENDS);
+    let crowd = Crowd::connect(&server, addr, BACKENDS);
     eprintln!("{BACKENDS} backends registered in {:?}", started.elapsed());
 
     let _newcomer = register(addr, 1, "10.9.9.9", 9999);
-    server.wait_for_line("port=9999 mem=1");
+    server.wait_for_line("backend=10.9.9.9:9999 mem=1");
     for n in 1..=5 {
         assert_names(login(addr), "10.9.9.9", 9999, &format!("login {n} after the newcomer"));
     }
@@ -85,7 +84,7 @@ fn a_newcomer_at_1_among_2000_backends_is_named_by_the_next_logins() {
 fn unknown_commands_are_skipped_without_a_reply() {
     let (server, addr) = serve_defaults();
     let _backend = register(addr, 20, "10.0.0.2", 7002);
-    server.wait_for_line("port=7002 mem=20");
+    server.wait_for_line("backend=10.0.0.2:7002 mem=20");
     for cmd in UNKNOWN_COMMANDS {
         let unknown = frame(cmd, &[0xa5; 6]);
         let both = [unknown.clone(), login_now()].concat();
@@ -125,8 +124,7 @@ fn ten_thousand_backends_and_64_simultaneous_clients_are_all_answered() {
     }
     let (server, addr) = serve_defaults();
     let started = Instant::now();
-    let crowd = Crowd::connect(addr, BACKENDS);
-    check_registrations(&server, BACKENDS);
+    let crowd = Crowd::connect(&server, addr, BACKENDS);
     eprintln!("{BACKENDS} backends registered in {:?}", started.elapsed());
 
     // About 124 backends report 10 %, more than there are clients, and each pick
@@ -252,28 +250,32 @@ struct Crowd {
 }
 
 impl Crowd {
-    /// Connects `count` backends, a few at a time, each sending its first heartbeat
-    /// at once.
-    fn connect(addr: SocketAddr, count: usize) -> Crowd {
-        const WORKERS: usize = 32;
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|worker| {
-                std::thread::spawn(move || {
-                    let indexes = (worker..count).step_by(WORKERS);
-                    indexes
-                        .map(|index| register(addr, backend_mem(index), "10.0.0.1", crowd_port(index)))
-                        .collect()
-                })
-            })
-            .collect();
-        let streams: Vec<(usize, TcpStream)> = workers
-            .into_iter()
-            .enumerate()
-            .flat_map(|(worker, connected)| {
-                let connected: Vec<TcpStream> = connected.join().expect("every backend connects");
-                (worker..count).step_by(WORKERS).zip(connected)
-            })
-            .collect();
+    /// Connects `count` backends in rounds, each sending its first heartbeat at once,
+    /// and waits for a round to be registered before the next: all come from one
+    /// address, and connections the dispatcher has not yet read a frame from count
+    /// against its per-peer cap (`max_connections_per_peer`, 256), as they would if
+    /// one host opened them all at once.
+    fn connect(server: &Proc, addr: SocketAddr, count: usize) -> Crowd {
+        const ROUND: usize = 128;
+        let mut streams: Vec<(usize, TcpStream)> = Vec::with_capacity(count);
+        let mut refreshed = Instant::now();
+        for first in (0..count).step_by(ROUND) {
+            // Those already registered keep heartbeating, so none expires meanwhile.
+            if refreshed.elapsed() >= Duration::from_secs(1) {
+                for (index, stream) in &mut streams {
+                    stream
+                        .write_all(&heartbeat(backend_mem(*index), "10.0.0.1", crowd_port(*index)))
+                        .unwrap();
+                }
+                refreshed = Instant::now();
+            }
+            let round = first..(first + ROUND).min(count);
+            let size = round.len();
+            streams.extend(
+                round.map(|index| (index, register(addr, backend_mem(index), "10.0.0.1", crowd_port(index)))),
+            );
+            check_registrations(server, size);
+        }
         let streams = Arc::new(streams);
         let (stop, stopped) = mpsc::channel();
         let sender = std::thread::spawn({

@@ -248,7 +248,7 @@ fn accept_within(listener: &TcpListener) -> TcpStream {
 /// Waits until the dispatcher has logged the registration of a backend on each port.
 /// The lines may come in any order.
 fn wait_registered(server: &Proc, ports: &[u16]) {
-    let mut waiting: Vec<String> = ports.iter().map(|port| format!("port={port} mem=")).collect();
+    let mut waiting: Vec<String> = ports.iter().map(|port| format!(":{port} mem=")).collect();
     while !waiting.is_empty() {
         let what = format!("registration of {waiting:?}");
         let found = server.wait_for(&what, |line| {
