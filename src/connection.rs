@@ -23,20 +23,21 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::codec::{CodecError, DispatcherCodec, Inbound};
 use crate::dispatcher::{
     Batch, ConnectionKind, ConnectionRefusal, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump,
 };
 use crate::netlist::NetList;
-use crate::protocol::v2;
-use crate::protocol::v2::auth::Secret;
+use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
+use loadwise_protocol::v2;
+use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
+use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
 mod session;
-use crate::protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
 use budget::Slot;
+use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 
 /// Per-connection limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +68,6 @@ pub struct ConnectionLimits {
     /// How long a ticket in a v2 PickReply stays valid.
     pub ticket_lifetime: Duration,
 }
-
-/// The default [`ConnectionLimits::max_v2_frame_len`]: the recommended 4096, above
-/// the largest v2 message (2682 bytes).
-pub const DEFAULT_MAX_V2_FRAME_LEN: u16 = 4096;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {

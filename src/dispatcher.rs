@@ -22,11 +22,11 @@ pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
 
-use crate::protocol::v2::{self, Endpoint, Host, ServiceName};
-use crate::protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
+use loadwise_protocol::v2::{self, Endpoint, Host, ServiceName};
+use loadwise_protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use services::Services;
@@ -220,7 +220,7 @@ impl Table {
             legacy_ip(&heartbeat.endpoint)
                 .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
         } else {
-            IpField::from_bytes([0; crate::protocol::IP_FIELD_LEN])
+            IpField::from_bytes([0; loadwise_protocol::IP_FIELD_LEN])
         };
         let score = self.settings.scoring_of(service).score(&heartbeat);
         let mem = score.map_or(UNSCORED, |score| score.round().min(100.0) as u8);

@@ -56,8 +56,6 @@ pub mod backoff;
 pub mod bench;
 pub mod cgroup;
 pub mod client;
-pub mod codec;
-pub mod config;
 mod connection;
 pub mod cpustat;
 pub mod dial;
@@ -65,17 +63,16 @@ pub mod dispatcher;
 mod log_limit;
 pub mod meminfo;
 pub mod netlist;
-pub mod protocol;
 pub mod registry;
 pub mod scoring;
 pub mod selection;
 pub mod server;
 pub mod settings;
 pub mod simulate;
-pub mod ticket;
 pub mod tls;
 
 pub use connection::ConnectionLimits;
+pub use loadwise_protocol::{self as protocol, codec, config, ticket};
 
 /// Compiles the README's Rust example as a doctest, so the documentation cannot rot.
 #[cfg(doctest)]

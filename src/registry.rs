@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{IpField, v2};
+use loadwise_protocol::{IpField, v2};
 
 /// Identifies one registered backend. For the legacy protocol this is the
 /// connection its heartbeats arrive on: the newest heartbeat on a connection
@@ -117,7 +117,7 @@ impl Backend {
 /// A backend's address for log lines: see [`Backend::address`].
 #[derive(Clone, Copy)]
 pub enum BackendAddress<'a> {
-    Legacy(crate::protocol::AddressDisplay<'a>),
+    Legacy(loadwise_protocol::AddressDisplay<'a>),
     Endpoint(&'a v2::Endpoint),
 }
 

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::protocol::v2::{Heartbeat, MetricName, NameError};
+use loadwise_protocol::v2::{Heartbeat, MetricName, NameError};
 
 /// One figure of a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub const MAX_TERMS: usize = 16;
 impl Figure {
     /// The figure's value in `heartbeat`, if reported.
     fn value(&self, heartbeat: &Heartbeat) -> Option<f64> {
-        let percent = |p: crate::protocol::v2::Percent| f64::from(p.hundredths()) / 100.0;
+        let percent = |p: loadwise_protocol::v2::Percent| f64::from(p.hundredths()) / 100.0;
         match self {
             Figure::Memory => heartbeat.memory.map(percent),
             Figure::Cpu => heartbeat.cpu.map(percent),
@@ -187,7 +187,7 @@ impl fmt::Display for Scoring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Metric, Percent, ServiceName, State};
+    use loadwise_protocol::v2::{DEFAULT_WEIGHT, Endpoint, Metric, Percent, ServiceName, State};
 
     fn heartbeat(
         memory: Option<u16>,

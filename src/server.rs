@@ -28,15 +28,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{ConfigError, ensure};
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
 use crate::connection::{self, ConnectionLimits};
 use crate::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use crate::log_limit::RateLimitedLog;
-use crate::protocol::v2;
-use crate::protocol::{Heartbeat, MAX_FRAME_LEN};
 use crate::registry::BackendId;
 use crate::tls::{self, TlsError};
+use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::v2;
+use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};
 
 /// The dispatcher's default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8523";

@@ -33,10 +33,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use loadwise::ConnectionLimits;
-use loadwise::codec::{CodecError, DispatcherCodec, Inbound};
-use loadwise::protocol::v2::{self, DecodeError, Decoded, is_v2};
-use loadwise::protocol::{
+use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
+use loadwise_protocol::v2::{self, DEFAULT_MAX_V2_FRAME_LEN, DecodeError, Decoded, is_v2};
+use loadwise_protocol::{
     FrameError, HEADER_LEN, Header, Heartbeat, LoginRequest, Parsed, Request, cmd, parse_request,
 };
 use tokio_util::codec::Decoder;
@@ -339,7 +338,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max = u16::from_le_bytes([*m0, *m1]).max(MIN_MAX_LEN);
-    let default_limit = ConnectionLimits::default().max_v2_frame_len;
+    let default_limit = DEFAULT_MAX_V2_FRAME_LEN;
     let (max_v2, default) = match (k >> 3) & 3 {
         0 => (default_limit, true),
         1 => (max, false),

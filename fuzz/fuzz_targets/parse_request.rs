@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loadwise::protocol::{
+use loadwise_protocol::{
     HEADER_LEN, Header, Heartbeat, LoginReply, LoginRequest, Parsed, Request, cmd, parse_request,
 };
 

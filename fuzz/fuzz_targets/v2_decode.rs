@@ -18,8 +18,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loadwise::protocol::HEADER_LEN;
-use loadwise::protocol::v2::{DecodeError, Decoded, decode};
+use loadwise_protocol::HEADER_LEN;
+use loadwise_protocol::v2::{DecodeError, Decoded, decode};
 
 /// One step of a stream: a frame (or a skipped malformed one), or a fatal end.
 type Item = Result<Decoded, DecodeError>;

@@ -12,9 +12,9 @@ use super::auth::authorize;
 use super::error::ApiError;
 use super::views::{BackendList, BackendView, PickView, ServiceList, StateView};
 use crate::dispatcher::{Dispatcher, ServicePickRefused};
-use crate::protocol::v2::ServiceName;
 use crate::registry::BackendId;
 use crate::selection::BackendState;
+use loadwise_protocol::v2::ServiceName;
 
 /// `GET /healthz`: the process is up and answering.
 pub(crate) async fn healthz() -> Json<Value> {

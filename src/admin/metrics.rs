@@ -27,8 +27,8 @@ use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
 use crate::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, StatsSnapshot};
-use crate::protocol::v2::ErrorCode;
 use crate::selection::BackendState;
+use loadwise_protocol::v2::ErrorCode;
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::dispatcher::{self, BackendSnapshot, ServicePick};
-use crate::protocol::IpField;
-use crate::protocol::v2::{Percent, ServiceName};
 use crate::registry::V2Detail;
 use crate::selection::{BackendState, Policy};
+use loadwise_protocol::IpField;
+use loadwise_protocol::v2::{Percent, ServiceName};
 
 /// `GET /v1/services`.
 #[derive(Debug, Serialize)]
@@ -310,10 +310,10 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use crate::protocol::v2::{self, Endpoint, Host, Metric, MetricName};
     use crate::registry::{Backend, BackendId, Report};
     use crate::scoring::Scoring;
     use crate::selection::{BackendLoad, LoadSettings};
+    use loadwise_protocol::v2::{self, Endpoint, Host, Metric, MetricName};
 
     fn name(service: &str) -> ServiceName {
         ServiceName::new(service).unwrap()

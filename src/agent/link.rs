@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AgentConfig, Protocol, Report};
 use crate::backoff::Backoff;
-use crate::codec::v2::PeerCodecError;
 use crate::dial::{self, DialError, Stream};
 use crate::log_limit::FailureStreak;
-use crate::protocol::v2::{ErrorMessage, State};
-use crate::protocol::{Heartbeat, IpField};
+use loadwise_protocol::codec::v2::PeerCodecError;
+use loadwise_protocol::v2::{ErrorMessage, State};
+use loadwise_protocol::{Heartbeat, IpField};
 
 /// Why one connection to the dispatcher ended.
 #[derive(Debug, thiserror::Error)]

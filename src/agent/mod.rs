@@ -26,12 +26,12 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ensure};
 use crate::log_limit::FailureStreak;
-pub use crate::protocol::v2::auth::{MIN_SECRET_LEN, Secret};
-use crate::protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
-use crate::protocol::{AddressError, IpField};
 use crate::tls::ClientTls;
+use loadwise_protocol::config::{ConfigError, ensure};
+pub use loadwise_protocol::v2::auth::{MIN_SECRET_LEN, Secret};
+use loadwise_protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};
+use loadwise_protocol::{AddressError, IpField};
 
 pub use probe::{
     Extra, HostProbe, LoadProbe, MemoryProbe, MetricsProbe, ProbeError, Sample, apply_metrics_text,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{self, CgroupMemory};
 use crate::cpustat::{CpuProbe, CpuStatError};
 use crate::meminfo::{self, MeminfoError};
-use crate::protocol::v2::{MAX_METRICS, Metric, MetricName, NOT_REPORTED_U32, Percent, check_metrics};
+use loadwise_protocol::v2::{MAX_METRICS, Metric, MetricName, NOT_REPORTED_U32, Percent, check_metrics};
 
 /// One measurement of this backend's load.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -8,9 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::SessionEnd;
 use super::{AgentConfig, Report, Secret};
-use crate::codec::v2::PeerCodec;
 use crate::dial::Stream;
-use crate::protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
+use loadwise_protocol::codec::v2::PeerCodec;
+use loadwise_protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
 
 type Connection = Framed<Stream, PeerCodec>;
 

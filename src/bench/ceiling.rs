@@ -21,10 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::v2::{
+use loadwise_protocol::v2::{
     self, Challenge, Endpoint, Host, Message, MessageType, PickOutcome, PickReply, Picked,
 };
-use crate::protocol::{HEADER_LEN, Header, IpField, LoginReply, cmd};
+use loadwise_protocol::{HEADER_LEN, Header, IpField, LoginReply, cmd};
 
 /// Bytes read from the socket at a time; frames up to this size are buffered whole.
 const READ_CHUNK: usize = 4096;
@@ -56,7 +56,7 @@ impl Replies {
     /// a dispatcher with a secret signs (so the ceiling writes the same bytes).
     pub fn new(ticket: bool) -> Self {
         let endpoint = Endpoint { host: Host::V4([127, 0, 0, 1].into()), port: NonZeroU16::MIN };
-        let ticket = if ticket { vec![0x5a; crate::ticket::LEN] } else { Vec::new() };
+        let ticket = if ticket { vec![0x5a; loadwise_protocol::ticket::LEN] } else { Vec::new() };
         let outcome = PickOutcome::Picked(Picked { backend_id: 1, endpoint, ticket });
         let encode = |message: Message| message.encode().expect("a fixed reply encodes");
         Replies {
@@ -185,7 +185,7 @@ mod tests {
     use crate::bench::frames;
     use crate::bench::frames_v2::{self, HeartbeatTemplate, PickTemplate};
     use crate::bench::outcome::ErrorKind;
-    use crate::protocol::v2::{Decoded, ServiceName};
+    use loadwise_protocol::v2::{Decoded, ServiceName};
 
     fn scan(framer: &mut Framer, bytes: &[u8]) -> (Result<usize, BadFrame>, Vec<u8>) {
         let mut out = Vec::new();

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::protocol::v2::ServiceName;
-use crate::protocol::v2::auth::Secret;
 use crate::server::ServerConfig;
+use loadwise_protocol::v2::ServiceName;
+use loadwise_protocol::v2::auth::Secret;
 
 /// What the connections send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::protocol::{Heartbeat, IpField, LoginReply, LoginRequest, unix_time_now};
+use loadwise_protocol::{Heartbeat, IpField, LoginReply, LoginRequest, unix_time_now};
 
 use super::outcome::ErrorKind;
 

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use super::frames::{backend_ipv4, backend_load};
 use super::outcome::ErrorKind;
-use crate::protocol::v2::{
+use loadwise_protocol::v2::{
     DEFAULT_WEIGHT, DecodeError, Decoded, Endpoint, Heartbeat, Host, Message, Percent, PickOutcome,
     PickRequest, ServiceName, State,
 };
@@ -27,7 +27,7 @@ const HEARTBEAT_CPU: Range<usize> = 14..16;
 
 /// The longest frame the bench accepts from a dispatcher: the recommended v2 limit,
 /// above the longest PickReply and Error.
-pub const MAX_REPLY_LEN: u16 = crate::connection::DEFAULT_MAX_V2_FRAME_LEN;
+pub const MAX_REPLY_LEN: u16 = loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
 
 /// A PickRequest for one service, encoded once.
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ pub fn scan(
     let (mut at, mut answered) = (0, 0);
     while answered < owed {
         let expected = first_id.wrapping_add(answered as u32);
-        let judged = match crate::protocol::v2::decode(&buf[at..], MAX_REPLY_LEN) {
+        let judged = match loadwise_protocol::v2::decode(&buf[at..], MAX_REPLY_LEN) {
             Ok(None) => break,
             Ok(Some((decoded, len))) => {
                 at += len;
@@ -168,7 +168,7 @@ pub fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::v2::{self, ErrorCode, ErrorMessage, PickReply, Picked, Registered};
+    use loadwise_protocol::v2::{self, ErrorCode, ErrorMessage, PickReply, Picked, Registered};
 
     fn service() -> ServiceName {
         ServiceName::new("bench").unwrap()

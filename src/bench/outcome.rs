@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::protocol::v2::ErrorCode;
+use loadwise_protocol::v2::ErrorCode;
 
 /// Why a request (or a connection attempt) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

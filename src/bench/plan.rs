@@ -19,7 +19,7 @@ use super::outcome::Tally;
 use super::register;
 use super::replies::ReplyBuf;
 use super::wire::{Batch, ClientFrames, Wire};
-use crate::protocol::unix_time_now;
+use loadwise_protocol::unix_time_now;
 
 /// The shared plan of a run's client workers.
 #[derive(Debug)]

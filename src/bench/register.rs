@@ -13,9 +13,9 @@ use super::frames::{self, REPLY_LEN};
 use super::frames_v2::{MAX_REPLY_LEN, PickTemplate};
 use super::outcome::ErrorKind;
 use super::wire::{BackendFrames, Wire};
-use crate::protocol::unix_time_now;
-use crate::protocol::v2::auth::Secret;
-use crate::protocol::v2::{self, Challenge, Decoded, Hello, Message, Register, Registered, ServiceName};
+use loadwise_protocol::unix_time_now;
+use loadwise_protocol::v2::auth::Secret;
+use loadwise_protocol::v2::{self, Challenge, Decoded, Hello, Message, Register, Registered, ServiceName};
 
 /// Connects fake backend `index`, sends its first heartbeat and a pick, and waits for
 /// the pick's reply: once it is in, the dispatcher has read the heartbeat before it.

@@ -123,7 +123,7 @@ mod tests {
     use crate::bench::ceiling::fixed_reply;
     use crate::bench::frames::REPLY_LEN;
     use crate::bench::latency::LatencySink;
-    use crate::protocol::LoginReply;
+    use loadwise_protocol::LoginReply;
     use std::time::Duration;
 
     async fn judge_as(replies: Replies, bytes: &[u8], owed: Owed) -> (Tally, bool, Option<Cut>) {
@@ -166,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn v2_replies_carry_over_to_the_next_batch() {
-        use crate::protocol::v2::{Endpoint, Host, Message, PickOutcome, PickReply, Picked};
+        use loadwise_protocol::v2::{Endpoint, Host, Message, PickOutcome, PickReply, Picked};
         let endpoint = Endpoint { host: Host::V4([10, 0, 0, 1].into()), port: 80.try_into().unwrap() };
         let reply = |request_id| {
             let outcome =
@@ -193,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn v2_replies_out_of_step_cut_the_batch() {
-        use crate::protocol::v2::{ErrorCode, Message, PickOutcome, PickReply};
+        use loadwise_protocol::v2::{ErrorCode, Message, PickOutcome, PickReply};
         let refused = |request_id| {
             let outcome = PickOutcome::Refused(ErrorCode::NO_BACKEND);
             Message::PickReply(PickReply { request_id, outcome }).encode().unwrap()

@@ -6,9 +6,9 @@ use super::frames::{self, HEARTBEAT_LEN, REPLY_LEN};
 use super::frames_v2::{self, HeartbeatTemplate, PickTemplate};
 use super::outcome::ErrorKind;
 use super::{BenchConfig, Mode, Protocol};
-use crate::protocol::IpField;
-use crate::protocol::v2::ServiceName;
-use crate::protocol::v2::auth::Secret;
+use loadwise_protocol::IpField;
+use loadwise_protocol::v2::ServiceName;
+use loadwise_protocol::v2::auth::Secret;
 
 /// The protocol of a run, with what v2 needs to know.
 #[derive(Debug, Clone)]
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn v2_batches_number_their_picks_in_order() {
-        use crate::protocol::v2::{self, Decoded, Message};
+        use loadwise_protocol::v2::{self, Decoded, Message};
         let wire = Wire::V2 { service: ServiceName::new("bench").unwrap(), secret: None };
         let mut frames = wire.client(3);
         let mut batch = Batch::default();

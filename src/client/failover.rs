@@ -14,10 +14,10 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng, SeedableRng as _};
 
 use super::{Assigned, PickError, pick_over, pick_service_over};
-use crate::config::{ConfigError, ensure};
-use crate::protocol::unix_time_now;
-use crate::protocol::v2::{Picked, ServiceName};
 use crate::tls::ClientTls;
+use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::unix_time_now;
+use loadwise_protocol::v2::{Picked, ServiceName};
 
 /// How [`Failover::pick`] spends its time, and how it reaches the dispatchers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,11 +11,13 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
-use crate::codec::v2::{PeerCodec, PeerCodecError};
 use crate::dial::{self, DialError};
-use crate::protocol::v2::{ErrorCode, ErrorMessage, Message, PickOutcome, PickRequest, Picked, ServiceName};
-use crate::protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 use crate::tls::ClientTls;
+use loadwise_protocol::codec::v2::{PeerCodec, PeerCodecError};
+use loadwise_protocol::v2::{
+    ErrorCode, ErrorMessage, Message, PickOutcome, PickRequest, Picked, ServiceName,
+};
+use loadwise_protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 
 pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, attempt_order};
 
@@ -231,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_v2_replies_skipping_others_and_mapping_refusals() {
-        use crate::protocol::v2::{Endpoint, PickReply};
+        use loadwise_protocol::v2::{Endpoint, PickReply};
         let endpoint = Endpoint::from_socket_addr("[::1]:7000".parse().unwrap()).unwrap();
         let picked = Picked { backend_id: 9, endpoint, ticket: vec![1, 2, 3] };
         let reply = |request_id, outcome| Message::PickReply(PickReply { request_id, outcome });

@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::codec::Inbound;
 use crate::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
 use crate::log_limit::RateLimitedLog;
-use crate::protocol::v2::auth::{self, Nonce, Secret};
-use crate::protocol::v2::{
+use crate::registry::BackendId;
+use loadwise_protocol::codec::Inbound;
+use loadwise_protocol::ticket;
+use loadwise_protocol::v2::auth::{self, Nonce, Secret};
+use loadwise_protocol::v2::{
     Challenge, DecodeError, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome,
     PickReply, PickRequest, Picked, Register, Registered, ServiceName,
 };
-use crate::registry::BackendId;
-use crate::ticket;
 
 /// What a connection does after a v2 frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub(super) struct Context<'c, 'b> {
 
 impl Context<'_, '_> {
     fn unix_now(&mut self) -> u64 {
-        *self.unix_now.get_or_insert_with(crate::protocol::unix_time_now)
+        *self.unix_now.get_or_insert_with(loadwise_protocol::unix_time_now)
     }
 
     fn send(&mut self, message: &Message) {
@@ -154,7 +154,7 @@ impl Session {
     /// PickRequest, so a malformed one is always answered; others once per read.
     fn on_malformed(&mut self, error: &DecodeError, cx: &mut Context<'_, '_>) -> Verdict {
         match error {
-            DecodeError::Malformed { kind: crate::protocol::v2::MessageType::PickRequest, .. } => {
+            DecodeError::Malformed { kind: loadwise_protocol::v2::MessageType::PickRequest, .. } => {
                 // Short, since every one is answered: the reply stays near the request's size.
                 cx.send_error(ErrorCode::MALFORMED, "malformed PickRequest");
                 Verdict::Continue

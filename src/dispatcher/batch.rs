@@ -14,10 +14,10 @@ use super::{
     Dispatcher, HeartbeatAccepted, HeartbeatRefused, LoginRefused, ServicePick, ServicePickRefused, Table,
     V2HeartbeatAccepted, V2HeartbeatRefused, bump,
 };
-use crate::protocol::v2::{self, ErrorCode, ServiceName};
-use crate::protocol::{Heartbeat, LoginRequest};
 use crate::registry::{Backend, BackendId, Report};
 use crate::selection::Picked;
+use loadwise_protocol::v2::{self, ErrorCode, ServiceName};
+use loadwise_protocol::{Heartbeat, LoginRequest};
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///

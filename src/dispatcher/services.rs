@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::v2::ServiceName;
 use crate::registry::{Backend, BackendId, IdMap};
 use crate::selection::{LoadSettings, Policy, Selector};
+use loadwise_protocol::v2::ServiceName;
 
 #[derive(Debug)]
 pub(super) struct Services {

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::protocol::v2::ErrorCode;
+use loadwise_protocol::v2::ErrorCode;
 
 /// Counters of what the dispatcher has done since it started.
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::protocol::IpField;
+use loadwise_protocol::IpField;
 
 const NOW_UNIX: u64 = 1_700_000_000;
 
@@ -382,8 +382,8 @@ fn a_batch_removes_expired_backends_before_its_first_request() {
 
 mod services {
     use super::*;
-    use crate::protocol::v2::{self, Endpoint, ServiceName};
     use crate::scoring::Scoring;
+    use loadwise_protocol::v2::{self, Endpoint, ServiceName};
 
     fn name(text: &str) -> ServiceName {
         ServiceName::new(text).unwrap()

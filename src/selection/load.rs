@@ -73,8 +73,8 @@ impl Default for LoadSettings {
 
 impl LoadSettings {
     /// Checks that the settings describe a usable model.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        use crate::config::ensure;
+    pub fn validate(&self) -> Result<(), loadwise_protocol::config::ConfigError> {
+        use loadwise_protocol::config::ensure;
         let finite_positive = |value: f64| value.is_finite() && value > 0.0;
         ensure(finite_positive(self.min_cost), "min-cost", "must be a positive number of percent")?;
         ensure(

@@ -25,8 +25,8 @@ use rand::Rng;
 
 pub use load::{BackendLoad, LoadSettings, MAX_TIE_BAND, MICROS_PER_PERCENT, Score, TIE_BAND};
 
-use crate::protocol::IpField;
 use crate::registry::{BackendId, IdMap, Report};
+use loadwise_protocol::IpField;
 
 /// How a backend is chosen for each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]

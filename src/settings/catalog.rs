@@ -26,7 +26,7 @@ pub const SERVICE_TABLE: &str = "services.NAME";
 
 impl SettingInfo {
     /// The flag's name without dashes in front, also the name a
-    /// [`ConfigError`](crate::config::ConfigError) gives: `max-clock-skew`.
+    /// [`ConfigError`](loadwise_protocol::config::ConfigError) gives: `max-clock-skew`.
     pub fn flag(&self) -> String {
         self.key.replace(['.', '_'], "-")
     }

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::catalog::SettingInfo;
 use super::text::{AdminListen, TlsListenAddr, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
-use crate::config::{ConfigError, ensure};
 use crate::netlist::NetList;
-use crate::protocol::v2::ServiceName;
 use crate::scoring::Scoring;
 use crate::selection::Policy;
+use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::v2::ServiceName;
 
 /// The name of the table of `[services.NAME]` tables.
 pub(super) const SERVICES: &str = "services";

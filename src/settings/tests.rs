@@ -2,9 +2,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::protocol::v2::ServiceName;
-use crate::protocol::v2::auth::Secret;
 use crate::selection::Policy;
+use loadwise_protocol::v2::ServiceName;
+use loadwise_protocol::v2::auth::Secret;
 
 fn loaded(settings: Settings) -> Loaded {
     Loaded { settings, admin_token: None, shrunk: Vec::new() }

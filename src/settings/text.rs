@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::protocol::v2::{NameError, ServiceName};
 use crate::scoring::{Scoring, ScoringError};
+use loadwise_protocol::v2::{NameError, ServiceName};
 
 /// The admin API's default address: loopback only, beside the dispatcher's port.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8524";
@@ -182,7 +182,7 @@ pub(super) mod service_tables {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
-    use crate::protocol::v2::ServiceName;
+    use loadwise_protocol::v2::ServiceName;
 
     pub fn serialize<V, S>(map: &BTreeMap<ServiceName, V>, serializer: S) -> Result<S::Ok, S::Error>
     where

@@ -16,9 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::dispatcher::{DispatchSettings, Dispatcher};
-use crate::protocol::{Heartbeat, IpField};
 use crate::registry::BackendId;
 use crate::selection::{LoadSettings, Policy};
+use loadwise_protocol::{Heartbeat, IpField};
 
 use super::arrivals::{Arrival, Nanos, Stream, nanos};
 use super::metrics::{BurstTally, Counts, Integrals, PolicyResult, Pool};

@@ -2,7 +2,7 @@
 
 use super::names::NameError;
 use super::{ErrorCode, MessageType};
-use crate::protocol::{HEADER_LEN, Header};
+use crate::{HEADER_LEN, Header};
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

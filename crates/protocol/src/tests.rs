@@ -120,7 +120,7 @@ fn check_vector(bytes: &[u8], expect: &Expect) {
 
 #[test]
 fn the_doc_vectors_are_exactly_the_expected_ones_and_mean_what_they_say() {
-    crate::protocol::doc_vectors::check_table("## Test vectors", &expected(), |name, bytes, expect| {
+    crate::doc_vectors::check_table("## Test vectors", &expected(), |name, bytes, expect| {
         eprintln!("checking vector {name}");
         check_vector(bytes, expect);
     });

@@ -33,7 +33,7 @@ pub use heartbeat::{
 pub use names::{HostName, MetricName, NameError, ServiceName};
 pub use pick::{MAX_TICKET_LEN, PickOutcome, PickReply, PickRequest, Picked};
 
-use crate::protocol::{HEADER_LEN, Header};
+use crate::{HEADER_LEN, Header};
 use frame::{Reader, Writer};
 
 /// The protocol version this module speaks: the high byte of every v2 `cmd`.
@@ -43,6 +43,10 @@ pub const VERSION: u8 = 2;
 /// heartbeat with the longest names, a host name address and [`MAX_METRICS`] metrics.
 /// A receiver's frame limit must be at least this.
 pub const MAX_MESSAGE_LEN: usize = Heartbeat::MAX_LEN;
+
+/// The longest v2 frame a dispatcher accepts unless configured otherwise: the
+/// recommended 4096, above the largest v2 message (2682 bytes).
+pub const DEFAULT_MAX_V2_FRAME_LEN: u16 = 4096;
 
 /// The protocol version a frame's `cmd` belongs to: its high byte (0 is legacy).
 pub const fn version_of(cmd: u16) -> u8 {

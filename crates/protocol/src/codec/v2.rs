@@ -8,7 +8,7 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::protocol::v2::{self, DecodeError, Decoded, FieldError, Message};
+use crate::v2::{self, DecodeError, Decoded, FieldError, Message};
 
 /// The longest frame a peer accepts from a dispatcher: room for the largest v2
 /// message, with margin for fields a later v2.x appends.
@@ -59,7 +59,7 @@ impl Encoder<&Message> for PeerCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::v2::{ErrorCode, ErrorMessage, Registered};
+    use crate::v2::{ErrorCode, ErrorMessage, Registered};
 
     #[test]
     fn skips_unknown_frames_and_waits_for_whole_ones() {

@@ -2,7 +2,7 @@ use super::*;
 
 use proptest::prelude::*;
 
-use crate::protocol::{Header, Heartbeat, IP_FIELD_LEN, IpField, LoginRequest, cmd};
+use crate::{Header, Heartbeat, IP_FIELD_LEN, IpField, LoginRequest, cmd};
 
 /// A frame on the wire and the item the codec must yield for it.
 #[derive(Debug, Clone)]

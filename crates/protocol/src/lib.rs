@@ -1,15 +1,30 @@
-//! The wire formats, legacy and [`v2`]: frame header, message kinds and pure parsing.
+//! loadwise-protocol: the wire formats, legacy and [`v2`], admission tickets and the
+//! stream codecs: frame header, message kinds, pure parsing and encoding.
 //!
-//! This module holds the legacy LoadBanceServer format; [`v2`] the versioned one that
+//! The crate root holds the legacy LoadBanceServer format; [`v2`] the versioned one that
 //! shares its header on the same port. Every frame starts with a 4-byte header, `len: u16` then `cmd: u16`, both
 //! little-endian; `len` counts the whole frame including the header. Nothing here
 //! touches a socket: functions take byte slices and return values, so they can be
 //! tested exhaustively (split reads, coalesced frames, arbitrary input).
 //!
 //! See `docs/protocol.md` for the byte tables and test vectors.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | crate root, `heartbeat`, `login` | the legacy format: header, commands, heartbeat, login and reply |
+//! | [`v2`] | protocol v2: frames, messages, names, addresses, the Register MAC ([`v2::auth`]) |
+//! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
+//! | [`codec`] | `tokio_util` codecs that frame a byte stream into requests (and v2 messages for peers) |
+//! | [`config`] | the error settings checks return, naming the setting |
+#![forbid(unsafe_code)]
 
+pub mod codec;
+pub mod config;
 mod heartbeat;
 mod login;
+pub mod ticket;
 pub mod v2;
 
 pub use heartbeat::{AddressDisplay, AddressError, Heartbeat, IP_FIELD_LEN, IpField, MAX_IP_CHARS};

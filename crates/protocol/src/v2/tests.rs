@@ -25,7 +25,7 @@ const TICKET_NONCE: [u8; 16] = [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 
 
 /// The rows of the document's "v2 test vectors" table, as `(name, bytes)`.
 fn doc_vectors() -> Vec<(&'static str, Vec<u8>)> {
-    crate::protocol::doc_vectors::table("### v2 test vectors")
+    crate::doc_vectors::table("### v2 test vectors")
 }
 
 /// What a vector must mean to the code.
@@ -250,7 +250,7 @@ fn check_decodes(bytes: &[u8], whole: Result<Option<(Decoded, usize)>, DecodeErr
 
 #[test]
 fn the_doc_vectors_are_exactly_the_expected_ones_and_mean_what_they_say() {
-    crate::protocol::doc_vectors::check_table("### v2 test vectors", &expected(), |name, bytes, expect| {
+    crate::doc_vectors::check_table("### v2 test vectors", &expected(), |name, bytes, expect| {
         check_vector(name, bytes, expect);
     });
 }
@@ -259,7 +259,7 @@ fn the_doc_vectors_are_exactly_the_expected_ones_and_mean_what_they_say() {
 fn doc_quotes_the_example_ticket_text() {
     let text = example_ticket().to_text();
     assert!(
-        crate::protocol::doc_vectors::DOC.contains(&format!("`{text}`")),
+        crate::doc_vectors::DOC.contains(&format!("`{text}`")),
         "docs/protocol.md should quote the ticket text {text}"
     );
     assert_eq!(ticket::verify(SECRET, &text, &service("search"), 42, 1_700_000_000), Ok(example_claims()));
@@ -290,7 +290,7 @@ fn version_and_type_live_in_cmd() {
     assert_eq!(MessageType::Hello.cmd(), 0x0201);
     assert_eq!(MessageType::Error.cmd(), 0x027f);
     assert_eq!(version_of(0x0205), 2);
-    assert_eq!(version_of(crate::protocol::cmd::LOGIN), 0);
+    assert_eq!(version_of(crate::cmd::LOGIN), 0);
     assert!(is_v2(0x02ff) && is_v2(0x0200));
     assert!(!is_v2(0x0004) && !is_v2(0x0105) && !is_v2(0x0305));
     for kind in MessageType::ALL {
@@ -302,7 +302,7 @@ fn version_and_type_live_in_cmd() {
 
 #[test]
 fn legacy_frames_are_another_version() {
-    let login = crate::protocol::LoginRequest { timestamp: 1_700_000_000 }.encode();
+    let login = crate::LoginRequest { timestamp: 1_700_000_000 }.encode();
     assert_eq!(decode(&login, MAX), Ok(Some((Decoded::OtherVersion { cmd: 2, len: 12 }, 12))));
     let refusal = Decoded::OtherVersion { cmd: 0x0301, len: 4 }.refusal();
     assert_eq!(refusal, Some(ErrorCode::UNSUPPORTED_VERSION));
@@ -317,7 +317,7 @@ fn length_is_checked_on_the_header_alone() {
     // Within the limit, the header alone is just incomplete.
     assert_eq!(decode(&[0xff, 0xff, 0x05, 0x02], u16::MAX), Ok(None));
     for len in 0..4u16 {
-        let header = crate::protocol::Header { len, cmd: 0x0205 }.to_bytes();
+        let header = crate::Header { len, cmd: 0x0205 }.to_bytes();
         assert_eq!(decode(&header, MAX), Err(DecodeError::ShorterThanHeader { len }));
     }
     // A limit below the header refuses everything.
@@ -789,13 +789,12 @@ fn any_frame_like_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         body.clone(),
         (0u16..400, any::<u8>(), body.clone()).prop_map(|(len, t, body)| {
-            let mut buf =
-                crate::protocol::Header { len, cmd: u16::from_be_bytes([2, t]) }.to_bytes().to_vec();
+            let mut buf = crate::Header { len, cmd: u16::from_be_bytes([2, t]) }.to_bytes().to_vec();
             buf.extend(body);
             buf
         }),
         (prop::sample::select(MessageType::ALL.to_vec()), body).prop_map(|(kind, body)| {
-            let mut buf = crate::protocol::Header { len: 0, cmd: kind.cmd() }.to_bytes().to_vec();
+            let mut buf = crate::Header { len: 0, cmd: kind.cmd() }.to_bytes().to_vec();
             buf.extend(body);
             fix_len(buf)
         }),

@@ -15,6 +15,6 @@ impl ConfigError {
 }
 
 /// Fails with `reason` for `setting` unless `ok`.
-pub(crate) fn ensure(ok: bool, setting: &'static str, reason: &str) -> Result<(), ConfigError> {
+pub fn ensure(ok: bool, setting: &'static str, reason: &str) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(ConfigError::new(setting, reason)) }
 }

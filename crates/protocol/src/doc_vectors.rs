@@ -2,7 +2,7 @@
 //! the tests check exactly what a reader of the document is told.
 
 /// The protocol document.
-pub(crate) const DOC: &str = include_str!("../../docs/protocol.md");
+pub(crate) const DOC: &str = include_str!("../../../docs/protocol.md");
 
 /// The rows of the `name | hex | ...` table that follows the heading `heading` (the
 /// whole line, such as `## Test vectors`), up to the next heading of the same or a

@@ -17,8 +17,8 @@ use std::str::FromStr;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 
-use crate::protocol::v2::ServiceName;
-use crate::protocol::v2::auth::hmac_sha256;
+use crate::v2::ServiceName;
+use crate::v2::auth::hmac_sha256;
 
 /// The ticket format this module issues and accepts.
 pub const VERSION: u8 = 1;

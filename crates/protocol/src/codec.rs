@@ -1,7 +1,7 @@
 //! `tokio_util` codecs: the dispatcher side of the legacy protocol (requests in, replies
 //! out), and in [`v2`] the peer side of protocol v2.
 //!
-//! The codec adds to [`protocol::parse_request`](crate::protocol::parse_request) the one
+//! The codec adds to [`protocol::parse_request`](crate::parse_request) the one
 //! piece of state that framing needs: how many bytes of the current frame remain to be
 //! skipped. Unknown commands, and bytes beyond a known command's size, are discarded
 //! as they arrive, so a large frame never has to be buffered.
@@ -9,9 +9,9 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::connection::DEFAULT_MAX_V2_FRAME_LEN;
-use crate::protocol::v2 as wire;
-use crate::protocol::{FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request};
+use crate::v2 as wire;
+use crate::v2::DEFAULT_MAX_V2_FRAME_LEN;
+use crate::{FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request};
 
 /// One decoded item: a request to act on, or a frame that was skipped.
 #[derive(Debug, Clone, PartialEq)]

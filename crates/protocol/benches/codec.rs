@@ -4,8 +4,8 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use loadwise::codec::DispatcherCodec;
-use loadwise::protocol::{Heartbeat, IpField, LoginReply, LoginRequest, parse_request};
+use loadwise_protocol::codec::DispatcherCodec;
+use loadwise_protocol::{Heartbeat, IpField, LoginReply, LoginRequest, parse_request};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Frames per decoded buffer: what one read of a busy pipelined connection holds.
