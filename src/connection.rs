@@ -23,10 +23,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::dispatcher::{
+use crate::netlist::NetList;
+use loadwise_core::dispatcher::{
     Batch, ConnectionKind, ConnectionRefusal, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump,
 };
-use crate::netlist::NetList;
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
 use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
@@ -34,9 +34,9 @@ use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
 mod session;
-use crate::registry::BackendId;
 use crate::server::{LiveLimits, Shared};
 use budget::Slot;
+use loadwise_core::registry::BackendId;
 use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 
 /// Per-connection limits.

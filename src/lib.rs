@@ -59,19 +59,16 @@ pub mod client;
 mod connection;
 pub mod cpustat;
 pub mod dial;
-pub mod dispatcher;
 mod log_limit;
 pub mod meminfo;
 pub mod netlist;
-pub mod registry;
-pub mod scoring;
-pub mod selection;
 pub mod server;
 pub mod settings;
 pub mod simulate;
 pub mod tls;
 
 pub use connection::ConnectionLimits;
+pub use loadwise_core::{dispatcher, registry, scoring, selection};
 pub use loadwise_protocol::{self as protocol, codec, config, ticket};
 
 /// Compiles the README's Rust example as a doctest, so the documentation cannot rot.

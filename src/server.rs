@@ -30,10 +30,10 @@ use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
 use crate::connection::{self, ConnectionLimits};
-use crate::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use crate::log_limit::RateLimitedLog;
-use crate::registry::BackendId;
 use crate::tls::{self, TlsError};
+use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
+use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::v2;
 use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};

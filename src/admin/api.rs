@@ -11,9 +11,9 @@ use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
 use super::views::{BackendList, BackendView, PickView, ServiceList, StateView};
-use crate::dispatcher::{Dispatcher, ServicePickRefused};
-use crate::registry::BackendId;
-use crate::selection::BackendState;
+use loadwise_core::dispatcher::{Dispatcher, ServicePickRefused};
+use loadwise_core::registry::BackendId;
+use loadwise_core::selection::BackendState;
 use loadwise_protocol::v2::ServiceName;
 
 /// `GET /healthz`: the process is up and answering.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::registry::BackendId;
+use loadwise_core::registry::BackendId;
 
 /// Why an admin request was not served. The response body is always
 /// `{"error": "<message>"}`; internal details are logged, never sent.

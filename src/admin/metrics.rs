@@ -1,7 +1,7 @@
 //! Prometheus metrics, read from the dispatcher's own counters at scrape time.
 //!
 //! Nothing is counted twice: the dispatcher keeps its atomics
-//! ([`Stats`](crate::dispatcher::Stats)) and the collector turns a snapshot of them
+//! ([`Stats`](loadwise_core::dispatcher::Stats)) and the collector turns a snapshot of them
 //! into metrics on every scrape. Counter names get their `_total` suffix from the
 //! encoder.
 //!
@@ -26,8 +26,10 @@ use prometheus_client::registry::{Registry, Unit};
 use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
-use crate::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, StatsSnapshot};
-use crate::selection::BackendState;
+use loadwise_core::dispatcher::{
+    ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, StatsSnapshot,
+};
+use loadwise_core::selection::BackendState;
 use loadwise_protocol::v2::ErrorCode;
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
@@ -271,7 +273,7 @@ mod tests {
 
     #[test]
     fn connections_are_exposed_by_kind_and_refusals_by_reason() {
-        let dispatcher = Arc::new(Dispatcher::new(crate::dispatcher::DispatchSettings::default()));
+        let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
         let stats = dispatcher.stats();
         stats.connections_by_kind[ConnectionKind::Client.index()]
             .store(3, std::sync::atomic::Ordering::Relaxed);
@@ -295,7 +297,7 @@ mod tests {
 
     #[test]
     fn refusals_are_read_per_code_with_unknown_codes_as_other() {
-        let stats = crate::dispatcher::Stats::default();
+        let stats = loadwise_core::dispatcher::Stats::default();
         stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
         stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
         stats.count_v2_refusal(ErrorCode::new(999).unwrap());

@@ -50,7 +50,7 @@ use std::sync::{Arc, RwLock};
 pub use error::ApiError;
 pub use server::{AdminError, AdminServer, SHUTDOWN_GRACE};
 
-use crate::dispatcher::Dispatcher;
+use loadwise_core::dispatcher::Dispatcher;
 
 /// How the admin side is set up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

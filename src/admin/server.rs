@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::{AdminConfig, AdminState, router};
-use crate::dispatcher::Dispatcher;
+use loadwise_core::dispatcher::Dispatcher;
 
 /// How long shutdown waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

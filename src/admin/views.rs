@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::dispatcher::{self, BackendSnapshot, ServicePick};
-use crate::registry::V2Detail;
-use crate::selection::{BackendState, Policy};
+use loadwise_core::dispatcher::{self, BackendSnapshot, ServicePick};
+use loadwise_core::registry::V2Detail;
+use loadwise_core::selection::{BackendState, Policy};
 use loadwise_protocol::IpField;
 use loadwise_protocol::v2::{Percent, ServiceName};
 
@@ -310,9 +310,9 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use crate::registry::{Backend, BackendId, Report};
-    use crate::scoring::Scoring;
-    use crate::selection::{BackendLoad, LoadSettings};
+    use loadwise_core::registry::{Backend, BackendId, Report};
+    use loadwise_core::scoring::Scoring;
+    use loadwise_core::selection::{BackendLoad, LoadSettings};
     use loadwise_protocol::v2::{self, Endpoint, Host, Metric, MetricName};
 
     fn name(service: &str) -> ServiceName {

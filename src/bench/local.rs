@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 use super::BenchError;
 use super::ceiling;
-use crate::dispatcher::{Dispatcher, StatsSnapshot};
 use crate::server::{Server, ServerConfig};
+use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
 
 /// Name of the in-process dispatcher's runtime threads.
 pub const DISPATCHER_THREADS: &str = "lw-dispatcher";

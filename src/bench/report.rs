@@ -8,7 +8,7 @@ use super::backends::BackendsReport;
 use super::latency::LatencySummary;
 use super::outcome::Tally;
 use super::{BenchConfig, Mode, Protocol, Stop};
-use crate::dispatcher::StatsSnapshot;
+use loadwise_core::dispatcher::StatsSnapshot;
 
 /// Everything a `loadwise bench` run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -165,7 +165,7 @@ impl Ratio {
 }
 
 /// A serialisable copy of the dispatcher's counters (see
-/// [`StatsSnapshot`](crate::dispatcher::StatsSnapshot) for their meaning).
+/// [`StatsSnapshot`](loadwise_core::dispatcher::StatsSnapshot) for their meaning).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ServerStats {
     pub heartbeats: u64,

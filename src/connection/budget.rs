@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, Stats};
+use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, Stats};
 
 /// The size of each budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,8 +182,8 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatcher::DispatchSettings;
     use ConnectionKind::{Backend, Client, Pending};
+    use loadwise_core::dispatcher::DispatchSettings;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));

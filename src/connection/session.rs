@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
 use crate::log_limit::RateLimitedLog;
-use crate::registry::BackendId;
+use loadwise_core::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
+use loadwise_core::registry::BackendId;
 use loadwise_protocol::codec::Inbound;
 use loadwise_protocol::ticket;
 use loadwise_protocol::v2::auth::{self, Nonce, Secret};

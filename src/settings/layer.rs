@@ -12,8 +12,8 @@ use super::catalog::SettingInfo;
 use super::text::{AdminListen, TlsListenAddr, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
 use crate::netlist::NetList;
-use crate::scoring::Scoring;
-use crate::selection::Policy;
+use loadwise_core::scoring::Scoring;
+use loadwise_core::selection::Policy;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::v2::ServiceName;
 

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::selection::Policy;
+use loadwise_core::selection::Policy;
 use loadwise_protocol::v2::ServiceName;
 use loadwise_protocol::v2::auth::Secret;
 

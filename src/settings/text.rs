@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::scoring::{Scoring, ScoringError};
+use loadwise_core::scoring::{Scoring, ScoringError};
 use loadwise_protocol::v2::{NameError, ServiceName};
 
 /// The admin API's default address: loopback only, beside the dispatcher's port.

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::dispatcher::{DispatchSettings, Dispatcher};
-use crate::registry::BackendId;
-use crate::selection::{LoadSettings, Policy};
+use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::registry::BackendId;
+use loadwise_core::selection::{LoadSettings, Policy};
 use loadwise_protocol::{Heartbeat, IpField};
 
 use super::arrivals::{Arrival, Nanos, Stream, nanos};

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::selection::Policy;
+use loadwise_core::selection::Policy;
 
 use super::arrivals::Nanos;
 

@@ -129,8 +129,8 @@
 //! assert_eq!(result.picks, 100);
 //! ```
 //!
-//! [`Dispatcher`]: crate::dispatcher::Dispatcher
-//! [`Dispatcher::pick`]: crate::dispatcher::Dispatcher::pick
+//! [`Dispatcher`]: loadwise_core::dispatcher::Dispatcher
+//! [`Dispatcher::pick`]: loadwise_core::dispatcher::Dispatcher::pick
 
 pub mod arrivals;
 mod engine;
@@ -138,7 +138,7 @@ pub mod metrics;
 pub mod scenario;
 pub mod table;
 
-use crate::selection::Policy;
+use loadwise_core::selection::Policy;
 
 pub use metrics::{BurstSummary, PolicyResult};
 pub use scenario::{Scenario, ScenarioError};

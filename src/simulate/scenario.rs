@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 
-use crate::selection::MAX_TIE_BAND;
+use loadwise_core::selection::MAX_TIE_BAND;
 
 /// The most backends a scenario may describe (initial pool and joiners together).
 pub const MAX_BACKENDS: usize = 100_000;

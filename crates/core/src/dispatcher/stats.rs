@@ -217,7 +217,7 @@ impl StatsSnapshot {
 }
 
 /// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
+pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 

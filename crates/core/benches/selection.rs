@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use loadwise::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise::protocol::{Heartbeat, IpField};
-use loadwise::registry::BackendId;
-use loadwise::selection::Policy;
+use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::registry::BackendId;
+use loadwise_core::selection::Policy;
+use loadwise_protocol::{Heartbeat, IpField};
 
 const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 

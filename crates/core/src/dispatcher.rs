@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::selection::Picked;
 pub use batch::Batch;
-pub(crate) use stats::bump;
+pub use stats::bump;
 pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
