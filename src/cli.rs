@@ -10,6 +10,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use loadwise::agent::{Advertise, AgentConfig, Protocol, Secret};
 use loadwise::client::FailoverConfig;
+use loadwise::client::tls::ClientTls;
 use loadwise::netlist::NetList;
 use loadwise::protocol::v2::ServiceName;
 use loadwise::scoring::Scoring;
@@ -18,7 +19,6 @@ use loadwise::server::DEFAULT_LISTEN;
 use loadwise::settings::{
     AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources, TlsListenAddr,
 };
-use loadwise::tls::ClientTls;
 
 pub mod bench;
 pub mod demo;

@@ -51,16 +51,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod agent;
-pub mod backoff;
 pub mod bench;
-pub mod cgroup;
-pub mod client;
 mod connection;
-pub mod cpustat;
-pub mod dial;
 mod log_limit;
-pub mod meminfo;
 pub mod netlist;
 pub mod server;
 pub mod settings;
@@ -68,6 +61,9 @@ pub mod simulate;
 pub mod tls;
 
 pub use connection::ConnectionLimits;
+
+pub use loadwise_agent::{self as agent, backoff, cgroup, cpustat, meminfo};
+pub use loadwise_client::{self as client, dial};
 pub use loadwise_core::{dispatcher, registry, scoring, selection};
 pub use loadwise_protocol::{self as protocol, codec, config, ticket};
 

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::{TempDir, expect_closed, heartbeat, send, wait_until, within};
 use loadwise::agent::AgentConfig;
+use loadwise::client::tls::ClientTls;
 use loadwise::client::{self, Failover, FailoverConfig, PickError};
 use loadwise::dial::DialError;
 use loadwise::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, StatsSnapshot};
 use loadwise::protocol::v2::ServiceName;
 use loadwise::server::{Server, ServerConfig, ServerError, TlsListen};
-use loadwise::tls::ClientTls;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -314,9 +314,10 @@ async fn unusable_certificate_or_key_files_stop_the_start_naming_the_file() {
 mod files {
     use std::net::IpAddr;
 
+    use loadwise::client::tls::{TlsError as ClientTlsError, client_config};
     use loadwise::tls::rustls::ServerConfig;
     use loadwise::tls::rustls::pki_types::ServerName;
-    use loadwise::tls::{TlsError, client_config, server_config};
+    use loadwise::tls::{TlsError, server_config};
 
     use super::*;
 
@@ -388,7 +389,7 @@ mod files {
         assert_eq!(tls.server_name_for("[::1]:8525").unwrap(), ip("::1"));
         let dns = ServerName::try_from("lb.example.com").unwrap();
         assert_eq!(tls.server_name_for("lb.example.com:8525").unwrap(), dns);
-        assert!(matches!(tls.server_name_for("bad_name!:1"), Err(TlsError::ServerName { .. })));
+        assert!(matches!(tls.server_name_for("bad_name!:1"), Err(ClientTlsError::ServerName { .. })));
         let pinned = tls.clone().with_server_name("lb.example.com").unwrap();
         assert_eq!(pinned.server_name_for("10.0.0.1:8525").unwrap(), dns);
         assert_ne!(pinned, tls);

@@ -1,5 +1,6 @@
-//! loadwise-protocol: the wire formats, legacy and [`v2`], admission tickets and the
-//! stream codecs: frame header, message kinds, pure parsing and encoding.
+//! loadwise-protocol: what both ends of a connection share. The wire formats, legacy
+//! and [`v2`], admission tickets and the stream codecs: frame header, message kinds,
+//! pure parsing and encoding; and the PEM files TLS is configured from.
 //!
 //! The crate root holds the legacy LoadBanceServer format; [`v2`] the versioned one that
 //! shares its header on the same port. Every frame starts with a 4-byte header, `len: u16` then `cmd: u16`, both
@@ -18,12 +19,14 @@
 //! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | `tokio_util` codecs that frame a byte stream into requests (and v2 messages for peers) |
 //! | [`config`] | the error settings checks return, naming the setting |
+//! | [`pem`] | the PEM files TLS is configured from: certificates and keys, errors naming the file |
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;
 mod heartbeat;
 mod login;
+pub mod pem;
 pub mod ticket;
 pub mod v2;
 

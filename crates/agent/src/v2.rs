@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::SessionEnd;
 use super::{AgentConfig, Report, Secret};
-use crate::dial::Stream;
+use loadwise_client::dial::Stream;
 use loadwise_protocol::codec::v2::PeerCodec;
 use loadwise_protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
 

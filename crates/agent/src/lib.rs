@@ -1,5 +1,5 @@
-//! The backend side: reports this backend's address and load to every configured
-//! dispatcher, one connection each, and keeps each connection up on its own.
+//! loadwise-agent: the backend side. Reports this backend's address and load to every
+//! configured dispatcher, one connection each, and keeps each connection up on its own.
 //!
 //! One sampler measures the load every interval and hands the sample to every
 //! dispatcher link (the `link` module); a link that is down or stalled never delays the
@@ -10,9 +10,31 @@
 //! stable id, every metric of a [`Sample`], a weight, the drain state, and with a
 //! [`Secret`] an authenticated registration (the `v2` module). Either may travel
 //! over TLS ([`AgentConfig::tls`]) to a dispatcher's TLS listener.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | crate root | the agent's settings and its run loop: one sampler, a link per dispatcher |
+//! | `probe` | what a sample holds and the probes that take it (memory, host, metrics file) |
+//! | `link` | one dispatcher: connect, send heartbeats, reconnect with backoff |
+//! | `v2` | a v2 session: hello, the authenticated registration, heartbeats |
+//! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
+//! | [`cgroup`] | memory use in percent of a cgroup v2 limit, for backends in containers |
+//! | [`cpustat`] | CPU use in percent from two readings of `/proc/stat` |
+//! | [`backoff`] | reconnect delays with jitter from an injected RNG |
+//! | `streak` | a lasting failure logged on the 1st, 2nd, 4th, 8th... occurrence |
+//!
+//! Dialing and client TLS come from `loadwise-client`.
+#![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod cgroup;
+pub mod cpustat;
 mod link;
+pub mod meminfo;
 mod probe;
+mod streak;
 mod v2;
 
 use std::future::Future;
@@ -26,8 +48,8 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::log_limit::FailureStreak;
-use crate::tls::ClientTls;
+use crate::streak::FailureStreak;
+use loadwise_client::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
 pub use loadwise_protocol::v2::auth::{MIN_SECRET_LEN, Secret};
 use loadwise_protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName, State};

@@ -1,9 +1,21 @@
-//! The client side: ask a dispatcher for a backend with one login, read one reply
-//! (legacy, [`pick`]; or v2 for a named service, [`pick_service`]); or ask several
-//! replicas in turn ([`Failover`]). Each has a form that can speak TLS
+//! loadwise-client: the client side. Ask a dispatcher for a backend with one login, read
+//! one reply (legacy, [`pick`]; or v2 for a named service, [`pick_service`]); or ask
+//! several replicas in turn ([`Failover`]). Each has a form that can speak TLS
 //! ([`pick_over`], [`pick_service_over`], [`FailoverConfig::tls`]).
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | crate root | one login, one reply: [`pick`], [`pick_service`] and their TLS forms |
+//! | `failover` | several dispatchers in turn, within one deadline: [`Failover`] |
+//! | [`dial`] | outgoing connections: resolve a name, try each address, TLS on top when asked |
+//! | [`tls`] | the peers' TLS settings: the CA they trust dispatchers by, the name they expect |
+#![forbid(unsafe_code)]
 
+pub mod dial;
 mod failover;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -11,7 +23,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
-use crate::dial::{self, DialError};
+use crate::dial::DialError;
 use crate::tls::ClientTls;
 use loadwise_protocol::codec::v2::{PeerCodec, PeerCodecError};
 use loadwise_protocol::v2::{

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AgentConfig, Protocol, Report};
 use crate::backoff::Backoff;
-use crate::dial::{self, DialError, Stream};
-use crate::log_limit::FailureStreak;
+use crate::streak::FailureStreak;
+use loadwise_client::dial::{self, DialError, Stream};
 use loadwise_protocol::codec::v2::PeerCodecError;
 use loadwise_protocol::v2::{ErrorMessage, State};
 use loadwise_protocol::{Heartbeat, IpField};
