@@ -50,22 +50,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod bench;
-mod connection;
-mod log_limit;
-pub mod netlist;
-pub mod server;
 pub mod settings;
 pub mod simulate;
-pub mod tls;
-
-pub use connection::ConnectionLimits;
 
 pub use loadwise_agent::{self as agent, backoff, cgroup, cpustat, meminfo};
 pub use loadwise_client::{self as client, dial};
 pub use loadwise_core::{dispatcher, registry, scoring, selection};
 pub use loadwise_protocol::{self as protocol, codec, config, ticket};
+pub use loadwise_server::{self as server, ConnectionLimits, admin, netlist, tls};
 
 /// Compiles the README's Rust example as a doctest, so the documentation cannot rot.
 #[cfg(doctest)]

@@ -419,7 +419,7 @@ async fn on_defaults_ten_thousand_backends_from_one_address_and_64_clients_are_a
     let _exclusive = exclusive_access().await;
     let mut serve =
         process::Spawn::new(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn,loadwise::server=info,loadwise::admin=info")
+            .env("RUST_LOG", "warn,loadwise_server=info,loadwise_server::connection=warn")
             .start();
     let (mut addr, mut admin) = (None, None);
     let end = Instant::now() + process::DEADLINE;
@@ -429,7 +429,7 @@ async fn on_defaults_ten_thousand_backends_from_one_address_and_64_clients_are_a
         assert!(!line.contains("lowered from its default"), "{line}");
         if line.contains("admin API listening") {
             admin = Some(address_after(&line));
-        } else if line.contains("loadwise::server: listening") {
+        } else if line.contains("loadwise_server: listening") {
             addr = Some(address_after(&line));
         }
     }

@@ -65,7 +65,7 @@ impl Serve {
             };
             if line.contains("admin API listening") {
                 serve.admin = Some(address_in(&line));
-            } else if line.contains("loadwise::server: listening") {
+            } else if line.contains("loadwise_server: listening") {
                 serve.addr = address_in(&line);
             }
         }

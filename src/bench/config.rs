@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::server::ServerConfig;
 use loadwise_protocol::v2::ServiceName;
 use loadwise_protocol::v2::auth::Secret;
+use loadwise_server::ServerConfig;
 
 /// What the connections send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

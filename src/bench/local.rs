@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 use super::BenchError;
 use super::ceiling;
-use crate::server::{Server, ServerConfig};
 use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise_server::{Server, ServerConfig};
 
 /// Name of the in-process dispatcher's runtime threads.
 pub const DISPATCHER_THREADS: &str = "lw-dispatcher";
@@ -55,7 +55,7 @@ impl LocalServer {
     pub async fn ceiling(threads: Option<usize>, replies: ceiling::Replies) -> Result<Self, BenchError> {
         let runtime = runtime(CEILING_THREADS, threads)?;
         // The same accept queue as the dispatcher's, for a fair comparison.
-        let bind = runtime.spawn(async { crate::server::listen(SocketAddr::from(([127, 0, 0, 1], 0))) });
+        let bind = runtime.spawn(async { loadwise_server::listen(SocketAddr::from(([127, 0, 0, 1], 0))) });
         let listener = bind.await.expect("binding does not panic").map_err(BenchError::Runtime)?;
         let addr = listener.local_addr().map_err(BenchError::Runtime)?;
         let stop = CancellationToken::new();

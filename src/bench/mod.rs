@@ -78,7 +78,7 @@ pub use report::{BenchReport, CpuReport, MemoryReport, Ratio, RunReport, ServerS
 use local::LocalServer;
 use runner::{Endpoint, ServerProbe};
 
-use crate::server::ServerError;
+use loadwise_server::ServerError;
 
 /// Why a run could not be made (errors during a run are counted, not returned).
 #[derive(Debug, thiserror::Error)]

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::catalog::SettingInfo;
 use super::text::{AdminListen, TlsListenAddr, as_duration, as_text, service_tables};
 use super::{Settings, TokenSource};
-use crate::netlist::NetList;
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::v2::ServiceName;
+use loadwise_server::netlist::NetList;
 
 /// The name of the table of `[services.NAME]` tables.
 pub(super) const SERVICES: &str = "services";

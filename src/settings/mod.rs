@@ -42,9 +42,9 @@ pub use text::{
     format_duration,
 };
 
-use crate::server::{ServerConfig, TlsListen};
 use loadwise_protocol::config::ConfigError;
 use loadwise_protocol::v2::auth::{Secret, SecretFileError};
+use loadwise_server::{ServerConfig, TlsListen};
 
 /// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -469,6 +469,16 @@ fn budgets_left_at_their_default_shrink_to_fit_the_descriptor_limit() {
 }
 
 #[test]
+fn the_defaults_fit_a_hard_limit_of_20000() {
+    let config = ServerConfig::default();
+    let budgets = config.budgets();
+    assert_eq!((budgets.backends, budgets.clients, budgets.pending), (10_000, 8_192, 1_024));
+    let needed = (budgets.backends + budgets.clients + budgets.pending) as u64;
+    assert!(needed + RESERVED_DESCRIPTORS <= 20_000);
+    assert_eq!(config.connection.first_frame_timeout, Duration::from_secs(5));
+}
+
+#[test]
 fn explicit_budgets_that_cannot_fit_are_refused_naming_them_and_their_source() {
     let file = Layer::parse("max_backends = 15000\n").unwrap();
     let overrides = Layer { max_client_connections: Some(8_192), ..Layer::default() };

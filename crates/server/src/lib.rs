@@ -1,5 +1,6 @@
-//! The dispatcher's TCP server: binds, accepts within the connection budgets, sweeps
-//! expired backends, and shuts down gracefully.
+//! loadwise-server: the dispatcher's network side. The crate root is the TCP server:
+//! it binds, accepts within the connection budgets, sweeps expired backends, and shuts
+//! down gracefully; the decision itself is `loadwise-core`'s.
 //!
 //! Every connection is pending from its accept until its first heartbeat, login or
 //! pick says what it is; backend, client and pending connections each have a budget
@@ -14,6 +15,26 @@
 //! Every task it spawns is tracked. On shutdown it stops accepting, lets each
 //! connection answer what it has already read, and after a bounded grace period
 //! stops whatever is left.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | crate root | the TCP server: bind, accept under the budgets, sweep, reload, graceful shutdown |
+//! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget` and the v2 `session`) |
+//! | [`tls`] | the dispatcher's TLS settings: its certificate and key |
+//! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
+//! | `log_limit` | repeated warnings logged once per period |
+//! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
+#![forbid(unsafe_code)]
+
+pub mod admin;
+mod connection;
+mod log_limit;
+pub mod netlist;
+pub mod tls;
+
+pub use connection::ConnectionLimits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,9 +50,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
-use crate::connection::{self, ConnectionLimits};
 use crate::log_limit::RateLimitedLog;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
@@ -667,16 +687,6 @@ mod tests {
         let config =
             ServerConfig { listen: ephemeral, tls: Some(tls("127.0.0.1:0")), ..ServerConfig::default() };
         assert_eq!(config.validate(), Ok(()));
-    }
-
-    #[test]
-    fn the_defaults_fit_a_hard_limit_of_20000() {
-        let config = ServerConfig::default();
-        let budgets = config.budgets();
-        assert_eq!((budgets.backends, budgets.clients, budgets.pending), (10_000, 8_192, 1_024));
-        let needed = (budgets.backends + budgets.clients + budgets.pending) as u64;
-        assert!(needed + crate::settings::RESERVED_DESCRIPTORS <= 20_000);
-        assert_eq!(config.connection.first_frame_timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
 mod session;
-use crate::server::{LiveLimits, Shared};
+use crate::{LiveLimits, Shared};
 use budget::Slot;
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
@@ -177,7 +177,7 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
         Err(Closed::FirstFrameTimeout(_)) => {
             let reason = ConnectionRefusal::FirstFrameTimeout;
             shared.dispatcher.stats().count_connection_refusal(reason);
-            crate::server::log_refusal(shared, peer, reason);
+            crate::log_refusal(shared, peer, reason);
         }
         Err(error) => tracing::info!(%peer, %error, "closing connection"),
     }
@@ -404,7 +404,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
         // A log write may block: not under the lock every connection needs.
         batch.unlock();
-        crate::server::log_refusal(self.shared, self.peer, refusal);
+        crate::log_refusal(self.shared, self.peer, refusal);
         Closed::OverBudget(refusal)
     }
 

@@ -21,10 +21,10 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), loadwise::admin::AdminError> {
+//! # async fn example() -> Result<(), loadwise_server::admin::AdminError> {
 //! use std::sync::Arc;
-//! use loadwise::admin::{AdminConfig, AdminServer};
-//! use loadwise::dispatcher::{DispatchSettings, Dispatcher};
+//! use loadwise_server::admin::{AdminConfig, AdminServer};
+//! use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 //!
 //! let dispatcher = Arc::new(Dispatcher::new(DispatchSettings::default()));
 //! let config = AdminConfig { token: Some("s3cret".into()) };
