@@ -50,15 +50,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod settings;
-pub mod simulate;
 
 pub use loadwise_agent::{self as agent, backoff, cgroup, cpustat, meminfo};
 pub use loadwise_client::{self as client, dial};
 pub use loadwise_core::{dispatcher, registry, scoring, selection};
 pub use loadwise_protocol::{self as protocol, codec, config, ticket};
 pub use loadwise_server::{self as server, ConnectionLimits, admin, netlist, tls};
+pub use loadwise_tools::{bench, simulate};
 
 /// Compiles the README's Rust example as a doctest, so the documentation cannot rot.
 #[cfg(doctest)]

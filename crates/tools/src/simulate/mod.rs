@@ -112,8 +112,8 @@
 //! # Example
 //!
 //! ```
-//! use loadwise::selection::Policy;
-//! use loadwise::simulate::{Scenario, simulate};
+//! use loadwise_core::selection::Policy;
+//! use loadwise_tools::simulate::{Scenario, simulate};
 //!
 //! let scenario = Scenario::from_toml(r#"
 //!     duration = "2s"

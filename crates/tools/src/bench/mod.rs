@@ -30,14 +30,14 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), loadwise::bench::BenchError> {
-//! use loadwise::bench::{BenchConfig, Stop, Target};
-//! use loadwise::server::ServerConfig;
+//! # async fn example() -> Result<(), loadwise_tools::bench::BenchError> {
+//! use loadwise_tools::bench::{BenchConfig, Stop, Target};
+//! use loadwise_server::ServerConfig;
 //!
 //! let mut config = BenchConfig::new(Target::Spawn(Box::new(ServerConfig::default())));
 //! config.stop = Stop::Requests(10_000);
 //! config.ceiling = Some(Target::Ceiling);
-//! let report = loadwise::bench::run(&config).await?;
+//! let report = loadwise_tools::bench::run(&config).await?;
 //! println!("{report}");
 //! # Ok(()) }
 //! ```
