@@ -1,0 +1,14 @@
+//! loadwise-cli: the `loadwise` binary (`src/main.rs`), a thin layer over the other
+//! crates. Its library part holds what the binary's tests read too: the settings of
+//! `loadwise serve`.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
+//! | `main.rs` (binary) | parses the command line and runs one subcommand; exit statuses |
+//! | `cli.rs`, `cli/` (binary) | the command line (clap), and `serve`, `demo`, `bench`, `simulate` |
+#![forbid(unsafe_code)]
+
+pub mod settings;

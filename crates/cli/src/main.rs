@@ -1,0 +1,279 @@
+//! The `loadwise` binary: parses the command line and runs one subcommand.
+
+mod cli;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use cli::{AgentArgs, Command, LogFormat, PickArgs};
+use loadwise_agent::cpustat::CpuProbe;
+use loadwise_agent::{HostProbe, MemoryProbe, Protocol};
+use loadwise_client::dial::DialError;
+use loadwise_client::{Answer, Assigned, Attempt, Failover, FailoverError, PickError};
+use loadwise_protocol::v2::{Picked, State};
+use tracing_subscriber::EnvFilter;
+
+/// The process exit statuses, distinct per outcome so scripts can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Exit {
+    Success = 0,
+    /// Anything else went wrong (bad settings, port taken, ...).
+    Failure = 1,
+    /// Wrong command-line usage (also clap's status for it).
+    Usage = 2,
+    /// `pick`: the dispatcher answered with the error reply.
+    Refused = 3,
+    /// `pick`: the dispatcher could not be reached or did not answer in time.
+    Unreachable = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    init_logging(cli.log_format, &cli.command);
+    match run(cli.command) {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("loadwise: {error:#}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// Logs go to stderr as text or JSON lines, filtered by `RUST_LOG` (default `info`;
+/// `warn` for `pick` and `config`, whose stdout is their answer).
+fn init_logging(format: LogFormat, command: &Command) {
+    let quiet = matches!(command, Command::Pick(_) | Command::Config(_));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" }));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Serve(args) => cli::serve::run(args, shutdown_signal()).await.map(|()| Exit::Success),
+            Command::Config(args) => cli::serve::config(args).map(|()| Exit::Success),
+            Command::Demo(args) => cli::demo::run(args, shutdown_signal()).await.map(|()| Exit::Success),
+            Command::Agent(args) => agent(args).await,
+            Command::Pick(args) => pick(args).await,
+            Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
+            Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
+        }
+    });
+    // A name lookup runs on a blocking thread that a timeout cannot stop; do not let
+    // a slow resolver hold the process past its deadline or its shutdown.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    outcome
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
+    let config = args.to_config()?;
+    let memory = memory_probe(&args);
+    let initial = if args.drain { State::Draining } else { State::Ready };
+    let (state, watched) = tokio::sync::watch::channel(initial);
+    let drain_signals = follow_drain_signals(state)?;
+    let shutdown = shutdown_signal();
+    if config.protocol == Protocol::V2 {
+        let mut probe = HostProbe::with(memory, CpuProbe::new());
+        if let Some(path) = &args.metrics_file {
+            probe = probe.with_metrics_file(path);
+        }
+        loadwise_agent::run_with_state(config, probe, watched, shutdown).await?;
+    } else {
+        loadwise_agent::run_with_state(config, memory, watched, shutdown).await?;
+    }
+    drain_signals.abort();
+    Ok(Exit::Success)
+}
+
+/// Memory of this process's cgroup limit if it has one, else of the host; a meminfo
+/// file named on the command line (tests, unusual hosts) is used alone.
+fn memory_probe(args: &AgentArgs) -> MemoryProbe {
+    let probe = if args.meminfo.as_os_str() == loadwise_agent::meminfo::PROC_MEMINFO {
+        MemoryProbe::new()
+    } else {
+        MemoryProbe::with_path(&args.meminfo)
+    };
+    match probe.cgroup() {
+        Some(cgroup) => {
+            tracing::info!(cgroup = %cgroup.dir().display(), "memory: of the cgroup's limit when it has one")
+        }
+        None => tracing::info!(meminfo = %args.meminfo.display(), "memory: of the host"),
+    }
+    probe
+}
+
+/// SIGUSR1 drains the backend, SIGUSR2 makes it ready again. The handlers are
+/// installed at once, so a signal sent right after start is not lost (or fatal).
+fn follow_drain_signals(
+    state: tokio::sync::watch::Sender<State>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut drain = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
+    let mut ready = signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                Some(()) = drain.recv() => State::Draining,
+                Some(()) = ready.recv() => State::Ready,
+                else => return,
+            };
+            state.send_if_modified(|state| std::mem::replace(state, next) != next);
+        }
+    }))
+}
+
+async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
+    let failover = Failover::new(args.server.clone(), args.failover_config()?)?;
+    let outcome = match &args.service {
+        None => failover.pick().await.map(|answer| shown(answer, Shown::legacy)),
+        Some(service) => failover.pick_service(service).await.map(|answer| shown(answer, Shown::v2)),
+    };
+    if args.json {
+        println!("{}", pick_json(&outcome));
+    }
+    match outcome {
+        Ok(answer) => {
+            if !args.json {
+                println!("{}", answer.backend.address);
+                if let Some(ticket) = &answer.backend.ticket {
+                    println!("{ticket}");
+                }
+                if !answer.failed.is_empty() {
+                    let failed: Vec<String> = answer.failed.iter().map(describe).collect();
+                    eprintln!("loadwise: assigned by {} after {}", answer.dispatcher, failed.join("; "));
+                }
+            }
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            if !args.json {
+                eprintln!("loadwise: {error}");
+            }
+            Ok(pick_failure_exit(&error))
+        }
+    }
+}
+
+/// What `pick` prints of an assigned backend.
+#[derive(Debug)]
+struct Shown {
+    address: String,
+    backend_id: Option<u64>,
+    /// Hex, when the dispatcher signed one.
+    ticket: Option<String>,
+}
+
+impl Shown {
+    fn legacy(backend: Assigned) -> Shown {
+        Shown { address: backend.to_string(), backend_id: None, ticket: None }
+    }
+
+    fn v2(backend: Picked) -> Shown {
+        let ticket =
+            (!backend.ticket.is_empty()).then(|| backend.ticket.iter().map(|b| format!("{b:02x}")).collect());
+        Shown { address: backend.endpoint.to_string(), backend_id: Some(backend.backend_id), ticket }
+    }
+}
+
+fn shown<B>(answer: Answer<B>, show: impl Fn(B) -> Shown) -> Answer<Shown> {
+    Answer { backend: show(answer.backend), dispatcher: answer.dispatcher, failed: answer.failed }
+}
+
+fn describe(attempt: &Attempt) -> String {
+    format!("{} failed: {}", attempt.dispatcher, attempt.error)
+}
+
+/// The exit status of a failed pick: a refusal if any dispatcher answered and said
+/// no, a usage error if no `--server` was even `HOST:PORT`, otherwise the outage.
+fn pick_failure_exit(error: &FailoverError) -> Exit {
+    let usage = |attempt: &Attempt| {
+        matches!(&attempt.error, PickError::Unreachable(DialError::Resolve { source, .. })
+            if source.kind() == std::io::ErrorKind::InvalidInput)
+    };
+    let malformed =
+        |attempt: &Attempt| matches!(attempt.error, PickError::Malformed(_) | PickError::BadAddress(_));
+    let attempts = &error.attempts;
+    if error.any_refusal() {
+        Exit::Refused
+    } else if !attempts.is_empty() && attempts.iter().all(usage) {
+        Exit::Usage
+    } else if !attempts.is_empty() && attempts.iter().all(malformed) {
+        Exit::Failure
+    } else {
+        Exit::Unreachable
+    }
+}
+
+fn pick_json(outcome: &Result<Answer<Shown>, FailoverError>) -> serde_json::Value {
+    let attempts = |attempts: &[Attempt]| -> Vec<serde_json::Value> {
+        let one = |a: &Attempt| serde_json::json!({"dispatcher": a.dispatcher, "error": a.error.to_string(), "elapsed_ms": a.elapsed.as_secs_f64() * 1e3});
+        attempts.iter().map(one).collect()
+    };
+    match outcome {
+        Ok(answer) => serde_json::json!({
+            "backend": answer.backend.address,
+            "backend_id": answer.backend.backend_id,
+            "ticket": answer.backend.ticket,
+            "dispatcher": answer.dispatcher,
+            "failed": attempts(&answer.failed),
+        }),
+        Err(error) => serde_json::json!({
+            "error": error.to_string(),
+            "refused": error.any_refusal(),
+            "deadline_reached": error.deadline_reached,
+            "failed": attempts(&error.attempts),
+        }),
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed at once,
+/// not when the future is first polled, so that a signal arriving while the command
+/// starts up stops it gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for SIGINT or SIGTERM; only Ctrl-C stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_stable() {
+        let codes =
+            [Exit::Success, Exit::Failure, Exit::Usage, Exit::Refused, Exit::Unreachable].map(|e| e as u8);
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+    }
+}
