@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak the dispatcher: the real `loadwise serve` (release build) for DURATION
-# seconds while backends join and leave and clients keep picking; see tests/soak.rs
+# seconds while backends join and leave and clients keep picking; see crates/cli/tests/soak.rs
 # for what is checked. CI runs the same test for 40 s in debug mode.
 #
 #   scripts/soak.sh          # 30 minutes
@@ -12,4 +12,4 @@ case "$secs" in
   ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
 echo "soaking for ${secs}s (release build)" >&2
-LOADWISE_SOAK_SECS="$secs" exec cargo test --release --test soak -- --nocapture
+LOADWISE_SOAK_SECS="$secs" exec cargo test --release -p loadwise-cli --test soak -- --nocapture

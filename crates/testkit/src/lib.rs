@@ -148,7 +148,7 @@ impl TestServer {
     /// Spawns a client that writes logins as fast as the server takes them and never
     /// reads a reply. Its small socket buffers make the server block on its replies
     /// early. It ends with the error that stopped its writes, or with the byte count
-    /// once [`FLOOD_LIMIT`] bytes are written.
+    /// once `FLOOD_LIMIT` (64 MiB) bytes are written.
     pub async fn spawn_flood(&self) -> JoinHandle<std::io::Result<usize>> {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
@@ -376,7 +376,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A v2 heartbeat of backend `backend_id` in service `search`: [2001:db8::7]:9000,
+/// A v2 heartbeat of backend `backend_id` in service `search`: `[2001:db8::7]:9000`,
 /// memory 25 %, CPU 50.5 %, 3 connections, weight 200, reporting `state`.
 pub fn search_heartbeat(backend_id: u64, state: v2::State, metrics: Vec<v2::Metric>) -> v2::Heartbeat {
     v2::Heartbeat {
