@@ -101,10 +101,11 @@ fn a_newcomer_below_everyone_is_chosen_on_the_very_next_login() {
     d.heartbeat(BackendId(POOL + 1), &heartbeat("10.9.9.9", 9999, 1), t1).unwrap();
     assert_eq!(login(&d, t1, NOW_UNIX).unwrap().port, 9999);
     // Counted ten times over, the first client closes the 1-point gap to the
-    // backends at 2 %; from then on it shares with them.
+    // backends at 2 %; from then on it shares with the twenty or so of them, in the
+    // order of the tie offsets this dispatcher drew (its own may come last).
     let ports = login_ports(&d, 20, t1);
     let newcomer = ports.iter().filter(|&&port| port == 9999).count();
-    assert!((1..=5).contains(&newcomer), "{ports:?}");
+    assert!(newcomer <= 5, "{ports:?}");
 }
 
 #[test]
