@@ -319,9 +319,19 @@ impl Registry {
     }
 
     /// The instant at which the next backend expires, if any is registered. Brings
-    /// the earliest queue entry up to date first, so the answer is exact.
+    /// the queue's earliest entries up to date first, so the answer is exact.
     pub fn next_expiry(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((queued, id))) = self.queue.peek() {
+        self.expiry_bound(usize::MAX)
+    }
+
+    /// An instant no later than the next expiry, if any backend is registered: exact
+    /// unless more than `budget` of the queue's earliest entries are out of date, each
+    /// costing a queue operation to bring up to date. A caller that sleeps until it
+    /// and asks again reaches the exact instant in steps of `budget` entries, so that
+    /// no single call holds the table for long.
+    pub fn expiry_bound(&mut self, budget: usize) -> Option<Instant> {
+        for _ in 0..budget {
+            let &Reverse((queued, id)) = self.queue.peek()?;
             match self.backends.get_mut(&id) {
                 Some(entry) if entry.queued == queued => {
                     let last = entry.backend.last_heartbeat;
@@ -338,7 +348,7 @@ impl Registry {
                 }
             }
         }
-        None
+        self.queue.peek().map(|&Reverse((queued, _))| queued + self.ttl)
     }
 
     /// Rebuilds the queue from the backends' current entries once stale ones

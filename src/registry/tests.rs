@@ -170,6 +170,30 @@ fn stale_queue_entries_are_bounded_under_churn() {
     assert!(reg.queue.is_empty());
 }
 
+#[test]
+fn the_expiry_bound_is_never_late_and_reaches_the_exact_instant_in_steps() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(TTL, 1000);
+    for id in 0..100 {
+        reg.heartbeat(BackendId(id), report(1), t0 + Duration::from_millis(id)).unwrap();
+    }
+    for id in 0..100 {
+        reg.heartbeat(BackendId(id), report(1), t0 + Duration::from_millis(1000 + id)).unwrap();
+    }
+    let exact = t0 + Duration::from_millis(1000) + TTL;
+    let mut steps = 0;
+    loop {
+        let bound = reg.expiry_bound(16).unwrap();
+        assert!(bound <= exact);
+        steps += 1;
+        if bound == exact {
+            break;
+        }
+    }
+    assert_eq!(steps, 100 / 16 + 1);
+    assert_eq!(reg.next_expiry(), Some(exact));
+}
+
 proptest::proptest! {
     /// Whatever the order of heartbeats (their instants need not rise: connections
     /// apply their reads in any order), removals and expiries, the registry expires
