@@ -166,6 +166,9 @@ struct Slot {
     /// tie band this backend's order key lies, as a fraction of 2^32. Each
     /// dispatcher draws its own, so replicas break the same ties differently.
     tie: u32,
+    /// The key this backend is filed under in the pick order while it is ready: no
+    /// higher than its key, which may have risen since (see [`Selector::order`]).
+    ordered: Score,
 }
 
 impl Slot {
@@ -192,8 +195,13 @@ pub struct Selector {
     ready: usize,
     /// Where each backend's slot is, for reports, removals and operator actions.
     positions: IdMap<usize>,
-    /// `(key, id)` of every ready backend by the policy's order key, lowest first;
-    /// kept only for the policies that pick from the front.
+    /// `(ordered, id)` of every ready backend, lowest first; kept only for the
+    /// policies that pick from the front. A key that falls moves at once; one that
+    /// rises (every pick, most reports) leaves the entry where it is until it comes
+    /// first, and only then is it filed at its key. Since no entry is filed above
+    /// its key, the first entry whose key has not risen is the lowest `(key, id)`:
+    /// the same pick as an exact order, for a fraction of the moves, as most
+    /// raised keys are raised or lowered again before they come first.
     order: BTreeSet<(Score, BackendId)>,
     /// `settings.tie_band` in millionths of a percent, kept at hand for the keys.
     band: u64,
@@ -330,7 +338,6 @@ impl Selector {
             self.register(id, report, rng.random(), now);
             return;
         };
-        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
         (slot.ip, slot.port) = (report.ip, report.port);
         let previous = slot.load.effective_score();
@@ -343,9 +350,8 @@ impl Selector {
             slot.tie = rng.random();
         }
         self.scores[position] = score;
-        let after = self.key(&self.slots[position]);
         if position < self.ready {
-            self.reorder(id, before, after);
+            self.refile_if_lower(position);
         }
     }
 
@@ -364,6 +370,7 @@ impl Selector {
             ip: report.ip,
             port: report.port,
             tie,
+            ordered: Score { tier: 0, micros: 0 },
         });
         self.positions.insert(id, position);
         self.index(position);
@@ -390,8 +397,10 @@ impl Selector {
         self.swap(position, target);
         self.ready += 1;
         if self.policy.uses_order() {
-            let slot = &self.slots[target];
-            self.order.insert((self.key(slot), slot.id));
+            let key = self.key(&self.slots[target]);
+            let slot = &mut self.slots[target];
+            slot.ordered = key;
+            self.order.insert((key, slot.id));
         }
     }
 
@@ -403,7 +412,7 @@ impl Selector {
         debug_assert!(position < self.ready, "not indexed");
         if self.policy.uses_order() {
             let slot = &self.slots[position];
-            self.order.remove(&(self.key(slot), slot.id));
+            self.order.remove(&(slot.ordered, slot.id));
         }
         self.ready -= 1;
         let target = self.ready;
@@ -431,7 +440,7 @@ impl Selector {
     /// where to send it.
     pub fn pick_target(&mut self, now: Instant, rng: &mut impl Rng) -> Option<Picked> {
         let position = match self.policy {
-            Policy::LeastLoaded | Policy::Original => self.positions[&self.order.first()?.1],
+            Policy::LeastLoaded | Policy::Original => self.first_in_order()?,
             Policy::P2c => self.pick_better_of_two(rng)?,
             Policy::RoundRobin => self.pick_next_in_turn()?,
         };
@@ -467,20 +476,42 @@ impl Selector {
         Some(position)
     }
 
+    /// The position of the ready backend of the lowest `(key, id)`. Entries met
+    /// first whose key has risen are filed at their key on the way.
+    fn first_in_order(&mut self) -> Option<usize> {
+        loop {
+            let &(ordered, id) = self.order.first()?;
+            let position = self.positions[&id];
+            let key = self.key(&self.slots[position]);
+            if key == ordered {
+                return Some(position);
+            }
+            self.order.pop_first();
+            self.order.insert((key, id));
+            self.slots[position].ordered = key;
+        }
+    }
+
+    /// A pick raises the backend's key: it keeps its entry in the order until it
+    /// comes first again (see [`Selector::order`]).
     fn record_pick(&mut self, position: usize, now: Instant) {
-        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
         slot.load.record_pick(now, &self.settings);
         self.scores[position] = slot.load.effective_score();
-        let id = slot.id;
-        let after = self.key(&self.slots[position]);
-        self.reorder(id, before, after);
     }
 
-    fn reorder(&mut self, id: BackendId, before: Score, after: Score) {
-        if self.policy.uses_order() && before != after {
-            self.order.remove(&(before, id));
-            self.order.insert((after, id));
+    /// Moves the ready slot at `position` in the order if its key fell below the
+    /// one it is filed under; a key that rose stays filed lower until it comes first.
+    fn refile_if_lower(&mut self, position: usize) {
+        if !self.policy.uses_order() {
+            return;
+        }
+        let key = self.key(&self.slots[position]);
+        let slot = &mut self.slots[position];
+        if key < slot.ordered {
+            self.order.remove(&(slot.ordered, slot.id));
+            self.order.insert((key, slot.id));
+            slot.ordered = key;
         }
     }
 
@@ -497,21 +528,28 @@ impl Selector {
             assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
         }
         let expected: BTreeSet<_> = if self.policy.uses_order() {
-            self.slots[..self.ready].iter().map(|slot| (self.key(slot), slot.id)).collect()
+            self.slots[..self.ready].iter().map(|slot| (slot.ordered, slot.id)).collect()
         } else {
             BTreeSet::new()
         };
         assert_eq!(self.order, expected);
+        for slot in &self.slots[..self.ready] {
+            assert!(
+                !self.policy.uses_order() || slot.ordered <= self.key(slot),
+                "{} filed above its key",
+                slot.id
+            );
+        }
     }
 
     fn rebuild_order(&mut self) {
         self.order.clear();
         if self.policy.uses_order() {
             let (policy, band) = (self.policy, self.band);
-            let ready = self.slots[..self.ready]
-                .iter()
-                .map(|slot| (policy.key(&slot.load, slot.tie_offset(band)), slot.id));
-            self.order.extend(ready);
+            for slot in &mut self.slots[..self.ready] {
+                slot.ordered = policy.key(&slot.load, slot.tie_offset(band));
+                self.order.insert((slot.ordered, slot.id));
+            }
         }
     }
 }
