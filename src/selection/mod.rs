@@ -196,12 +196,12 @@ pub struct Selector {
     /// Where each backend's slot is, for reports, removals and operator actions.
     positions: IdMap<usize>,
     /// `(ordered, id)` of every ready backend, lowest first; kept only for the
-    /// policies that pick from the front. A key that falls moves at once; one that
-    /// rises (every pick, most reports) leaves the entry where it is until it comes
-    /// first, and only then is it filed at its key. Since no entry is filed above
-    /// its key, the first entry whose key has not risen is the lowest `(key, id)`:
-    /// the same pick as an exact order, for a fraction of the moves, as most
-    /// raised keys are raised or lowered again before they come first.
+    /// policies that pick from the front. A pick moves its backend at once, and so
+    /// does a report that lowers a key; a report that raises one leaves the entry
+    /// where it is until it comes first, and only then is it filed at its key.
+    /// Since no entry is filed above its key, the first entry whose key has not
+    /// risen is the lowest `(key, id)`: the same pick as an exact order, for fewer
+    /// moves, as most raised keys are raised or lowered again before they come first.
     order: BTreeSet<(Score, BackendId)>,
     /// `settings.tie_band` in millionths of a percent, kept at hand for the keys.
     band: u64,
@@ -492,12 +492,28 @@ impl Selector {
         }
     }
 
-    /// A pick raises the backend's key: it keeps its entry in the order until it
-    /// comes first again (see [`Selector::order`]).
+    /// A pick raises the backend's key, and it moves at once: under the policies
+    /// that pick from the front, its entry is the first one, which is taken out
+    /// without a search, and the next pick would have to move it anyway.
     fn record_pick(&mut self, position: usize, now: Instant) {
         let slot = &mut self.slots[position];
         slot.load.record_pick(now, &self.settings);
         self.scores[position] = slot.load.effective_score();
+        if !self.policy.uses_order() {
+            return;
+        }
+        let key = self.key(&self.slots[position]);
+        let slot = &mut self.slots[position];
+        if key != slot.ordered {
+            let entry = (slot.ordered, slot.id);
+            if self.order.first() == Some(&entry) {
+                self.order.pop_first();
+            } else {
+                self.order.remove(&entry);
+            }
+            self.order.insert((key, slot.id));
+            slot.ordered = key;
+        }
     }
 
     /// Moves the ready slot at `position` in the order if its key fell below the
