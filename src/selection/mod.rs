@@ -16,7 +16,7 @@
 
 mod load;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
@@ -202,7 +202,9 @@ pub struct Selector {
     /// Since no entry is filed above its key, the first entry whose key has not
     /// risen is the lowest `(key, id)`: the same pick as an exact order, for fewer
     /// moves, as most raised keys are raised or lowered again before they come first.
-    order: BTreeSet<(Score, BackendId)>,
+    /// Each entry holds the backend's position, so a pick reads its slot without a
+    /// lookup in `positions`.
+    order: BTreeMap<(Score, BackendId), usize>,
     /// `settings.tie_band` in millionths of a percent, kept at hand for the keys.
     band: u64,
     /// The next slot round-robin hands out.
@@ -219,7 +221,7 @@ impl Selector {
             scores: Vec::new(),
             ready: 0,
             positions: IdMap::default(),
-            order: BTreeSet::new(),
+            order: BTreeMap::new(),
             cursor: 0,
         }
     }
@@ -400,7 +402,7 @@ impl Selector {
             let key = self.key(&self.slots[target]);
             let slot = &mut self.slots[target];
             slot.ordered = key;
-            self.order.insert((key, slot.id));
+            self.order.insert((key, slot.id), target);
         }
     }
 
@@ -429,6 +431,14 @@ impl Selector {
         self.scores.swap(a, b);
         self.positions.insert(self.slots[a].id, a);
         self.positions.insert(self.slots[b].id, b);
+        if self.policy.uses_order() {
+            for position in [a, b] {
+                let slot = &self.slots[position];
+                if let Some(filed) = self.order.get_mut(&(slot.ordered, slot.id)) {
+                    *filed = position;
+                }
+            }
+        }
     }
 
     /// Picks a backend at `now` and accounts for the client sent there.
@@ -480,14 +490,13 @@ impl Selector {
     /// first whose key has risen are filed at their key on the way.
     fn first_in_order(&mut self) -> Option<usize> {
         loop {
-            let &(ordered, id) = self.order.first()?;
-            let position = self.positions[&id];
+            let (&(ordered, id), &position) = self.order.first_key_value()?;
             let key = self.key(&self.slots[position]);
             if key == ordered {
                 return Some(position);
             }
             self.order.pop_first();
-            self.order.insert((key, id));
+            self.order.insert((key, id), position);
             self.slots[position].ordered = key;
         }
     }
@@ -506,12 +515,12 @@ impl Selector {
         let slot = &mut self.slots[position];
         if key != slot.ordered {
             let entry = (slot.ordered, slot.id);
-            if self.order.first() == Some(&entry) {
+            if self.order.first_key_value().is_some_and(|(first, _)| *first == entry) {
                 self.order.pop_first();
             } else {
                 self.order.remove(&entry);
             }
-            self.order.insert((key, slot.id));
+            self.order.insert((key, slot.id), position);
             slot.ordered = key;
         }
     }
@@ -526,7 +535,7 @@ impl Selector {
         let slot = &mut self.slots[position];
         if key < slot.ordered {
             self.order.remove(&(slot.ordered, slot.id));
-            self.order.insert((key, slot.id));
+            self.order.insert((key, slot.id), position);
             slot.ordered = key;
         }
     }
@@ -543,10 +552,11 @@ impl Selector {
             assert_eq!(self.scores[position], slot.load.effective_score(), "{}", slot.id);
             assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
         }
-        let expected: BTreeSet<_> = if self.policy.uses_order() {
-            self.slots[..self.ready].iter().map(|slot| (slot.ordered, slot.id)).collect()
+        let expected: BTreeMap<_, _> = if self.policy.uses_order() {
+            let ready = self.slots[..self.ready].iter().enumerate();
+            ready.map(|(position, slot)| ((slot.ordered, slot.id), position)).collect()
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         assert_eq!(self.order, expected);
         for slot in &self.slots[..self.ready] {
@@ -562,9 +572,9 @@ impl Selector {
         self.order.clear();
         if self.policy.uses_order() {
             let (policy, band) = (self.policy, self.band);
-            for slot in &mut self.slots[..self.ready] {
+            for (position, slot) in self.slots[..self.ready].iter_mut().enumerate() {
                 slot.ordered = policy.key(&slot.load, slot.tie_offset(band));
-                self.order.insert((slot.ordered, slot.id));
+                self.order.insert((slot.ordered, slot.id), position);
             }
         }
     }
