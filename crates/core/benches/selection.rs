@@ -2,7 +2,8 @@
 //! sort-everything-per-login as a reference measured in the same run, and of a
 //! `least-loaded` pick with and without its tie band.
 //!
-//! `cargo bench --bench selection`; the figures are quoted in docs/balancing.md.
+//! `cargo bench --bench selection`; the figures are quoted in docs/balancing.md and
+//! docs/performance.md.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -85,6 +86,85 @@ fn heartbeat_update(c: &mut Criterion) {
     group.finish();
 }
 
+/// Heartbeats as a pool of live backends sends them: each backend once a second, in
+/// turn, each at its own instant and with a load that changes from one second to the
+/// next, under the default TTL, so that the expiry index and the pick order move on
+/// every heartbeat (the group above applies every heartbeat at one instant).
+fn heartbeat_each_second(c: &mut Criterion) {
+    let start = Instant::now();
+    let mut group = c.benchmark_group("heartbeat-each-second");
+    for policy in [Policy::LeastLoaded, Policy::P2c] {
+        for size in POOL_SIZES {
+            let settings =
+                DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
+            let dispatcher = Dispatcher::with_seed(settings, 1);
+            let step_nanos = 1_000_000_000 / size;
+            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(heartbeat).collect();
+            let mut sent = 0u64;
+            let beat = |sent: u64| {
+                let (index, second) = (sent % size, sent / size);
+                let mut heartbeat = beats[(index % beats.len() as u64) as usize];
+                heartbeat.mem = ((index * 37 + second * 11) % 101) as u8;
+                let now = start + Duration::from_nanos(step_nanos * sent);
+                dispatcher.heartbeat(BackendId(index), &heartbeat, now).unwrap()
+            };
+            while sent < size {
+                beat(sent);
+                sent += 1;
+            }
+            group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, _| {
+                b.iter(|| {
+                    sent += 1;
+                    black_box(beat(sent))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// What a dispatcher does with 10 000 backends and busy clients: every heartbeat of
+/// [`heartbeat_each_second`] followed by four picks, as `loadwise bench` with 64
+/// clients makes them (40 000 picks a second or more). Each iteration is one
+/// heartbeat and its four picks.
+fn picks_among_heartbeats(c: &mut Criterion) {
+    const PICKS_PER_HEARTBEAT: u64 = 4;
+    let start = Instant::now();
+    let mut group = c.benchmark_group("picks-among-heartbeats");
+    for policy in [Policy::LeastLoaded, Policy::P2c] {
+        for size in [10, 10_000] {
+            let settings =
+                DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
+            let dispatcher = Dispatcher::with_seed(settings, 1);
+            let step_nanos = 1_000_000_000 / 10_000;
+            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(heartbeat).collect();
+            let mut sent = 0u64;
+            let beat = |sent: u64| {
+                let (index, round) = (sent % size, sent / size);
+                let mut heartbeat = beats[(index % beats.len() as u64) as usize];
+                heartbeat.mem = ((index * 37 + round * 11) % 101) as u8;
+                let now = start + Duration::from_nanos(step_nanos * sent);
+                dispatcher.heartbeat(BackendId(index), &heartbeat, now).unwrap();
+                for _ in 0..PICKS_PER_HEARTBEAT {
+                    black_box(dispatcher.pick(now));
+                }
+            };
+            // Registered, and past the slow start.
+            while sent < size.max(40_000) {
+                beat(sent);
+                sent += 1;
+            }
+            group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, _| {
+                b.iter(|| {
+                    sent += 1;
+                    beat(sent)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 /// The original server's login: copy the table, sort it by memory, take the first.
 fn sort_every_login(c: &mut Criterion) {
     let mut group = c.benchmark_group("reference-sort-per-login");
@@ -104,6 +184,6 @@ fn sort_every_login(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = pick, heartbeat_update, sort_every_login
+    targets = pick, heartbeat_update, heartbeat_each_second, picks_among_heartbeats, sort_every_login
 }
 criterion_main!(benches);

@@ -157,6 +157,10 @@ pub struct ServicePick {
     pub legacy: bool,
 }
 
+/// How many out-of-date expiry entries [`Dispatcher::next_expiry`] brings up to date
+/// per call: about 50 µs under the lock.
+const SWEEP_BUDGET: usize = 512;
+
 /// The report value of a v2 backend that has no score: above every valid
 /// percentage, so it ranks after every scored backend, as a legacy report above 100.
 const UNSCORED: u8 = u8::MAX;
@@ -572,9 +576,12 @@ impl Dispatcher {
         all
     }
 
-    /// When the next backend will expire, for the sweeper to sleep until.
+    /// When the next backend will expire, for the sweeper to sleep until: no later
+    /// than that, and exact unless many backends were heard from since it last asked
+    /// (see [`Registry::expiry_bound`]); a sweeper that wakes early and asks again
+    /// gets closer, without holding the lock for long at any one time.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.lock().registry.next_expiry()
+        self.lock().registry.expiry_bound(SWEEP_BUDGET)
     }
 }
 

@@ -4,7 +4,8 @@
 //! takes `now`, so expiry is exact and testable. It knows nothing of how backends
 //! are picked; see [`crate::selection`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
@@ -147,17 +148,35 @@ pub struct RegistryFull {
     pub max: usize,
 }
 
-/// The live backends, indexed by id and by the time of their last heartbeat.
+/// One registered backend, with the instant of its entry in the expiry queue.
+#[derive(Debug)]
+struct Entry {
+    backend: Backend,
+    /// The instant of this backend's current entry in [`Registry::queue`]; never
+    /// after its last heartbeat. Older entries of the same id are stale.
+    queued: Instant,
+}
+
+/// The most stale entries the expiry queue may hold beyond one per backend before it
+/// is rebuilt: enough that a rebuild is rare, few enough that the queue stays small.
+const QUEUE_SLACK: usize = 64;
+
+/// The live backends, indexed by id and, lazily, by the time of their last heartbeat.
+///
+/// Expiry needs the backends silent for a TTL without scanning the table, and a
+/// heartbeat should not pay for an ordered index: 10 000 backends send 10 000 a
+/// second. So the queue holds, for each backend, one entry at an instant no later
+/// than its last heartbeat, and a heartbeat only writes the backend's own entry in the
+/// map. When an entry comes due, the backend is expired if it really is silent, and
+/// queued again at its last heartbeat otherwise: about one queue operation per
+/// backend per TTL, instead of two tree operations per heartbeat.
 #[derive(Debug)]
 pub struct Registry {
-    backends: IdMap<Backend>,
-    /// `(last_heartbeat, id)` for every backend, oldest first, so expiry finds the
-    /// silent ones without scanning the table.
-    by_last_heartbeat: BTreeSet<(Instant, BackendId)>,
-    /// The first instant of `by_last_heartbeat`, kept beside it: expiry is checked
-    /// before every pick, and with thousands of backends the tree's first leaf is
-    /// rarely in cache.
-    oldest: Option<Instant>,
+    backends: IdMap<Entry>,
+    /// `(instant, id)`, earliest first: every backend's current entry, and entries
+    /// left stale by removals and out-of-order heartbeats (at most `QUEUE_SLACK`
+    /// more than there are backends).
+    queue: BinaryHeap<Reverse<(Instant, BackendId)>>,
     ttl: Duration,
     max_backends: usize,
 }
@@ -166,13 +185,7 @@ impl Registry {
     /// An empty registry. A backend expires once `ttl` has passed since its last
     /// heartbeat; at most `max_backends` are registered at once.
     pub fn new(ttl: Duration, max_backends: usize) -> Self {
-        Registry {
-            backends: IdMap::default(),
-            by_last_heartbeat: BTreeSet::new(),
-            oldest: None,
-            ttl,
-            max_backends,
-        }
+        Registry { backends: IdMap::default(), queue: BinaryHeap::new(), ttl, max_backends }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -199,31 +212,34 @@ impl Registry {
     }
 
     pub fn get(&self, id: BackendId) -> Option<&Backend> {
-        self.backends.get(&id)
+        self.backends.get(&id).map(|entry| &entry.backend)
     }
 
     /// All backends, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (BackendId, &Backend)> {
-        self.backends.iter().map(|(id, backend)| (*id, backend))
+        self.backends.iter().map(|(id, entry)| (*id, &entry.backend))
     }
 
     /// Registers `id` or replaces its report, and restarts its TTL at `now`.
     pub fn heartbeat(&mut self, id: BackendId, report: Report, now: Instant) -> Result<Change, RegistryFull> {
         let invalid = !report.mem_is_valid();
-        if let Some(backend) = self.backends.get_mut(&id) {
-            let last = std::mem::replace(&mut backend.last_heartbeat, now);
-            // Heartbeats pipelined in one read share its instant: the index is right as it is.
-            if last != now {
-                self.by_last_heartbeat.remove(&(last, id));
-                self.by_last_heartbeat.insert((now, id));
-                if Some(last) == self.oldest || Some(now) < self.oldest {
-                    self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
-                }
+        if let Some(entry) = self.backends.get_mut(&id) {
+            let backend = &mut entry.backend;
+            backend.last_heartbeat = now;
+            // Reads are applied in any order, so an instant may precede the queued
+            // one: the backend is queued anew, so that its entry never comes due late.
+            let requeue = now < entry.queued;
+            if requeue {
+                entry.queued = now;
             }
             let previous = std::mem::replace(&mut backend.report, report);
             backend.heartbeats += 1;
             backend.invalid_reports += u64::from(invalid);
             let first_invalid_report = invalid && backend.invalid_reports == 1;
+            if requeue {
+                self.queue.push(Reverse((now, id)));
+                self.compact_if_stale();
+            }
             return Ok(Change { previous: Some(previous), first_invalid_report });
         }
         if self.backends.len() >= self.max_backends {
@@ -237,63 +253,124 @@ impl Registry {
             invalid_reports: u64::from(invalid),
             v2: None,
         };
-        self.backends.insert(id, backend);
-        self.by_last_heartbeat.insert((now, id));
-        self.oldest = Some(self.oldest.map_or(now, |oldest| oldest.min(now)));
+        self.backends.insert(id, Entry { backend, queued: now });
+        self.queue.push(Reverse((now, id)));
         Ok(Change { previous: None, first_invalid_report: invalid })
     }
 
     /// Records what a v2 backend reported with its latest heartbeat.
     pub fn set_detail(&mut self, id: BackendId, detail: V2Detail) {
-        let Some(backend) = self.backends.get_mut(&id) else { return };
-        match &mut backend.v2 {
+        let Some(entry) = self.backends.get_mut(&id) else { return };
+        match &mut entry.backend.v2 {
             // In place: a heartbeat a second costs no allocation.
             Some(current) => **current = detail,
-            None => backend.v2 = Some(Box::new(detail)),
+            None => entry.backend.v2 = Some(Box::new(detail)),
         }
     }
 
-    /// Removes `id`, returning its entry if it was registered.
+    /// Removes `id`, returning its entry if it was registered. Its queue entry goes
+    /// stale, and is dropped when it comes due or the queue is rebuilt.
     pub fn remove(&mut self, id: BackendId) -> Option<Backend> {
-        let backend = self.backends.remove(&id)?;
-        self.by_last_heartbeat.remove(&(backend.last_heartbeat, id));
-        if Some(backend.last_heartbeat) == self.oldest {
-            self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
-        }
-        Some(backend)
+        let entry = self.backends.remove(&id)?;
+        self.compact_if_stale();
+        Some(entry.backend)
     }
 
     /// Whether a backend last heard from at `last_heartbeat` has expired at `now`.
     /// The boundary is exclusive: a backend is alive for strictly less than one TTL
     /// after its heartbeat, and expired from the instant the TTL has fully passed.
     pub fn is_expired(&self, last_heartbeat: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(last_heartbeat) >= self.ttl
+        expired(last_heartbeat, now, self.ttl)
     }
 
     /// Removes and returns every backend that has expired at `now`, oldest first.
-    /// Costs O(log n) per removed backend and O(1) when none has expired.
+    /// Costs one comparison when no queue entry has come due; otherwise a queue
+    /// operation per entry due, which is at most one per backend per TTL unless
+    /// backends expire.
     pub fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
-        let mut expired = Vec::new();
-        if !self.oldest.is_some_and(|oldest| self.is_expired(oldest, now)) {
-            return expired;
-        }
-        while let Some(&(last, id)) = self.by_last_heartbeat.first() {
-            if !self.is_expired(last, now) {
+        let ttl = self.ttl;
+        let mut expired_backends = Vec::new();
+        while let Some(&Reverse((queued, id))) = self.queue.peek() {
+            // Every backend's entry is at or before its last heartbeat: once the
+            // earliest entry has not come due, no backend has expired.
+            if !expired(queued, now, ttl) {
                 break;
             }
-            self.by_last_heartbeat.pop_first();
-            if let Some(backend) = self.backends.remove(&id) {
-                expired.push((id, backend));
+            self.queue.pop();
+            let Some(entry) = self.backends.get_mut(&id).filter(|entry| entry.queued == queued) else {
+                continue;
+            };
+            let last = entry.backend.last_heartbeat;
+            if expired(last, now, ttl) {
+                let entry = self.backends.remove(&id).expect("looked up above");
+                expired_backends.push((id, entry.backend));
+            } else {
+                entry.queued = last;
+                self.queue.push(Reverse((last, id)));
             }
         }
-        self.oldest = self.by_last_heartbeat.first().map(|&(oldest, _)| oldest);
-        expired
+        if self.backends.is_empty() {
+            self.queue.clear();
+        }
+        // Entries come due in the order they were queued, which is not always that
+        // of the last heartbeats.
+        expired_backends.sort_by_key(|(id, backend)| (backend.last_heartbeat, *id));
+        expired_backends
     }
 
-    /// The instant at which the next backend expires, if any is registered.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.oldest.map(|oldest| oldest + self.ttl)
+    /// The instant at which the next backend expires, if any is registered. Brings
+    /// the queue's earliest entries up to date first, so the answer is exact.
+    pub fn next_expiry(&mut self) -> Option<Instant> {
+        self.expiry_bound(usize::MAX)
     }
+
+    /// An instant no later than the next expiry, if any backend is registered: exact
+    /// unless more than `budget` of the queue's earliest entries are out of date, each
+    /// costing a queue operation to bring up to date. A caller that sleeps until it
+    /// and asks again reaches the exact instant in steps of `budget` entries, so that
+    /// no single call holds the table for long.
+    pub fn expiry_bound(&mut self, budget: usize) -> Option<Instant> {
+        for _ in 0..budget {
+            let &Reverse((queued, id)) = self.queue.peek()?;
+            match self.backends.get_mut(&id) {
+                Some(entry) if entry.queued == queued => {
+                    let last = entry.backend.last_heartbeat;
+                    // The earliest entry, and current: no backend was heard from earlier.
+                    if last == queued {
+                        return Some(last + self.ttl);
+                    }
+                    entry.queued = last;
+                    self.queue.pop();
+                    self.queue.push(Reverse((last, id)));
+                }
+                _ => {
+                    self.queue.pop();
+                }
+            }
+        }
+        self.queue.peek().map(|&Reverse((queued, _))| queued + self.ttl)
+    }
+
+    /// Rebuilds the queue from the backends' current entries once stale ones
+    /// outnumber the slack, so that its size stays within one entry per backend plus
+    /// `QUEUE_SLACK`, twice over: each rebuild costs as much as the removals that
+    /// made it due.
+    fn compact_if_stale(&mut self) {
+        if self.queue.len() <= 2 * self.backends.len() + QUEUE_SLACK {
+            return;
+        }
+        let current = self.backends.iter().map(|(id, entry)| Reverse((entry.queued, *id)));
+        let mut queue = std::mem::take(&mut self.queue).into_vec();
+        queue.clear();
+        queue.extend(current);
+        self.queue = BinaryHeap::from(queue);
+    }
+}
+
+/// Whether a heartbeat at `last` is more than `ttl` old at `now` (see
+/// [`Registry::is_expired`]).
+fn expired(last: Instant, now: Instant, ttl: Duration) -> bool {
+    now.saturating_duration_since(last) >= ttl
 }
 
 #[cfg(test)]

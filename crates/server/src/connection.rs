@@ -11,8 +11,11 @@
 //! over its kind's budget gets the refusal its protocol has, if any, and is closed,
 //! and one that says nothing of the kind within the first-frame timeout is closed.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -216,9 +219,43 @@ struct Connection<'a, S> {
     /// Fires no later than the read deadline. It is re-armed lazily, when it fires
     /// early or the deadline moves closer, so that a read costs no timer operation.
     timer: Pin<Box<Sleep>>,
-    /// Completes when shutdown begins. A child token of the connection's own, so
-    /// waiting on it does not contend for the lock of the token all connections share.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether `timer` has been polled since it was last armed: it holds the task's
+    /// waker from then on, and is polled again only once it has fired.
+    timer_polled: bool,
+    /// Says when shutdown begins.
+    shutdown: ShutdownWatch,
+}
+
+/// What ended a wait for bytes.
+enum Woken {
+    Shutdown,
+    Read(std::io::Result<usize>),
+    Timer,
+}
+
+/// Completes when shutdown begins. It waits on a child token of the connection's
+/// own, so that registering does not contend for the lock of the token all
+/// connections share; and it polls that token only until it holds the task's waker,
+/// then reads the flag shutdown sets before cancelling it: every read wakes the
+/// connection, and a token's state is behind a mutex.
+struct ShutdownWatch {
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl ShutdownWatch {
+    fn poll_begun(&mut self, stopping: &AtomicBool, cx: &mut Context<'_>) -> Poll<()> {
+        if stopping.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !self.registered {
+            if self.cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            self.registered = true;
+        }
+        Poll::Pending
+    }
 }
 
 impl<'a, S: PeerStream> Connection<'a, S> {
@@ -245,7 +282,11 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             read_unix: None,
             partial_since: None,
             timer: Box::pin(tokio::time::sleep_until(far_future())),
-            shutdown: Box::pin(shared.shutdown.child_token().cancelled_owned()),
+            timer_polled: false,
+            shutdown: ShutdownWatch {
+                cancelled: Box::pin(shared.shutdown.child_token().cancelled_owned()),
+                registered: false,
+            },
         }
     }
 
@@ -540,29 +581,62 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             if let Some((deadline, _)) = self.read_deadline()
                 && deadline < self.timer.deadline()
             {
-                self.timer.as_mut().reset(deadline);
+                self.rearm(deadline);
             }
-            tokio::select! {
-                // Shutdown first, so a peer that never stops sending cannot delay it.
-                biased;
-                () = &mut self.shutdown => return Ok(None),
-                read = self.stream.read_buf(&mut self.read_buf) => {
+            match self.wake().await {
+                Woken::Shutdown => return Ok(None),
+                Woken::Read(read) => {
                     let read = read?;
                     if read >= self.read_chunk {
                         self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK);
                     }
                     return Ok(Some(read));
                 }
-                () = &mut self.timer => {}
+                Woken::Timer => {}
             }
             // The timer fired: a timeout if the deadline has really passed; otherwise
             // it was armed for a deadline that activity has since pushed back.
             match self.read_deadline() {
                 Some((deadline, reason)) if Instant::now() >= deadline => return Err(reason),
-                Some((deadline, _)) => self.timer.as_mut().reset(deadline),
-                None => self.timer.as_mut().reset(far_future()),
+                Some((deadline, _)) => self.rearm(deadline),
+                None => self.rearm(far_future()),
             }
         }
+    }
+
+    /// Waits for shutdown, bytes or the timer, checked in that order at each
+    /// wake-up, so that a peer that never stops sending cannot delay shutdown. The
+    /// timer, once polled, holds the task's waker, and is polled again only once it
+    /// has fired.
+    fn wake(&mut self) -> impl Future<Output = Woken> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.shutdown.poll_begun(&self.shared.stopping, cx).is_ready() {
+                return Poll::Ready(Woken::Shutdown);
+            }
+            if let Poll::Ready(read) = pin!(self.stream.read_buf(&mut self.read_buf)).poll(cx) {
+                return Poll::Ready(Woken::Read(read));
+            }
+            if !self.timer_polled || self.timer.is_elapsed() {
+                // Out of its cooperative budget, the timer would return without
+                // registering: poll again with a fresh budget rather than wait on it.
+                if !tokio::task::coop::has_budget_remaining() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Timer);
+                }
+                self.timer_polled = true;
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Arms the timer for `deadline`; it is polled at the next wait, to hold the
+    /// task's waker again.
+    fn rearm(&mut self, deadline: Instant) {
+        self.timer.as_mut().reset(deadline);
+        self.timer_polled = false;
     }
 
     /// When the connection times out and why: the frame deadline while a frame is

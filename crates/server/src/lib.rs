@@ -39,7 +39,7 @@ pub use connection::ConnectionLimits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -241,6 +241,9 @@ pub(crate) struct Shared {
     pub limits: watch::Receiver<LiveLimits>,
     /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
     pub shutdown: CancellationToken,
+    /// Set just before `shutdown` is cancelled. A connection reads it at every
+    /// wake-up, which costs a load, where the token's state is behind a mutex.
+    pub stopping: AtomicBool,
     /// Cancelled when the grace period is over: stop at once.
     pub abort: CancellationToken,
     /// Limits warnings about protocol errors, which any peer can cause.
@@ -402,6 +405,7 @@ impl Server {
             dispatcher,
             limits: limits.subscribe(),
             shutdown: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             abort: CancellationToken::new(),
             protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
             refusal_log: RateLimitedLog::new(WARNING_PERIOD),
@@ -416,6 +420,7 @@ impl Server {
             () = shutdown => tracing::info!("shutting down: no longer accepting"),
         }
         drop(listeners);
+        shared.stopping.store(true, Ordering::Release);
         shared.shutdown.cancel();
         tracker.close();
         let shutdown_grace = limits.borrow().shutdown_grace;

@@ -126,6 +126,74 @@ fn the_id_hasher_spreads_sequential_ids() {
     assert_eq!(tags.len(), 128);
 }
 
+#[test]
+fn a_heartbeat_at_a_later_instant_leaves_the_expiry_queue_alone() {
+    let t0 = Instant::now();
+    let mut reg = registry();
+    reg.heartbeat(BackendId(1), report(20), t0).unwrap();
+    for second in 1..10 {
+        reg.heartbeat(BackendId(1), report(20), t0 + Duration::from_millis(second * 200)).unwrap();
+    }
+    assert_eq!(reg.queue.len(), 1);
+    // Come due, the entry is queued again at the last heartbeat rather than expired.
+    assert!(reg.expire(t0 + TTL).is_empty());
+    assert_eq!(reg.queue.len(), 1);
+    assert_eq!(reg.next_expiry(), Some(t0 + Duration::from_millis(1800) + TTL));
+}
+
+#[test]
+fn an_earlier_instant_than_the_last_heartbeat_is_what_counts() {
+    // Reads are applied in any order: the latest applied heartbeat sets the TTL,
+    // even when its instant is earlier than the one before.
+    let t0 = Instant::now();
+    let mut reg = registry();
+    reg.heartbeat(BackendId(1), report(20), t0 + Duration::from_secs(1)).unwrap();
+    reg.heartbeat(BackendId(1), report(20), t0).unwrap();
+    assert_eq!(reg.next_expiry(), Some(t0 + TTL));
+    assert_eq!(reg.expire(t0 + TTL).len(), 1);
+}
+
+#[test]
+fn stale_queue_entries_are_bounded_under_churn() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(TTL, 1000);
+    for id in 0..10 {
+        reg.heartbeat(BackendId(id), report(1), t0).unwrap();
+    }
+    for id in 10..5000 {
+        reg.heartbeat(BackendId(id), report(1), t0).unwrap();
+        reg.remove(BackendId(id));
+        assert!(reg.queue.len() <= 2 * reg.len() + QUEUE_SLACK, "{} entries", reg.queue.len());
+    }
+    assert_eq!(reg.next_expiry(), Some(t0 + TTL));
+    assert_eq!(reg.expire(t0 + TTL).len(), 10);
+    assert!(reg.queue.is_empty());
+}
+
+#[test]
+fn the_expiry_bound_is_never_late_and_reaches_the_exact_instant_in_steps() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(TTL, 1000);
+    for id in 0..100 {
+        reg.heartbeat(BackendId(id), report(1), t0 + Duration::from_millis(id)).unwrap();
+    }
+    for id in 0..100 {
+        reg.heartbeat(BackendId(id), report(1), t0 + Duration::from_millis(1000 + id)).unwrap();
+    }
+    let exact = t0 + Duration::from_millis(1000) + TTL;
+    let mut steps = 0;
+    loop {
+        let bound = reg.expiry_bound(16).unwrap();
+        assert!(bound <= exact);
+        steps += 1;
+        if bound == exact {
+            break;
+        }
+    }
+    assert_eq!(steps, 100 / 16 + 1);
+    assert_eq!(reg.next_expiry(), Some(exact));
+}
+
 proptest::proptest! {
     /// Whatever the order of heartbeats (their instants need not rise: connections
     /// apply their reads in any order), removals and expiries, the registry expires

@@ -16,7 +16,7 @@
 
 mod load;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
@@ -166,6 +166,9 @@ struct Slot {
     /// tie band this backend's order key lies, as a fraction of 2^32. Each
     /// dispatcher draws its own, so replicas break the same ties differently.
     tie: u32,
+    /// The key this backend is filed under in the pick order while it is ready: no
+    /// higher than its key, which may have risen since (see [`Selector::order`]).
+    ordered: Score,
 }
 
 impl Slot {
@@ -192,9 +195,16 @@ pub struct Selector {
     ready: usize,
     /// Where each backend's slot is, for reports, removals and operator actions.
     positions: IdMap<usize>,
-    /// `(key, id)` of every ready backend by the policy's order key, lowest first;
-    /// kept only for the policies that pick from the front.
-    order: BTreeSet<(Score, BackendId)>,
+    /// `(ordered, id)` of every ready backend, lowest first; kept only for the
+    /// policies that pick from the front. A pick moves its backend at once, and so
+    /// does a report that lowers a key; a report that raises one leaves the entry
+    /// where it is until it comes first, and only then is it filed at its key.
+    /// Since no entry is filed above its key, the first entry whose key has not
+    /// risen is the lowest `(key, id)`: the same pick as an exact order, for fewer
+    /// moves, as most raised keys are raised or lowered again before they come first.
+    /// Each entry holds the backend's position, so a pick reads its slot without a
+    /// lookup in `positions`.
+    order: BTreeMap<(Score, BackendId), usize>,
     /// `settings.tie_band` in millionths of a percent, kept at hand for the keys.
     band: u64,
     /// The next slot round-robin hands out.
@@ -211,7 +221,7 @@ impl Selector {
             scores: Vec::new(),
             ready: 0,
             positions: IdMap::default(),
-            order: BTreeSet::new(),
+            order: BTreeMap::new(),
             cursor: 0,
         }
     }
@@ -330,7 +340,6 @@ impl Selector {
             self.register(id, report, rng.random(), now);
             return;
         };
-        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
         (slot.ip, slot.port) = (report.ip, report.port);
         let previous = slot.load.effective_score();
@@ -343,9 +352,8 @@ impl Selector {
             slot.tie = rng.random();
         }
         self.scores[position] = score;
-        let after = self.key(&self.slots[position]);
         if position < self.ready {
-            self.reorder(id, before, after);
+            self.refile_if_lower(position);
         }
     }
 
@@ -364,6 +372,7 @@ impl Selector {
             ip: report.ip,
             port: report.port,
             tie,
+            ordered: Score { tier: 0, micros: 0 },
         });
         self.positions.insert(id, position);
         self.index(position);
@@ -390,8 +399,10 @@ impl Selector {
         self.swap(position, target);
         self.ready += 1;
         if self.policy.uses_order() {
-            let slot = &self.slots[target];
-            self.order.insert((self.key(slot), slot.id));
+            let key = self.key(&self.slots[target]);
+            let slot = &mut self.slots[target];
+            slot.ordered = key;
+            self.order.insert((key, slot.id), target);
         }
     }
 
@@ -403,7 +414,7 @@ impl Selector {
         debug_assert!(position < self.ready, "not indexed");
         if self.policy.uses_order() {
             let slot = &self.slots[position];
-            self.order.remove(&(self.key(slot), slot.id));
+            self.order.remove(&(slot.ordered, slot.id));
         }
         self.ready -= 1;
         let target = self.ready;
@@ -420,6 +431,14 @@ impl Selector {
         self.scores.swap(a, b);
         self.positions.insert(self.slots[a].id, a);
         self.positions.insert(self.slots[b].id, b);
+        if self.policy.uses_order() {
+            for position in [a, b] {
+                let slot = &self.slots[position];
+                if let Some(filed) = self.order.get_mut(&(slot.ordered, slot.id)) {
+                    *filed = position;
+                }
+            }
+        }
     }
 
     /// Picks a backend at `now` and accounts for the client sent there.
@@ -431,7 +450,7 @@ impl Selector {
     /// where to send it.
     pub fn pick_target(&mut self, now: Instant, rng: &mut impl Rng) -> Option<Picked> {
         let position = match self.policy {
-            Policy::LeastLoaded | Policy::Original => self.positions[&self.order.first()?.1],
+            Policy::LeastLoaded | Policy::Original => self.first_in_order()?,
             Policy::P2c => self.pick_better_of_two(rng)?,
             Policy::RoundRobin => self.pick_next_in_turn()?,
         };
@@ -467,20 +486,57 @@ impl Selector {
         Some(position)
     }
 
+    /// The position of the ready backend of the lowest `(key, id)`. Entries met
+    /// first whose key has risen are filed at their key on the way.
+    fn first_in_order(&mut self) -> Option<usize> {
+        loop {
+            let (&(ordered, id), &position) = self.order.first_key_value()?;
+            let key = self.key(&self.slots[position]);
+            if key == ordered {
+                return Some(position);
+            }
+            self.order.pop_first();
+            self.order.insert((key, id), position);
+            self.slots[position].ordered = key;
+        }
+    }
+
+    /// A pick raises the backend's key, and it moves at once: under the policies
+    /// that pick from the front, its entry is the first one, which is taken out
+    /// without a search, and the next pick would have to move it anyway.
     fn record_pick(&mut self, position: usize, now: Instant) {
-        let before = self.key(&self.slots[position]);
         let slot = &mut self.slots[position];
         slot.load.record_pick(now, &self.settings);
         self.scores[position] = slot.load.effective_score();
-        let id = slot.id;
-        let after = self.key(&self.slots[position]);
-        self.reorder(id, before, after);
+        if !self.policy.uses_order() {
+            return;
+        }
+        let key = self.key(&self.slots[position]);
+        let slot = &mut self.slots[position];
+        if key != slot.ordered {
+            let entry = (slot.ordered, slot.id);
+            if self.order.first_key_value().is_some_and(|(first, _)| *first == entry) {
+                self.order.pop_first();
+            } else {
+                self.order.remove(&entry);
+            }
+            self.order.insert((key, slot.id), position);
+            slot.ordered = key;
+        }
     }
 
-    fn reorder(&mut self, id: BackendId, before: Score, after: Score) {
-        if self.policy.uses_order() && before != after {
-            self.order.remove(&(before, id));
-            self.order.insert((after, id));
+    /// Moves the ready slot at `position` in the order if its key fell below the
+    /// one it is filed under; a key that rose stays filed lower until it comes first.
+    fn refile_if_lower(&mut self, position: usize) {
+        if !self.policy.uses_order() {
+            return;
+        }
+        let key = self.key(&self.slots[position]);
+        let slot = &mut self.slots[position];
+        if key < slot.ordered {
+            self.order.remove(&(slot.ordered, slot.id));
+            self.order.insert((key, slot.id), position);
+            slot.ordered = key;
         }
     }
 
@@ -496,22 +552,30 @@ impl Selector {
             assert_eq!(self.scores[position], slot.load.effective_score(), "{}", slot.id);
             assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
         }
-        let expected: BTreeSet<_> = if self.policy.uses_order() {
-            self.slots[..self.ready].iter().map(|slot| (self.key(slot), slot.id)).collect()
+        let expected: BTreeMap<_, _> = if self.policy.uses_order() {
+            let ready = self.slots[..self.ready].iter().enumerate();
+            ready.map(|(position, slot)| ((slot.ordered, slot.id), position)).collect()
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         assert_eq!(self.order, expected);
+        for slot in &self.slots[..self.ready] {
+            assert!(
+                !self.policy.uses_order() || slot.ordered <= self.key(slot),
+                "{} filed above its key",
+                slot.id
+            );
+        }
     }
 
     fn rebuild_order(&mut self) {
         self.order.clear();
         if self.policy.uses_order() {
             let (policy, band) = (self.policy, self.band);
-            let ready = self.slots[..self.ready]
-                .iter()
-                .map(|slot| (policy.key(&slot.load, slot.tie_offset(band)), slot.id));
-            self.order.extend(ready);
+            for (position, slot) in self.slots[..self.ready].iter_mut().enumerate() {
+                slot.ordered = policy.key(&slot.load, slot.tie_offset(band));
+                self.order.insert((slot.ordered, slot.id), position);
+            }
         }
     }
 }

@@ -112,8 +112,7 @@ fn a_report_that_changes_nothing_keeps_the_order_and_one_that_does_draws_anew() 
     assert_eq!(s.order, order, "same loads, same places");
     let ties = |s: &Selector| s.slots.iter().map(|slot| (slot.id, slot.tie)).collect::<HashMap<_, _>>();
     let before = ties(&s);
-    s.pick(now, &mut rng()).unwrap();
-    let picked = s.order.last().unwrap().1;
+    let picked = s.pick(now, &mut rng()).unwrap();
     s.report(picked, at(40), now, &mut other);
     let after = ties(&s);
     assert_ne!(before[&picked], after[&picked], "its pending load went, so its place is drawn anew");
@@ -528,8 +527,13 @@ proptest! {
                         .filter(|(_, state)| **state == BackendState::Ready)
                         .map(|(id, _)| (*id, s.load(BackendId(*id)).unwrap().effective_score()))
                         .collect();
+                    // The policies that pick from the front take the lowest (key, id).
+                    let lowest = s.slots[..s.ready].iter().map(|slot| (s.key(slot), slot.id)).min();
                     let picked = s.pick_target(now, &mut rng);
                     prop_assert_eq!(picked.is_some(), !ready.is_empty());
+                    if s.policy.uses_order() {
+                        prop_assert_eq!(picked.map(|picked| picked.id), lowest.map(|(_, id)| id));
+                    }
                     if let Some(Picked { id, port, .. }) = picked {
                         prop_assert!(ready.contains_key(&id.0));
                         prop_assert_eq!(port, ports[&id.0]);

@@ -1,6 +1,13 @@
 //! Fake backends: each on its own connection, registered before the load starts and
 //! heart-beating with a changing load every interval until the run ends, in the run's
 //! protocol.
+//!
+//! Their heartbeats share the machine with the clients being measured, so they are
+//! sent as cheaply as a real backend's would be received: one task writes all of them
+//! in turn, each backend at its own place in the interval, rather than one task and
+//! one timer per backend. The task wakes once per timer tick (a millisecond) that has
+//! a heartbeat due, and writes every heartbeat due by then, each patched into the
+//! backend's pre-encoded frame.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,7 +83,13 @@ impl FakeBackends {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         };
-        backends.register_all(addr, wire, n, interval, timeout).await
+        let (arrivals, heartbeats) = mpsc::unbounded_channel();
+        if n > 0 {
+            let schedule = Schedule { epoch: Instant::now(), interval, n };
+            let sender = Sender::new(schedule, heartbeats, Arc::clone(&backends.counters));
+            backends.tracker.spawn(sender.run(backends.stop.clone()));
+        }
+        backends.register_all(addr, wire, n, timeout, arrivals).await
     }
 
     async fn register_all(
@@ -84,8 +97,8 @@ impl FakeBackends {
         addr: SocketAddr,
         wire: &Wire,
         n: usize,
-        interval: Duration,
         timeout: Duration,
+        arrivals: mpsc::UnboundedSender<Member>,
     ) -> Result<FakeBackends, RegistrationFailed> {
         let mut pending = tokio::task::JoinSet::new();
         let mut next = 0;
@@ -100,8 +113,8 @@ impl FakeBackends {
             let (stream, frames) = result.map_err(|kind| RegistrationFailed { index, kind })?;
             self.registered += 1;
             self.counters.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
-            let beat = Beat { index, n, interval, counters: Arc::clone(&self.counters) };
-            self.tracker.spawn(beat.run(stream, frames, self.stop.clone()));
+            // The sender ends only when stopped, and stopping ends this run too.
+            let _ = arrivals.send(Member { index, stream, frames, tick: 0, unsent: Vec::new() });
         }
         Ok(self)
     }
@@ -132,32 +145,148 @@ impl Drop for FakeBackends {
     }
 }
 
-/// One backend's heartbeat loop.
-struct Beat {
-    index: usize,
-    n: usize,
+/// When each fake backend's heartbeats are due: backend `index` at
+/// `epoch + interval × (index + 1) / n`, then every interval, so that the `n` of them
+/// are spread evenly over each interval and come due in the order of their indexes.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    epoch: Instant,
     interval: Duration,
-    counters: Arc<Counters>,
+    n: usize,
 }
 
-impl Beat {
-    async fn run(self, mut stream: TcpStream, mut frames: BackendFrames, stop: CancellationToken) {
-        // Spread the backends over one interval so their heartbeats do not coincide;
-        // the registering heartbeat was just sent, so the first is up to one later.
-        let phase = self.interval.mul_f64((self.index + 1) as f64 / self.n as f64);
-        let mut next = Instant::now() + phase;
-        for tick in 1.. {
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
-                () = stop.cancelled() => return,
-            }
-            let frame = frames.heartbeat(tick);
-            if !matches!(tokio::time::timeout(self.interval, stream.write_all(frame)).await, Ok(Ok(()))) {
-                self.counters.lost.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.counters.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
-            next += self.interval;
+impl Schedule {
+    /// When backend `index` is due in `round`.
+    fn due(&self, index: usize, round: u64) -> Instant {
+        let interval = self.interval.as_nanos();
+        let phase = interval * (index as u128 + 1) / self.n as u128;
+        let at = phase + interval * u128::from(round);
+        self.epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
+    }
+}
+
+/// One registered fake backend, as the sender keeps it.
+struct Member {
+    index: usize,
+    stream: TcpStream,
+    frames: BackendFrames,
+    /// Heartbeats sent on the connection, the registering one included: the next
+    /// one's load follows from it.
+    tick: u64,
+    /// What the dispatcher has not yet taken of the previous heartbeat.
+    unsent: Vec<u8>,
+}
+
+impl Member {
+    /// Writes the next heartbeat without waiting; false when the connection is lost:
+    /// it failed, or the dispatcher did not take the previous heartbeat in a whole
+    /// interval.
+    fn beat(&mut self) -> bool {
+        if !self.unsent.is_empty() && !self.flush_unsent() {
+            return false;
         }
+        self.tick += 1;
+        let frame = self.frames.heartbeat(self.tick);
+        match self.stream.try_write(frame) {
+            Ok(written) if written == frame.len() => true,
+            Ok(written) => {
+                self.unsent.extend_from_slice(&frame[written..]);
+                true
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                self.unsent.extend_from_slice(frame);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Writes what is left of the previous heartbeat; true when all of it went.
+    fn flush_unsent(&mut self) -> bool {
+        match self.stream.try_write(&self.unsent) {
+            Ok(written) => {
+                self.unsent.drain(..written);
+                self.unsent.is_empty()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The task that writes every fake backend's heartbeats, in the order they come due.
+struct Sender {
+    schedule: Schedule,
+    /// Registered backends by index; `None` until registered, and after being lost.
+    members: Vec<Option<Member>>,
+    arrivals: mpsc::UnboundedReceiver<Member>,
+    counters: Arc<Counters>,
+    /// The next backend to beat, and the round it is in.
+    next: (usize, u64),
+}
+
+impl Sender {
+    fn new(schedule: Schedule, arrivals: mpsc::UnboundedReceiver<Member>, counters: Arc<Counters>) -> Self {
+        let members = std::iter::repeat_with(|| None).take(schedule.n).collect();
+        Sender { schedule, members, arrivals, counters, next: (0, 0) }
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let (index, round) = self.next;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(self.schedule.due(index, round)) => {}
+            }
+            // Registered since the last wake: each beats from its next turn on, at
+            // most an interval after the heartbeat it registered with.
+            while let Ok(member) = self.arrivals.try_recv() {
+                let index = member.index;
+                self.members[index] = Some(member);
+            }
+            self.beat_due(Instant::now());
+        }
+    }
+
+    /// Writes every heartbeat due by `now`, in turn.
+    fn beat_due(&mut self, now: Instant) {
+        let (mut sent, mut lost) = (0, 0);
+        loop {
+            let (index, round) = self.next;
+            if self.schedule.due(index, round) > now {
+                break;
+            }
+            if let Some(member) = &mut self.members[index] {
+                if member.beat() {
+                    sent += 1;
+                } else {
+                    lost += 1;
+                    self.members[index] = None;
+                }
+            }
+            self.next = if index + 1 < self.schedule.n { (index + 1, round) } else { (0, round + 1) };
+        }
+        add(&self.counters.heartbeats_sent, sent);
+        add(&self.counters.lost, lost);
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_spread_over_the_interval_in_index_order() {
+        let epoch = Instant::now();
+        let schedule = Schedule { epoch, interval: Duration::from_secs(1), n: 4 };
+        let dues: Vec<_> = (0..4).map(|index| schedule.due(index, 0) - epoch).collect();
+        assert_eq!(dues, [250, 500, 750, 1000].map(Duration::from_millis));
+        assert_eq!(schedule.due(0, 3) - epoch, Duration::from_millis(3250));
     }
 }
