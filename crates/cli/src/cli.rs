@@ -1,24 +1,16 @@
 //! Command-line arguments of the `loadwise` binary (clap derive; doc comments are the help).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use loadwise_agent::{Advertise, AgentConfig, Protocol, Secret};
-use loadwise_cli::settings::{
-    AdminLayer, AdminListen, CATALOG, Layer, ServiceLayer, ServiceScoring, Settings, Sources, TlsListenAddr,
-};
+use loadwise_cli::settings::{SettingFlags, Sources};
 use loadwise_client::FailoverConfig;
 use loadwise_client::tls::ClientTls;
-use loadwise_core::scoring::Scoring;
-use loadwise_core::selection::Policy;
 use loadwise_protocol::v2::ServiceName;
 use loadwise_server::DEFAULT_LISTEN;
-use loadwise_server::netlist::NetList;
 
 pub mod bench;
 pub mod demo;
@@ -64,74 +56,16 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
 }
 
-/// Parses the command line, exiting with a usage message on errors. Notes which
-/// `serve` settings came from flags and which from the environment, for errors.
+/// Parses the command line, exiting with a usage message on errors.
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    if let (Some(args), Some(matches)) = (cli.command.serve_args_mut(), serve_matches(&matches)) {
-        args.origins = origins(matches);
-    }
-    cli
+    Cli::parse()
 }
 
-/// The clap command, with each `serve` setting's default added to its help (the
-/// flags themselves have no default, so that the file and environment can apply).
+/// The clap command.
+#[cfg(test)]
 pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
     Cli::command()
-        .mut_subcommand("serve", with_defaults)
-        .mut_subcommand("config", |config| config.mut_subcommand("show", with_defaults))
-}
-
-fn with_defaults(command: clap::Command) -> clap::Command {
-    let defaults = Layer::from_settings(&Settings::default()).table();
-    CATALOG.iter().fold(command, |command, info| {
-        let value = match info.table_key() {
-            (Some(table), key) => defaults.get(table).and_then(|inner| inner.get(key)),
-            (None, key) => defaults.get(key),
-        };
-        let Some(value) = value else { return command };
-        let shown = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-        command.mut_arg(info.key.replace('.', "_"), |arg| {
-            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-            arg.help(format!("{help} [default: {shown}]"))
-        })
-    })
-}
-
-fn serve_matches(matches: &ArgMatches) -> Option<&ArgMatches> {
-    match matches.subcommand()? {
-        ("serve", serve) => Some(serve),
-        ("config", config) => match config.subcommand()? {
-            ("show", show) => Some(show),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// For each setting given on the command line or in the environment, which it was.
-fn origins(matches: &ArgMatches) -> BTreeMap<String, String> {
-    let mut origins = BTreeMap::new();
-    for info in CATALOG {
-        let how = match matches.value_source(&info.key.replace('.', "_")) {
-            Some(ValueSource::CommandLine) => format!("--{}", info.flag()),
-            Some(ValueSource::EnvVariable) => info.env(),
-            _ => continue,
-        };
-        origins.insert(info.key.to_owned(), how);
-    }
-    origins
-}
-
-impl Command {
-    fn serve_args_mut(&mut self) -> Option<&mut ServeArgs> {
-        match self {
-            Command::Serve(args) => Some(args),
-            Command::Config(ConfigArgs { action: ConfigAction::Show(args) }) => Some(args.as_mut()),
-            _ => None,
-        }
-    }
 }
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -146,189 +80,22 @@ pub struct ServeArgs {
     /// reads it again and applies what can change live.
     #[arg(long, env = "LOADWISE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to listen on for backends and clients.
-    #[arg(long, env = "LOADWISE_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// How to choose a backend: least-loaded (lowest report plus the clients sent
-    /// since), p2c (the better of two at random, by effective load), round-robin
-    /// (ignores load), or original (lowest report only, as the old server did; for
-    /// comparison).
-    #[arg(long, env = "LOADWISE_POLICY")]
-    pub policy: Option<Policy>,
-    /// Remove a backend that has sent no heartbeat for this long.
-    #[arg(long, env = "LOADWISE_TTL", value_parser = duration, value_name = "DURATION")]
-    pub ttl: Option<Duration>,
-    /// Answer a login with the error reply when its timestamp is further than this
-    /// from the dispatcher's clock.
-    #[arg(long, env = "LOADWISE_MAX_CLOCK_SKEW", value_parser = duration, value_name = "DURATION")]
-    pub max_clock_skew: Option<Duration>,
-    /// Most backends registered at once, and most backend connections open; heartbeats
-    /// of further backends are refused, and a further connection's first heartbeat
-    /// closes it.
-    #[arg(long, env = "LOADWISE_MAX_BACKENDS", value_name = "N")]
-    pub max_backends: Option<usize>,
-    /// For this long after a backend registers, the clients sent to it count extra
-    /// (up to 10 times), so a fresh server is not flooded; 0 turns it off.
-    #[arg(long, env = "LOADWISE_SLOW_START", value_parser = duration, value_name = "DURATION")]
-    pub slow_start: Option<Duration>,
-    /// The cost of one client in percent of a backend's load, assumed until its
-    /// heartbeats show the real figure.
-    #[arg(long, env = "LOADWISE_PRIOR_COST", value_name = "PERCENT")]
-    pub prior_cost: Option<f64>,
-    /// The smallest cost of one client (percent) that learning may settle on.
-    #[arg(long, env = "LOADWISE_MIN_COST", value_name = "PERCENT")]
-    pub min_cost: Option<f64>,
-    /// The largest cost of one client (percent) that learning may settle on.
-    #[arg(long, env = "LOADWISE_MAX_COST", value_name = "PERCENT")]
-    pub max_cost: Option<f64>,
-    /// Most client connections open at once (those that have logged in or picked);
-    /// a further one's login gets the error reply and is closed.
-    #[arg(long, env = "LOADWISE_MAX_CLIENT_CONNECTIONS", value_name = "N")]
-    pub max_client_connections: Option<usize>,
-    /// Most connections open at once that have not yet sent a heartbeat, login or
-    /// pick; further ones are closed as they arrive.
-    #[arg(long, env = "LOADWISE_MAX_PENDING_CONNECTIONS", value_name = "N")]
-    pub max_pending_connections: Option<usize>,
-    /// Most client and pending connections open at once from one IP address; further
-    /// ones are closed as they arrive.
-    #[arg(long, env = "LOADWISE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
-    pub max_connections_per_peer: Option<usize>,
+    /// Every setting's flag and variable, made from its definition.
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// Retired (replaced by the connection budgets): accepted here only to be refused
     /// with what replaced it, rather than with a tip for a look-alike flag.
     #[arg(long = "max-connections", hide = true, value_name = "N")]
     pub retired_max_connections: Option<String>,
-    /// Longest frame accepted, in bytes (23 to 65535); longer ones close the connection.
-    #[arg(long, env = "LOADWISE_MAX_FRAME_LEN", value_name = "BYTES")]
-    pub max_frame_len: Option<u16>,
-    /// Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to
-    /// 65535); longer ones close the connection.
-    #[arg(long, env = "LOADWISE_MAX_V2_FRAME_LEN", value_name = "BYTES")]
-    pub max_v2_frame_len: Option<u16>,
-    /// Close a connection that holds an incomplete frame for this long.
-    #[arg(long, env = "LOADWISE_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
-    pub frame_timeout: Option<Duration>,
-    /// Close a connection that sends no heartbeat, login or pick this long after
-    /// it was accepted.
-    #[arg(long, env = "LOADWISE_FIRST_FRAME_TIMEOUT", value_parser = duration, value_name = "DURATION")]
-    pub first_frame_timeout: Option<Duration>,
-    /// Close a connection that sends nothing for this long; 0 keeps idle
-    /// connections open.
-    #[arg(long, env = "LOADWISE_IDLE_TIMEOUT", value_parser = duration, value_name = "DURATION")]
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose peer does not read its replies for this long.
-    #[arg(long, env = "LOADWISE_WRITE_TIMEOUT", value_parser = duration, value_name = "DURATION")]
-    pub write_timeout: Option<Duration>,
-    /// On SIGINT/SIGTERM, how long to let connections finish before closing them.
-    #[arg(long, env = "LOADWISE_SHUTDOWN_GRACE", value_parser = duration, value_name = "DURATION")]
-    pub shutdown_grace: Option<Duration>,
-    /// Networks legacy heartbeats, and v2 ones without --auth-secret-file, are accepted
-    /// from (comma-separated ADDRESS/PREFIX), or `none`: they carry no authentication.
-    /// Logins are open to all.
-    #[arg(long, env = "LOADWISE_LEGACY_HEARTBEAT_NETWORKS", value_name = "NETWORKS|none")]
-    pub legacy_heartbeat_networks: Option<NetList>,
-    /// A file holding the secret shared with v2 agents (their --secret-file, at least
-    /// 16 bytes), read at start and at each reload. With it, v2 backends must prove
-    /// they know it to register, and picks carry signed tickets; without it, v2
-    /// heartbeats are accepted unauthenticated.
-    #[arg(long, env = "LOADWISE_AUTH_SECRET_FILE", value_name = "PATH")]
-    pub auth_secret_file: Option<PathBuf>,
-    /// How long the admission ticket in a v2 pick reply stays valid; whole seconds,
-    /// at least 1. Tickets are issued only with --auth-secret-file.
-    #[arg(long, env = "LOADWISE_TICKET_LIFETIME", value_parser = duration, value_name = "DURATION")]
-    pub ticket_lifetime: Option<Duration>,
-    /// A second listener whose connections speak TLS (the same protocols as on
-    /// --listen), or `off`; needs --tls-cert and --tls-key.
-    #[arg(long, env = "LOADWISE_TLS_LISTEN", value_name = "ADDR|off")]
-    pub tls_listen: Option<TlsListenAddr>,
-    /// The TLS listener's certificate chain: a PEM file, the server's certificate
-    /// first.
-    #[arg(long, env = "LOADWISE_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<PathBuf>,
-    /// The TLS listener's private key: a PEM file (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "LOADWISE_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<PathBuf>,
-    /// The service legacy heartbeats and logins belong to; v2 backends and clients
-    /// that name it share its pool.
-    #[arg(long, env = "LOADWISE_DEFAULT_SERVICE", value_name = "NAME")]
-    pub default_service: Option<ServiceName>,
-    /// How a v2 backend's metrics make its load, in services without their own:
-    /// `memory`, `max(memory, cpu)`, `0.7*memory + 0.3*cpu`, `0.5*connections`, or
-    /// with a custom metric's name.
-    #[arg(long, env = "LOADWISE_SCORING", value_name = "SCORING")]
-    pub scoring: Option<Scoring>,
-    /// How one service's load is scored instead, as NAME=SCORING (`search=max(memory,
-    /// cpu)`). Repeat the flag for more services; the variable separates entries with
-    /// `;`. Each replaces the same service's `[services.NAME]` table in the file.
-    #[arg(long, env = "LOADWISE_SERVICE_SCORING", value_delimiter = ';', value_name = "NAME=SCORING")]
-    pub service_scoring: Vec<ServiceScoring>,
-    /// Where the admin HTTP API and dashboard listen, or `off`.
-    #[arg(long, env = "LOADWISE_ADMIN_LISTEN", value_name = "ADDR|off")]
-    pub admin_listen: Option<AdminListen>,
-    /// The bearer token that admin actions (drain, maintenance) need; prefer
-    /// --admin-token-file, which keeps it out of the process list.
-    #[arg(long, env = "LOADWISE_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub admin_token: Option<String>,
-    /// A file holding the admin token, read at start and at each reload.
-    #[arg(long, env = "LOADWISE_ADMIN_TOKEN_FILE", value_name = "PATH")]
-    pub admin_token_file: Option<PathBuf>,
-    /// How each setting above was given (flag or variable), filled in by [`parse`].
-    #[arg(skip)]
-    pub origins: BTreeMap<String, String>,
 }
 
 impl ServeArgs {
-    /// The settings the flags and the environment give.
-    pub fn overrides(&self) -> Layer {
-        Layer {
-            listen: self.listen,
-            policy: self.policy,
-            ttl: self.ttl,
-            max_clock_skew: self.max_clock_skew,
-            max_backends: self.max_backends,
-            slow_start: self.slow_start,
-            prior_cost: self.prior_cost,
-            min_cost: self.min_cost,
-            max_cost: self.max_cost,
-            max_client_connections: self.max_client_connections,
-            max_pending_connections: self.max_pending_connections,
-            max_connections_per_peer: self.max_connections_per_peer,
-            first_frame_timeout: self.first_frame_timeout,
-            max_frame_len: self.max_frame_len,
-            max_v2_frame_len: self.max_v2_frame_len,
-            frame_timeout: self.frame_timeout,
-            idle_timeout: self.idle_timeout,
-            write_timeout: self.write_timeout,
-            shutdown_grace: self.shutdown_grace,
-            legacy_heartbeat_networks: self.legacy_heartbeat_networks.clone(),
-            auth_secret_file: self.auth_secret_file.clone(),
-            ticket_lifetime: self.ticket_lifetime,
-            tls_listen: self.tls_listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            default_service: self.default_service.clone(),
-            scoring: self.scoring.clone(),
-            admin: AdminLayer {
-                listen: self.admin_listen,
-                token: self.admin_token.clone(),
-                token_file: self.admin_token_file.clone(),
-            },
-            services: self.service_layers(),
-        }
-    }
-
-    /// The services the flags or the variable score otherwise; a later entry for the
-    /// same service wins.
-    fn service_layers(&self) -> BTreeMap<ServiceName, ServiceLayer> {
-        let layer = |entry: &ServiceScoring| ServiceLayer { scoring: Some(entry.scoring.clone()) };
-        self.service_scoring.iter().map(|entry| (entry.service.clone(), layer(entry))).collect()
-    }
-
     /// Where the settings come from, to load now and again on reload.
     pub fn sources(&self) -> Sources {
         Sources {
             file: self.config.clone(),
-            overrides: self.overrides(),
-            origins: self.origins.clone(),
+            overrides: self.settings.layer.clone(),
+            origins: self.settings.origins.clone(),
             descriptor_limit: None,
         }
     }
@@ -499,6 +266,8 @@ impl PickArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::FromArgMatches as _;
+    use loadwise_cli::settings::{CATALOG, Settings};
     use loadwise_server::ServerConfig;
 
     fn parse_from(args: &[&str]) -> Cli {
@@ -523,10 +292,8 @@ mod tests {
         let command = command();
         let serve = command.find_subcommand("serve").unwrap();
         for info in CATALOG {
-            let id = info.key.replace('.', "_");
-            let arg = serve.get_arguments().find(|arg| arg.get_id() == id.as_str());
+            let arg = serve.get_arguments().find(|arg| arg.get_long() == Some(info.flag().as_str()));
             let arg = arg.unwrap_or_else(|| panic!("no flag for {}", info.key));
-            assert_eq!(arg.get_long(), Some(info.flag().as_str()));
             assert_eq!(arg.get_env().and_then(|env| env.to_str()), Some(info.env().as_str()));
         }
     }
@@ -539,36 +306,31 @@ mod tests {
         }
     }
 
+    /// The flags of `loadwise serve ARGS`.
+    fn serve_flags(args: &[&str]) -> SettingFlags {
+        let Command::Serve(args) = parse_from(&[&["loadwise", "serve"], args].concat()).command else {
+            panic!("not serve")
+        };
+        args.settings
+    }
+
     #[test]
     fn flags_give_their_origin() {
-        let matches = command().try_get_matches_from(["loadwise", "serve", "--ttl", "5s"]).unwrap();
-        let origins = origins(serve_matches(&matches).unwrap());
+        let origins = serve_flags(&["--ttl", "5s"]).origins;
         assert_eq!(origins.get("ttl").map(String::as_str), Some("--ttl"));
         assert_eq!(origins.len(), 1);
     }
 
     #[test]
     fn service_scoring_is_repeated_or_separated_by_semicolons() {
-        let args = [
-            "loadwise",
-            "serve",
-            "--service-scoring",
-            "a=cpu;b=memory",
-            "--service-scoring",
-            "a=connections",
-        ];
-        let Command::Serve(args) = parse_from(&args).command else { panic!("not serve") };
-        let shown: Vec<_> = args.service_scoring.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["a=cpu", "b=memory", "a=connections"]);
-        let overrides = args.overrides();
+        let flags =
+            serve_flags(&["--service-scoring", "a=cpu;b=memory", "--service-scoring", "a=connections"]);
+        let overrides = flags.layer;
         let scoring = |name: &str| overrides.services[&ServiceName::new(name).unwrap()].scoring.clone();
         assert_eq!(scoring("a").unwrap().to_string(), "connections", "the later entry wins");
         assert_eq!(scoring("b").unwrap().to_string(), "memory");
-
-        let matches =
-            command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a=cpu"]).unwrap();
-        let origins = origins(serve_matches(&matches).unwrap());
-        assert_eq!(origins.get("service_scoring").map(String::as_str), Some("--service-scoring"));
+        assert_eq!(overrides.services.len(), 2);
+        assert_eq!(flags.origins.get("service_scoring").map(String::as_str), Some("--service-scoring"));
         let bad = command().try_get_matches_from(["loadwise", "serve", "--service-scoring", "a b=cpu"]);
         assert!(bad.unwrap_err().to_string().contains("--service-scoring"));
     }

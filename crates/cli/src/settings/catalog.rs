@@ -1,237 +1,393 @@
-//! Every setting of `loadwise serve`: its file key, flag, environment variable, whether
-//! a reload applies it, and what it means. The example file, `config show`, the
-//! reload log and the documentation tests all read this one list.
+//! Every setting of `loadwise serve`, each defined once: its name, type, default,
+//! bounds, doc, whether a reload applies it, and where it goes in [`Settings`]. The
+//! flags, the variables, the file's keys, the example file, `config show`, the reload
+//! diff, the docs tables and the bounds checks all follow from this list (see
+//! `define.rs`). A new setting is one entry here, plus its use in the runtime.
 
-/// One setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SettingInfo {
-    /// The setting's name, from which its flag and variable are made, and its key in
-    /// the file: `admin.` keys live in the `[admin]` table; a per-service setting
-    /// is in the service tables instead (see `per_service`).
-    pub key: &'static str,
-    /// Whether a reload (SIGHUP) applies it; if not, it needs a restart.
-    pub live: bool,
-    /// What it does, for the example file (one or more lines, no `#`).
-    pub doc: &'static str,
-    /// A value to show, commented out, for a setting that is unset by default.
-    pub example: Option<&'static str>,
-    /// For a setting given per service, its key in each `[services.NAME]` table. Its
-    /// flag is repeated (`--service-scoring NAME=VALUE`), and its variable holds such
-    /// entries separated by `;`.
-    pub per_service: Option<&'static str>,
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::define::{Lens, at, optional_at, service_map, settings};
+use super::text::{AdminListen, TlsListenAddr};
+use super::{Settings, TokenSource};
+use loadwise_core::scoring::Scoring;
+use loadwise_core::selection::Policy;
+use loadwise_protocol::v2::{self, ServiceName};
+use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};
+use loadwise_server::netlist::NetList;
+
+/// The shortest timeout accepted: below it a timeout is a typo, not a wish.
+const MILLISECOND: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3_600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The most connections of one kind, or backends: far beyond what a process can hold
+/// open (each needs a file descriptor), yet far from the counters' limits.
+const MAX_COUNT: usize = 10_000_000;
+
+/// The cost of a client is kept in millionths of a percent: less is nothing.
+const MIN_PERCENT: f64 = 0.000_001;
+
+/// The shortest legacy frame worth accepting: one heartbeat.
+const MIN_FRAME_LEN: u16 = Heartbeat::LEN as u16;
+
+/// The shortest v2 frame limit: the largest v2 message.
+const MIN_V2_FRAME_LEN: u16 = v2::MAX_MESSAGE_LEN as u16;
+
+settings! {
+    top {
+        /// Where backends and clients connect. Refuses to start if the port is taken.
+        listen: SocketAddr {
+            live: false,
+            value_name: "ADDR",
+            default: SocketAddr::from(([127, 0, 0, 1], 8523)),
+            summary: "where backends and clients connect; refuses to start if the port is taken",
+            at: at!(server.listen),
+        }
+        /// How to choose a backend: least-loaded (lowest report plus the clients sent
+        /// since), p2c (the better of two at random, by effective load), round-robin
+        /// (ignores load), or original (lowest report only, as the old server did; for
+        /// comparison).
+        policy: Policy {
+            live: true,
+            value_name: "POLICY",
+            default: Policy::LeastLoaded,
+            summary: "`least-loaded`, `p2c`, `round-robin` or `original` (see docs/balancing.md)",
+            at: at!(server.dispatch.policy),
+        }
+        /// Remove a backend that has sent no heartbeat for this long.
+        ttl: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(3),
+            bounds: [MILLISECOND, HOUR],
+            summary: "remove a backend with no heartbeat for this long",
+            at: at!(server.dispatch.ttl),
+        }
+        /// A login whose timestamp is further than this from the dispatcher's clock gets
+        /// the error reply. Whole seconds.
+        max_clock_skew: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(60),
+            bounds: [Duration::ZERO, DAY],
+            summary: "a login whose timestamp is further off gets the error reply; whole seconds",
+            at: at!(server.dispatch.max_clock_skew),
+        }
+        /// Most backends registered at once, and most backend connections open (those that
+        /// have sent a heartbeat or a v2 Register); heartbeats of further backends are
+        /// refused, and a further connection's first heartbeat closes it (v2: Error 13).
+        max_backends: usize {
+            live: true,
+            value_name: "N",
+            default: 10_000,
+            bounds: [1, MAX_COUNT],
+            summary: "heartbeats from further backends are refused; also the budget of backend connections",
+            at: at!(server.dispatch.max_backends),
+        }
+        /// For this long after a backend registers, the clients sent to it count extra
+        /// (up to 10 times), so a fresh server is not flooded; 0s turns it off.
+        slow_start: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(3),
+            bounds: [Duration::ZERO, HOUR],
+            summary: "a new backend's picks count extra (up to 10×) for this long; `0s` turns it off",
+            at: at!(server.dispatch.load.slow_start),
+        }
+        /// The cost of one client, in percent of a backend's load, assumed until its
+        /// heartbeats show the real figure; from min_cost to max_cost.
+        prior_cost: f64 {
+            live: true,
+            value_name: "PERCENT",
+            default: 0.1,
+            bounds: [MIN_PERCENT, 100.0],
+            summary: "the cost of one client in percent, assumed until heartbeats show it",
+            at: at!(server.dispatch.load.prior_cost),
+        }
+        /// The smallest cost of one client (percent) that learning may settle on.
+        min_cost: f64 {
+            live: true,
+            value_name: "PERCENT",
+            default: 0.001,
+            bounds: [MIN_PERCENT, 100.0],
+            summary: "the smallest learned cost of one client (percent)",
+            at: at!(server.dispatch.load.min_cost),
+        }
+        /// The largest cost of one client (percent) that learning may settle on; at least
+        /// min_cost.
+        max_cost: f64 {
+            live: true,
+            value_name: "PERCENT",
+            default: 10.0,
+            bounds: [MIN_PERCENT, 100.0],
+            summary: "the largest learned cost of one client (percent)",
+            at: at!(server.dispatch.load.max_cost),
+        }
+        /// Most client connections open at once (those that have sent a login or a v2
+        /// PickRequest, and no heartbeat); a further one's login gets the error reply (v2:
+        /// status 14, busy) and is closed. Lowering it closes no open connection.
+        max_client_connections: usize {
+            live: true,
+            value_name: "N",
+            default: 8_192,
+            bounds: [1, MAX_COUNT],
+            summary: "client connections (a login or a v2 pick, no heartbeat) open at once; a further \
+                      one's login gets the error reply (v2: status 14) and is closed",
+            at: at!(server.max_client_connections),
+        }
+        /// Most connections open at once that have not yet sent a heartbeat, login or
+        /// pick; further ones are closed as they arrive. Legacy backends send their first
+        /// heartbeat a second after connecting: allow for as many as connect in a second.
+        max_pending_connections: usize {
+            live: true,
+            value_name: "N",
+            default: 1_024,
+            bounds: [1, MAX_COUNT],
+            summary: "connections open at once that have sent no heartbeat, login or pick yet; further \
+                      ones are closed as they arrive",
+            at: at!(server.max_pending_connections),
+        }
+        /// Most client and pending connections open at once from one IP address; further
+        /// ones are closed as they arrive. Backend connections are not counted.
+        max_connections_per_peer: usize {
+            live: true,
+            value_name: "N",
+            default: 256,
+            bounds: [1, MAX_COUNT],
+            summary: "client and pending connections open at once from one IP address; further ones \
+                      are closed as they arrive. Backend connections are not counted",
+            at: at!(server.max_connections_per_peer),
+        }
+        /// Longest frame accepted, in bytes; a longer one closes its connection.
+        max_frame_len: u16 {
+            live: true,
+            value_name: "BYTES",
+            default: MAX_FRAME_LEN,
+            bounds: [MIN_FRAME_LEN, MAX_FRAME_LEN],
+            summary: "a longer frame closes its connection",
+            at: at!(server.connection.max_frame_len),
+        }
+        /// Longest protocol v2 frame accepted, in bytes (at least the largest v2 message);
+        /// a longer one closes its connection. v2 frames are held whole until they are
+        /// decoded, so this bounds what one connection can make the dispatcher hold.
+        max_v2_frame_len: u16 {
+            live: true,
+            value_name: "BYTES",
+            default: v2::DEFAULT_MAX_V2_FRAME_LEN,
+            bounds: [MIN_V2_FRAME_LEN, MAX_FRAME_LEN],
+            summary: "a longer protocol v2 frame closes its connection (at least the largest v2 message)",
+            at: at!(server.connection.max_v2_frame_len),
+        }
+        /// Close a connection that holds an incomplete frame for this long.
+        frame_timeout: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(30),
+            bounds: [MILLISECOND, HOUR],
+            summary: "close a connection that holds an incomplete frame this long",
+            at: at!(server.connection.frame_timeout),
+        }
+        /// Close a connection that has sent no heartbeat, login or pick this long after it
+        /// was accepted (a TLS handshake included).
+        first_frame_timeout: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(5),
+            bounds: [MILLISECOND, HOUR],
+            summary: "close a connection that has sent no heartbeat, login or pick this long after it \
+                      was accepted (its TLS handshake included)",
+            at: at!(server.connection.first_frame_timeout),
+        }
+        /// Close a connection that sends nothing for this long; 0s keeps idle connections.
+        idle_timeout: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(60),
+            bounds: [Duration::ZERO, DAY],
+            summary: "close a connection that sends nothing this long; `0s` keeps idle connections",
+            at: Lens { get: idle_timeout, set: set_idle_timeout },
+        }
+        /// Close a connection whose peer does not read its replies for this long.
+        write_timeout: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(10),
+            bounds: [MILLISECOND, HOUR],
+            summary: "close a connection whose peer does not read its replies this long",
+            at: at!(server.connection.write_timeout),
+        }
+        /// On SIGINT/SIGTERM, how long connections may finish before they are closed.
+        shutdown_grace: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(5),
+            bounds: [Duration::ZERO, HOUR],
+            summary: "on SIGINT/SIGTERM, time for connections to finish",
+            at: at!(server.shutdown_grace),
+        }
+        /// Legacy heartbeats carry no proof of who sent them, so they are accepted only from
+        /// these networks (comma-separated ADDRESS/PREFIX), or from none with "none"; so are
+        /// v2 heartbeats when there is no auth_secret_file. Logins are answered from anywhere.
+        legacy_heartbeat_networks: NetList {
+            live: true,
+            value_name: "NETWORKS|none",
+            default: NetList::private(),
+            docs_default: "loopback and private ranges",
+            summary: "legacy heartbeats, and v2 ones when there is no secret, are accepted only from \
+                      these networks (comma-separated `ADDRESS/PREFIX`), or from none with `none`",
+            at: at!(server.connection.legacy_heartbeats),
+        }
+        /// A file holding the secret shared with v2 agents (their --secret-file; at least
+        /// 16 bytes, a trailing newline is not part of it), read at start and at each
+        /// reload. With it, v2 backends must prove they know it before they register,
+        /// and pick replies carry tickets signed with it; without it, v2 heartbeats are
+        /// accepted unauthenticated and no tickets are issued.
+        auth_secret_file: PathBuf {
+            live: true,
+            value_name: "PATH",
+            example: "\"/etc/loadwise/secret\"",
+            summary: "a file holding the secret shared with v2 agents (at least 16 bytes), read at start \
+                      and at each reload",
+            at: optional_at!(auth_secret_file),
+        }
+        /// How long the admission ticket in a v2 pick reply stays valid. Whole seconds.
+        /// Tickets are issued only with auth_secret_file.
+        ticket_lifetime: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(30),
+            bounds: [Duration::from_secs(1), DAY],
+            summary: "how long the ticket in a v2 pick reply stays valid; whole seconds",
+            at: at!(server.connection.ticket_lifetime),
+        }
+        /// A second listener whose connections speak TLS (the same protocols as on listen),
+        /// or "off". Needs tls_cert and tls_key.
+        tls_listen: TlsListenAddr {
+            live: false,
+            value_name: "ADDR|off",
+            default: TlsListenAddr::Off,
+            summary: "a second listener whose connections speak TLS, or `off`; needs `tls_cert` and `tls_key`",
+            at: at!(tls.listen),
+        }
+        /// The TLS listener's certificate chain: a PEM file, the server's certificate
+        /// first, then any intermediates.
+        tls_cert: PathBuf {
+            live: false,
+            value_name: "PATH",
+            example: "\"/etc/loadwise/tls/cert.pem\"",
+            summary: "the TLS listener's certificate chain, PEM: the server's certificate, then any \
+                      intermediates",
+            at: optional_at!(tls.cert),
+        }
+        /// The TLS listener's private key: a PEM file (PKCS#8, PKCS#1 or SEC1), readable
+        /// by loadwise alone.
+        tls_key: PathBuf {
+            live: false,
+            value_name: "PATH",
+            example: "\"/etc/loadwise/tls/key.pem\"",
+            summary: "the TLS listener's private key, PEM (PKCS#8, PKCS#1 or SEC1)",
+            at: optional_at!(tls.key),
+        }
+        /// The service legacy heartbeats and logins belong to; v2 backends and clients that
+        /// name it share its pool with them. 1 to 64 bytes of A-Z, a-z, 0-9, '.', '_', '-'.
+        default_service: ServiceName {
+            live: false,
+            value_name: "NAME",
+            default: ServiceName::new("default").expect("a valid service name"),
+            summary: "the service legacy heartbeats and logins belong to (1 to 64 bytes of \
+                      `A-Z a-z 0-9 . _ -`)",
+            at: at!(server.dispatch.default_service),
+        }
+        /// How a v2 backend's metrics make the load it is ranked by, in services without a
+        /// scoring of their own: memory, cpu, connections or a custom metric's name, alone,
+        /// as the largest of several (max(memory, cpu)) or as a weighted sum
+        /// (0.7*memory + 0.3*cpu; 0.5*connections makes 200 connections 100 %).
+        scoring: Scoring {
+            live: true,
+            value_name: "SCORING",
+            default: Scoring::default(),
+            summary: "how a v2 backend's metrics make its load, in services without their own: \
+                      `memory`, `max(memory, cpu)`, `0.7*memory + 0.3*cpu`, ...",
+            at: at!(server.dispatch.scoring),
+        }
+    }
+    services {
+        /// A service whose backends' load is scored otherwise than by `scoring`, in a
+        /// [services.NAME] table of its own. A service given by a flag or variable
+        /// replaces the same service's table here; the other tables stay.
+        scoring: Scoring {
+            live: true,
+            value_name: "SCORING",
+            example: "\"max(memory, cpu)\"",
+            summary: "the scoring of one service, in its own `[services.NAME]` table; the flag takes \
+                      `NAME=SCORING` and may be repeated, the variable holds such entries separated by `;`",
+            at: service_map!(server.dispatch.service_scoring),
+        }
+    }
+    admin {
+        /// Where the admin HTTP API and dashboard listen, or "off". Keep it on loopback or
+        /// a private network: reads need no token.
+        listen: AdminListen {
+            live: false,
+            value_name: "ADDR|off",
+            default: AdminListen::default(),
+            summary: "the admin HTTP API and dashboard, or `off`",
+            at: at!(admin.listen),
+        }
+        /// The bearer token operator actions (drain, maintenance) must present; without one
+        /// they are refused. Prefer token_file, which keeps the secret out of this file
+        /// and out of the process list.
+        token: String {
+            live: true,
+            value_name: "TOKEN",
+            example: "\"change-me\"",
+            secret: true,
+            summary: "bearer token for operator actions (drain, maintenance); without one they are refused",
+            at: Lens { get: inline_token, set: set_inline_token },
+        }
+        /// A file holding the admin token, read at start and at each reload (SIGHUP).
+        token_file: PathBuf {
+            live: true,
+            value_name: "PATH",
+            example: "\"/etc/loadwise/admin-token\"",
+            summary: "a file holding the admin token (surrounding whitespace removed; empty means none)",
+            at: Lens { get: token_file, set: set_token_file },
+        }
+    }
+}
+
+/// Zero keeps idle connections open.
+fn idle_timeout(settings: &Settings) -> Option<Duration> {
+    Some(settings.server.connection.idle_timeout.unwrap_or(Duration::ZERO))
+}
+
+fn set_idle_timeout(settings: &mut Settings, idle: Duration) {
+    settings.server.connection.idle_timeout = (!idle.is_zero()).then_some(idle);
+}
+
+fn inline_token(settings: &Settings) -> Option<String> {
+    match &settings.admin.token {
+        Some(TokenSource::Inline(token)) => Some(token.clone()),
+        _ => None,
+    }
+}
+
+fn set_inline_token(settings: &mut Settings, token: String) {
+    settings.admin.token = Some(TokenSource::Inline(token));
+}
+
+fn token_file(settings: &Settings) -> Option<PathBuf> {
+    match &settings.admin.token {
+        Some(TokenSource::File(path)) => Some(path.clone()),
+        _ => None,
+    }
+}
+
+fn set_token_file(settings: &mut Settings, path: PathBuf) {
+    settings.admin.token = Some(TokenSource::File(path));
 }
 
 /// How the catalogue writes the table of a per-service setting.
 pub const SERVICE_TABLE: &str = "services.NAME";
-
-impl SettingInfo {
-    /// The flag's name without dashes in front, also the name a
-    /// [`ConfigError`](loadwise_protocol::config::ConfigError) gives: `max-clock-skew`.
-    pub fn flag(&self) -> String {
-        self.key.replace(['.', '_'], "-")
-    }
-
-    /// The environment variable: `LOADWISE_MAX_CLOCK_SKEW`, `LOADWISE_ADMIN_LISTEN`.
-    pub fn env(&self) -> String {
-        format!("LOADWISE_{}", self.key.replace('.', "_").to_uppercase())
-    }
-
-    /// The name in the `[admin]` table, in each `[services.NAME]` table (given as
-    /// [`SERVICE_TABLE`]), or at the top level.
-    pub fn table_key(&self) -> (Option<&'static str>, &'static str) {
-        if let Some(key) = self.per_service {
-            return (Some(SERVICE_TABLE), key);
-        }
-        match self.key.split_once('.') {
-            Some((table, key)) => (Some(table), key),
-            None => (None, self.key),
-        }
-    }
-
-    /// Where the setting is in the file, as a dotted key: `ttl`, `admin.listen`,
-    /// `services.NAME.scoring`.
-    pub fn file_key(&self) -> String {
-        match self.table_key() {
-            (Some(table), key) => format!("{table}.{key}"),
-            (None, key) => key.to_owned(),
-        }
-    }
-
-    /// The setting named `name`, as a file key or as a flag.
-    pub fn find(name: &str) -> Option<&'static SettingInfo> {
-        CATALOG.iter().find(|info| info.key == name || info.flag() == name)
-    }
-}
-
-const fn live(key: &'static str, doc: &'static str) -> SettingInfo {
-    SettingInfo { key, live: true, doc, example: None, per_service: None }
-}
-
-const fn restart(key: &'static str, doc: &'static str) -> SettingInfo {
-    SettingInfo { key, live: false, doc, example: None, per_service: None }
-}
-
-/// Every setting, in the order the example file lists them.
-pub const CATALOG: &[SettingInfo] = &[
-    SettingInfo {
-        key: "listen",
-        live: false,
-        doc: "Where backends and clients connect. Refuses to start if the port is taken.",
-        example: None,
-        per_service: None,
-    },
-    live(
-        "policy",
-        "How to choose a backend: least-loaded (lowest report plus the clients sent\n\
-         since), p2c (the better of two at random, by effective load), round-robin\n\
-         (ignores load), or original (lowest report only, as the old server did; for\n\
-         comparison).",
-    ),
-    live("ttl", "Remove a backend that has sent no heartbeat for this long."),
-    live(
-        "max_clock_skew",
-        "A login whose timestamp is further than this from the dispatcher's clock gets\n\
-         the error reply. Whole seconds.",
-    ),
-    live(
-        "max_backends",
-        "Most backends registered at once, and most backend connections open (those that\n\
-         have sent a heartbeat or a v2 Register); heartbeats of further backends are\n\
-         refused, and a further connection's first heartbeat closes it (v2: Error 13).",
-    ),
-    live(
-        "slow_start",
-        "For this long after a backend registers, the clients sent to it count extra\n\
-         (up to 10 times), so a fresh server is not flooded; 0s turns it off.",
-    ),
-    live(
-        "prior_cost",
-        "The cost of one client, in percent of a backend's load, assumed until its\n\
-         heartbeats show the real figure.",
-    ),
-    live("min_cost", "The smallest cost of one client (percent) that learning may settle on."),
-    live("max_cost", "The largest cost of one client (percent) that learning may settle on."),
-    live(
-        "max_client_connections",
-        "Most client connections open at once (those that have sent a login or a v2\n\
-         PickRequest, and no heartbeat); a further one's login gets the error reply (v2:\n\
-         status 14, busy) and is closed. Lowering it closes no open connection.",
-    ),
-    live(
-        "max_pending_connections",
-        "Most connections open at once that have not yet sent a heartbeat, login or\n\
-         pick; further ones are closed as they arrive. Legacy backends send their first\n\
-         heartbeat a second after connecting: allow for as many as connect in a second.",
-    ),
-    live(
-        "max_connections_per_peer",
-        "Most client and pending connections open at once from one IP address; further\n\
-         ones are closed as they arrive. Backend connections are not counted.",
-    ),
-    live(
-        "max_frame_len",
-        "Longest frame accepted, in bytes (23 to 65535); a longer one closes its connection.",
-    ),
-    live(
-        "max_v2_frame_len",
-        "Longest protocol v2 frame accepted, in bytes (2682, the largest v2 message, to\n\
-         65535); a longer one closes its connection. v2 frames are held whole until they\n\
-         are decoded, so this bounds what one connection can make the dispatcher hold.",
-    ),
-    live("frame_timeout", "Close a connection that holds an incomplete frame for this long."),
-    live(
-        "first_frame_timeout",
-        "Close a connection that has sent no heartbeat, login or pick this long after it\n\
-         was accepted (a TLS handshake included).",
-    ),
-    live("idle_timeout", "Close a connection that sends nothing for this long; 0s keeps idle connections."),
-    live("write_timeout", "Close a connection whose peer does not read its replies for this long."),
-    live("shutdown_grace", "On SIGINT/SIGTERM, how long connections may finish before they are closed."),
-    live(
-        "legacy_heartbeat_networks",
-        "Legacy heartbeats carry no proof of who sent them, so they are accepted only from\n\
-         these networks (comma-separated ADDRESS/PREFIX), or from none with \"none\"; so are\n\
-         v2 heartbeats when there is no auth_secret_file. Logins are answered from anywhere.",
-    ),
-    SettingInfo {
-        key: "auth_secret_file",
-        live: true,
-        doc: "A file holding the secret shared with v2 agents (their --secret-file; at least\n\
-              16 bytes, a trailing newline is not part of it), read at start and at each\n\
-              reload. With it, v2 backends must prove they know it before they register,\n\
-              and pick replies carry tickets signed with it; without it, v2 heartbeats are\n\
-              accepted unauthenticated and no tickets are issued.",
-        example: Some("\"/etc/loadwise/secret\""),
-        per_service: None,
-    },
-    live(
-        "ticket_lifetime",
-        "How long the admission ticket in a v2 pick reply stays valid. Whole seconds,\n\
-         at least 1. Tickets are issued only with auth_secret_file.",
-    ),
-    restart(
-        "tls_listen",
-        "A second listener whose connections speak TLS (the same protocols as on listen),\n\
-         or \"off\". Needs tls_cert and tls_key.",
-    ),
-    SettingInfo {
-        key: "tls_cert",
-        live: false,
-        doc: "The TLS listener's certificate chain: a PEM file, the server's certificate\n\
-              first, then any intermediates.",
-        example: Some("\"/etc/loadwise/tls/cert.pem\""),
-        per_service: None,
-    },
-    SettingInfo {
-        key: "tls_key",
-        live: false,
-        doc: "The TLS listener's private key: a PEM file (PKCS#8, PKCS#1 or SEC1), readable\n\
-              by loadwise alone.",
-        example: Some("\"/etc/loadwise/tls/key.pem\""),
-        per_service: None,
-    },
-    restart(
-        "default_service",
-        "The service legacy heartbeats and logins belong to; v2 backends and clients that\n\
-         name it share its pool with them. 1 to 64 bytes of A-Z, a-z, 0-9, '.', '_', '-'.",
-    ),
-    live(
-        "scoring",
-        "How a v2 backend's metrics make the load it is ranked by, in services without a\n\
-         scoring of their own: memory, cpu, connections or a custom metric's name, alone,\n\
-         as the largest of several (max(memory, cpu)) or as a weighted sum\n\
-         (0.7*memory + 0.3*cpu; 0.5*connections makes 200 connections 100 %).",
-    ),
-    SettingInfo {
-        key: "service_scoring",
-        live: true,
-        doc: "A service whose backends' load is scored otherwise than by `scoring`, in a\n\
-              [services.NAME] table of its own. A service given by a flag or variable\n\
-              replaces the same service's table here; the other tables stay.",
-        example: Some("\"max(memory, cpu)\""),
-        per_service: Some("scoring"),
-    },
-    SettingInfo {
-        key: "admin.listen",
-        live: false,
-        doc: "Where the admin HTTP API and dashboard listen, or \"off\". Keep it on loopback or\n\
-              a private network: reads need no token.",
-        example: None,
-        per_service: None,
-    },
-    SettingInfo {
-        key: "admin.token",
-        live: true,
-        doc: "The bearer token operator actions (drain, maintenance) must present; without one\n\
-              they are refused. Prefer token_file, which keeps the secret out of this file.",
-        example: Some("\"change-me\""),
-        per_service: None,
-    },
-    SettingInfo {
-        key: "admin.token_file",
-        live: true,
-        doc: "A file holding the admin token, read at start and at each reload (SIGHUP).",
-        example: Some("\"/etc/loadwise/admin-token\""),
-        per_service: None,
-    },
-];

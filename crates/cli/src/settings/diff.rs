@@ -1,9 +1,11 @@
 //! What changed between two loads of the settings, and whether each change applies
 //! live or needs a restart. The admin token's text and the auth secret are never shown.
 
-use super::Loaded;
-use super::catalog::{CATALOG, SettingInfo};
-use super::layer::{Layer, SERVICES, service_table};
+use std::collections::BTreeMap;
+
+use super::define::SettingInfo;
+use super::layer::service_table;
+use super::{CATALOG, Layer, Loaded};
 
 /// One setting whose value differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +20,21 @@ pub struct Change {
 
 /// Every setting that differs from `old` to `new`, in catalogue order.
 pub fn diff(old: &Loaded, new: &Loaded) -> Vec<Change> {
-    let before = Layer::from_settings(&old.settings).table();
-    let after = Layer::from_settings(&new.settings).table();
+    let (before, after) = (Layer::from_settings(&old.settings), Layer::from_settings(&new.settings));
+    let (old_values, new_values) = (before.values(), after.values());
     let mut changes = Vec::new();
     for info in CATALOG {
-        if let Some(inner) = info.per_service {
-            changes.extend(service_changes(info, inner, &before, &after));
+        if info.per_service.is_some() {
+            changes.extend(service_changes(info, &before, &after));
             continue;
         }
+        let text = |values: &[(&SettingInfo, Option<toml::Value>)]| {
+            show(values.iter().find(|(known, _)| known.key == info.key).and_then(|(_, value)| value.as_ref()))
+        };
         let (old_text, new_text) = match info.key {
             "admin.token" => hidden_token(old.admin_token.as_deref(), new.admin_token.as_deref()),
-            "auth_secret_file" => secret_file(old, new, &before, &after),
-            _ => (lookup(&before, info.key), lookup(&after, info.key)),
+            "auth_secret_file" => secret_file(old, new, text(&old_values), text(&new_values)),
+            _ => (text(&old_values), text(&new_values)),
         };
         if old_text != new_text {
             changes.push(Change { key: info.key.to_owned(), old: old_text, new: new_text, live: info.live });
@@ -38,21 +43,27 @@ pub fn diff(old: &Loaded, new: &Loaded) -> Vec<Change> {
     changes
 }
 
-/// A change for each service whose `inner` setting differs, by service name.
-fn service_changes(
-    info: &SettingInfo,
-    inner: &str,
-    before: &toml::Table,
-    after: &toml::Table,
-) -> Vec<Change> {
-    let services = |table: &toml::Table| table.get(SERVICES).and_then(toml::Value::as_table).cloned();
-    let (before, after) = (services(before).unwrap_or_default(), services(after).unwrap_or_default());
+/// A change for each service whose value of the per-service setting `info` differs,
+/// by service name.
+fn service_changes(info: &SettingInfo, before: &Layer, after: &Layer) -> Vec<Change> {
+    let by_service = |layer: &Layer| -> BTreeMap<String, String> {
+        let services = layer.service_values().into_iter();
+        services
+            .filter_map(|(name, values)| {
+                let value = values.into_iter().find(|(known, _)| known.key == info.key)?.1;
+                Some((name.as_str().to_owned(), show(Some(&value))))
+            })
+            .collect()
+    };
+    let (before, after) = (by_service(before), by_service(after));
     let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    let text = |table: &toml::Table, name: &str| show(table.get(name).and_then(|service| service.get(inner)));
+    let text = |values: &BTreeMap<String, String>, name: &str| {
+        values.get(name).cloned().unwrap_or_else(|| "unset".into())
+    };
     names
         .into_iter()
         .map(|name| Change {
-            key: format!("{}.{inner}", service_table(name)),
+            key: format!("{}.{}", service_table(name), info.table_key().1),
             old: text(&before, name),
             new: text(&after, name),
             live: info.live,
@@ -62,14 +73,6 @@ fn service_changes(
 }
 
 /// A value as the log shows it: strings without quotes, `unset` when absent.
-fn lookup(table: &toml::Table, key: &str) -> String {
-    let value = match key.split_once('.') {
-        Some((section, key)) => table.get(section).and_then(|inner| inner.get(key)),
-        None => table.get(key),
-    };
-    show(value)
-}
-
 fn show(value: Option<&toml::Value>) -> String {
     match value {
         None => "unset".to_owned(),
@@ -79,8 +82,7 @@ fn show(value: Option<&toml::Value>) -> String {
 }
 
 /// The secret file's path; a new secret in the same file says so, without showing it.
-fn secret_file(old: &Loaded, new: &Loaded, before: &toml::Table, after: &toml::Table) -> (String, String) {
-    let (old_path, mut new_path) = (lookup(before, "auth_secret_file"), lookup(after, "auth_secret_file"));
+fn secret_file(old: &Loaded, new: &Loaded, old_path: String, mut new_path: String) -> (String, String) {
     let secret = |loaded: &Loaded| loaded.settings.server.connection.secret.clone();
     if old_path == new_path && secret(old) != secret(new) {
         new_path.push_str(" (new secret)");

@@ -1,53 +1,71 @@
-//! The settings of `loadwise serve` from a TOML file, the environment and flags: the
-//! file model, merging by precedence, validation, and what a reload changes.
+//! The settings of `loadwise serve` from a TOML file, the environment and flags: each
+//! setting defined once, merging by precedence, validation, and what a reload changes.
 //!
-//! Each source is a [`Layer`] that sets some settings and leaves the rest alone.
-//! [`Sources::load`] lays them over the built-in defaults in order of precedence,
-//! lowest first: defaults, the file, then the environment and flags (which clap has
-//! already merged, flags winning). The result is validated, and an error names the
-//! setting and where its value came from. Per-service settings (`[services.NAME]`
-//! tables) merge service by service. Files named by settings (the admin token, the
-//! auth secret) are read after the merge, at each load.
+//! Every setting is defined once, in `catalog.rs`; its flag, variable, file key, doc,
+//! default, bounds and place in [`Settings`] follow from that definition. Each source
+//! is a [`Layer`] that sets some settings and leaves the rest alone. [`Sources::load`]
+//! lays them over the defaults in order of precedence, lowest first (figment keeps
+//! where each value came from): defaults, the file, then the environment and flags
+//! (which clap has already merged, flags winning). Each value is checked against its
+//! bounds, then the whole, and an error names the setting and where its value came
+//! from. Per-service settings (`[services.NAME]` tables) merge service by service.
+//! Files named by settings (the admin token, the auth secret) are read after the
+//! merge, at each load.
 //!
 //! | file | its one job |
 //! |---|---|
 //! | `mod.rs` | [`Settings`], [`Sources`], the errors |
-//! | `layer.rs` | [`Layer`]: one source's settings, as the file spells them |
-//! | `text.rs` | settings written as text: durations, `off`-able addresses, `NAME=SCORING` |
-//! | `catalog.rs` | [`CATALOG`]: every setting's key, flag, variable, default and doc |
+//! | `catalog.rs` | every setting's definition, once: [`CATALOG`] and [`Layer`] follow from it |
+//! | `define.rs` | what a definition makes: the `settings!` macro, [`SettingInfo`], lenses |
+//! | `value.rs` | how each type of setting is parsed, written, shown and bounded |
+//! | `names.rs` | a setting's flag and variable, spelled from its key |
+//! | `flags.rs` | the settings as clap flags and variables ([`SettingFlags`]) |
+//! | `layer.rs` | [`Layer`]: parsing the file, laying one source over settings |
+//! | `merge.rs` | the sources laid over each other (figment), and which gave each value |
+//! | `text.rs` | settings written as text: durations, `off`-able addresses, service tables |
 //! | `render.rs` | settings as a commented TOML file ([`example`], [`render`]) |
+//! | `docs.rs` | the settings tables of the docs and the README |
 //! | `diff.rs` | what changed between two loads, and whether it applies live |
 //! | `descriptors.rs` | the connection budgets fitted to the open-file limit |
 
 mod catalog;
+mod define;
 mod descriptors;
 mod diff;
+pub mod docs;
+mod flags;
 mod layer;
+mod merge;
+mod names;
 mod render;
 mod text;
+mod value;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-pub use catalog::{CATALOG, SERVICE_TABLE, SettingInfo};
+pub use catalog::{AdminLayer, CATALOG, Layer, SERVICE_TABLE, ServiceLayer};
+pub use define::SettingInfo;
 pub use descriptors::{Budget, RESERVED_DESCRIPTORS, Shrunk, TooManyDescriptors, fit};
 pub use diff::{Change, diff};
-pub use layer::{AdminLayer, Layer, MAX_CONNECTIONS_RETIRED, RETIRED_VARIABLES, ServiceLayer};
+pub use flags::SettingFlags;
+pub use layer::{MAX_CONNECTIONS_RETIRED, RETIRED_VARIABLES};
 pub use render::{example, render};
-pub use text::{
-    AdminListen, BadListen, BadServiceScoring, DEFAULT_ADMIN_LISTEN, ServiceScoring, TlsListenAddr,
-    format_duration,
-};
+pub use text::{AdminListen, BadListen, DEFAULT_ADMIN_LISTEN, TlsListenAddr, format_duration};
+pub use value::{BadServiceScoring, BadServiceValue, ServiceScoring, ServiceValue, SettingValue};
 
 use loadwise_protocol::config::ConfigError;
 use loadwise_protocol::v2::auth::{Secret, SecretFileError};
 use loadwise_server::{ServerConfig, TlsListen};
+use merge::{Merged, Rank};
 
 /// Everything `loadwise serve` runs with: the dispatcher's server and its admin side.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Its default is every setting's default.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub server: ServerConfig,
     pub admin: AdminSettings,
@@ -116,7 +134,33 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        let mut settings = Settings::base();
+        Layer::defaults().apply_values(&mut settings);
+        settings.finish();
+        settings
+    }
+}
+
 impl Settings {
+    /// The runtime's own defaults, which the settings' defaults are laid over (they
+    /// also hold what no setting names).
+    fn base() -> Settings {
+        Settings {
+            server: ServerConfig::default(),
+            admin: AdminSettings::default(),
+            auth_secret_file: None,
+            tls: TlsSettings::default(),
+        }
+    }
+
+    /// Puts together what several settings make: the TLS listener, once its three
+    /// settings are laid (it is validated with the rest).
+    fn finish(&mut self) {
+        self.server.tls = self.tls.listener();
+    }
+
     /// Keeps the settings that cannot change while running (listen addresses, the TLS
     /// listener, the default service) as they are in `running`.
     pub fn keep_restart_only(&mut self, running: &Settings) {
@@ -173,6 +217,10 @@ pub enum SettingsError {
     SecretFile { path: PathBuf, origin: String, error: std::io::Error },
     #[error(transparent)]
     Descriptors(#[from] TooManyDescriptors),
+    /// The sources could not be laid over each other (a value that reads back as
+    /// another type than it was written: not expected of valid layers).
+    #[error("cannot merge the settings: {0}")]
+    Merge(String),
 }
 
 impl Sources {
@@ -219,16 +267,27 @@ impl Sources {
         Ok(shrunk)
     }
 
-    /// Lays the file and then the overrides over the defaults, and validates.
+    /// Lays the file and then the overrides over the defaults, and validates: each
+    /// value within its bounds, then the settings together.
     pub fn merge(&self, file: &Layer) -> Result<Settings, SettingsError> {
-        let mut settings = Settings::default();
         let invalid =
             |error: ConfigError| SettingsError::Invalid { origin: self.origin(file, error.setting), error };
-        file.apply(&mut settings).map_err(invalid)?;
-        self.overrides.apply(&mut settings).map_err(invalid)?;
+        file.check_one_token().map_err(invalid)?;
+        self.overrides.check_one_token().map_err(invalid)?;
+        let merged = self.merged(file);
+        let mut layer = merged.layer().map_err(SettingsError::Merge)?;
+        keep_one_token(&merged, &mut layer);
+        layer.check_bounds().map_err(invalid)?;
+        let mut settings = Settings::base();
+        layer.apply_values(&mut settings);
+        settings.finish();
         settings.tls.validate().map_err(invalid)?;
         settings.server.validate().map_err(invalid)?;
         Ok(settings)
+    }
+
+    fn merged(&self, file: &Layer) -> Merged {
+        Merged::new(self.file.as_deref(), file, &self.overrides)
     }
 
     fn read_token(&self, settings: &Settings, file: &Layer) -> Result<Option<String>, SettingsError> {
@@ -271,23 +330,60 @@ impl Sources {
 
     /// Which source sets `setting`, if any does; `None` for the default.
     fn set_by(&self, file: &Layer, setting: &str) -> Option<String> {
-        let info = CATALOG.iter().find(|info| info.flag() == setting)?;
-        if let Some(how) = self.origins.get(info.key) {
-            return Some(how.clone());
-        }
-        if self.overrides.sets(info.key) {
-            return Some(format!("--{} or {}", info.flag(), info.env()));
-        }
-        match &self.file {
-            Some(path) if file.sets(info.key) => Some(format!("`{}` in {}", info.file_key(), path.display())),
-            _ => None,
+        let info = SettingInfo::find(setting)?;
+        match self.merged(file).rank_of(info)? {
+            Rank::Default => None,
+            Rank::File => {
+                let path = self
+                    .file
+                    .as_deref()
+                    .map_or_else(|| "the configuration file".into(), |path| path.display().to_string());
+                Some(format!("`{}` in {path}", info.file_key()))
+            }
+            Rank::Overrides => Some(match self.origins.get(info.key) {
+                Some(how) => how.clone(),
+                None => format!("--{} or {}", info.long, info.var),
+            }),
         }
     }
 }
 
+/// Of an admin token given inline by one source and as a file by another, keeps the
+/// higher source's: each source gives it one way, and a higher one replaces a lower
+/// one whichever way each uses.
+fn keep_one_token(merged: &Merged, layer: &mut Layer) {
+    let admin = &mut layer.admin;
+    if admin.token.is_none() || admin.token_file.is_none() {
+        return;
+    }
+    let rank = |key| SettingInfo::find(key).and_then(|info| merged.rank_of(info));
+    if rank("admin.token") > rank("admin.token_file") {
+        admin.token_file = None;
+    } else {
+        admin.token = None;
+    }
+}
+
+/// The longest configuration file read: far more than every setting takes.
+const MAX_FILE_LEN: u64 = 1 << 20;
+
+/// The longest admin token file read.
+const MAX_TOKEN_FILE_LEN: u64 = 64 << 10;
+
+/// The text of `path`, refused beyond `max` bytes before it is all read.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        let message = format!("longer than {max} bytes");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+    }
+    Ok(text)
+}
+
 /// Reads and parses a configuration file; unknown keys are errors.
 pub fn read_file(path: &Path) -> Result<Layer, SettingsError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_bounded(path, MAX_FILE_LEN)
         .map_err(|error| SettingsError::Read { path: path.to_owned(), error })?;
     Layer::parse(&text).map_err(|message| SettingsError::Parse { path: path.to_owned(), message })
 }
@@ -298,7 +394,7 @@ const AUTH_SECRET_FILE: &str = "auth-secret-file";
 /// The token is the file's text without surrounding whitespace (a trailing newline
 /// is usual); an empty file means no token.
 fn read_token_file(path: &Path) -> std::io::Result<Option<String>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_bounded(path, MAX_TOKEN_FILE_LEN)?;
     let token = text.trim();
     Ok((!token.is_empty()).then(|| token.to_owned()))
 }

@@ -1,11 +1,11 @@
 //! Settings written out as a commented TOML file: the example with every default, and
-//! the settings in force (`loadwise config show`), the admin token hidden.
+//! the settings in force (`loadwise config show`), secrets hidden.
 
 use std::fmt::Write as _;
 
-use super::catalog::{CATALOG, SettingInfo};
-use super::layer::{Layer, SERVICES, service_table};
-use super::{Settings, TokenSource};
+use super::define::SettingInfo;
+use super::layer::{SERVICES, service_table};
+use super::{CATALOG, Layer, Settings};
 
 const EXAMPLE_HEADER: &str = "\
 # loadwise serve configuration: `loadwise serve --config /etc/loadwise/loadwise.toml`.
@@ -27,36 +27,37 @@ pub fn example() -> String {
     render_with_header(&Settings::default(), EXAMPLE_HEADER)
 }
 
-/// `settings` as a configuration file. An inline admin token is not printed.
+/// `settings` as a configuration file. A secret (an inline admin token) is not printed.
 pub fn render(settings: &Settings) -> String {
     render_with_header(settings, SHOW_HEADER)
 }
 
 fn render_with_header(settings: &Settings, header: &str) -> String {
-    let table = Layer::from_settings(settings).table();
+    let layer = Layer::from_settings(settings);
+    let values = layer.values();
     let mut out = header.to_owned();
     let mut section = None;
+    let mut services_written = false;
     for info in CATALOG {
-        let (table_name, key) = info.table_key();
-        if let Some(inner) = info.per_service {
-            // Each service's table is its own section: what follows needs a header.
-            section = table_name;
-            out.push('\n');
-            write_doc(&mut out, info);
-            write_services(&mut out, info, inner, table.get(SERVICES));
+        let (table, key) = info.table_key();
+        if info.per_service.is_some() {
+            if !services_written {
+                // Each service's table is a section of its own: what follows needs a header.
+                section = table;
+                write_services(&mut out, &layer);
+                services_written = true;
+            }
             continue;
         }
-        if table_name != section {
-            section = table_name;
-            let _ = write!(out, "\n[{}]\n", table_name.unwrap_or_default());
+        if table != section {
+            section = table;
+            let _ = write!(out, "\n[{}]\n", table.unwrap_or_default());
         }
-        let value = match table_name {
-            Some(name) => table.get(name).and_then(|inner| inner.get(key)),
-            None => table.get(key),
-        };
+        let value =
+            values.iter().find(|(known, _)| known.key == info.key).and_then(|(_, value)| value.as_ref());
         out.push('\n');
         write_doc(&mut out, info);
-        write_value(&mut out, info, key, value, settings);
+        write_value(&mut out, info, key, value);
     }
     out
 }
@@ -65,50 +66,52 @@ fn write_doc(out: &mut String, info: &SettingInfo) {
     for line in info.doc.lines() {
         let _ = writeln!(out, "# {}", line.trim());
     }
+    let bounds = (info.bounds)().map(|(min, max)| format!("; from {min} to {max}")).unwrap_or_default();
     let restart = if info.live { "" } else { "; needs a restart" };
+    let (flag, env) = (info.long, info.var);
     match info.per_service {
         None => {
-            let _ = writeln!(out, "# (--{}, {}{restart})", info.flag(), info.env());
+            let _ = writeln!(out, "# (--{flag}, {env}{bounds}{restart})");
         }
         Some(_) => {
-            let (flag, env) = (info.flag(), info.env());
-            let _ =
-                writeln!(out, "# (--{flag} NAME=VALUE, repeated; {env}=\"NAME=VALUE;NAME=VALUE\"{restart})");
+            let _ = writeln!(
+                out,
+                "# (--{flag} NAME=VALUE, repeated; {env}=\"NAME=VALUE;NAME=VALUE\"{bounds}{restart})"
+            );
         }
     }
 }
 
-/// The `[services.NAME]` tables that set `inner`, or a commented example. (Each
-/// per-service setting writes its own tables: a second one would need them grouped by
-/// service, as TOML allows a table once.)
-fn write_services(out: &mut String, info: &SettingInfo, inner: &str, services: Option<&toml::Value>) {
-    let mut any = false;
-    for (name, service) in services.and_then(toml::Value::as_table).into_iter().flatten() {
-        if let Some(value) = service.get(inner) {
-            let blank = if any { "\n" } else { "" };
-            let _ = writeln!(out, "{blank}[{}]\n{inner} = {value}", service_table(name));
-            any = true;
+/// The doc of every per-service setting, then each service's table with what it sets,
+/// or, with none, a commented example table.
+fn write_services(out: &mut String, layer: &Layer) {
+    let per_service: Vec<&SettingInfo> = CATALOG.iter().filter(|info| info.per_service.is_some()).collect();
+    for info in &per_service {
+        out.push('\n');
+        write_doc(out, info);
+    }
+    let services = layer.service_values();
+    for (index, (name, values)) in services.iter().enumerate() {
+        let blank = if index > 0 { "\n" } else { "" };
+        let _ = writeln!(out, "{blank}[{}]", service_table(name.as_str()));
+        for (info, value) in values {
+            let _ = writeln!(out, "{} = {value}", info.table_key().1);
         }
     }
-    if !any {
-        let example = info.example.unwrap_or("\"\"");
-        let _ = writeln!(out, "# [{SERVICES}.{EXAMPLE_SERVICE}]\n# {inner} = {example}");
+    if services.is_empty() {
+        let _ = writeln!(out, "# [{SERVICES}.{EXAMPLE_SERVICE}]");
+        for info in per_service {
+            let _ = writeln!(out, "# {} = {}", info.table_key().1, info.example.unwrap_or("\"\""));
+        }
     }
 }
 
 /// The service the example file's commented table is for.
 const EXAMPLE_SERVICE: &str = "search";
 
-fn write_value(
-    out: &mut String,
-    info: &SettingInfo,
-    key: &str,
-    value: Option<&toml::Value>,
-    settings: &Settings,
-) {
-    let inline_token = matches!(settings.admin.token, Some(TokenSource::Inline(_)));
+fn write_value(out: &mut String, info: &SettingInfo, key: &str, value: Option<&toml::Value>) {
     match value {
-        Some(_) if info.key == "admin.token" && inline_token => {
+        Some(_) if info.secret => {
             let _ = writeln!(out, "# {key} = (set; not shown)");
         }
         Some(value) => {

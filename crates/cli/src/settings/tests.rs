@@ -19,7 +19,7 @@ fn service_overrides(entries: &[&str]) -> Layer {
     let services = entries
         .iter()
         .map(|entry| entry.parse::<ServiceScoring>().unwrap())
-        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.scoring) }))
+        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.value) }))
         .collect();
     Layer { services, ..Layer::default() }
 }
@@ -306,7 +306,7 @@ fn service_scoring_entries_read_as_the_flag_writes_them() {
     assert!(matches!("search".parse::<ServiceScoring>(), Err(BadServiceScoring::NoEquals(_))));
     assert!(matches!("my game=cpu".parse::<ServiceScoring>(), Err(BadServiceScoring::Service(..))));
     let error = "game=cpu(".parse::<ServiceScoring>().unwrap_err();
-    assert!(matches!(error, BadServiceScoring::Scoring(..)) && error.to_string().contains("game"), "{error}");
+    assert!(matches!(error, BadServiceScoring::Value(..)) && error.to_string().contains("game"), "{error}");
 }
 
 #[test]

@@ -1,13 +1,10 @@
 //! Settings written as text: durations (`500ms`, `3s`), listen addresses that may be
-//! `off`, and a service's scoring on the command line (`search=max(memory, cpu)`).
+//! `off`, and the `[services.NAME]` tables by name.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
-
-use loadwise_core::scoring::{Scoring, ScoringError};
-use loadwise_protocol::v2::{NameError, ServiceName};
 
 /// The admin API's default address: loopback only, beside the dispatcher's port.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8524";
@@ -101,44 +98,6 @@ impl fmt::Display for TlsListenAddr {
     }
 }
 
-/// One service's scoring as `--service-scoring` takes it: `NAME=SCORING`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceScoring {
-    pub service: ServiceName,
-    pub scoring: Scoring,
-}
-
-/// A `--service-scoring` entry that is not `NAME=SCORING`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BadServiceScoring {
-    #[error("expected NAME=SCORING, for example search=max(memory, cpu), not {0:?}")]
-    NoEquals(String),
-    #[error("{0:?} is not a service name: {1}")]
-    Service(String, NameError),
-    #[error("bad scoring for service {0}: {1}")]
-    Scoring(ServiceName, ScoringError),
-}
-
-impl FromStr for ServiceScoring {
-    type Err = BadServiceScoring;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, scoring) =
-            text.split_once('=').ok_or_else(|| BadServiceScoring::NoEquals(text.to_owned()))?;
-        let name = name.trim();
-        let service =
-            ServiceName::new(name).map_err(|error| BadServiceScoring::Service(name.to_owned(), error))?;
-        let scoring = scoring.parse().map_err(|error| BadServiceScoring::Scoring(service.clone(), error))?;
-        Ok(ServiceScoring { service, scoring })
-    }
-}
-
-impl fmt::Display for ServiceScoring {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.service, self.scoring)
-    }
-}
-
 /// A duration as the flags and the file write it: whole seconds as `3s`, whole
 /// milliseconds as `500ms`, anything finer in humantime's notation.
 pub fn format_duration(duration: Duration) -> String {
@@ -151,33 +110,9 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
-/// Serde for `Option<T>` written as a string, through `FromStr` and `Display`.
-pub(super) mod as_text {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub fn serialize<T: Display, S: Serializer>(value: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(value) => serializer.collect_str(value),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
-    where
-        T: FromStr<Err: Display>,
-        D: Deserializer<'de>,
-    {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map(Some).map_err(D::Error::custom)
-    }
-}
-
 /// Serde for the `[services.NAME]` tables: a map by service name, each name checked as
 /// it is read.
-pub(super) mod service_tables {
+pub(crate) mod service_tables {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
@@ -204,26 +139,5 @@ pub(super) mod service_tables {
                 Err(error) => Err(D::Error::custom(format!("{name:?} is not a service name: {error}"))),
             })
             .collect()
-    }
-}
-
-/// Serde for `Option<Duration>` written like `3s` or `500ms`.
-pub(super) mod as_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(duration) => serializer.serialize_str(&super::format_duration(*duration)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(Some).map_err(|error| {
-            D::Error::custom(format!("{error} in {text:?} (write durations like 500ms, 3s, 2m)"))
-        })
     }
 }

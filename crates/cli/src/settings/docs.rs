@@ -1,0 +1,1 @@
+//! The settings tables of the docs and the README, written from the definitions.
