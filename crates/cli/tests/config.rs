@@ -670,3 +670,46 @@ async fn a_reloaded_auth_secret_signs_the_next_tickets() {
     stop.cancel();
     serving.await.unwrap();
 }
+
+/// A repository file's text, or, with `LOADWISE_BLESS=1`, writes `expected` there first.
+fn blessed(relative: &str, expected: impl FnOnce(&str) -> String) -> (String, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let expected = expected(&text);
+    if std::env::var_os("LOADWISE_BLESS").is_some() && text != expected {
+        std::fs::write(&path, &expected).unwrap();
+        return (expected.clone(), expected);
+    }
+    (text, expected)
+}
+
+#[test]
+fn the_settings_tables_of_the_docs_are_written_from_the_definitions() {
+    use loadwise_cli::settings::docs;
+    for (file, table) in
+        [("docs/configuration.md", docs::configuration_table()), ("README.md", docs::readme_table())]
+    {
+        let (text, expected) = blessed(file, |text| {
+            docs::with_table(text, &table).unwrap_or_else(|| panic!("{file} lacks the table's markers"))
+        });
+        assert!(
+            text == expected,
+            "{file}'s settings table differs from the definitions; LOADWISE_BLESS=1 rewrites it to:\n{table}"
+        );
+    }
+}
+
+#[test]
+fn the_deployment_file_is_the_example_listening_on_every_interface() {
+    const HEADER: &str = "\
+# /etc/loadwise/loadwise.toml, as read by deploy/loadwise-serve.service. It is the
+# output of `loadwise config example` with one change: the dispatcher listens on every
+# interface (backends and clients are on other hosts). The admin API stays on loopback.
+#
+";
+    let example = loadwise_cli::settings::example();
+    let deployed = example.replacen("\nlisten = \"127.0.0.1:8523\"\n", "\nlisten = \"0.0.0.0:8523\"\n", 1);
+    assert_ne!(deployed, example, "the example's listen line moved");
+    let (text, expected) = blessed("deploy/loadwise.toml", |_| format!("{HEADER}{deployed}"));
+    assert!(text == expected, "deploy/loadwise.toml is not the example; LOADWISE_BLESS=1 rewrites it");
+}

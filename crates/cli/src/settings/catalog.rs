@@ -53,7 +53,7 @@ settings! {
             live: true,
             value_name: "POLICY",
             default: Policy::LeastLoaded,
-            summary: "`least-loaded`, `p2c`, `round-robin` or `original` (see docs/balancing.md)",
+            summary: "`least-loaded`, `p2c`, `round-robin` or `original`; see the balancing guide",
             at: at!(server.dispatch.policy),
         }
         /// Remove a backend that has sent no heartbeat for this long.

@@ -124,6 +124,15 @@ pub struct AdminSettings {
     pub token: Option<TokenSource>,
 }
 
+impl AdminSettings {
+    /// Fails on an empty inline token: every request would match it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let empty = matches!(&self.token, Some(TokenSource::Inline(token)) if token.trim().is_empty());
+        let reason = "must not be empty (leave it unset to refuse operator actions)";
+        loadwise_protocol::config::ensure(!empty, "admin-token", reason)
+    }
+}
+
 /// Where the admin token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -282,6 +291,7 @@ impl Sources {
         layer.apply_values(&mut settings);
         settings.finish();
         settings.tls.validate().map_err(invalid)?;
+        settings.admin.validate().map_err(invalid)?;
         settings.server.validate().map_err(invalid)?;
         Ok(settings)
     }

@@ -509,3 +509,39 @@ fn the_retired_max_connections_is_refused_with_what_replaced_it() {
     assert!(SettingInfo::find("max_connections").is_none());
     assert_eq!(RETIRED_VARIABLES[0].0, "LOADWISE_MAX_CONNECTIONS");
 }
+
+#[test]
+fn values_outside_their_bounds_are_named_with_their_source() {
+    let file = Layer::parse("ticket_lifetime = \"400days\"\nmax_backends = 10000001\n").unwrap();
+    let error = sources(Layer::default()).merge(&file).unwrap_err().to_string();
+    assert!(
+        error.contains("`max-backends`: 10000001 is out of bounds: must be from 1 to 10000000"),
+        "{error}"
+    );
+    assert!(error.contains("(set by `max_backends` in /etc/loadwise/loadwise.toml)"), "{error}");
+
+    let overrides = Layer { prior_cost: Some(f64::NAN), ..Layer::default() };
+    let mut from_flag = sources(overrides);
+    from_flag.origins.insert("prior_cost".into(), "--prior-cost".into());
+    let error = from_flag.merge(&Layer::default()).unwrap_err().to_string();
+    assert!(
+        error.contains("`prior-cost`: NaN is out of bounds") && error.contains("--prior-cost"),
+        "{error}"
+    );
+
+    let error = sources(Layer::default()).merge(&Layer::parse("ticket_lifetime = \"2days\"\n").unwrap());
+    assert!(
+        error
+            .unwrap_err()
+            .to_string()
+            .contains("`ticket-lifetime`: 172800s is out of bounds: must be from 1s to 1day")
+    );
+}
+
+#[test]
+fn an_empty_inline_admin_token_is_refused() {
+    let overrides =
+        Layer { admin: AdminLayer { token: Some(" ".into()), ..AdminLayer::default() }, ..Layer::default() };
+    let error = sources(overrides).merge(&Layer::default()).unwrap_err().to_string();
+    assert!(error.contains("`admin-token`: must not be empty"), "{error}");
+}
