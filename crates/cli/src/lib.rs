@@ -6,7 +6,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`settings`] | `serve`'s settings from file, environment and flags: merge, validate, reload diff |
+//! | [`settings`] | `serve`'s settings, each defined once; from file, environment and flags: merge, validate, reload diff |
 //! | `main.rs` (binary) | parses the command line and runs one subcommand; exit statuses |
 //! | `cli.rs`, `cli/` (binary) | the command line (clap), and `serve`, `demo`, `bench`, `simulate` |
 #![forbid(unsafe_code)]

@@ -94,15 +94,17 @@ impl TooManyDescriptors {
 /// the explicit ones leave, in proportion to their defaults, each keeping at least
 /// one. Fails if the explicit budgets leave too little for that.
 pub fn fit(limit: u64, budgets: &[Budget]) -> Result<(Vec<usize>, Vec<Shrunk>), TooManyDescriptors> {
-    let explicit_sum: u64 = budgets.iter().filter(|b| b.origin.is_some()).map(|b| b.value as u64).sum();
+    // Saturating: no budget can make the arithmetic overflow, only fail to fit.
+    let explicit_sum =
+        budgets.iter().filter(|b| b.origin.is_some()).fold(0u64, |sum, b| sum.saturating_add(b.value as u64));
     let defaulted: Vec<&Budget> = budgets.iter().filter(|b| b.origin.is_none()).collect();
-    let needed = RESERVED_DESCRIPTORS + explicit_sum + defaulted.len() as u64;
+    let needed = RESERVED_DESCRIPTORS.saturating_add(explicit_sum).saturating_add(defaulted.len() as u64);
     let Some(room) = limit.checked_sub(needed) else {
         let explicit = budgets.iter().filter(|b| b.origin.is_some()).cloned().collect();
         return Err(TooManyDescriptors { limit, needed, explicit });
     };
     // What the defaulted budgets may share beyond the one each is sure of.
-    let wanted: u64 = defaulted.iter().map(|b| b.value.saturating_sub(1) as u64).sum();
+    let wanted = defaulted.iter().fold(0u64, |sum, b| sum.saturating_add(b.value.saturating_sub(1) as u64));
     if wanted <= room {
         return Ok((budgets.iter().map(|b| b.value).collect(), Vec::new()));
     }
@@ -198,6 +200,17 @@ mod tests {
         assert!(fit(20_000, &budgets).unwrap_err().to_string().starts_with("the setting `max-backends`"));
         let budgets = explicit(defaults(), "max-backends", 19_742, "--max-backends");
         assert_eq!(fit(20_000, &budgets).unwrap().0, vec![19_742, 1, 1]);
+    }
+
+    #[test]
+    fn budgets_too_large_to_add_up_are_refused_not_overflowed() {
+        let budgets = explicit(defaults(), "max-backends", usize::MAX, "--max-backends");
+        let budgets = explicit(budgets, "max-client-connections", usize::MAX, "--max-client-connections");
+        assert_eq!(fit(1 << 40, &budgets).unwrap_err().needed, u64::MAX);
+        let mut huge_defaults = defaults();
+        huge_defaults.iter_mut().for_each(|budget| budget.value = usize::MAX);
+        let (values, shrunk) = fit(1 << 20, &huge_defaults).unwrap();
+        assert!(values.iter().all(|&value| value >= 1) && shrunk.len() == 3, "{values:?}");
     }
 
     #[test]
