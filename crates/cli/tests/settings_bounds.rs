@@ -280,3 +280,33 @@ fn any_value_of_any_setting_by_variable_loads_or_is_named() {
 fn any_value_of_any_setting_in_the_file_loads_or_is_named() {
     any_value_of_any_setting(Via::File);
 }
+
+/// A file setting every bounded setting to one of its bounds (`highest` or not), but
+/// for the connection budgets, whose highest values no open-file limit holds.
+fn at_bounds(highest: bool) -> String {
+    let budgets = ["max_backends", "max_client_connections", "max_pending_connections"];
+    let mut top = String::from("listen = \"127.0.0.1:0\"\n");
+    for info in CATALOG.iter().filter(|info| info.per_service.is_none() && !info.key.contains('.')) {
+        let Some((min, max)) = (info.bounds)() else { continue };
+        if highest && budgets.contains(&info.key) {
+            continue;
+        }
+        top.push_str(&file_text(info, if highest { &max } else { &min }));
+    }
+    top + "[admin]\nlisten = \"off\"\n"
+}
+
+#[test]
+fn every_setting_at_its_lowest_and_highest_bound_starts_and_reloads() {
+    for highest in [false, true] {
+        let file = Scratch::new(&at_bounds(highest));
+        let mut serve = Spawn::new(&["serve", "--config", file.path()]).env("RUST_LOG", "info").start();
+        serve.wait_for_line("listening");
+        let reloading = Reloading { serve, file };
+        let outcome = reloading.reload(&at_bounds(!highest));
+        assert!(outcome.contains("configuration reloaded"), "{outcome}");
+        let outcome = reloading.reload(&at_bounds(highest));
+        assert!(outcome.contains("configuration reloaded"), "{outcome}");
+        reloading.stop();
+    }
+}
