@@ -404,17 +404,6 @@ macro_rules! settings {
                 Ok(())
             }
 
-            /// Whether this layer sets `key` (a catalogue key such as `ttl` or
-            /// `admin.listen`); a per-service setting, for any service.
-            pub fn sets(&self, key: &str) -> bool {
-                $(if key == top_info::$tname.key { return self.$tname.is_some(); })*
-                $(if key == admin_info::$aname.key { return self.admin.$aname.is_some(); })*
-                $(if key == service_info::$sname.key {
-                    return self.services.values().any(|service| service.$sname.is_some());
-                })*
-                false
-            }
-
             /// Each top-level and `[admin]` setting with its value as the file writes
             /// it, if this layer sets it, in catalogue order.
             pub fn values(&self) -> Vec<(&'static $crate::settings::define::SettingInfo, Option<toml::Value>)> {
