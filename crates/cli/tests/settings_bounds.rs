@@ -300,7 +300,7 @@ fn at_bounds(highest: bool) -> String {
 fn every_setting_at_its_lowest_and_highest_bound_starts_and_reloads() {
     for highest in [false, true] {
         let file = Scratch::new(&at_bounds(highest));
-        let mut serve = Spawn::new(&["serve", "--config", file.path()]).env("RUST_LOG", "info").start();
+        let serve = Spawn::new(&["serve", "--config", file.path()]).env("RUST_LOG", "info").start();
         serve.wait_for_line("listening");
         let reloading = Reloading { serve, file };
         let outcome = reloading.reload(&at_bounds(!highest));
