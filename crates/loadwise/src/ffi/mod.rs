@@ -167,3 +167,6 @@ pub extern "C" fn lw_abi_version() -> u32 {
 pub extern "C" fn lw_last_error_message() -> *const c_char {
     boundary::last_error_message()
 }
+
+#[cfg(test)]
+mod tests;
