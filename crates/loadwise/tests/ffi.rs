@@ -607,6 +607,15 @@ fn at_most_32_metrics_are_kept() {
 }
 
 #[test]
+fn a_pick_from_inside_an_async_runtime_is_refused_rather_than_stalling_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut buffer = [0u8; LW_ADDR_LEN];
+    let status = runtime.block_on(async { pick(b"127.0.0.1:1", None, &mut buffer, LW_ADDR_LEN) });
+    assert_eq!(status, code(lw_status::LW_E_INVALID));
+    assert!(message().contains("inside an async runtime"), "{}", message());
+}
+
+#[test]
 fn the_last_error_message_belongs_to_each_thread() {
     let mut buffer = [0u8; 8];
     assert_eq!(pick(b"", None, &mut buffer, 8), code(lw_status::LW_E_INVALID));

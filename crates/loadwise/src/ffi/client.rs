@@ -194,6 +194,11 @@ impl Request {
 
     /// Asks the dispatchers on a runtime of this call's own, on this thread.
     fn run(self) -> Result<lw_picked, Failure> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would stall (and tokio refuses) the caller's own runtime.
+            let message = "lw_pick cannot block inside an async runtime: from Rust, use loadwise::client";
+            return Err(Failure::invalid(message));
+        }
         let defaults = FailoverConfig::default();
         let config = FailoverConfig {
             attempt_timeout: defaults.attempt_timeout.min(self.deadline),

@@ -33,7 +33,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | crate of this file | the codes, the version, the last error message |
+//! | this file | the codes, the version, the last error message |
 //! | `boundary` | the crossing: panics caught, the last error kept, C pointers and strings read within bounds |
 //! | `client` | picks: `lw_pick`, `lw_pick_ex` and the `lw_picked` result |
 //! | `ticket` | admission tickets: `lw_ticket_verify`, `lw_ticket_verify_at`, `lw_secret_read_file` |
