@@ -4,7 +4,8 @@
 //! forged ticket is refused, and the backend stops cleanly on SIGTERM. Once linked
 //! with the shared library (checking the SONAME the programs record), once with the
 //! static one under AddressSanitizer (LeakSanitizer on) and UBSan, where any report
-//! fails the test.
+//! fails the test; a control program first shows that a leak and undefined behaviour
+//! are reported there, so that a clean run means something. Nothing is suppressed.
 //!
 //! The library comes from this very build: cargo compiles the `loadwise` library
 //! with all its crate types (lib, cdylib, staticlib) before this test, into the
@@ -61,7 +62,38 @@ fn the_examples_are_clean_under_address_leak_and_undefined_behaviour_sanitizers(
         ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
         ("LSAN_OPTIONS", ""),
     ];
+    sanitizers_report(&built, &env);
     run_examples(&built, &env);
+}
+
+/// A control: on this machine, with these options, a leak and undefined behaviour do
+/// get reported and fail the program, so a clean run of the examples means something.
+fn sanitizers_report(built: &Path, env: &[(&str, &str)]) {
+    let source = built.join("control.c");
+    std::fs::write(
+        &source,
+        "#include <limits.h>\n#include <stdlib.h>\n#include <string.h>\n\
+         int main(int argc, char **argv) {\n\
+           (void)argv;\n\
+           if (argc > 1 && strcmp(argv[1], \"ub\") == 0) { int big = INT_MAX; return big + argc; }\n\
+           void *volatile lost = malloc(77);\n\
+           lost = NULL;\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let program = built.join("control");
+    let flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o"];
+    let compiled = run_to_end(Command::new("gcc").args(flags).arg(&program).arg(&source));
+    assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
+    for (arg, report) in [("leak", "ERROR: LeakSanitizer"), ("ub", "runtime error:")] {
+        let out = run_to_end(Command::new(&program).arg(arg).envs(env.iter().copied()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(report),
+            "no {report:?} for the {arg} control:\n{stderr}"
+        );
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
