@@ -396,15 +396,7 @@ fn start(config: AgentConfig) -> Result<lw_agent, Failure> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(runtime_error)?;
     let figures = Arc::new(Mutex::new(Figures::default()));
-    let probe = HostProbe::new().with_extra({
-        let figures = Arc::clone(&figures);
-        move |sample: &mut Sample| {
-            let figures = lock(&figures);
-            sample.connections = figures.connections;
-            sample.metrics.extend(figures.metrics.iter().cloned());
-            Ok(())
-        }
-    });
+    let probe = host_probe(Arc::clone(&figures));
     let (state, state_rx) = watch::channel(State::Ready);
     let (stop, stop_rx) = oneshot::channel::<()>();
     let (done_tx, done) = std::sync::mpsc::channel();
@@ -412,20 +404,11 @@ fn start(config: AgentConfig) -> Result<lw_agent, Failure> {
     let thread = std::thread::Builder::new()
         .name("loadwise-agent".to_owned())
         .spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // A dropped sender (the agent freed without a stop) stops it too.
-                let shutdown = async {
-                    let _ = stop_rx.await;
-                };
-                runtime.block_on(loadwise_agent::run_with_state(config, probe, state_rx, shutdown))
-            }));
+            let outcome = run(&runtime, config, probe, state_rx, stop_rx);
             runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            // The receiver may be gone (a stop that timed out): nobody waits any more.
             let _ = done_tx.send(());
-            match outcome {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(format!("the agent stopped: {error}")),
-                Err(_) => Err("the agent's thread panicked".to_owned()),
-            }
+            outcome
         })
         .map_err(runtime_error)?;
     Ok(lw_agent {
@@ -435,4 +418,37 @@ fn start(config: AgentConfig) -> Result<lw_agent, Failure> {
         state,
         running: Mutex::new(Some(Running { stop, done, thread })),
     })
+}
+
+/// This host's memory and CPU, plus the figures the backend set.
+fn host_probe(figures: Arc<Mutex<Figures>>) -> HostProbe {
+    HostProbe::new().with_extra(move |sample: &mut Sample| {
+        let figures = lock(&figures);
+        sample.connections = figures.connections;
+        sample.metrics.extend(figures.metrics.iter().cloned());
+        Ok(())
+    })
+}
+
+/// The agent's thread: runs the agent until told to stop, a panic caught and reported
+/// to `lw_agent_stop` as text.
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    config: AgentConfig,
+    probe: HostProbe,
+    state: watch::Receiver<State>,
+    stop: oneshot::Receiver<()>,
+) -> Result<(), String> {
+    // A dropped sender (the agent freed without a stop) stops it too.
+    let shutdown = async {
+        let _ = stop.await;
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(loadwise_agent::run_with_state(config, probe, state, shutdown))
+    }));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("the agent stopped: {error}")),
+        Err(_) => Err("the agent's thread panicked".to_owned()),
+    }
 }
