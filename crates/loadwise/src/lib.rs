@@ -20,6 +20,7 @@
 //! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | `tokio_util` codecs that frame a byte stream into requests |
 //! | [`config`] | the error settings checks return, naming the setting |
+//! | `ffi` | the C ABI (`include/loadwise.h`): the agent, picks and ticket checks for C and C++ (feature `capi`, on by default) |
 //!
 //! The dispatcher itself is not here, so a program that embeds the agent or the client
 //! compiles no web server: its decision is `loadwise-core`, its network side
@@ -36,12 +37,18 @@
 //! println!("connect to {backend}");
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// The C ABI cannot do without `unsafe`: it is allowed in the `ffi` module alone, and
+// every block there says why it is sound.
+#![deny(unsafe_code)]
 
 pub use loadwise_agent as agent;
 pub use loadwise_client as client;
 pub use loadwise_protocol as protocol;
 pub use loadwise_protocol::{codec, config, ticket};
+
+#[cfg(feature = "capi")]
+#[allow(unsafe_code)]
+pub mod ffi;
 
 /// Compiles the README's Rust example as a doctest, so the documentation cannot rot.
 #[cfg(doctest)]
