@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dial;
+pub mod discover;
 mod failover;
 pub mod tls;
 
