@@ -18,6 +18,7 @@
 //! | crate root | the agent's settings and its run loop: one sampler, a link per dispatcher |
 //! | `probe` | what a sample holds and the probes that take it (memory, host, metrics file) |
 //! | `link` | one dispatcher: connect, send heartbeats, reconnect with backoff |
+//! | `replicas` | the links: one per `--server`, and one per replica found in DNS as the set changes |
 //! | `v2` | a v2 session: hello, the authenticated registration, heartbeats |
 //! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
 //! | [`cgroup`] | memory use in percent of a cgroup v2 limit, for backends in containers |
@@ -25,7 +26,8 @@
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
 //! | `streak` | a lasting failure logged on the 1st, 2nd, 4th, 8th... occurrence |
 //!
-//! Dialing and client TLS come from `loadwise-client`.
+//! Dialing, client TLS and following DNS names ([`DiscoveryConfig`]) come from
+//! `loadwise-client`.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -34,6 +36,7 @@ pub mod cpustat;
 mod link;
 pub mod meminfo;
 mod probe;
+mod replicas;
 mod streak;
 mod v2;
 
@@ -44,11 +47,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::streak::FailureStreak;
+pub use loadwise_client::discover::{DiscoveryConfig, DnsSource};
 use loadwise_client::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
 pub use loadwise_protocol::v2::auth::{MIN_SECRET_LEN, Secret};
@@ -165,6 +168,9 @@ pub struct AgentConfig {
     /// a name is resolved again on every reconnect, and its addresses are tried in
     /// turn (one dispatcher reachable several ways, such as IPv4 and IPv6).
     pub servers: Vec<String>,
+    /// DNS names whose every address (or SRV record) is a dispatcher replica: the
+    /// agent keeps one connection to each replica, and follows the set as it changes.
+    pub discovery: DiscoveryConfig,
     pub advertise: Advertise,
     /// Time between heartbeats.
     pub interval: Duration,
@@ -216,13 +222,15 @@ impl AgentConfig {
     /// Rejects settings that would make the agent spin or never connect.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = "must be greater than zero";
-        ensure(!self.servers.is_empty(), "server", "name at least one dispatcher")?;
+        let none = self.servers.is_empty() && self.discovery.sources.is_empty();
+        ensure(!none, "server", "name at least one dispatcher (or a DNS name with servers-from)")?;
         ensure(self.servers.len() <= MAX_SERVERS, "server", &format!("at most {MAX_SERVERS} dispatchers"))?;
         ensure(
             !has_duplicates(&self.servers),
             "server",
             "names a dispatcher twice (it would count the backend twice)",
         )?;
+        self.discovery.validate()?;
         ensure(!self.interval.is_zero(), "interval", positive)?;
         ensure(!self.connect_timeout.is_zero(), "connect-timeout", positive)?;
         ensure(!self.initial_backoff.is_zero(), "initial-backoff", positive)?;
@@ -257,6 +265,7 @@ impl AgentConfig {
         let service = ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid");
         AgentConfig {
             servers: servers.into_iter().map(Into::into).collect(),
+            discovery: DiscoveryConfig::default(),
             backend_id: default_backend_id(&service, &advertise),
             advertise,
             interval: Duration::from_secs(1),
@@ -329,16 +338,15 @@ pub async fn run_with_state(
     let initial = Report { sample: None, state: *state.borrow_and_update() };
     let (reports, latest) = watch::channel(initial);
     let stop = CancellationToken::new();
-    let mut links = JoinSet::new();
-    for server in &config.servers {
-        links.spawn(link::run(server.clone(), config.clone(), latest.clone(), stop.clone()));
-    }
+    let mut links = replicas::Links::new(&config, latest, stop.clone());
+    let changes = replicas::follow_names(&config, &mut links)?;
     tokio::select! {
         () = sample_every_interval(&config, probe, state, reports) => {}
+        () = links.follow(changes) => {}
         () = shutdown => {}
     }
     stop.cancel();
-    while links.join_next().await.is_some() {}
+    links.join().await;
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -421,8 +429,13 @@ mod tests {
         assert_eq!(none.validate().unwrap_err().setting, "server");
         let twice = AgentConfig::with_servers(["a:1", "b:1", "a:1"], advertise.clone());
         assert!(twice.validate().unwrap_err().to_string().contains("twice"));
-        let many = AgentConfig::with_servers((0..=MAX_SERVERS).map(|i| format!("h{i}:1")), advertise);
+        let many = AgentConfig::with_servers((0..=MAX_SERVERS).map(|i| format!("h{i}:1")), advertise.clone());
         assert_eq!(many.validate().unwrap_err().setting, "server");
+        let mut named = none.clone();
+        named.discovery.sources = vec!["dns:lb.example:8523".parse().unwrap()];
+        assert_eq!(named.validate(), Ok(()), "a DNS name is enough");
+        named.discovery.interval = Duration::ZERO;
+        assert_eq!(named.validate().unwrap_err().setting, "resolve-interval");
     }
 
     #[test]

@@ -47,12 +47,15 @@ pub(super) enum SessionEnd {
 }
 
 /// Keeps a connection to `server` until `stop` is cancelled, sending each sample
-/// published on `samples`.
+/// published on `samples`. When the connection fails (on the 1st, 2nd, 4th...
+/// failure in a row) it says so on `lost`, if given: a replica found in DNS that
+/// stops answering may have left the set, so its name is looked up again soon.
 pub(super) async fn run(
     server: String,
     config: AgentConfig,
     mut reports: watch::Receiver<Report>,
     stop: CancellationToken,
+    lost: Option<watch::Sender<()>>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     // A Send RNG (unlike the thread-local one), so the link can be spawned.
@@ -84,6 +87,9 @@ pub(super) async fn run(
         // Warn on the 1st, 2nd, 4th, 8th... failure in a row, so a dispatcher that
         // stays down for a day does not fill the log.
         if failures.fail() {
+            if let Some(lost) = &lost {
+                lost.send_replace(());
+            }
             tracing::warn!(%server, error = %end, attempts, retry_in = ?delay, "not connected to the dispatcher");
         } else {
             tracing::debug!(%server, error = %end, attempts, retry_in = ?delay, "not connected to the dispatcher");

@@ -1,11 +1,12 @@
 //! Command-line arguments of the `loadwise` binary (clap derive; doc comments are the help).
 
+use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use loadwise_agent::{Advertise, AgentConfig, Protocol, Secret};
+use loadwise_agent::{Advertise, AgentConfig, DiscoveryConfig, DnsSource, Protocol, Secret};
 use loadwise_cli::settings::{SettingFlags, Sources};
 use loadwise_client::FailoverConfig;
 use loadwise_client::tls::ClientTls;
@@ -121,8 +122,36 @@ pub enum ConfigAction {
 pub struct AgentArgs {
     /// A dispatcher, as HOST:PORT. Repeat the flag (or separate with commas) to
     /// report to several replicas; each gets its own connection.
-    #[arg(long, env = "LOADWISE_AGENT_SERVER", required = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LOADWISE_AGENT_SERVER",
+        required_unless_present = "servers_from",
+        value_delimiter = ','
+    )]
     pub server: Vec<String>,
+    /// Dispatcher replicas published in DNS: dns:NAME:PORT (every address of NAME
+    /// is a replica on PORT, as a Kubernetes headless Service publishes them) or
+    /// dns+srv:_SERVICE._PROTO.NAME (every SRV record). The agent reports to each
+    /// replica, follows the set as it changes, and may be given --server too.
+    #[arg(
+        long,
+        env = "LOADWISE_AGENT_SERVERS_FROM",
+        value_delimiter = ',',
+        value_name = "dns:NAME:PORT|dns+srv:NAME"
+    )]
+    pub servers_from: Vec<DnsSource>,
+    /// The DNS server to ask for --servers-from, as IP:PORT, instead of those of
+    /// /etc/resolv.conf.
+    #[arg(long, env = "LOADWISE_AGENT_RESOLVER", value_name = "IP:PORT", requires = "servers_from")]
+    pub resolver: Option<SocketAddr>,
+    /// Time between two lookups of each --servers-from name (sooner after a
+    /// failure): a new replica gets a link within this time.
+    #[arg(long, env = "LOADWISE_AGENT_RESOLVE_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub resolve_interval: Duration,
+    /// How long a replica missing from DNS keeps its link, so that an answer that
+    /// flaps costs no reconnect.
+    #[arg(long, env = "LOADWISE_AGENT_REMOVAL_GRACE", default_value = "10s", value_parser = duration)]
+    pub removal_grace: Duration,
     /// The address clients should connect to, as HOST:PORT: an IPv4 address, a
     /// bracketed IPv6 one, or (v2 only) a host name. Legacy carries at most 15
     /// characters of it.
@@ -196,6 +225,12 @@ impl AgentArgs {
         config.backend_id = self.id.unwrap_or(config.backend_id);
         config.secret = self.secret_file.as_deref().map(read_secret).transpose()?;
         config.tls = client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref())?;
+        config.discovery = DiscoveryConfig {
+            sources: self.servers_from.clone(),
+            resolver: self.resolver,
+            interval: self.resolve_interval,
+            grace: self.removal_grace,
+        };
         Ok(AgentConfig {
             interval: self.interval,
             connect_timeout: self.connect_timeout,
@@ -224,8 +259,18 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
 pub struct PickArgs {
     /// A dispatcher, as HOST:PORT. Repeat the flag (or separate with commas) to
     /// name replicas: they are asked in a random order until one assigns a backend.
-    #[arg(long, default_value = DEFAULT_LISTEN, value_delimiter = ',')]
+    /// [default: 127.0.0.1:8523, unless --servers-from is given]
+    #[arg(long, value_delimiter = ',')]
     pub server: Vec<String>,
+    /// Dispatcher replicas published in DNS: dns:NAME:PORT (every address of NAME
+    /// is a replica on PORT) or dns+srv:_SERVICE._PROTO.NAME (every SRV record);
+    /// asked in turn like --server, which may be given too.
+    #[arg(long, value_delimiter = ',', value_name = "dns:NAME:PORT|dns+srv:NAME")]
+    pub servers_from: Vec<DnsSource>,
+    /// The DNS server to ask for --servers-from, as IP:PORT, instead of those of
+    /// /etc/resolv.conf.
+    #[arg(long, value_name = "IP:PORT", requires = "servers_from")]
+    pub resolver: Option<SocketAddr>,
     /// Give up if no backend is assigned within this time, all attempts together.
     #[arg(long, default_value = "3s", value_parser = duration)]
     pub timeout: Duration,
@@ -258,8 +303,21 @@ impl PickArgs {
             attempt_timeout: self.attempt_timeout,
             deadline: self.timeout,
             tls: client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref())?,
+            discovery: DiscoveryConfig {
+                sources: self.servers_from.clone(),
+                resolver: self.resolver,
+                ..DiscoveryConfig::default()
+            },
             ..FailoverConfig::default()
         })
+    }
+
+    /// The dispatchers given; the default one when neither they nor DNS names are.
+    pub fn servers(&self) -> Vec<String> {
+        if self.server.is_empty() && self.servers_from.is_empty() {
+            return vec![DEFAULT_LISTEN.to_owned()];
+        }
+        self.server.clone()
     }
 }
 
@@ -375,5 +433,30 @@ mod tests {
         let bad = ["loadwise", "agent", "--server", "h:1", "--advertise", "a b:1"];
         let error = command().try_get_matches_from(bad).unwrap_err().to_string();
         assert!(error.contains("neither an IP address nor a host name"), "{error}");
+    }
+
+    #[test]
+    fn a_dns_name_stands_in_for_or_joins_the_servers() {
+        let agent = ["loadwise", "agent", "--advertise", "10.0.0.2:7000"];
+        let error = command().try_get_matches_from(agent).unwrap_err().to_string();
+        assert!(error.contains("--server"), "{error}");
+        let named =
+            [&agent[..], &["--servers-from", "dns:lb.example:8523", "--resolver", "127.0.0.1:53"]].concat();
+        let Command::Agent(args) = parse_from(&named).command else { panic!("not agent") };
+        let config = args.to_config().unwrap();
+        assert!(config.servers.is_empty());
+        assert_eq!(config.discovery.sources, ["dns:lb.example:8523".parse().unwrap()]);
+        assert_eq!(config.discovery.resolver, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(config.validate(), Ok(()));
+        let bad = [&agent[..], &["--servers-from", "lb.example:8523"]].concat();
+        let error = command().try_get_matches_from(bad).unwrap_err().to_string();
+        assert!(error.contains("--servers-from") && error.contains("dns:NAME:PORT"), "{error}");
+
+        let Command::Pick(pick) = parse_from(&["loadwise", "pick"]).command else { panic!("not pick") };
+        assert_eq!(pick.servers(), [DEFAULT_LISTEN]);
+        let named = ["loadwise", "pick", "--servers-from", "dns+srv:_lb._tcp.example"];
+        let Command::Pick(pick) = parse_from(&named).command else { panic!("not pick") };
+        assert!(pick.servers().is_empty(), "no default server beside a DNS name");
+        assert_eq!(pick.failover_config().unwrap().discovery.sources.len(), 1);
     }
 }

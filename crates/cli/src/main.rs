@@ -140,7 +140,7 @@ fn follow_drain_signals(
 }
 
 async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
-    let failover = Failover::new(args.server.clone(), args.failover_config()?)?;
+    let failover = Failover::new(args.servers(), args.failover_config()?)?;
     let outcome = match &args.service {
         None => failover.pick().await.map(|answer| shown(answer, Shown::legacy)),
         Some(service) => failover.pick_service(service).await.map(|answer| shown(answer, Shown::v2)),

@@ -78,6 +78,20 @@ impl ClientTls {
         Ok(self)
     }
 
+    /// Expects `name` of dispatchers whose certificate name is not set otherwise:
+    /// the replicas found under a DNS name are dialled by address, and their
+    /// certificates name the DNS name. An explicit name, or an unusable `name`,
+    /// leaves it as it is.
+    pub fn or_server_name(self, name: &str) -> Self {
+        if self.server_name.is_some() {
+            return self;
+        }
+        match parse_server_name(name) {
+            Ok(name) => ClientTls { server_name: Some(name), ..self },
+            Err(_) => self,
+        }
+    }
+
     /// The rustls configuration.
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config

@@ -1,10 +1,9 @@
 //! The task that follows one name: resolves it every interval (sooner after a
 //! failure), and sends the additions and removals of its replica set.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -22,20 +21,24 @@ enum Outcome {
     Failed(ResolveError),
 }
 
+/// One change of the replica set of the source numbered `source`.
+pub type Tagged = (usize, Update);
+
 /// Follows `source` until `stop` is cancelled or `updates` is closed: resolves it
-/// now and then every interval, and sends each change of its replica set. A lookup
-/// that fails or finds no records changes nothing (a warning says so, on the 1st,
-/// 2nd, 4th... time in a row) and is retried sooner; `wake` (a link lost its
-/// replica) brings the next lookup forward, to no sooner than the shortest gap
-/// after the previous one.
+/// now and then every interval, and sends each change of its replica set, tagged
+/// with `tag`. A lookup that fails or finds no records changes nothing (a warning
+/// says so, on the 1st, 2nd, 4th... time in a row) and is retried sooner; a
+/// change on `wake` (a link lost its replica) brings the next lookup forward, to
+/// no sooner than the shortest gap after the previous one.
 pub async fn follow(
-    source: DnsSource,
+    (tag, source): (usize, DnsSource),
     resolver: Resolver,
     config: DiscoveryConfig,
-    updates: mpsc::Sender<Update>,
-    wake: Arc<Notify>,
+    updates: mpsc::Sender<Tagged>,
+    mut wake: watch::Receiver<()>,
     stop: CancellationToken,
 ) {
+    let mut wake_open = true;
     let mut membership = Membership::new(config.grace, MAX_REPLICAS);
     let mut failures = 0u32;
     let mut next_lookup = Instant::now();
@@ -71,7 +74,7 @@ pub async fn follow(
                 }
             };
             next_lookup = now + if failures == 0 { config.interval } else { config.retry_delay(failures) };
-            if !send(&updates, changes).await {
+            if !send(&updates, tag, changes).await {
                 return;
             }
         }
@@ -81,17 +84,18 @@ pub async fn follow(
             &super::Applied { updates: removed.clone(), ..Default::default() },
             config.grace,
         );
-        if !send(&updates, removed).await {
+        if !send(&updates, tag, removed).await {
             return;
         }
         let expiry = membership.next_expiry().map(Instant::from_std).unwrap_or(next_lookup);
         tokio::select! {
             () = tokio::time::sleep_until(next_lookup.min(expiry)) => {}
-            () = wake.notified() => {
-                if let Some(last) = last_lookup {
+            changed = wake.changed(), if wake_open => match changed {
+                Ok(()) => if let Some(last) = last_lookup {
                     next_lookup = next_lookup.min(last + config.min_gap());
-                }
-            }
+                },
+                Err(_) => wake_open = false,
+            },
             () = stop.cancelled() => return,
         }
     }
@@ -106,9 +110,9 @@ async fn lookup(resolver: &Resolver, source: &DnsSource) -> Outcome {
 }
 
 /// Sends every update; false once nobody listens.
-async fn send(updates: &mpsc::Sender<Update>, changes: Vec<Update>) -> bool {
+async fn send(updates: &mpsc::Sender<Tagged>, tag: usize, changes: Vec<Update>) -> bool {
     for update in changes {
-        if updates.send(update).await.is_err() {
+        if updates.send((tag, update)).await.is_err() {
             return false;
         }
     }

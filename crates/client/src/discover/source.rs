@@ -41,6 +41,20 @@ impl DnsSource {
     }
 }
 
+impl DnsSource {
+    /// The name a replica's TLS certificate is expected to carry: the name without
+    /// its final dot and, for SRV, without the `_SERVICE._PROTO.` labels.
+    pub fn host_name(&self) -> &str {
+        let mut name = self.name().strip_suffix('.').unwrap_or(self.name());
+        while let Some((label, rest)) = name.split_once('.')
+            && label.starts_with('_')
+        {
+            name = rest;
+        }
+        name
+    }
+}
+
 impl FromStr for DnsSource {
     type Err = SourceError;
 
@@ -116,6 +130,8 @@ mod tests {
         assert_eq!(srv, DnsSource::Srv { name: "_loadwise._tcp.service.consul.".into() });
         assert_eq!(srv.to_string(), "dns+srv:_loadwise._tcp.service.consul.");
         assert_eq!(srv.name(), "_loadwise._tcp.service.consul.");
+        assert_eq!(srv.host_name(), "service.consul");
+        assert_eq!(a.host_name(), "loadwise.game.svc.cluster.local");
     }
 
     #[test]
