@@ -1,7 +1,8 @@
 //! loadwise-client: the client side. Ask a dispatcher for a backend with one login, read
 //! one reply (legacy, [`pick`]; or v2 for a named service, [`pick_service`]); or ask
-//! several replicas in turn ([`Failover`]). Each has a form that can speak TLS
-//! ([`pick_over`], [`pick_service_over`], [`FailoverConfig::tls`]).
+//! several replicas in turn ([`Failover`]), given or found in DNS ([`discover`]). Each
+//! has a form that can speak TLS ([`pick_over`], [`pick_service_over`],
+//! [`FailoverConfig::tls`]).
 //!
 //! # Layout
 //!
@@ -10,6 +11,7 @@
 //! | crate root | one login, one reply: [`pick`], [`pick_service`] and their TLS forms |
 //! | `failover` | several dispatchers in turn, within one deadline: [`Failover`] |
 //! | [`dial`] | outgoing connections: resolve a name, try each address, TLS on top when asked |
+//! | [`discover`] | replica sets published in DNS: `dns:NAME:PORT` and `dns+srv:NAME`, followed with a grace period |
 //! | [`tls`] | the peers' TLS settings: the CA they trust dispatchers by, the name they expect |
 #![forbid(unsafe_code)]
 
