@@ -5,6 +5,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
+//! | [`model`] | the core's own types: backend identity, endpoint, load, state and its causes, report, pick request and outcome |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
 //! | [`scoring`] | how a v2 backend's metrics combine into one load (per service) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dispatcher;
+pub mod model;
 pub mod registry;
 pub mod scoring;
 pub mod selection;

@@ -5,50 +5,12 @@
 //! are picked; see [`crate::selection`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use loadwise_protocol::{IpField, v2};
 
-/// Identifies one registered backend. For the legacy protocol this is the
-/// connection its heartbeats arrive on: the newest heartbeat on a connection
-/// replaces that connection's entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendId(pub u64);
-
-impl std::fmt::Display for BackendId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// Hashes a [`BackendId`] with one multiply. Ids are numbers the dispatcher hands
-/// out in sequence, never chosen by a peer, so the flooding-resistant default hash
-/// (SipHash, a sizeable share of a pick's cost) buys nothing here.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the multiply spreads sequential ids over the high bits
-        // that the table's probe tags are taken from.
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by backend id, with the cheap [`IdHasher`].
-pub type IdMap<V> = HashMap<BackendId, V, BuildHasherDefault<IdHasher>>;
+pub use crate::model::{BackendId, IdHasher, IdMap};
 
 /// The largest memory figure that is a valid percentage.
 pub const MAX_VALID_MEM: u8 = 100;

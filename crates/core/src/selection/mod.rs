@@ -100,42 +100,9 @@ impl FromStr for Policy {
     }
 }
 
-/// Whether a backend takes new clients.
-///
-/// States are ordered by how far they keep clients away: a backend's state is the
-/// furthest of what its operator set and what it reports itself.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendState {
-    /// Takes new clients.
-    #[default]
-    Ready,
-    /// Takes no new clients but stays listed, so its current ones can finish.
-    Draining,
-    /// Out of service for maintenance: takes no new clients, stays listed.
-    Maintenance,
-}
-
-impl BackendState {
-    pub const ALL: [BackendState; 3] =
-        [BackendState::Ready, BackendState::Draining, BackendState::Maintenance];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendState::Ready => "ready",
-            BackendState::Draining => "draining",
-            BackendState::Maintenance => "maintenance",
-        }
-    }
-}
-
-impl fmt::Display for BackendState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// Whether a backend takes new clients: the core's [`crate::model::State`], under the
+/// name the selector's callers know it by.
+pub use crate::model::State as BackendState;
 
 /// The backend a pick chose, with the address its clients are sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,141 @@
+//! What a pick asks and what it answers, whatever protocol asked: each session turns
+//! a [`PickOutcome`] into its own wire format.
+
+use std::fmt;
+
+use loadwise_protocol::v2::ServiceName;
+
+use super::{BackendId, Endpoint, LegacyName};
+
+/// Which pool a pick draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickTarget<'a> {
+    /// The default service: legacy logins, and HTTP picks that name no service.
+    Default,
+    /// A named service (v2 picks, HTTP picks).
+    Service(&'a ServiceName),
+}
+
+/// The form of address the asking protocol can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressForm {
+    /// 16 bytes and a port, echoed verbatim (legacy replies).
+    Legacy,
+    /// An endpoint, with the backend's chosen id (v2 and HTTP replies).
+    Endpoint,
+}
+
+/// A client's clock beside the dispatcher's, both in seconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    /// The timestamp the client sent.
+    pub client: u64,
+    /// The dispatcher's clock when the request was read.
+    pub dispatcher: u64,
+}
+
+/// One client's request for a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PickRequest<'a> {
+    pub target: PickTarget<'a>,
+    /// The client's clock, checked against the dispatcher's; `None` when the
+    /// protocol carries none (HTTP).
+    pub clocks: Option<Clocks>,
+    pub form: AddressForm,
+}
+
+impl<'a> PickRequest<'a> {
+    /// A legacy login: the default service, a legacy address, the clock checked.
+    pub fn login(clocks: Clocks) -> Self {
+        PickRequest { target: PickTarget::Default, clocks: Some(clocks), form: AddressForm::Legacy }
+    }
+
+    /// A v2 pick: a named service, an endpoint, the clock checked.
+    pub fn service(service: &'a ServiceName, clocks: Clocks) -> Self {
+        PickRequest {
+            target: PickTarget::Service(service),
+            clocks: Some(clocks),
+            form: AddressForm::Endpoint,
+        }
+    }
+
+    /// An HTTP pick: a named service, an endpoint, no clock to check.
+    pub fn http(service: &'a ServiceName) -> Self {
+        PickRequest { target: PickTarget::Service(service), clocks: None, form: AddressForm::Endpoint }
+    }
+}
+
+/// Where the picked backend's client goes, in the form the request asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A legacy reply's address: a legacy backend's own bytes, or a v2 backend's
+    /// endpoint written as text.
+    Legacy(LegacyName),
+    /// A v2 backend: the id it chose and its endpoint.
+    Chosen { backend: u64, endpoint: Endpoint },
+    /// A legacy backend, for a client that asked for an endpoint: its bytes read as
+    /// one. It has no id of its own and cannot check a ticket.
+    LegacyEndpoint { endpoint: Endpoint },
+}
+
+/// The backend a pick chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    /// This dispatcher's id of it, for logs.
+    pub id: BackendId,
+    pub to: Destination,
+}
+
+/// What a pick answered. Every outcome is counted once, the same way, whichever
+/// protocol asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickOutcome {
+    Picked(Picked),
+    /// The pool has backends (or is the default one), but none takes new clients.
+    NoBackend,
+    /// No live backend serves the named service.
+    UnknownService,
+    /// The client's clock is further from the dispatcher's than allowed.
+    ClockSkew {
+        clocks: Clocks,
+        skew_secs: u64,
+    },
+}
+
+impl PickOutcome {
+    /// The backend picked, if any.
+    pub fn picked(&self) -> Option<&Picked> {
+        match self {
+            PickOutcome::Picked(picked) => Some(picked),
+            _ => None,
+        }
+    }
+}
+
+/// Where the client goes, as operators write it: `10.0.0.2:1002`.
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Legacy(name) => name.fmt(f),
+            Destination::Chosen { endpoint, .. } | Destination::LegacyEndpoint { endpoint } => {
+                endpoint.fmt(f)
+            }
+        }
+    }
+}
+
+/// The outcome as a log line says it.
+impl fmt::Display for PickOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PickOutcome::Picked(picked) => write!(f, "picked {} at {}", picked.id, picked.to),
+            PickOutcome::NoBackend => f.write_str("no live backend takes new clients"),
+            PickOutcome::UnknownService => f.write_str("no live backend serves the service"),
+            PickOutcome::ClockSkew { clocks, skew_secs } => write!(
+                f,
+                "client timestamp {} is {skew_secs} s away from the dispatcher's clock ({})",
+                clocks.client, clocks.dispatcher
+            ),
+        }
+    }
+}
