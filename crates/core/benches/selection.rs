@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::{Heartbeat, IpField};
+
+/// A pick of the default pool in the legacy form, as a login asks with its clock
+/// already checked.
+const LEGACY_PICK: PickRequest<'static> =
+    PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
 
 const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 
@@ -48,7 +54,7 @@ fn pick(c: &mut Criterion) {
         for size in POOL_SIZES {
             let dispatcher = pool(policy, size, now);
             group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, _| {
-                b.iter(|| black_box(dispatcher.pick(now)))
+                b.iter(|| black_box(dispatcher.pick(&LEGACY_PICK, now)))
             });
         }
     }
@@ -59,7 +65,7 @@ fn pick(c: &mut Criterion) {
         settings.load.tie_band = 0.0;
         let dispatcher = pool_with(settings, size, now);
         group.bench_with_input(BenchmarkId::new("least-loaded-no-tie-band", size), &size, |b, _| {
-            b.iter(|| black_box(dispatcher.pick(now)))
+            b.iter(|| black_box(dispatcher.pick(&LEGACY_PICK, now)))
         });
     }
     group.finish();
@@ -146,7 +152,7 @@ fn picks_among_heartbeats(c: &mut Criterion) {
                 let now = start + Duration::from_nanos(step_nanos * sent);
                 dispatcher.heartbeat(BackendId(index), &heartbeat, now).unwrap();
                 for _ in 0..PICKS_PER_HEARTBEAT {
-                    black_box(dispatcher.pick(now));
+                    black_box(dispatcher.pick(&LEGACY_PICK, now));
                 }
             };
             // Registered, and past the slow start.

@@ -15,18 +15,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::selection::Picked;
 pub use batch::Batch;
 pub use stats::bump;
 pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
 
+use crate::model::{
+    self, AddressForm, Destination, Endpoint, LegacyName, PickOutcome, PickRequest, PickTarget,
+};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
-use loadwise_protocol::v2::{self, Endpoint, Host, ServiceName};
-use loadwise_protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
+use loadwise_protocol::v2::{self, Host, ServiceName};
+use loadwise_protocol::{AddressError, Heartbeat, IpField};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use services::Services;
@@ -102,15 +104,6 @@ pub struct HeartbeatAccepted {
 #[error("no backend {0} is registered")]
 pub struct UnknownBackend(pub BackendId);
 
-/// Why a login got the error reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LoginRefused {
-    #[error("login timestamp {timestamp} is {skew_secs} s away from the dispatcher's clock ({now})")]
-    ClockSkew { timestamp: u64, now: u64, skew_secs: u64 },
-    #[error("no live backend")]
-    NoBackend,
-}
-
 /// Why a v2 heartbeat registered nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum V2HeartbeatRefused {
@@ -133,28 +126,6 @@ pub struct V2HeartbeatAccepted {
     pub registered: bool,
     /// The load its service's scoring made; `None` when a figure was missing.
     pub score: Option<f64>,
-}
-
-/// Why a v2 pick named no backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ServicePickRefused {
-    #[error("no live backend serves the service")]
-    UnknownService,
-    #[error("the service has live backends, but none takes new clients")]
-    NoBackend,
-}
-
-/// The backend a v2 pick chose, as a v2 client is told of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServicePick {
-    /// The dispatcher's id.
-    pub id: BackendId,
-    /// The id the backend chose (v2), or the dispatcher's id (legacy backends).
-    pub backend_id: u64,
-    pub endpoint: Endpoint,
-    /// A legacy backend: its id is the dispatcher's number, not one it chose, and it
-    /// cannot check a ticket, so it gets none.
-    pub legacy: bool,
 }
 
 /// How many out-of-date expiry entries [`Dispatcher::next_expiry`] brings up to date
@@ -252,44 +223,61 @@ impl Table {
         Some((id, Some(previous)))
     }
 
-    /// Picks a backend of `service` and says where its clients go.
-    fn pick_service(
-        &mut self,
-        service: &ServiceName,
-        now: Instant,
-    ) -> Result<ServicePick, ServicePickRefused> {
+    /// Answers a pick: draws a backend from the request's pool and says where its
+    /// client goes, in the form the request asked for. The clock is checked before.
+    fn pick(&mut self, target: PickTarget<'_>, form: AddressForm, now: Instant) -> PickOutcome {
         let Table { services, registry, rng, .. } = self;
-        let selector = services.get_mut(service).filter(|selector| !selector.is_empty());
-        let selector = selector.ok_or(ServicePickRefused::UnknownService)?;
-        let picked = selector.pick_target(now, rng).ok_or(ServicePickRefused::NoBackend)?;
-        let backend = registry.get(picked.id).ok_or(ServicePickRefused::NoBackend)?;
-        let (backend_id, endpoint, legacy) = match &backend.v2 {
-            Some(detail) => (detail.heartbeat.backend_id, detail.heartbeat.endpoint.clone(), false),
-            None => (picked.id.0, legacy_endpoint(&picked).ok_or(ServicePickRefused::NoBackend)?, true),
+        let selector = match target {
+            PickTarget::Default => services.default_mut(),
+            // A named service exists while it has a backend, the default one included.
+            PickTarget::Service(name) => match services.get_mut(name).filter(|selector| !selector.is_empty())
+            {
+                Some(selector) => selector,
+                None => return PickOutcome::UnknownService,
+            },
         };
-        Ok(ServicePick { id: picked.id, backend_id, endpoint, legacy })
+        let Some(picked) = selector.pick_target(now, rng) else { return PickOutcome::NoBackend };
+        let to = match form {
+            AddressForm::Legacy => {
+                Destination::Legacy(LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port })
+            }
+            AddressForm::Endpoint => match registry.get(picked.id).map(|backend| &backend.v2) {
+                Some(Some(detail)) => Destination::Chosen {
+                    backend: detail.heartbeat.backend_id,
+                    endpoint: core_endpoint(&detail.heartbeat.endpoint),
+                },
+                Some(None) => {
+                    let name = LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port };
+                    match Endpoint::from_legacy(&name) {
+                        Some(endpoint) => Destination::LegacyEndpoint { endpoint },
+                        None => return PickOutcome::NoBackend,
+                    }
+                }
+                None => return PickOutcome::NoBackend,
+            },
+        };
+        PickOutcome::Picked(model::Picked { id: picked.id, to })
     }
 }
 
+/// A v2 endpoint as the core hands it out.
+fn core_endpoint(endpoint: &v2::Endpoint) -> Endpoint {
+    let host = match &endpoint.host {
+        Host::V4(ip) => model::Host::V4(*ip),
+        Host::V6(ip) => model::Host::V6(*ip),
+        Host::Name(name) => model::Host::Name(name.clone()),
+    };
+    Endpoint { host, port: endpoint.port }
+}
+
 /// How a v2 endpoint is written in a legacy reply, if it fits.
-fn legacy_ip(endpoint: &Endpoint) -> Option<IpField> {
+fn legacy_ip(endpoint: &v2::Endpoint) -> Option<IpField> {
     let text = match &endpoint.host {
         Host::V4(ip) => ip.to_string(),
         Host::V6(ip) => ip.to_string(),
         Host::Name(name) => name.as_str().to_owned(),
     };
     IpField::from_text(&text).ok()
-}
-
-/// A legacy backend's address as a v2 endpoint: its text is an IP address or, failing
-/// that, a host name.
-fn legacy_endpoint(picked: &Picked) -> Option<Endpoint> {
-    let text = picked.ip.text().ok()?;
-    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-        return Endpoint::from_socket_addr((ip, picked.port).into());
-    }
-    let host = Host::Name(v2::HostName::new(text).ok()?);
-    Some(Endpoint { host, port: std::num::NonZeroU16::new(picked.port)? })
 }
 
 fn state_of(state: v2::State) -> BackendState {
@@ -478,41 +466,12 @@ impl Dispatcher {
         backend.service().unwrap_or(&self.default_service)
     }
 
-    /// Picks a live backend at `now` under the configured policy and accounts for
-    /// the client sent there, in one step under the lock. Backends whose TTL has
-    /// passed are removed first, so a pick never names one, even before the sweeper
-    /// runs.
-    pub fn pick(&self, now: Instant) -> Option<Picked> {
-        self.batch(now).pick()
-    }
-
-    /// Answers a login: checks its timestamp against `unix_now`, then picks.
-    pub fn login(&self, request: LoginRequest, now: Instant, unix_now: u64) -> Result<Picked, LoginRefused> {
-        self.batch(now).login(request, unix_now)
-    }
-
-    /// Picks a backend for a client that asked by any means (a login frame, an
-    /// HTTP pick), counting the outcome and timing it.
-    pub fn pick_for_client(&self, now: Instant) -> Result<Picked, LoginRefused> {
-        self.batch(now).pick_for_client()
-    }
-
-    /// Picks a backend of `service` for a client that asked by other means than a
-    /// v2 frame (an HTTP pick), counting the outcome as logins are counted.
-    pub fn pick_service(
-        &self,
-        service: &ServiceName,
-        now: Instant,
-    ) -> Result<ServicePick, ServicePickRefused> {
-        self.batch(now).pick_in(service)
-    }
-
-    /// The reply frame for a login outcome.
-    pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
-        match outcome {
-            Ok(picked) => LoginReply::Backend { ip: picked.ip, port: picked.port },
-            Err(_) => LoginReply::Error,
-        }
+    /// Answers one client's request for a backend, at `now`: the one pick entry
+    /// point, whichever protocol asked. Counted and timed, always the same way.
+    /// Backends whose TTL has passed are removed first, so a pick never names one,
+    /// even before the sweeper runs.
+    pub fn pick(&self, request: &PickRequest<'_>, now: Instant) -> PickOutcome {
+        self.batch(now).pick(request)
     }
 
     /// How long a backend stays registered without a heartbeat.

@@ -36,9 +36,11 @@ use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
 use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
+mod legacy;
 mod session;
 use crate::{LiveLimits, Shared};
 use budget::Slot;
+use loadwise_core::model::PickOutcome;
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
 
@@ -532,17 +534,15 @@ impl<'a, S: PeerStream> Connection<'a, S> {
 
     fn on_login(&mut self, login: LoginRequest, batch: &mut Batch<'_>) -> Result<(), CodecError> {
         let unix_now = *self.read_unix.get_or_insert_with(unix_time_now);
-        let outcome = batch.login(login, unix_now);
+        let outcome = batch.pick(&legacy::pick_request(login, unix_now));
         if tracing::enabled!(tracing::Level::DEBUG) {
             batch.unlock();
             match &outcome {
-                Ok(picked) => {
-                    tracing::debug!(backend = %picked.ip.with_port(picked.port), "login answered")
-                }
-                Err(refused) => tracing::debug!(%refused, "login refused"),
+                PickOutcome::Picked(picked) => tracing::debug!(backend = %picked.to, "login answered"),
+                refused => tracing::debug!(%refused, "login refused"),
             }
         }
-        self.codec.encode(Dispatcher::reply(&outcome), &mut self.write_buf)
+        self.codec.encode(legacy::login_reply(&outcome), &mut self.write_buf)
     }
 
     /// Writes the replies owed so far. A peer that does not take them within the

@@ -21,7 +21,8 @@
 //! | module | its one job |
 //! |---|---|
 //! | crate root | the TCP server: bind, accept under the budgets, sweep, reload, graceful shutdown |
-//! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget` and the v2 `session`) |
+//! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget`, the v2 `session` and the `legacy` rules) |
+//! | [`pick_answer`] | the core's pick outcome as the v2 and HTTP answers name a backend: its id, its endpoint, or the refusal's code |
 //! | [`tls`] | the dispatcher's TLS settings: its certificate and key |
 //! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
 //! | `log_limit` | repeated warnings logged once per period |
@@ -32,6 +33,7 @@ pub mod admin;
 mod connection;
 mod log_limit;
 pub mod netlist;
+pub mod pick_answer;
 pub mod tls;
 
 pub use connection::ConnectionLimits;

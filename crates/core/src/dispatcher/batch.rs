@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::{
-    Dispatcher, HeartbeatAccepted, HeartbeatRefused, LoginRefused, ServicePick, ServicePickRefused, Table,
-    V2HeartbeatAccepted, V2HeartbeatRefused, bump,
+    Dispatcher, HeartbeatAccepted, HeartbeatRefused, Table, V2HeartbeatAccepted, V2HeartbeatRefused, bump,
 };
+use crate::model::{Clocks, PickOutcome, PickRequest};
 use crate::registry::{Backend, BackendId, Report};
-use crate::selection::Picked;
-use loadwise_protocol::v2::{self, ErrorCode, ServiceName};
-use loadwise_protocol::{Heartbeat, LoginRequest};
+use loadwise_protocol::Heartbeat;
+use loadwise_protocol::v2;
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///
@@ -99,14 +98,6 @@ impl<'a> Batch<'a> {
         Ok(applied?)
     }
 
-    /// Picks a live backend under the configured policy and accounts for the client
-    /// sent there. Counts and times nothing: see [`Batch::pick_for_client`].
-    pub fn pick(&mut self) -> Option<Picked> {
-        let now = self.now;
-        let Table { services, rng, .. } = self.table();
-        services.default_mut().pick_target(now, rng)
-    }
-
     /// Applies a v2 heartbeat received on connection `connection`.
     pub fn heartbeat_v2(
         &mut self,
@@ -122,68 +113,35 @@ impl<'a> Batch<'a> {
         applied
     }
 
-    /// Answers a v2 pick: checks its timestamp against `unix_now`, then picks a
-    /// backend of `service`. Counted and timed as logins are.
-    pub fn pick_service(
-        &mut self,
-        service: &ServiceName,
-        timestamp: u64,
-        unix_now: u64,
-    ) -> Result<ServicePick, ErrorCode> {
-        if self.clock_skew(timestamp, unix_now).is_some() {
-            return Err(ErrorCode::CLOCK_SKEW);
+    /// Answers one client's request for a backend: checks its clock, then picks. The
+    /// one pick entry point: every outcome is counted, and every pick timed, the same
+    /// way whichever protocol asked.
+    pub fn pick(&mut self, request: &PickRequest<'_>) -> PickOutcome {
+        if let Some(clocks) = request.clocks
+            && let Some(skew_secs) = self.clock_skew(clocks)
+        {
+            return PickOutcome::ClockSkew { clocks, skew_secs };
         }
-        self.pick_in(service).map_err(|refused| match refused {
-            ServicePickRefused::UnknownService => ErrorCode::UNKNOWN_SERVICE,
-            ServicePickRefused::NoBackend => ErrorCode::NO_BACKEND,
-        })
-    }
-
-    /// Picks a backend of `service`, counting the outcome and timing it.
-    pub fn pick_in(&mut self, service: &ServiceName) -> Result<ServicePick, ServicePickRefused> {
+        // Started before the lock is taken, so that the histogram shows lock waits.
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
-        let picked = self.table().pick_service(service, now);
-        match &picked {
-            Ok(_) => self.answered += 1,
-            Err(_) => self.no_backend += 1,
+        let outcome = self.table().pick(request.target, request.form, now);
+        match outcome {
+            PickOutcome::Picked(_) => self.answered += 1,
+            _ => self.no_backend += 1,
         }
-        picked
+        outcome
     }
 
-    /// How far `timestamp` is from `unix_now`, if further than allowed; counted.
-    fn clock_skew(&self, timestamp: u64, unix_now: u64) -> Option<u64> {
-        let skew_secs = timestamp.abs_diff(unix_now);
+    /// How far the client's clock is from the dispatcher's, if further than
+    /// allowed; counted.
+    fn clock_skew(&self, clocks: Clocks) -> Option<u64> {
+        let skew_secs = clocks.client.abs_diff(clocks.dispatcher);
         if skew_secs <= self.dispatcher.max_clock_skew_secs.load(Ordering::Relaxed) {
             return None;
         }
         bump(&self.dispatcher.stats.logins_clock_skew);
         Some(skew_secs)
-    }
-
-    /// Answers a login: checks its timestamp against `unix_now`, then picks.
-    pub fn login(&mut self, request: LoginRequest, unix_now: u64) -> Result<Picked, LoginRefused> {
-        if let Some(skew_secs) = self.clock_skew(request.timestamp, unix_now) {
-            return Err(LoginRefused::ClockSkew { timestamp: request.timestamp, now: unix_now, skew_secs });
-        }
-        self.pick_for_client()
-    }
-
-    /// Picks a backend for a client that asked by any means (a login frame, an
-    /// HTTP pick), counting the outcome and timing it.
-    pub fn pick_for_client(&mut self) -> Result<Picked, LoginRefused> {
-        // Started before the lock is taken, so that the histogram shows lock waits.
-        self.picks_started.get_or_insert_with(Instant::now);
-        match self.pick() {
-            Some(picked) => {
-                self.answered += 1;
-                Ok(picked)
-            }
-            None => {
-                self.no_backend += 1;
-                Err(LoginRefused::NoBackend)
-            }
-        }
     }
 
     /// Adds the batch's picks to the counters and the histogram. All picks of the

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::model::{Clocks, Destination, Endpoint};
 use loadwise_protocol::IpField;
 
 const NOW_UNIX: u64 = 1_700_000_000;
@@ -19,16 +20,66 @@ fn dispatcher() -> Dispatcher {
     Dispatcher::new(DispatchSettings::default())
 }
 
-fn login(d: &Dispatcher, now: Instant, timestamp: u64) -> Result<Picked, LoginRefused> {
-    d.login(LoginRequest { timestamp }, now, NOW_UNIX)
+fn login(d: &Dispatcher, now: Instant, timestamp: u64) -> PickOutcome {
+    d.pick(&login_request(timestamp), now)
+}
+
+fn login_request(timestamp: u64) -> PickRequest<'static> {
+    PickRequest::login(Clocks { client: timestamp, dispatcher: NOW_UNIX })
+}
+
+/// What a legacy reply carries: the backend picked, the bytes and the port sent.
+#[derive(Debug, PartialEq)]
+struct Sent {
+    id: BackendId,
+    ip: IpField,
+    port: u16,
+}
+
+/// The legacy answer of a pick, if it picked a backend.
+fn sent(outcome: PickOutcome) -> Option<Sent> {
+    match outcome {
+        PickOutcome::Picked(model::Picked { id, to: Destination::Legacy(name) }) => {
+            Some(Sent { id, ip: IpField::from_bytes(name.bytes), port: name.port })
+        }
+        _ => None,
+    }
+}
+
+/// A pick of the default pool in the legacy form, with no clock to check.
+fn pick(d: &Dispatcher, now: Instant) -> Option<Sent> {
+    let request = PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+    sent(d.pick(&request, now))
+}
+
+/// What a v2 or HTTP reply carries.
+#[derive(Debug, PartialEq)]
+struct ServicePick {
+    id: BackendId,
+    /// The id a v2 backend chose, the dispatcher's for a legacy one.
+    backend_id: u64,
+    endpoint: Endpoint,
+}
+
+/// A pick of `service` in the endpoint form, with no clock to check: the backend, or
+/// the refusal.
+fn pick_service(d: &Dispatcher, service: &ServiceName, now: Instant) -> Result<ServicePick, PickOutcome> {
+    match d.pick(&PickRequest::http(service), now) {
+        PickOutcome::Picked(model::Picked { id, to: Destination::Chosen { backend, endpoint } }) => {
+            Ok(ServicePick { id, backend_id: backend, endpoint })
+        }
+        PickOutcome::Picked(model::Picked { id, to: Destination::LegacyEndpoint { endpoint } }) => {
+            Ok(ServicePick { id, backend_id: id.0, endpoint })
+        }
+        refused => Err(refused),
+    }
 }
 
 #[test]
 fn no_backend_gets_the_error_reply() {
     let d = dispatcher();
     let outcome = login(&d, Instant::now(), NOW_UNIX);
-    assert_eq!(outcome, Err(LoginRefused::NoBackend));
-    assert_eq!(Dispatcher::reply(&outcome), LoginReply::Error);
+    assert_eq!(outcome, PickOutcome::NoBackend);
     assert_eq!(d.stats().snapshot().logins_no_backend, 1);
 }
 
@@ -39,13 +90,13 @@ fn picks_the_least_loaded_and_replies_with_its_bytes() {
     beat(&d, 1, 50, t0);
     beat(&d, 2, 20, t0);
     let outcome = login(&d, t0, NOW_UNIX);
-    let expected = LoginReply::Backend { ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002 };
-    assert_eq!(Dispatcher::reply(&outcome), expected);
+    let sent = sent(outcome).unwrap();
+    assert_eq!((sent.ip, sent.port), (IpField::from_text("10.0.0.2").unwrap(), 1002));
 }
 
 /// Logins at `now` until `n` have been answered, by the port each was sent to.
 fn login_ports(d: &Dispatcher, n: usize, now: Instant) -> Vec<u16> {
-    (0..n).map(|_| login(d, now, NOW_UNIX).unwrap().port).collect()
+    (0..n).map(|_| sent(login(d, now, NOW_UNIX)).unwrap().port).collect()
 }
 
 #[test]
@@ -65,7 +116,7 @@ fn on_defaults_the_logins_after_a_heartbeat_go_to_the_least_loaded() {
     assert_eq!(login_ports(&d, 10, t1), [1002; 10]);
     // A v2 pick of the same pool follows the same rule.
     let default = DispatchSettings::default().default_service;
-    assert_eq!(d.pick_service(&default, t1).unwrap().id, BackendId(2));
+    assert_eq!(pick_service(&d, &default, t1).unwrap().id, BackendId(2));
 }
 
 #[test]
@@ -99,7 +150,7 @@ fn a_newcomer_below_everyone_is_chosen_on_the_very_next_login() {
         }
     }
     d.heartbeat(BackendId(POOL + 1), &heartbeat("10.9.9.9", 9999, 1), t1).unwrap();
-    assert_eq!(login(&d, t1, NOW_UNIX).unwrap().port, 9999);
+    assert_eq!(sent(login(&d, t1, NOW_UNIX)).unwrap().port, 9999);
     // Counted ten times over, the first client closes the 1-point gap to the
     // backends at 2 %; from then on it shares with the twenty or so of them, in the
     // order of the tie offsets this dispatcher drew (its own may come last).
@@ -151,12 +202,12 @@ fn clock_skew_is_allowed_up_to_the_limit_in_both_directions() {
     let d = dispatcher();
     let t0 = Instant::now();
     beat(&d, 1, 50, t0);
-    assert!(login(&d, t0, NOW_UNIX - 60).is_ok());
-    assert!(login(&d, t0, NOW_UNIX + 60).is_ok());
-    assert!(matches!(login(&d, t0, NOW_UNIX - 61), Err(LoginRefused::ClockSkew { skew_secs: 61, .. })));
-    assert!(matches!(login(&d, t0, NOW_UNIX + 61), Err(LoginRefused::ClockSkew { .. })));
-    assert!(matches!(login(&d, t0, 0), Err(LoginRefused::ClockSkew { .. })));
-    assert!(matches!(login(&d, t0, u64::MAX), Err(LoginRefused::ClockSkew { .. })));
+    assert!(login(&d, t0, NOW_UNIX - 60).picked().is_some());
+    assert!(login(&d, t0, NOW_UNIX + 60).picked().is_some());
+    assert!(matches!(login(&d, t0, NOW_UNIX - 61), PickOutcome::ClockSkew { skew_secs: 61, .. }));
+    assert!(matches!(login(&d, t0, NOW_UNIX + 61), PickOutcome::ClockSkew { .. }));
+    assert!(matches!(login(&d, t0, 0), PickOutcome::ClockSkew { .. }));
+    assert!(matches!(login(&d, t0, u64::MAX), PickOutcome::ClockSkew { .. }));
     assert_eq!(d.stats().snapshot().logins_clock_skew, 4);
 }
 
@@ -167,10 +218,10 @@ fn a_pick_never_names_an_expired_backend_even_before_the_sweeper_runs() {
     let ttl = DispatchSettings::default().ttl;
     beat(&d, 1, 10, t0);
     d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 90), t0 + Duration::from_secs(1)).unwrap();
-    assert_eq!(d.pick(t0 + ttl - Duration::from_nanos(1)).unwrap().id, BackendId(1));
-    assert_eq!(d.pick(t0 + ttl).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0 + ttl - Duration::from_nanos(1)).unwrap().id, BackendId(1));
+    assert_eq!(pick(&d, t0 + ttl).unwrap().id, BackendId(2));
     assert_eq!(d.stats().snapshot().evicted_expired, 1);
-    assert_eq!(d.pick(t0 + ttl + Duration::from_secs(1)), None);
+    assert_eq!(pick(&d, t0 + ttl + Duration::from_secs(1)), None);
 }
 
 #[test]
@@ -181,7 +232,7 @@ fn disconnect_removes_from_both_indexes() {
     beat(&d, 2, 20, t0);
     assert!(d.disconnect(BackendId(1)).is_some());
     assert!(d.disconnect(BackendId(1)).is_none());
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     assert_eq!(d.backend_count(), 1);
     assert_eq!(d.stats().snapshot().evicted_disconnected, 1);
 }
@@ -193,9 +244,9 @@ fn an_update_moves_the_backend_in_the_order() {
     beat(&d, 1, 10, t0);
     beat(&d, 2, 20, t0);
     d.heartbeat(BackendId(1), &heartbeat("10.0.0.9", 1009, 30), t0).unwrap();
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     beat(&d, 2, 40, t0);
-    let picked = d.pick(t0).unwrap();
+    let picked = pick(&d, t0).unwrap();
     assert_eq!((picked.id, picked.ip.text().unwrap(), picked.port), (BackendId(1), "10.0.0.9", 1009));
 }
 
@@ -208,7 +259,7 @@ fn invalid_mem_is_counted_logged_once_and_ranked_last() {
     let second = d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
     assert!(!second.registered && !second.first_invalid_report);
     beat(&d, 2, 100, t0);
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     assert_eq!(d.stats().snapshot().invalid_mem_reports, 2);
 }
 
@@ -243,7 +294,7 @@ fn concurrent_picks_and_removals_stay_consistent() {
             scope.spawn(move || {
                 for _ in 0..20_000 {
                     let before: Vec<bool> = removed.iter().map(|r| r.load(Ordering::SeqCst)).collect();
-                    if let Some(picked) = d.pick(t0) {
+                    if let Some(picked) = pick(&d, t0) {
                         assert!(!before[picked.id.0 as usize], "picked {} after its removal", picked.id);
                     }
                 }
@@ -254,7 +305,7 @@ fn concurrent_picks_and_removals_stay_consistent() {
             removed[i as usize].store(true, Ordering::SeqCst);
         }
     });
-    assert_eq!(d.pick(t0), None);
+    assert_eq!(pick(&d, t0), None);
 }
 
 #[test]
@@ -264,14 +315,14 @@ fn an_operator_can_drain_and_restore_a_backend() {
     beat(&d, 1, 10, t0);
     beat(&d, 2, 60, t0);
     d.set_state(BackendId(1), BackendState::Draining).unwrap();
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     // A heartbeat does not undo the override; the backend stays listed.
     beat(&d, 1, 5, t0);
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(2));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     let states: Vec<_> = d.snapshot().iter().map(|b| (b.id.0, b.state, b.load.reported)).collect();
     assert_eq!(states, [(1, BackendState::Draining, 5), (2, BackendState::Ready, 60)]);
     d.set_state(BackendId(1), BackendState::Ready).unwrap();
-    assert_eq!(d.pick(t0).unwrap().id, BackendId(1));
+    assert_eq!(pick(&d, t0).unwrap().id, BackendId(1));
     assert_eq!(d.set_state(BackendId(7), BackendState::Maintenance), Err(UnknownBackend(BackendId(7))));
 }
 
@@ -283,7 +334,7 @@ fn the_snapshot_shows_the_picks_accounted_to_each_backend() {
     // The load shown is the real one: the tie-breaking offset stays in the order.
     assert_eq!(d.snapshot()[0].load.effective(), 10.0);
     for _ in 0..3 {
-        d.pick(t0).unwrap();
+        pick(&d, t0).unwrap();
     }
     let load = &d.snapshot()[0].load;
     assert_eq!((load.picks_total, load.picks_since_report), (3, 3));
@@ -310,9 +361,9 @@ fn reconfiguring_keeps_backends_and_applies_at_once() {
     assert_eq!(d.ttl(), Duration::from_secs(10));
     assert_eq!(d.backend_count(), 2);
     // Original herds onto the lowest id; the new TTL and skew apply at once.
-    assert_eq!([d.pick(t0).unwrap().id, d.pick(t0).unwrap().id], [BackendId(1); 2]);
-    assert!(d.pick(t0 + Duration::from_secs(5)).is_some());
-    assert!(matches!(login(&d, t0, NOW_UNIX - 6), Err(LoginRefused::ClockSkew { .. })));
+    assert_eq!([pick(&d, t0).unwrap().id, pick(&d, t0).unwrap().id], [BackendId(1); 2]);
+    assert!(pick(&d, t0 + Duration::from_secs(5)).is_some());
+    assert!(matches!(login(&d, t0, NOW_UNIX - 6), PickOutcome::ClockSkew { .. }));
 }
 
 #[test]
@@ -324,7 +375,7 @@ fn every_login_is_timed() {
     let _ = login(&d, t0, NOW_UNIX);
     let _ = login(&d, t0, 0);
     assert_eq!(d.stats().pick_latency.count(), 2, "a refused timestamp never reaches a pick");
-    assert!(d.pick_for_client(t0).is_ok());
+    assert!(pick(&d, t0).is_some());
     let stats = d.stats().snapshot();
     assert_eq!((stats.logins_answered, stats.logins_no_backend, stats.logins_clock_skew), (2, 1, 1));
     assert_eq!(d.stats().pick_latency.count(), 3);
@@ -334,15 +385,14 @@ fn every_login_is_timed() {
 fn a_batch_answers_in_order_and_counts_when_it_ends() {
     let d = dispatcher();
     let t0 = Instant::now();
-    let request = |timestamp| LoginRequest { timestamp };
     {
         let mut batch = d.batch(t0);
         // A heartbeat earlier in the batch is seen by the logins after it.
         batch.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10)).unwrap();
         let picked: Vec<_> =
-            (0..16).map(|_| batch.login(request(NOW_UNIX), NOW_UNIX).unwrap().port).collect();
+            (0..16).map(|_| sent(batch.pick(&login_request(NOW_UNIX))).unwrap().port).collect();
         assert_eq!(picked, [1001; 16]);
-        assert!(matches!(batch.login(request(0), NOW_UNIX), Err(LoginRefused::ClockSkew { .. })));
+        assert!(matches!(batch.pick(&login_request(0)), PickOutcome::ClockSkew { .. }));
         assert_eq!(d.stats().pick_latency.count(), 0, "picks are recorded when the batch ends");
     }
     let stats = d.stats().snapshot();
@@ -359,11 +409,11 @@ fn a_batch_holds_the_lock_from_its_first_request_until_it_ends_or_unlocks() {
     beat(&d, 1, 10, t0);
     let mut batch = d.batch(t0);
     assert!(d.table.try_lock().is_ok(), "nothing is locked before a request needs it");
-    batch.pick().unwrap();
+    assert!(batch.pick(&login_request(NOW_UNIX)).picked().is_some());
     assert!(d.table.try_lock().is_err());
     batch.unlock();
     assert!(d.table.try_lock().is_ok());
-    batch.pick().unwrap();
+    assert!(batch.pick(&login_request(NOW_UNIX)).picked().is_some());
     assert!(d.table.try_lock().is_err(), "the next request locks again");
     drop(batch);
     assert!(d.table.try_lock().is_ok());
@@ -375,7 +425,7 @@ fn a_batch_removes_expired_backends_before_its_first_request() {
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     let mut batch = d.batch(t0 + DispatchSettings::default().ttl);
-    assert_eq!(batch.pick_for_client(), Err(LoginRefused::NoBackend));
+    assert_eq!(batch.pick(&login_request(NOW_UNIX)), PickOutcome::NoBackend);
     drop(batch);
     let stats = d.stats().snapshot();
     assert_eq!((stats.evicted_expired, stats.logins_no_backend), (1, 1));
@@ -419,14 +469,14 @@ mod services {
         let conn = |n: u64| BackendId(1000 + n);
         d.batch(t0).heartbeat_v2(conn(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
         d.batch(t0).heartbeat_v2(conn(2), v2_heartbeat("chat", 2, 20, 0)).unwrap();
-        let game = d.pick_service(&name("game"), t0).unwrap();
+        let game = pick_service(&d, &name("game"), t0).unwrap();
         assert_eq!((game.backend_id, game.endpoint.to_string()), (1, "10.0.0.1:7000".to_owned()));
-        assert_eq!(d.pick_service(&name("chat"), t0).unwrap().backend_id, 2);
-        assert_eq!(d.pick_service(&name("none"), t0), Err(ServicePickRefused::UnknownService));
+        assert_eq!(pick_service(&d, &name("chat"), t0).unwrap().backend_id, 2);
+        assert_eq!(pick_service(&d, &name("none"), t0), Err(PickOutcome::UnknownService));
         // Neither is in the default service, which legacy logins use.
-        assert_eq!(d.pick(t0), None);
+        assert_eq!(pick(&d, t0), None);
         d.disconnect(conn(2));
-        assert_eq!(d.pick_service(&name("chat"), t0), Err(ServicePickRefused::UnknownService));
+        assert_eq!(pick_service(&d, &name("chat"), t0), Err(PickOutcome::UnknownService));
         let names: Vec<_> = d.services().into_iter().map(|s| s.name.as_str().to_owned()).collect();
         assert_eq!(names, ["default", "game"]);
     }
@@ -456,13 +506,13 @@ mod services {
             d.batch(t0).heartbeat_v2(BackendId(100 + offset), v2_heartbeat(service, 1, 10, 90)).unwrap();
             d.batch(t0).heartbeat_v2(BackendId(101 + offset), v2_heartbeat(service, 2, 50, 20)).unwrap();
         }
-        assert_eq!(d.pick_service(&name("game"), t0).unwrap().backend_id, 2, "max(memory, cpu) = 50 < 90");
-        assert_eq!(d.pick_service(&name("chat"), t0).unwrap().backend_id, 1, "memory alone: 10 < 50");
+        assert_eq!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 2, "max(memory, cpu) = 50 < 90");
+        assert_eq!(pick_service(&d, &name("chat"), t0).unwrap().backend_id, 1, "memory alone: 10 < 50");
         let mut no_cpu = v2_heartbeat("game", 3, 0, 0);
         no_cpu.cpu = None;
         let accepted = d.batch(t0).heartbeat_v2(BackendId(200), no_cpu).unwrap();
         assert_eq!(accepted.score, None);
-        assert_ne!(d.pick_service(&name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
+        assert_ne!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
     }
 
     #[test]
@@ -477,7 +527,7 @@ mod services {
         d.batch(t0).heartbeat_v2(BackendId(100), long).unwrap();
         // A v2 backend of the default service is served to legacy logins too.
         d.batch(t0).heartbeat_v2(BackendId(101), v2_heartbeat("default", 9, 10, 0)).unwrap();
-        let picked = d.pick(t0).unwrap();
+        let picked = pick(&d, t0).unwrap();
         assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.9", 7000));
     }
 
@@ -489,16 +539,12 @@ mod services {
         let mut draining = v2_heartbeat("game", 1, 10, 0);
         draining.state = v2::State::Draining;
         d.batch(t0).heartbeat_v2(BackendId(100), draining).unwrap();
-        assert_eq!(d.pick_service(&name("game"), t0), Err(ServicePickRefused::NoBackend));
+        assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend));
         d.set_state(id, BackendState::Maintenance).unwrap();
         d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap();
-        assert_eq!(
-            d.pick_service(&name("game"), t0),
-            Err(ServicePickRefused::NoBackend),
-            "held by the operator"
-        );
+        assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend), "held by the operator");
         d.set_state(id, BackendState::Ready).unwrap();
-        assert_eq!(d.pick_service(&name("game"), t0).unwrap().id, id);
+        assert_eq!(pick_service(&d, &name("game"), t0).unwrap().id, id);
     }
 
     #[test]

@@ -11,10 +11,12 @@ use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
 use super::views::{BackendList, BackendView, PickView, ServiceList, StateView};
-use loadwise_core::dispatcher::{Dispatcher, ServicePickRefused};
+use crate::pick_answer::ServicePick;
+use loadwise_core::dispatcher::Dispatcher;
+use loadwise_core::model::PickRequest;
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::BackendState;
-use loadwise_protocol::v2::ServiceName;
+use loadwise_protocol::v2::{ErrorCode, ServiceName};
 
 /// `GET /healthz`: the process is up and answering.
 pub(crate) async fn healthz() -> Json<Value> {
@@ -68,13 +70,13 @@ pub(crate) async fn pick(
 ) -> Result<Json<PickView>, ApiError> {
     let dispatcher = state.dispatcher();
     let name = service_name(&service)?;
-    match dispatcher.pick_service(&name, Instant::now()) {
+    match ServicePick::of(dispatcher.pick(&PickRequest::http(&name), Instant::now())) {
         Ok(picked) => {
             tracing::debug!(backend = %picked.id, %service, "http pick answered");
             Ok(Json(PickView::new(&service, &picked)))
         }
         // The default service is known even while it has no backend.
-        Err(ServicePickRefused::UnknownService) if !is_default(dispatcher, &name) => {
+        Err(ErrorCode::UNKNOWN_SERVICE) if !is_default(dispatcher, &name) => {
             Err(ApiError::UnknownService(service))
         }
         Err(_) => Err(ApiError::NoBackend(service)),

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use loadwise_core::dispatcher::{self, BackendSnapshot, ServicePick};
+use crate::pick_answer::ServicePick;
+use loadwise_core::dispatcher::{self, BackendSnapshot};
 use loadwise_core::registry::V2Detail;
 use loadwise_core::selection::{BackendState, Policy};
 use loadwise_protocol::IpField;

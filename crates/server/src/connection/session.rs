@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::log_limit::RateLimitedLog;
+use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
+use loadwise_core::model::{self as core, Clocks};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::codec::Inbound;
 use loadwise_protocol::ticket;
@@ -284,18 +286,20 @@ impl Session {
 /// Answers a PickRequest with a PickReply, a ticket included when there is a secret.
 fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
     let unix_now = cx.unix_now();
-    let outcome = match cx.batch.pick_service(&request.service, request.timestamp, unix_now) {
-        Ok(picked) => {
+    let clocks = Clocks { client: request.timestamp, dispatcher: unix_now };
+    let outcome = cx.batch.pick(&core::PickRequest::service(&request.service, clocks));
+    let outcome = match ServicePick::of(outcome) {
+        Ok(ServicePick { backend_id, endpoint, legacy, .. }) => {
             let ticket = match cx.secret {
-                Some(secret) if !picked.legacy => {
+                Some(secret) if !legacy => {
                     // An HMAC is slow next to a pick: not while every connection waits.
                     cx.batch.unlock();
                     let lifetime = cx.ticket_lifetime.as_secs();
-                    issue_ticket(secret, picked.backend_id, &request.service, unix_now, lifetime)
+                    issue_ticket(secret, backend_id, &request.service, unix_now, lifetime)
                 }
                 _ => Vec::new(),
             };
-            PickOutcome::Picked(Picked { backend_id: picked.backend_id, endpoint: picked.endpoint, ticket })
+            PickOutcome::Picked(Picked { backend_id, endpoint, ticket })
         }
         Err(code) => {
             cx.dispatcher.stats().count_v2_refusal(code);

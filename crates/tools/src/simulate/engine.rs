@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::{AddressForm, PickOutcome, PickRequest, PickTarget};
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::{LoadSettings, Policy};
 use loadwise_protocol::{Heartbeat, IpField};
@@ -295,7 +296,8 @@ impl Engine {
         self.schedule_arrival(stream);
         let replica = self.next_replica;
         self.next_replica = (replica + 1) % self.dispatchers.len();
-        let Some(picked) = self.dispatchers[replica].pick(self.now(at)) else {
+        let request = PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+        let PickOutcome::Picked(picked) = self.dispatchers[replica].pick(&request, self.now(at)) else {
             self.counts.no_backend += 1;
             return;
         };
