@@ -7,6 +7,7 @@
 //! Time comes in as parameters (`now` for TTLs, `unix_now` for login timestamps).
 
 mod batch;
+mod holds;
 mod services;
 mod stats;
 
@@ -16,17 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use batch::Batch;
+pub use holds::HOLD_MEMORY;
 pub use stats::bump;
 pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
 
 use crate::model::{
-    self, AddressForm, Destination, Endpoint, LegacyName, PickOutcome, PickRequest, PickTarget,
+    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, PickOutcome, PickRequest,
+    PickTarget,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
+use holds::DepartedHolds;
 use loadwise_protocol::v2::{self, Host, ServiceName};
 use loadwise_protocol::{AddressError, Heartbeat, IpField};
 use rand::SeedableRng as _;
@@ -140,6 +144,12 @@ const UNSCORED: u8 = u8::MAX;
 struct Table {
     registry: Registry,
     services: Services,
+    /// Operators' holds of departed backends, given back when they return.
+    holds: DepartedHolds,
+    /// The latest instant the table was used at: when a backend leaves by a closed
+    /// connection, which comes with no time of its own. Set at every locking (see
+    /// [`Table::expire`]), so before any backend registers.
+    clock: Option<Instant>,
     /// The settings in force.
     settings: DispatchSettings,
     /// The random source of the `p2c` draws and of each backend's place in the tie
@@ -151,8 +161,10 @@ struct Table {
 impl Table {
     /// Drops expired backends from every index.
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
+        self.clock = self.clock.max(Some(now));
         let expired = self.registry.expire(now);
         for (id, backend) in &expired {
+            self.remember_hold(*id, backend);
             self.services.forget(*id, backend);
         }
         expired
@@ -161,8 +173,37 @@ impl Table {
     /// Removes one backend from every index.
     fn remove(&mut self, id: BackendId) -> Option<Backend> {
         let backend = self.registry.remove(id)?;
+        self.remember_hold(id, &backend);
         self.services.forget(id, &backend);
         Some(backend)
+    }
+
+    /// Remembers the operator's hold of a backend that leaves, if it has one.
+    fn remember_hold(&mut self, id: BackendId, backend: &Backend) {
+        let held = self.services.of(backend.service()).and_then(|selector| selector.states(id));
+        if let (Some((held, _)), Some(clock)) = (held, self.clock)
+            && held != BackendState::Ready
+        {
+            let key = backend_key(backend, self.services.default_name());
+            self.holds.remember(key, held, clock);
+        }
+    }
+
+    /// Gives a backend that registers again the hold it left with, if any. Costs
+    /// nothing while no departed backend is held.
+    fn restore_hold(&mut self, id: BackendId, now: Instant) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let Some(backend) = self.registry.get(id) else { return };
+        let key = backend_key(backend, self.services.default_name());
+        let Some(held) = self.holds.take(&key, now) else { return };
+        if let Some(selector) = self.services.of_mut(backend.service()) {
+            selector.set_state(id, held);
+            // Logged under the lock: rare (a held backend coming back), and the
+            // operator should see that the hold outlived the connection.
+            tracing::info!(backend = %key, id = %id, state = %held, "backend registered again: the operator's hold is kept");
+        }
     }
 
     /// Records a legacy report in the registry and moves the backend in the default
@@ -175,10 +216,11 @@ impl Table {
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
         self.services.default_mut().report(id, report, now, &mut self.rng);
-        Ok(HeartbeatAccepted {
-            registered: change.previous.is_none(),
-            first_invalid_report: change.first_invalid_report,
-        })
+        let registered = change.previous.is_none();
+        if registered {
+            self.restore_hold(id, now);
+        }
+        Ok(HeartbeatAccepted { registered, first_invalid_report: change.first_invalid_report })
     }
 
     /// Records a v2 heartbeat heard on `connection`: scores it by its service's
@@ -208,7 +250,11 @@ impl Table {
         selector.report_state(id, state_of(heartbeat.state));
         self.services.bind((service, heartbeat.backend_id), id, connection, previous);
         self.registry.set_detail(id, V2Detail { connection, heartbeat, score });
-        Ok(V2HeartbeatAccepted { id, registered: change.previous.is_none(), score })
+        let registered = change.previous.is_none();
+        if registered {
+            self.restore_hold(id, now);
+        }
+        Ok(V2HeartbeatAccepted { id, registered, score })
     }
 
     /// The id of the v2 backend `heartbeat` comes from, and the connection it was
@@ -268,6 +314,25 @@ fn core_endpoint(endpoint: &v2::Endpoint) -> Endpoint {
         Host::Name(name) => model::Host::Name(name.clone()),
     };
     Endpoint { host, port: endpoint.port }
+}
+
+/// Who a registered backend is, apart from the connection that carries it: a v2
+/// backend by its service and chosen id, a legacy one by its address bytes and port
+/// in the default service.
+fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
+    match &backend.v2 {
+        Some(detail) => BackendKey {
+            service: detail.heartbeat.service.clone(),
+            name: BackendName::Chosen(detail.heartbeat.backend_id),
+        },
+        None => BackendKey {
+            service: default_service.clone(),
+            name: BackendName::Legacy(LegacyName {
+                bytes: *backend.report.ip.as_bytes(),
+                port: backend.report.port,
+            }),
+        },
+    }
 }
 
 /// How a v2 endpoint is written in a legacy reply, if it fits.
@@ -351,8 +416,14 @@ impl Dispatcher {
         let default_service = settings.default_service.clone();
         let services =
             Services::new(settings.default_service.clone(), settings.policy, settings.load.clone());
-        let table =
-            Table { registry: Registry::new(settings.ttl, settings.max_backends), services, rng, settings };
+        let table = Table {
+            registry: Registry::new(settings.ttl, settings.max_backends),
+            services,
+            holds: DepartedHolds::new(settings.max_backends),
+            clock: None,
+            rng,
+            settings,
+        };
         let next_id = AtomicU64::new(1);
         let table = Mutex::new(table);
         Dispatcher { table, next_id, max_clock_skew_secs, default_service, stats: Stats::default() }
@@ -370,6 +441,7 @@ impl Dispatcher {
         let mut table = self.lock();
         table.registry.set_ttl(new.ttl);
         table.registry.set_max_backends(new.max_backends);
+        table.holds.set_max(new.max_backends);
         table.services.reconfigure(new.policy, &new.load);
         // The default service is fixed for the life of the dispatcher: the legacy
         // backends in its pool cannot be moved.

@@ -560,3 +560,79 @@ mod services {
         assert_eq!(d.stats().snapshot().evicted_disconnected, 2);
     }
 }
+
+mod departed_holds {
+    use super::*;
+    use loadwise_protocol::v2::{self, ServiceName};
+
+    fn held(d: &Dispatcher) -> Vec<(BackendId, BackendState)> {
+        d.snapshot().into_iter().map(|snapshot| (snapshot.id, snapshot.held)).collect()
+    }
+
+    #[test]
+    fn a_legacy_backend_drained_by_an_operator_stays_drained_when_it_reconnects() {
+        let d = dispatcher();
+        let t0 = Instant::now();
+        beat(&d, 1, 10, t0);
+        beat(&d, 2, 20, t0);
+        d.set_state(BackendId(1), BackendState::Draining).unwrap();
+        d.disconnect(BackendId(1));
+        // The same backend (same address bytes and port) on a new connection.
+        d.heartbeat(BackendId(7), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
+        assert_eq!(held(&d), [(BackendId(2), BackendState::Ready), (BackendId(7), BackendState::Draining)]);
+        assert_eq!(pick(&d, t0).unwrap().id, BackendId(2), "still held out of the picks");
+        // Another port is another backend.
+        d.heartbeat(BackendId(8), &heartbeat("10.0.0.1", 1009, 10), t0).unwrap();
+        assert_eq!(held(&d)[2], (BackendId(8), BackendState::Ready));
+    }
+
+    #[test]
+    fn a_hold_survives_the_ttl_but_not_its_memory_and_an_undrained_backend_comes_back_ready() {
+        let d = dispatcher();
+        let t0 = Instant::now();
+        let ttl = DispatchSettings::default().ttl;
+        beat(&d, 1, 10, t0);
+        beat(&d, 2, 10, t0);
+        d.set_state(BackendId(1), BackendState::Maintenance).unwrap();
+        d.set_state(BackendId(2), BackendState::Draining).unwrap();
+        d.set_state(BackendId(2), BackendState::Ready).unwrap();
+        assert_eq!(d.expire(t0 + ttl).len(), 2);
+        let t1 = t0 + ttl + Duration::from_secs(1);
+        beat(&d, 3, 10, t1);
+        d.heartbeat(BackendId(4), &heartbeat("10.0.0.1", 1001, 10), t1).unwrap();
+        d.heartbeat(BackendId(5), &heartbeat("10.0.0.2", 1002, 10), t1).unwrap();
+        let states: Vec<_> = held(&d).into_iter().map(|(_, state)| state).collect();
+        assert_eq!(states, [BackendState::Ready, BackendState::Maintenance, BackendState::Ready]);
+        d.disconnect(BackendId(4));
+        let late = t1 + HOLD_MEMORY;
+        d.heartbeat(BackendId(6), &heartbeat("10.0.0.1", 1001, 10), late).unwrap();
+        assert_eq!(d.snapshot().last().unwrap().held, BackendState::Ready, "forgotten after {HOLD_MEMORY:?}");
+    }
+
+    #[test]
+    fn a_v2_backend_held_by_an_operator_is_held_again_when_it_reconnects() {
+        let d = Dispatcher::new(DispatchSettings::default());
+        let t0 = Instant::now();
+        let beat = |connection: u64| {
+            let heartbeat = v2::Heartbeat {
+                backend_id: 42,
+                service: ServiceName::new("game").unwrap(),
+                endpoint: v2::Endpoint::from_socket_addr("10.0.0.1:7000".parse().unwrap()).unwrap(),
+                memory: v2::Percent::from_hundredths(1000),
+                cpu: None,
+                connections: None,
+                weight: v2::DEFAULT_WEIGHT,
+                state: v2::State::Ready,
+                metrics: Vec::new(),
+            };
+            d.batch(t0).heartbeat_v2(BackendId(connection), heartbeat).unwrap().id
+        };
+        let id = beat(100);
+        d.set_state(id, BackendState::Draining).unwrap();
+        d.disconnect(BackendId(100));
+        assert_eq!(d.backend_count(), 0);
+        let again = beat(101);
+        assert_ne!(again, id, "a new registration");
+        assert_eq!(held(&d), [(again, BackendState::Draining)]);
+    }
+}
