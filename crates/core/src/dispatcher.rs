@@ -25,6 +25,7 @@ pub use stats::{
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
+use loadwise_protocol::entropy;
 use loadwise_protocol::v2::{self, Endpoint, Host, ServiceName};
 use loadwise_protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 use rand::SeedableRng as _;
@@ -347,9 +348,14 @@ pub struct ServiceSummary {
 }
 
 impl Dispatcher {
-    /// A dispatcher whose random choices are seeded from the operating system.
+    /// A dispatcher whose random choices are seeded from the operating system, or
+    /// from the clock when it gives none: draws need to differ, not to be secret.
     pub fn new(settings: DispatchSettings) -> Self {
-        Self::with_rng(settings, StdRng::from_os_rng())
+        let rng = entropy::os_seeded().unwrap_or_else(|error| {
+            tracing::warn!(%error, "random choices seeded from the clock instead");
+            entropy::clock_seeded()
+        });
+        Self::with_rng(settings, rng)
     }
 
     /// A dispatcher whose random choices follow `seed`, for exact tests and

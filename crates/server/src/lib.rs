@@ -55,6 +55,7 @@ use crate::tls::TlsError;
 use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::entropy::{self, NoRandomness};
 use loadwise_protocol::v2;
 use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};
 
@@ -186,6 +187,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used; the error names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Nonces for challenges and tickets cannot be drawn.
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
 }
 
 fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -344,6 +348,9 @@ impl Server {
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
+        // Challenge nonces and ticket nonces need the system's randomness: better no
+        // start than a panic on the first authenticated peer.
+        entropy::check_os_randomness()?;
         // The files before any socket: nothing is bound only to be released again.
         let tls = match &config.tls {
             Some(settings) => Some((settings.listen, tls::server_config(&settings.cert, &settings.key)?)),
