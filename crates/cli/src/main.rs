@@ -9,31 +9,11 @@ use anyhow::Context as _;
 use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise_agent::cpustat::CpuProbe;
 use loadwise_agent::{HostProbe, MemoryProbe, Protocol};
+use loadwise_cli::exit::Exit;
 use loadwise_client::dial::DialError;
 use loadwise_client::{Answer, Assigned, Attempt, Failover, FailoverError, PickError};
 use loadwise_protocol::v2::{Picked, State};
 use tracing_subscriber::EnvFilter;
-
-/// The process exit statuses, distinct per outcome so scripts can tell them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Exit {
-    Success = 0,
-    /// Anything else went wrong (bad settings, port taken, ...).
-    Failure = 1,
-    /// Wrong command-line usage (also clap's status for it).
-    Usage = 2,
-    /// `pick`: the dispatcher answered with the error reply.
-    Refused = 3,
-    /// `pick`: the dispatcher could not be reached or did not answer in time.
-    Unreachable = 4,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -229,7 +209,8 @@ fn pick_json(outcome: &Result<Answer<Shown>, FailoverError>) -> serde_json::Valu
     match outcome {
         Ok(answer) => serde_json::json!({
             "backend": answer.backend.address,
-            "backend_id": answer.backend.backend_id,
+            // A string, as the admin API gives it: JavaScript rounds a 64-bit number.
+            "backend_id": answer.backend.backend_id.map(|id| id.to_string()),
             "ticket": answer.backend.ticket,
             "dispatcher": answer.dispatcher,
             "failed": attempts(&answer.failed),
@@ -263,17 +244,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_are_distinct_and_stable() {
-        let codes =
-            [Exit::Success, Exit::Failure, Exit::Usage, Exit::Refused, Exit::Unreachable].map(|e| e as u8);
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 }
