@@ -10,7 +10,7 @@ mod batch;
 mod services;
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -176,9 +176,56 @@ struct Table {
     /// band; from the operating system in production, so that replicas differ, and
     /// seeded by the caller in tests and simulations, so that their picks are exact.
     rng: StdRng,
+    /// Operators' holds by service and address ([`Dispatcher::set_state`]), so that
+    /// a heartbeat of the same address on another connection (a reconnect, or any
+    /// allowed peer) registers a backend that is held too, not a ready one.
+    holds: HashMap<(ServiceName, String), BackendState>,
+    /// Picks of services other than the default one, by outcome; kept after a
+    /// service's last backend leaves, so that counters never go back.
+    service_picks: BTreeMap<ServiceName, ServicePicks>,
 }
 
+/// The picks of one service, by outcome (see [`Dispatcher::service_picks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicePicks {
+    pub answered: u64,
+    pub no_backend: u64,
+}
+
+/// The most services whose picks are counted apart: past it (services come and go),
+/// a new service's picks count with the default service's, so that metrics stay bounded.
+const MAX_COUNTED_SERVICES: usize = 1024;
+
 impl Table {
+    /// Holds a newly registered backend as an operator held its address, if one did.
+    fn restore_hold(&mut self, id: BackendId, service: &ServiceName) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let Some(backend) = self.registry.get(id) else { return };
+        let key = (service.clone(), backend.address().to_string());
+        if let (Some(&held), Some(selector)) = (self.holds.get(&key), self.services.get_mut(service)) {
+            selector.set_state(id, held);
+        }
+    }
+
+    /// Counts a pick of a service other than the default one that exists.
+    fn count_pick(&mut self, service: &ServiceName, answered: bool) {
+        if self.services.is_default(service) {
+            return;
+        }
+        let full = self.service_picks.len() >= MAX_COUNTED_SERVICES;
+        let counts = match self.service_picks.get_mut(service) {
+            Some(counts) => counts,
+            None if full => return,
+            None => self.service_picks.entry(service.clone()).or_default(),
+        };
+        match answered {
+            true => counts.answered += 1,
+            false => counts.no_backend += 1,
+        }
+    }
+
     /// Drops expired backends from every index.
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         let expired = self.registry.expire(now);
@@ -205,6 +252,10 @@ impl Table {
     ) -> Result<HeartbeatAccepted, RegistryFull> {
         let change = self.registry.heartbeat(id, report, now)?;
         self.services.default_mut().report(id, report, now, &mut self.rng);
+        if change.previous.is_none() {
+            let service = self.services.default_name().clone();
+            self.restore_hold(id, &service);
+        }
         Ok(HeartbeatAccepted {
             registered: change.previous.is_none(),
             first_invalid_report: change.first_invalid_report,
@@ -237,7 +288,11 @@ impl Table {
         selector.set_weight(id, heartbeat.weight);
         selector.report_state(id, state_of(heartbeat.state));
         self.services.bind((service, heartbeat.backend_id), id, connection, previous);
+        let service = service.clone();
         self.registry.set_detail(id, V2Detail { connection, heartbeat, score });
+        if change.previous.is_none() {
+            self.restore_hold(id, &service);
+        }
         Ok(V2HeartbeatAccepted { id, registered: change.previous.is_none(), score })
     }
 
@@ -369,8 +424,14 @@ impl Dispatcher {
         let default_service = settings.default_service.clone();
         let services =
             Services::new(settings.default_service.clone(), settings.policy, settings.load.clone());
-        let table =
-            Table { registry: Registry::new(settings.ttl, settings.max_backends), services, rng, settings };
+        let table = Table {
+            registry: Registry::new(settings.ttl, settings.max_backends),
+            services,
+            rng,
+            settings,
+            holds: HashMap::new(),
+            service_picks: BTreeMap::new(),
+        };
         let next_id = AtomicU64::new(1);
         let table = Mutex::new(table);
         Dispatcher { table, next_id, max_clock_skew_secs, default_service, stats: Stats::default() }
@@ -405,11 +466,18 @@ impl Dispatcher {
     /// ready gets no new clients but stays listed. Heartbeats do not reset it.
     pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
         let mut table = self.lock();
-        let Table { registry, services, .. } = &mut *table;
+        let Table { registry, services, holds, .. } = &mut *table;
         let backend = registry.get(id).ok_or(UnknownBackend(id))?;
         let changed =
             services.of_mut(backend.service()).is_some_and(|selector| selector.set_state(id, state));
         let (service, address) = (self.service_of(backend).clone(), backend.address().to_string());
+        if changed {
+            let key = (service.clone(), address.clone());
+            match state {
+                BackendState::Ready => holds.remove(&key),
+                held => holds.insert(key, held),
+            };
+        }
         drop(table);
         if !changed {
             return Err(UnknownBackend(id));
@@ -564,6 +632,13 @@ impl Dispatcher {
 
     /// Every service with a backend (the default one always), with its backends
     /// counted by state, sorted by name.
+    /// The picks of each service other than the default one that was picked from
+    /// (at most 1024 services; later ones count with the default service's).
+    pub fn service_picks(&self) -> Vec<(ServiceName, ServicePicks)> {
+        let table = self.lock();
+        table.service_picks.iter().map(|(name, picks)| (name.clone(), *picks)).collect()
+    }
+
     pub fn services(&self) -> Vec<ServiceSummary> {
         let table = self.lock();
         let mut all: Vec<_> = table

@@ -254,6 +254,10 @@ pub(crate) struct Shared {
     pub protocol_error_log: RateLimitedLog,
     /// Limits warnings about refused heartbeats.
     pub refusal_log: RateLimitedLog,
+    /// Limits warnings about legacy heartbeats from outside the allowed networks: the
+    /// first, then one every [`DOOR_WARNING_PERIOD`] with the count held back, since a
+    /// misconfigured fleet sends them every second per backend.
+    pub door_log: RateLimitedLog,
     /// The connection budgets, which every connection's slot belongs to.
     pub budgets: Arc<Budgets>,
     /// Limits warnings about connections refused for a budget or closed unclassified.
@@ -262,6 +266,9 @@ pub(crate) struct Shared {
 
 /// At most one warning of each kind per period, however many peers misbehave.
 const WARNING_PERIOD: Duration = Duration::from_secs(1);
+
+/// The least time between two warnings about legacy heartbeats refused for their peer.
+const DOOR_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// A bound dispatcher, ready to [`run`](Server::run).
 #[derive(Debug)]
@@ -416,6 +423,7 @@ impl Server {
             abort: CancellationToken::new(),
             protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
             refusal_log: RateLimitedLog::new(WARNING_PERIOD),
+            door_log: RateLimitedLog::new(DOOR_WARNING_PERIOD),
             budgets,
             budget_log: RateLimitedLog::new(WARNING_PERIOD),
         });

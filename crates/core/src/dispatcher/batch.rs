@@ -143,7 +143,11 @@ impl<'a> Batch<'a> {
     pub fn pick_in(&mut self, service: &ServiceName) -> Result<ServicePick, ServicePickRefused> {
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
-        let picked = self.table().pick_service(service, now);
+        let table = self.table();
+        let picked = table.pick_service(service, now);
+        if !matches!(picked, Err(ServicePickRefused::UnknownService)) {
+            table.count_pick(service, picked.is_ok());
+        }
         match &picked {
             Ok(_) => self.answered += 1,
             Err(_) => self.no_backend += 1,
