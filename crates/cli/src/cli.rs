@@ -15,6 +15,7 @@ use loadwise_server::DEFAULT_LISTEN;
 
 pub mod bench;
 pub mod demo;
+pub mod generate;
 pub mod serve;
 pub mod simulate;
 
@@ -55,6 +56,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Compare the selection policies on a simulated pool described by a scenario file.
     Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the man page, or write one page per command with --out DIR.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line, exiting with a usage message on errors.
@@ -63,7 +68,6 @@ pub fn parse() -> Cli {
 }
 
 /// The clap command.
-#[cfg(test)]
 pub fn command() -> clap::Command {
     use clap::CommandFactory as _;
     Cli::command()

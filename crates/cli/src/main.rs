@@ -28,9 +28,10 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr as text or JSON lines, filtered by `RUST_LOG` (default `info`;
-/// `warn` for `pick` and `config`, whose stdout is their answer).
+/// `warn` for `pick`, `config`, `completions` and `man`, whose stdout is their answer).
 fn init_logging(format: LogFormat, command: &Command) {
-    let quiet = matches!(command, Command::Pick(_) | Command::Config(_));
+    let quiet =
+        matches!(command, Command::Pick(_) | Command::Config(_) | Command::Completions(_) | Command::Man(_));
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" }));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -54,6 +55,8 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Pick(args) => pick(args).await,
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
+            Command::Completions(args) => cli::generate::completions(args).map(|()| Exit::Success),
+            Command::Man(args) => cli::generate::man(args).map(|()| Exit::Success),
         }
     });
     // A name lookup runs on a blocking thread that a timeout cannot stop; do not let
