@@ -158,7 +158,8 @@ pub struct AgentArgs {
     pub removal_grace: Duration,
     /// The address clients should connect to, as HOST:PORT: an IPv4 address, a
     /// bracketed IPv6 one, or (v2 only) a host name. Legacy carries at most 15
-    /// characters of it.
+    /// characters of it. 0.0.0.0, [::] and port 0 are refused: no client can connect
+    /// to them.
     #[arg(long, env = "LOADWISE_AGENT_ADVERTISE")]
     pub advertise: Advertise,
     /// Time between heartbeats.
