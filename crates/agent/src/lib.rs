@@ -21,6 +21,7 @@
 //! | `replicas` | the links: one per `--server`, and one per replica found in DNS as the set changes |
 //! | `v2` | a v2 session: hello, the authenticated registration, heartbeats |
 //! | [`meminfo`] | memory use in percent from `/proc/meminfo` text |
+//! | [`metrics_file`] | the backend's metrics file: good lines kept, problems warned about once, 64 KiB read at most |
 //! | [`cgroup`] | memory use in percent of a cgroup v2 limit, for backends in containers |
 //! | [`cpustat`] | CPU use in percent from two readings of `/proc/stat` |
 //! | [`backoff`] | reconnect delays with jitter from an injected RNG |
@@ -35,6 +36,7 @@ pub mod cgroup;
 pub mod cpustat;
 mod link;
 pub mod meminfo;
+pub mod metrics_file;
 mod probe;
 mod replicas;
 mod streak;
@@ -79,6 +81,15 @@ pub enum AdvertiseError {
     BadPort(String),
     #[error("the host is neither an IP address nor a host name: {0}")]
     Host(#[from] NameError),
+    /// 0.0.0.0 or `::` means "every local address" to a listener; a client cannot
+    /// connect to it.
+    #[error(
+        "{0} is not an address clients can connect to (it means any address); advertise this backend's own address, for example 10.0.0.2:7000"
+    )]
+    Unspecified(String),
+    /// A client cannot connect to port 0 (it asks a listener for any free port).
+    #[error("port 0 is not a port clients can connect to; advertise the port the backend listens on")]
+    PortZero,
 }
 
 impl Advertise {
@@ -115,13 +126,17 @@ impl FromStr for Advertise {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (host, port) = text.rsplit_once(':').ok_or(AdvertiseError::MissingPort)?;
         let host = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')).unwrap_or(host);
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .and_then(NonZeroU16::new)
-            .ok_or_else(|| AdvertiseError::BadPort(port.to_owned()))?;
-        if host.parse::<IpAddr>().is_err() {
-            HostName::new(host)?;
+        let port = match port.parse::<u16>() {
+            Ok(0) => return Err(AdvertiseError::PortZero),
+            Ok(port) => NonZeroU16::new(port).expect("not zero"),
+            Err(_) => return Err(AdvertiseError::BadPort(port.to_owned())),
+        };
+        match host.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => return Err(AdvertiseError::Unspecified(host.to_owned())),
+            Ok(_) => {}
+            Err(_) => {
+                HostName::new(host)?;
+            }
         }
         Ok(Advertise { host: host.to_owned(), port })
     }
@@ -476,7 +491,12 @@ mod tests {
     #[test]
     fn refuses_bad_ports_and_shapes() {
         assert_eq!("10.0.0.1".parse::<Advertise>(), Err(AdvertiseError::MissingPort));
-        assert!(matches!("10.0.0.1:0".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
+        assert_eq!("10.0.0.1:0".parse::<Advertise>(), Err(AdvertiseError::PortZero));
+        for any in ["0.0.0.0:7000", "[::]:7000", "[0:0:0:0:0:0:0:0]:7000"] {
+            let error = any.parse::<Advertise>().unwrap_err();
+            assert!(matches!(error, AdvertiseError::Unspecified(_)), "{any}: {error:?}");
+            assert!(error.to_string().contains("not an address clients can connect to"), "{error}");
+        }
         assert!(matches!("10.0.0.1:70000".parse::<Advertise>(), Err(AdvertiseError::BadPort(_))));
         assert!(matches!(":80".parse::<Advertise>(), Err(AdvertiseError::Host(NameError::Empty))));
         assert!(matches!(

@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use rand::SeedableRng as _;
-use rand::rngs::StdRng;
+use loadwise_protocol::entropy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -58,8 +57,12 @@ pub(super) async fn run(
     lost: Option<watch::Sender<()>>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
-    // A Send RNG (unlike the thread-local one), so the link can be spawned.
-    let mut rng = StdRng::from_os_rng();
+    // A Send RNG (unlike the thread-local one), so the link can be spawned. Jitter
+    // only spreads reconnects: the clock seeds it when the system gives no randomness.
+    let mut rng = entropy::os_seeded().unwrap_or_else(|error| {
+        tracing::warn!(%error, "reconnect jitter seeded from the clock instead");
+        entropy::clock_seeded()
+    });
     let mut failures = FailureStreak::default();
     loop {
         if config.protocol == Protocol::Legacy && !wait_until_ready(&mut reports, &stop).await {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{self, CgroupMemory};
 use crate::cpustat::{CpuProbe, CpuStatError};
 use crate::meminfo::{self, MeminfoError};
-use loadwise_protocol::v2::{MAX_METRICS, Metric, MetricName, NOT_REPORTED_U32, Percent, check_metrics};
+use crate::metrics_file::{MetricsFile, merge_metrics_text};
+use loadwise_protocol::v2::{Metric, NOT_REPORTED_U32, Percent, check_metrics};
 
 /// One measurement of this backend's load.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -87,12 +88,16 @@ impl HostProbe {
         self
     }
 
-    /// Reads `path` on every sample: one `NAME VALUE` per line; `connections` fills
-    /// the connections field, any other name becomes a custom metric. A missing file
-    /// adds nothing (the backend may not have written it yet).
+    /// Reads `path` (at most 64 KiB) on every sample: one `NAME VALUE` per line;
+    /// `connections` fills the connections field, any other name becomes a custom
+    /// metric. A missing file or a bad line adds nothing and is warned about once;
+    /// the good lines and the heartbeat still go out.
     pub fn with_metrics_file(self, path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        self.with_extra(move |sample| read_metrics_file(&path, sample))
+        let mut file = MetricsFile::new(path);
+        self.with_extra(move |sample| {
+            file.merge_into(sample);
+            Ok(())
+        })
     }
 }
 
@@ -132,46 +137,14 @@ impl MetricsProbe for HostProbe {
     }
 }
 
-/// Adds the figures of a metrics file to `sample` (see [`HostProbe::with_metrics_file`]).
-fn read_metrics_file(path: &Path, sample: &mut Sample) -> Result<(), ProbeError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(ProbeError::Other(format!("cannot read {}: {error}", path.display()))),
-    };
-    apply_metrics_text(&text, sample)
-        .map_err(|reason| ProbeError::Other(format!("{}: {reason}", path.display())))
-}
-
-/// Parses `NAME VALUE` lines (blank lines and `#` comments skipped) into `sample`.
+/// Parses `NAME VALUE` lines (blank lines and `#` comments skipped) into `sample`,
+/// refusing the text at its first bad line (which [`HostProbe::with_metrics_file`]
+/// instead leaves out, keeping the others).
 pub fn apply_metrics_text(text: &str, sample: &mut Sample) -> Result<(), String> {
-    for (number, line) in text.lines().enumerate().map(|(i, line)| (i + 1, line.trim())) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) =
-            line.split_once(char::is_whitespace).ok_or(format!("line {number}: expected NAME VALUE"))?;
-        let value: f64 =
-            value.trim().parse().map_err(|_| format!("line {number}: {value:?} is not a number"))?;
-        if !value.is_finite() {
-            return Err(format!("line {number}: {name} is not finite"));
-        }
-        if name == "connections" {
-            let count = (value >= 0.0 && value < f64::from(u32::MAX)).then_some(value as u32);
-            sample.connections =
-                Some(count.ok_or(format!("line {number}: connections must be from 0 to {}", u32::MAX - 1))?);
-            continue;
-        }
-        let name = MetricName::new(name).map_err(|error| format!("line {number}: {error}"))?;
-        if sample.metrics.iter().any(|metric| metric.name == name) {
-            return Err(format!("line {number}: {name} is given twice"));
-        }
-        if sample.metrics.len() == MAX_METRICS {
-            return Err(format!("more than {MAX_METRICS} metrics"));
-        }
-        sample.metrics.push(Metric { name, value });
+    match merge_metrics_text(text, sample).into_iter().next() {
+        Some(problem) => Err(problem),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Something that can report this backend's load, in percent, on demand.
@@ -263,6 +236,7 @@ impl LoadProbe for MemoryProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loadwise_protocol::v2::{MAX_METRICS, MetricName};
 
     #[test]
     fn a_limited_cgroup_wins_over_the_host_and_an_unlimited_one_falls_back() {

@@ -134,6 +134,33 @@ async fn without_a_secret_the_heartbeat_carries_every_field_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_in_the_metrics_file_leaves_the_good_ones_and_the_heartbeats() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("loadwise-agent-v2-{}-badline", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\nMemAvailable: 700 kB\n").unwrap();
+    std::fs::write(dir.join("metrics"), "connections 12\nqueue_depth three\ngpu 0.5\n").unwrap();
+    let probe =
+        HostProbe::with(MemoryProbe::with_path(dir.join("meminfo")), CpuProbe::with_path(dir.join("stat")))
+            .with_metrics_file(dir.join("metrics"));
+    let agent = RunningAgent::start(config(&server, "10.0.0.7:7007", Duration::from_millis(50)), probe);
+    let mut peer = Peer::accept(&listener).await;
+    for _ in 0..3 {
+        let heartbeat = peer.heartbeat().await;
+        assert_eq!(heartbeat.connections, Some(12));
+        let metrics: Vec<(&str, f64)> =
+            heartbeat.metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
+        assert_eq!(metrics, [("gpu", 0.5)]);
+    }
+    std::fs::remove_file(dir.join("metrics")).unwrap();
+    let heartbeat = peer.heartbeat().await;
+    assert_eq!(heartbeat.memory.map(v2::Percent::hundredths), Some(3000), "a missing file stops nothing");
+    agent.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_the_agent_registers_before_any_heartbeat() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap().to_string();

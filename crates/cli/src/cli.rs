@@ -15,6 +15,7 @@ use loadwise_server::DEFAULT_LISTEN;
 
 pub mod bench;
 pub mod demo;
+pub mod generate;
 pub mod serve;
 pub mod simulate;
 
@@ -55,6 +56,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Compare the selection policies on a simulated pool described by a scenario file.
     Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the man page, or write one page per command with --out DIR.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line, exiting with a usage message on errors.
@@ -63,7 +68,6 @@ pub fn parse() -> Cli {
 }
 
 /// The clap command.
-#[cfg(test)]
 pub fn command() -> clap::Command {
     use clap::CommandFactory as _;
     Cli::command()
@@ -154,7 +158,8 @@ pub struct AgentArgs {
     pub removal_grace: Duration,
     /// The address clients should connect to, as HOST:PORT: an IPv4 address, a
     /// bracketed IPv6 one, or (v2 only) a host name. Legacy carries at most 15
-    /// characters of it.
+    /// characters of it. 0.0.0.0, [::] and port 0 are refused: no client can connect
+    /// to them.
     #[arg(long, env = "LOADWISE_AGENT_ADVERTISE")]
     pub advertise: Advertise,
     /// Time between heartbeats.
@@ -256,6 +261,7 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = loadwise_cli::exit::help_section())]
 pub struct PickArgs {
     /// A dispatcher, as HOST:PORT. Repeat the flag (or separate with commas) to
     /// name replicas: they are asked in a random order until one assigns a backend.
@@ -357,6 +363,15 @@ mod tests {
     }
 
     #[test]
+    fn pick_help_lists_the_exit_statuses() {
+        let help = command().find_subcommand_mut("pick").unwrap().render_long_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        for (exit, _) in loadwise_cli::exit::TABLE {
+            assert!(help.contains(&format!("\n  {}  ", exit.code())), "{exit:?} missing from\n{help}");
+        }
+    }
+
+    #[test]
     fn serve_help_shows_each_default() {
         let help = command().find_subcommand_mut("serve").unwrap().render_help().to_string();
         for shown in ["[default: 3s]", "[default: least-loaded]", "[default: 127.0.0.1:8524]"] {
@@ -433,6 +448,20 @@ mod tests {
         let bad = ["loadwise", "agent", "--server", "h:1", "--advertise", "a b:1"];
         let error = command().try_get_matches_from(bad).unwrap_err().to_string();
         assert!(error.contains("neither an IP address nor a host name"), "{error}");
+    }
+
+    #[test]
+    fn agent_refuses_to_advertise_any_address_or_port_zero() {
+        for (advertise, says) in [
+            ("0.0.0.0:7000", "not an address clients can connect to"),
+            ("[::]:7000", "not an address clients can connect to"),
+            ("10.0.0.2:0", "port 0"),
+        ] {
+            let args = ["loadwise", "agent", "--server", "h:1", "--advertise", advertise];
+            let error = command().try_get_matches_from(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            assert!(error.to_string().contains(says) && error.to_string().contains("--advertise"), "{error}");
+        }
     }
 
     #[test]

@@ -9,31 +9,11 @@ use anyhow::Context as _;
 use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise_agent::cpustat::CpuProbe;
 use loadwise_agent::{HostProbe, MemoryProbe, Protocol};
+use loadwise_cli::exit::Exit;
 use loadwise_client::dial::DialError;
 use loadwise_client::{Answer, Assigned, Attempt, Failover, FailoverError, PickError};
 use loadwise_protocol::v2::{Picked, State};
 use tracing_subscriber::EnvFilter;
-
-/// The process exit statuses, distinct per outcome so scripts can tell them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Exit {
-    Success = 0,
-    /// Anything else went wrong (bad settings, port taken, ...).
-    Failure = 1,
-    /// Wrong command-line usage (also clap's status for it).
-    Usage = 2,
-    /// `pick`: the dispatcher answered with the error reply.
-    Refused = 3,
-    /// `pick`: the dispatcher could not be reached or did not answer in time.
-    Unreachable = 4,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -48,9 +28,10 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr as text or JSON lines, filtered by `RUST_LOG` (default `info`;
-/// `warn` for `pick` and `config`, whose stdout is their answer).
+/// `warn` for `pick`, `config`, `completions` and `man`, whose stdout is their answer).
 fn init_logging(format: LogFormat, command: &Command) {
-    let quiet = matches!(command, Command::Pick(_) | Command::Config(_));
+    let quiet =
+        matches!(command, Command::Pick(_) | Command::Config(_) | Command::Completions(_) | Command::Man(_));
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" }));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -74,6 +55,8 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Pick(args) => pick(args).await,
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
+            Command::Completions(args) => cli::generate::completions(args).map(|()| Exit::Success),
+            Command::Man(args) => cli::generate::man(args).map(|()| Exit::Success),
         }
     });
     // A name lookup runs on a blocking thread that a timeout cannot stop; do not let
@@ -229,7 +212,8 @@ fn pick_json(outcome: &Result<Answer<Shown>, FailoverError>) -> serde_json::Valu
     match outcome {
         Ok(answer) => serde_json::json!({
             "backend": answer.backend.address,
-            "backend_id": answer.backend.backend_id,
+            // A string, as the admin API gives it: JavaScript rounds a 64-bit number.
+            "backend_id": answer.backend.backend_id.map(|id| id.to_string()),
             "ticket": answer.backend.ticket,
             "dispatcher": answer.dispatcher,
             "failed": attempts(&answer.failed),
@@ -263,17 +247,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_are_distinct_and_stable() {
-        let codes =
-            [Exit::Success, Exit::Failure, Exit::Usage, Exit::Refused, Exit::Unreachable].map(|e| e as u8);
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 }

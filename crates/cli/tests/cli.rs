@@ -312,3 +312,31 @@ fn logs_name_a_legacy_backend_by_its_address_and_service() {
     assert!(!stopped.contains("StatsSnapshot"), "{stopped}");
     std::fs::remove_file(meminfo).unwrap();
 }
+
+#[test]
+fn serve_names_its_open_doors_and_a_secret_closes_the_legacy_one() {
+    use std::io::Write as _;
+    let listen = ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"];
+    let open = spawn(&listen);
+    let lines = open.lines_until("listening");
+    let legacy = "open door: legacy heartbeats (no proof of origin) accepted from 127.0.0.0/8";
+    assert!(lines.iter().any(|line| line.contains(legacy)), "{lines:#?}");
+    drop(open);
+
+    let secret = std::env::temp_dir().join(format!("loadwise-cli-{}-door-secret", std::process::id()));
+    std::fs::write(&secret, "0123456789abcdef-door\n").unwrap();
+    let closed = spawn(&[&listen[..], &["--auth-secret-file", secret.to_str().unwrap()]].concat());
+    let lines = closed.lines_until("listening");
+    assert!(!lines.iter().any(|line| line.contains("open door")), "{lines:#?}");
+    let addr: SocketAddr = lines.last().unwrap().rsplit("addr=").next().unwrap().trim().parse().unwrap();
+    let heartbeat = loadwise_protocol::Heartbeat {
+        mem: 0,
+        ip: loadwise_protocol::IpField::from_text("10.0.0.9").unwrap(),
+        port: 7009,
+    };
+    let mut backend = std::net::TcpStream::connect(addr).unwrap();
+    backend.write_all(&heartbeat.encode()).unwrap();
+    closed.wait_for_line("legacy heartbeat refused");
+    assert_eq!(pick(addr).code, Some(3), "no backend registered");
+    std::fs::remove_file(&secret).unwrap();
+}

@@ -26,7 +26,7 @@ async fn pick_service_prints_the_address_and_the_ticket() {
     .unwrap();
     let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(value["backend"], "[2001:db8::9]:7009");
-    assert_eq!((value["backend_id"].as_u64(), value["ticket"].as_str()), (Some(0x1234), Some("abcd")));
+    assert_eq!((value["backend_id"].as_str(), value["ticket"].as_str()), (Some("4660"), Some("abcd")));
 
     let refusing = Scripted::start(unknown_service, 1).await;
     let server = refusing.addr.clone();

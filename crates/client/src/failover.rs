@@ -24,6 +24,7 @@ use crate::discover::follow::LOOKUP_TIMEOUT;
 use crate::discover::{DiscoveryConfig, DnsSource, MAX_REPLICAS, Membership, Resolver, log_applied};
 use crate::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::entropy::{self, NoRandomness};
 use loadwise_protocol::unix_time_now;
 use loadwise_protocol::v2::{Picked, ServiceName};
 
@@ -157,12 +158,34 @@ struct Sets {
     problems: Vec<String>,
 }
 
+/// Why a [`Failover`] cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// A setting cannot work; it is named.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The random order of the dispatchers cannot be seeded.
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
+}
+
+impl SetupError {
+    /// The setting at fault, if a setting is.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            SetupError::Config(error) => Some(error.setting),
+            SetupError::NoRandomness(_) => None,
+        }
+    }
+}
+
 impl Failover {
     /// A client of `servers` (each `HOST:PORT`) and of the replicas of the
     /// configuration's DNS names, with a random order seeded from the operating
-    /// system.
-    pub fn new(servers: Vec<String>, config: FailoverConfig) -> Result<Self, ConfigError> {
-        Self::with_rng(servers, config, StdRng::from_os_rng())
+    /// system; fails, rather than panics, where the system gives no randomness.
+    pub fn new(servers: Vec<String>, config: FailoverConfig) -> Result<Self, SetupError> {
+        let rng = entropy::os_seeded()?;
+        Ok(Self::with_rng(servers, config, rng)?)
     }
 
     /// [`new`](Self::new) with a reproducible order, for tests.
@@ -479,9 +502,12 @@ mod tests {
     fn unworkable_settings_are_refused() {
         let servers = vec!["a:1".to_owned()];
         let zero = FailoverConfig { attempt_timeout: Duration::ZERO, ..FailoverConfig::default() };
-        assert_eq!(Failover::new(servers.clone(), zero).unwrap_err().setting, "attempt-timeout");
+        assert_eq!(Failover::new(servers.clone(), zero).unwrap_err().setting(), Some("attempt-timeout"));
         let zero = FailoverConfig { deadline: Duration::ZERO, ..FailoverConfig::default() };
-        assert_eq!(Failover::new(servers, zero).unwrap_err().setting, "timeout");
-        assert_eq!(Failover::new(Vec::new(), FailoverConfig::default()).unwrap_err().setting, "server");
+        assert_eq!(Failover::new(servers, zero).unwrap_err().setting(), Some("timeout"));
+        assert_eq!(
+            Failover::new(Vec::new(), FailoverConfig::default()).unwrap_err().setting(),
+            Some("server")
+        );
     }
 }

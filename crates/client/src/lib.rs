@@ -34,7 +34,7 @@ use loadwise_protocol::v2::{
 };
 use loadwise_protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 
-pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, attempt_order};
+pub use failover::{Answer, Attempt, Failover, FailoverConfig, FailoverError, SetupError, attempt_order};
 
 /// The backend a dispatcher named. Its ip field always holds a usable address
 /// (checked when the reply is read).
@@ -155,7 +155,9 @@ pub async fn pick_service_over(
 ) -> Result<Picked, PickError> {
     let exchange = async {
         let mut conn = Framed::new(dial::open(server, tls).await?, PeerCodec);
-        let request_id = rand::random();
+        // Matches the reply to the request; it need not be secret, so the clock stands
+        // in where the system gives no randomness.
+        let request_id = loadwise_protocol::entropy::u64_or_clock() as u32;
         let request = PickRequest { request_id, timestamp: unix_time_now(), service: service.clone() };
         conn.send(&Message::PickRequest(request)).await?;
         read_pick_reply(&mut conn, request_id).await

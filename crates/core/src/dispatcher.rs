@@ -11,7 +11,7 @@ mod holds;
 mod services;
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Deta
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
 use holds::DepartedHolds;
+use loadwise_protocol::entropy;
 use loadwise_protocol::v2::{self, Host, ServiceName};
 use loadwise_protocol::{AddressError, Heartbeat, IpField};
 use rand::SeedableRng as _;
@@ -156,9 +157,58 @@ struct Table {
     /// band; from the operating system in production, so that replicas differ, and
     /// seeded by the caller in tests and simulations, so that their picks are exact.
     rng: StdRng,
+    /// Operators' holds by service and address ([`Dispatcher::set_state`]), so that
+    /// a heartbeat of the same address on another connection (any allowed peer, while
+    /// the held one is still connected) registers a backend that is held too, not a
+    /// ready one. Cleared when the operator sets the address ready again.
+    address_holds: HashMap<(ServiceName, String), BackendState>,
+    /// Picks of services other than the default one, by outcome; kept after a
+    /// service's last backend leaves, so that counters never go back.
+    service_picks: BTreeMap<ServiceName, ServicePicks>,
 }
 
+/// The picks of one service, by outcome (see [`Dispatcher::service_picks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicePicks {
+    pub answered: u64,
+    pub no_backend: u64,
+}
+
+/// The most services whose picks are counted apart: past it (services come and go),
+/// a new service's picks count with the default service's, so that metrics stay bounded.
+const MAX_COUNTED_SERVICES: usize = 1024;
+
 impl Table {
+    /// Holds a newly registered backend as an operator held its address, if one did.
+    fn restore_address_hold(&mut self, id: BackendId, service: &ServiceName) {
+        if self.address_holds.is_empty() {
+            return;
+        }
+        let Some(backend) = self.registry.get(id) else { return };
+        let key = (service.clone(), backend.address().to_string());
+        if let (Some(&held), Some(selector)) = (self.address_holds.get(&key), self.services.get_mut(service))
+        {
+            selector.set_state(id, held);
+        }
+    }
+
+    /// Counts a pick of a service other than the default one that exists.
+    fn count_pick(&mut self, service: &ServiceName, answered: bool) {
+        if self.services.is_default(service) {
+            return;
+        }
+        let full = self.service_picks.len() >= MAX_COUNTED_SERVICES;
+        let counts = match self.service_picks.get_mut(service) {
+            Some(counts) => counts,
+            None if full => return,
+            None => self.service_picks.entry(service.clone()).or_default(),
+        };
+        match answered {
+            true => counts.answered += 1,
+            false => counts.no_backend += 1,
+        }
+    }
+
     /// Drops expired backends from every index.
     fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
         self.clock = self.clock.max(Some(now));
@@ -219,6 +269,8 @@ impl Table {
         let registered = change.previous.is_none();
         if registered {
             self.restore_hold(id, now);
+            let service = self.services.default_name().clone();
+            self.restore_address_hold(id, &service);
         }
         Ok(HeartbeatAccepted { registered, first_invalid_report: change.first_invalid_report })
     }
@@ -249,10 +301,12 @@ impl Table {
         selector.set_weight(id, heartbeat.weight);
         selector.report_state(id, state_of(heartbeat.state));
         self.services.bind((service, heartbeat.backend_id), id, connection, previous);
+        let service = service.clone();
         self.registry.set_detail(id, V2Detail { connection, heartbeat, score });
         let registered = change.previous.is_none();
         if registered {
             self.restore_hold(id, now);
+            self.restore_address_hold(id, &service);
         }
         Ok(V2HeartbeatAccepted { id, registered, score })
     }
@@ -400,9 +454,14 @@ pub struct ServiceSummary {
 }
 
 impl Dispatcher {
-    /// A dispatcher whose random choices are seeded from the operating system.
+    /// A dispatcher whose random choices are seeded from the operating system, or
+    /// from the clock when it gives none: draws need to differ, not to be secret.
     pub fn new(settings: DispatchSettings) -> Self {
-        Self::with_rng(settings, StdRng::from_os_rng())
+        let rng = entropy::os_seeded().unwrap_or_else(|error| {
+            tracing::warn!(%error, "random choices seeded from the clock instead");
+            entropy::clock_seeded()
+        });
+        Self::with_rng(settings, rng)
     }
 
     /// A dispatcher whose random choices follow `seed`, for exact tests and
@@ -420,6 +479,8 @@ impl Dispatcher {
             registry: Registry::new(settings.ttl, settings.max_backends),
             services,
             holds: DepartedHolds::new(settings.max_backends),
+            address_holds: HashMap::new(),
+            service_picks: BTreeMap::new(),
             clock: None,
             rng,
             settings,
@@ -459,11 +520,18 @@ impl Dispatcher {
     /// ready gets no new clients but stays listed. Heartbeats do not reset it.
     pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
         let mut table = self.lock();
-        let Table { registry, services, .. } = &mut *table;
+        let Table { registry, services, address_holds, .. } = &mut *table;
         let backend = registry.get(id).ok_or(UnknownBackend(id))?;
         let changed =
             services.of_mut(backend.service()).is_some_and(|selector| selector.set_state(id, state));
         let (service, address) = (self.service_of(backend).clone(), backend.address().to_string());
+        if changed {
+            let key = (service.clone(), address.clone());
+            match state {
+                BackendState::Ready => address_holds.remove(&key),
+                held => address_holds.insert(key, held),
+            };
+        }
         drop(table);
         if !changed {
             return Err(UnknownBackend(id));
@@ -589,6 +657,13 @@ impl Dispatcher {
 
     /// Every service with a backend (the default one always), with its backends
     /// counted by state, sorted by name.
+    /// The picks of each service other than the default one that was picked from
+    /// (at most 1024 services; later ones count with the default service's).
+    pub fn service_picks(&self) -> Vec<(ServiceName, ServicePicks)> {
+        let table = self.lock();
+        table.service_picks.iter().map(|(name, picks)| (name.clone(), *picks)).collect()
+    }
+
     pub fn services(&self) -> Vec<ServiceSummary> {
         let table = self.lock();
         let mut all: Vec<_> = table

@@ -512,6 +512,10 @@ fn bad_agent_options_are_refused_naming_the_field() {
     refused(lw_agent_options { protocol: 7, ..options.raw() }, "options->protocol");
     let bad_advertise = Options::new("127.0.0.1:1", "127.0.0.1");
     refused(bad_advertise.raw(), "options->advertise");
+    for any in ["0.0.0.0:7000", "[::]:7000"] {
+        refused(Options::new("127.0.0.1:1", any).raw(), "not an address clients can connect to");
+    }
+    refused(Options::new("127.0.0.1:1", "127.0.0.1:0").raw(), "port 0");
     let mut short_secret = Options::new("127.0.0.1:1", "127.0.0.1:7000");
     short_secret.secret = Some(b"short".to_vec());
     refused(short_secret.raw(), "options->secret");

@@ -19,11 +19,13 @@
 //! | [`ticket`] | signed, short-lived admission tickets: issue and verify (no I/O, `now` injected) |
 //! | [`codec`] | `tokio_util` codecs that frame a byte stream into requests (and v2 messages for peers) |
 //! | [`config`] | the error settings checks return, naming the setting |
+//! | [`entropy`] | randomness from the operating system without a panic, and a clock-derived fallback |
 //! | [`pem`] | the PEM files TLS is configured from: certificates and keys, errors naming the file |
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;
+pub mod entropy;
 mod heartbeat;
 mod login;
 pub mod pem;

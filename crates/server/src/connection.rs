@@ -519,9 +519,9 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             bump(counter);
         }
         batch.unlock();
-        if let Some(suppressed) = self.shared.refusal_log.should_log(batch.now()) {
+        if let Some(suppressed) = self.shared.door_log.should_log(batch.now()) {
             tracing::warn!(peer = %self.peer, backend = %heartbeat.ip.with_port(heartbeat.port), suppressed,
-                "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks");
+                "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks (with auth_secret_file set, none unless listed)");
         }
     }
 

@@ -57,6 +57,7 @@ use crate::tls::TlsError;
 use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
+use loadwise_protocol::entropy::{self, NoRandomness};
 use loadwise_protocol::v2;
 use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};
 
@@ -188,6 +189,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used; the error names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Nonces for challenges and tickets cannot be drawn.
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
 }
 
 fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -252,6 +256,10 @@ pub(crate) struct Shared {
     pub protocol_error_log: RateLimitedLog,
     /// Limits warnings about refused heartbeats.
     pub refusal_log: RateLimitedLog,
+    /// Limits warnings about legacy heartbeats from outside the allowed networks: the
+    /// first, then one every [`DOOR_WARNING_PERIOD`] with the count held back, since a
+    /// misconfigured fleet sends them every second per backend.
+    pub door_log: RateLimitedLog,
     /// The connection budgets, which every connection's slot belongs to.
     pub budgets: Arc<Budgets>,
     /// Limits warnings about connections refused for a budget or closed unclassified.
@@ -260,6 +268,9 @@ pub(crate) struct Shared {
 
 /// At most one warning of each kind per period, however many peers misbehave.
 const WARNING_PERIOD: Duration = Duration::from_secs(1);
+
+/// The least time between two warnings about legacy heartbeats refused for their peer.
+const DOOR_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// A bound dispatcher, ready to [`run`](Server::run).
 #[derive(Debug)]
@@ -346,6 +357,9 @@ impl Server {
     /// silently split the traffic.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
+        // Challenge nonces and ticket nonces need the system's randomness: better no
+        // start than a panic on the first authenticated peer.
+        entropy::check_os_randomness()?;
         // The files before any socket: nothing is bound only to be released again.
         let tls = match &config.tls {
             Some(settings) => Some((settings.listen, tls::server_config(&settings.cert, &settings.key)?)),
@@ -411,6 +425,7 @@ impl Server {
             abort: CancellationToken::new(),
             protocol_error_log: RateLimitedLog::new(WARNING_PERIOD),
             refusal_log: RateLimitedLog::new(WARNING_PERIOD),
+            door_log: RateLimitedLog::new(DOOR_WARNING_PERIOD),
             budgets,
             budget_log: RateLimitedLog::new(WARNING_PERIOD),
         });

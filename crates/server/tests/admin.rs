@@ -632,3 +632,32 @@ async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     within(task).await.expect("the server stops without panicking");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after shutdown");
 }
+
+#[tokio::test]
+async fn a_drain_by_the_operator_is_not_undone_by_heartbeats_of_the_same_address() {
+    let server = TestServer::start().await;
+    let state = AdminState::new(server.dispatcher.clone(), AdminConfig { token: Some(TOKEN.to_owned()) });
+    let first = server.register(10, "10.0.0.1", 7001).await;
+    let id = server.dispatcher.snapshot()[0].id.0;
+    let reply = post(&state, &format!("/v1/backends/{id}/drain"), Some(TOKEN)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The backend reconnects, and allowed peers report its address 50 times.
+    drop(first);
+    let mut others = Vec::new();
+    for _ in 0..50 {
+        let mut stream = server.connect().await;
+        send(&mut stream, &heartbeat(0, "10.0.0.1", 7001)).await;
+        others.push(stream);
+    }
+    let registered = || server.dispatcher.snapshot().iter().filter(|b| b.id.0 != id).count();
+    wait_until("the 50 heartbeats registered", || registered() == 50).await;
+    let mut client = server.connect().await;
+    let mut answered = 0;
+    for _ in 0..50 {
+        let reply = login(&mut client).await;
+        answered += usize::from(reply[2] == loadwise_protocol::cmd::LOGIN as u8);
+    }
+    assert_eq!(answered, 0, "every client is refused: the address stays drained");
+    let held = server.dispatcher.snapshot().iter().filter(|b| b.held == BackendState::Draining).count();
+    assert!(held >= 50, "{held} held");
+}

@@ -25,6 +25,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     sources.descriptor_limit = raise_descriptor_limit();
     let loaded = sources.load()?;
     warn_shrunk(&loaded);
+    for door in settings::open_doors(&loaded) {
+        tracing::info!("open door: {door}");
+    }
     let server = Server::bind(loaded.settings.server.clone()).await?;
     let admin = bind_admin(&loaded, server.dispatcher()).await?;
     let stop_admin = CancellationToken::new();

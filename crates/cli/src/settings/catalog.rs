@@ -229,12 +229,13 @@ settings! {
         }
         /// Legacy heartbeats carry no proof of who sent them, so they are accepted only from
         /// these networks (comma-separated ADDRESS/PREFIX), or from none with "none"; so are
-        /// v2 heartbeats when there is no auth_secret_file. Logins are answered from anywhere.
+        /// v2 heartbeats when there is no auth_secret_file. With auth_secret_file set and
+        /// this setting not given, from none. Logins are answered from anywhere.
         legacy_heartbeat_networks: NetList {
             live: true,
             value_name: "NETWORKS|none",
             default: NetList::private(),
-            docs_default: "loopback and private ranges",
+            docs_default: "loopback and private ranges; none with `auth_secret_file`",
             summary: "legacy heartbeats, and v2 ones when there is no secret, are accepted only from \
                       these networks (comma-separated `ADDRESS/PREFIX`), or from none with `none`",
             at: at!(server.connection.legacy_heartbeats),

@@ -33,6 +33,7 @@ mod define;
 mod descriptors;
 mod diff;
 pub mod docs;
+mod doors;
 mod flags;
 mod layer;
 mod merge;
@@ -52,6 +53,7 @@ pub use catalog::{AdminLayer, CATALOG, Layer, SERVICE_TABLE, ServiceLayer};
 pub use define::SettingInfo;
 pub use descriptors::{Budget, RESERVED_DESCRIPTORS, Shrunk, TooManyDescriptors, fit};
 pub use diff::{Change, diff};
+pub use doors::open_doors;
 pub use flags::SettingFlags;
 pub use layer::{MAX_CONNECTIONS_RETIRED, RETIRED_VARIABLES};
 pub use render::{example, render};
@@ -248,7 +250,18 @@ impl Sources {
         };
         let admin_token = self.read_token(&settings, &file)?;
         settings.server.connection.secret = self.read_secret(&settings, &file)?;
+        self.close_legacy_door(&mut settings, &file);
         Ok(Loaded { settings, admin_token, shrunk })
+    }
+
+    /// With a shared secret, legacy heartbeats (which carry no proof) are accepted only
+    /// from networks the operator lists: the private-range default would let any host
+    /// there take the default service's picks from authenticated backends.
+    fn close_legacy_door(&self, settings: &mut Settings, file: &Layer) {
+        let secret = settings.server.connection.secret.is_some();
+        if secret && self.set_by(file, LEGACY_HEARTBEAT_NETWORKS).is_none() {
+            settings.server.connection.legacy_heartbeats = loadwise_server::netlist::NetList::none();
+        }
     }
 
     /// Fits the backend, client and pending budgets under `limit` descriptors:
@@ -400,6 +413,7 @@ pub fn read_file(path: &Path) -> Result<Layer, SettingsError> {
 
 /// The dispatcher's name for the secret file (the agent calls its own `secret-file`).
 const AUTH_SECRET_FILE: &str = "auth-secret-file";
+const LEGACY_HEARTBEAT_NETWORKS: &str = "legacy-heartbeat-networks";
 
 /// The token is the file's text without surrounding whitespace (a trailing newline
 /// is usual); an empty file means no token.

@@ -383,6 +383,26 @@ fn the_auth_secret_is_read_as_the_agent_reads_it_and_again_at_each_load() {
 }
 
 #[test]
+fn a_secret_closes_the_legacy_door_unless_its_networks_are_given() {
+    let file = Scratch::new("secret-door", "0123456789abcdef-door\n");
+    let closed = secret_sources(&file.0).load().unwrap();
+    assert!(closed.settings.server.connection.legacy_heartbeats.is_empty());
+    let doors = open_doors(&closed);
+    assert!(!doors.iter().any(|door| door.contains("heartbeats")), "{doors:?}");
+
+    let mut listed = secret_sources(&file.0);
+    listed.overrides.legacy_heartbeat_networks = Some("10.1.0.0/16".parse().unwrap());
+    listed.origins.insert("legacy_heartbeat_networks".into(), "--legacy-heartbeat-networks".into());
+    let open = listed.load().unwrap();
+    let networks: Vec<String> = open.settings.server.connection.legacy_heartbeats.networks().collect();
+    assert_eq!(networks, ["10.1.0.0/16"]);
+    assert_eq!(open_doors(&open)[0], "legacy heartbeats (no proof of origin) accepted from 10.1.0.0/16");
+
+    let without_secret = Sources::default().load().unwrap();
+    assert!(!without_secret.settings.server.connection.legacy_heartbeats.is_empty(), "the default stays");
+}
+
+#[test]
 fn a_short_or_unreadable_secret_is_named_with_its_origin() {
     let file = Scratch::new("short-secret", "too-short\n");
     let error = secret_sources(&file.0).load().unwrap_err().to_string();

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{
     Dispatcher, HeartbeatAccepted, HeartbeatRefused, Table, V2HeartbeatAccepted, V2HeartbeatRefused, bump,
 };
-use crate::model::{Clocks, PickOutcome, PickRequest};
+use crate::model::{Clocks, PickOutcome, PickRequest, PickTarget};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
 use loadwise_protocol::v2;
@@ -125,7 +125,13 @@ impl<'a> Batch<'a> {
         // Started before the lock is taken, so that the histogram shows lock waits.
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
-        let outcome = self.table().pick(request.target, request.form, now);
+        let table = self.table();
+        let outcome = table.pick(request.target, request.form, now);
+        if let PickTarget::Service(service) = request.target
+            && !matches!(outcome, PickOutcome::UnknownService)
+        {
+            table.count_pick(service, matches!(outcome, PickOutcome::Picked(_)));
+        }
         match outcome {
             PickOutcome::Picked(_) => self.answered += 1,
             _ => self.no_backend += 1,

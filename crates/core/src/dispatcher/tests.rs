@@ -327,6 +327,27 @@ fn an_operator_can_drain_and_restore_a_backend() {
 }
 
 #[test]
+fn an_operators_hold_outlives_heartbeats_of_the_same_address_on_other_connections() {
+    let d = dispatcher();
+    let t0 = Instant::now();
+    beat(&d, 1, 10, t0);
+    d.set_state(BackendId(1), BackendState::Draining).unwrap();
+    // The held backend reconnects, and any allowed peer reports its address: 50 times.
+    d.disconnect(BackendId(1));
+    for connection in 100..150 {
+        d.heartbeat(BackendId(connection), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
+    }
+    let picks = (0..50).filter(|_| pick(&d, t0).is_some()).count();
+    assert_eq!(picks, 0, "every heartbeat of the held address registers a held backend");
+    // Released by the operator (on any of them): the address is ready again.
+    d.set_state(BackendId(100), BackendState::Ready).unwrap();
+    d.heartbeat(BackendId(200), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
+    assert!([BackendId(100), BackendId(200)].contains(&pick(&d, t0).unwrap().id));
+    let ready = d.snapshot().iter().filter(|b| b.state == BackendState::Ready).count();
+    assert_eq!(ready, 2, "the released one and the newcomer after the release");
+}
+
+#[test]
 fn the_snapshot_shows_the_picks_accounted_to_each_backend() {
     let d = dispatcher();
     let t0 = Instant::now();
@@ -558,6 +579,28 @@ mod services {
         d.disconnect(conn);
         assert_eq!(d.backend_count(), 0);
         assert_eq!(d.stats().snapshot().evicted_disconnected, 2);
+    }
+
+    #[test]
+    fn picks_are_counted_per_service_other_than_the_default() {
+        let d = dispatcher();
+        let t0 = Instant::now();
+        d.batch(t0).heartbeat_v2(BackendId(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
+        let (game, ghost) = (name("game"), name("ghost"));
+        for _ in 0..3 {
+            assert!(d.batch(t0).pick(&PickRequest::http(&game)).picked().is_some());
+        }
+        assert!(d.batch(t0).pick(&PickRequest::http(&ghost)).picked().is_none());
+        let default = d.default_service().clone();
+        assert!(d.batch(t0).pick(&PickRequest::http(&default)).picked().is_none());
+        let counted = d.service_picks();
+        assert_eq!(
+            counted,
+            [(game, ServicePicks { answered: 3, no_backend: 0 })],
+            "no series for unknown services"
+        );
+        assert_eq!(d.stats().snapshot().logins_answered, 3);
+        assert_eq!(d.stats().snapshot().logins_no_backend, 2);
     }
 }
 

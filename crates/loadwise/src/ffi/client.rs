@@ -5,7 +5,7 @@ use std::ffi::{CString, c_char, c_int};
 use std::time::Duration;
 
 use loadwise_agent::MAX_SERVERS;
-use loadwise_client::{Failover, FailoverConfig, FailoverError, PickError};
+use loadwise_client::{Failover, FailoverConfig, FailoverError, PickError, SetupError};
 use loadwise_protocol::v2::{Picked, ServiceName};
 
 use super::boundary::{self, Failure};
@@ -205,8 +205,10 @@ impl Request {
             deadline: self.deadline,
             ..defaults
         };
-        let failover =
-            Failover::new(self.servers, config).map_err(|error| Failure::invalid(error.to_string()))?;
+        let failover = Failover::new(self.servers, config).map_err(|error| match error {
+            SetupError::Config(_) => Failure::invalid(error.to_string()),
+            SetupError::NoRandomness(_) => Failure::new(LW_E_RUNTIME, error.to_string()),
+        })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

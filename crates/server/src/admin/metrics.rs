@@ -27,10 +27,10 @@ use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
 use loadwise_core::dispatcher::{
-    ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, StatsSnapshot,
+    ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot,
 };
 use loadwise_core::selection::BackendState;
-use loadwise_protocol::v2::ErrorCode;
+use loadwise_protocol::v2::{ErrorCode, ServiceName};
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -64,7 +64,9 @@ impl Collector for DispatcherCollector {
         let snapshot = stats.snapshot();
         // The default service is fixed for the dispatcher's life; one lock per scrape.
         let default_service = self.dispatcher.settings().default_service;
-        encode_picks(&mut encoder, &snapshot, default_service.as_str())?;
+        encode_build_info(&mut encoder)?;
+        let services = self.dispatcher.service_picks();
+        encode_picks(&mut encoder, &snapshot, default_service.as_str(), &services)?;
         encode_latency(&mut encoder, &stats.pick_latency)?;
         encode_backends(&mut encoder, &self.dispatcher)?;
         encode_heartbeats(&mut encoder, &snapshot)?;
@@ -109,20 +111,45 @@ fn family(
     Ok(())
 }
 
-/// The dispatcher counts picks of every service together; they are labelled with
-/// the default service, as before there were others (docs/admin.md, Metrics).
-fn encode_picks(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot, default: &str) -> Result<(), Error> {
-    let service = ("service", default);
-    let help = "Client picks (legacy logins, v2 PickRequests and HTTP picks) by outcome; the picks of every service are counted under the default service.";
-    family(
-        encoder,
-        ("picks", help, MetricType::Counter),
-        &[
-            (&[service, ("result", "answered")], stats.logins_answered),
-            (&[service, ("result", "no_backend")], stats.logins_no_backend),
-            (&[service, ("result", "clock_skew")], stats.logins_clock_skew),
-        ],
-    )
+/// `loadwise_build_info{version}`, always 1: joins the version to other series.
+fn encode_build_info(encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+    let help = "The running build: its version as a label, value 1.";
+    let labels: &Labels<'_> = &[("version", env!("CARGO_PKG_VERSION"))];
+    family(encoder, ("build_info", help, MetricType::Gauge), &[(labels, 1)])
+}
+
+/// The dispatcher counts every pick, and each other service's apart
+/// ([`Dispatcher::service_picks`]); the default service's are what is left. Picks
+/// refused before a service was found (a clock skew, an unknown service) count
+/// under the default service.
+fn encode_picks(
+    encoder: &mut DescriptorEncoder,
+    stats: &StatsSnapshot,
+    default: &str,
+    services: &[(ServiceName, ServicePicks)],
+) -> Result<(), Error> {
+    let others = services.iter().fold(ServicePicks::default(), |sum, (_, picks)| ServicePicks {
+        answered: sum.answered + picks.answered,
+        no_backend: sum.no_backend + picks.no_backend,
+    });
+    let mut rows: Vec<([(&'static str, &str); 2], u64)> = vec![
+        (
+            [("service", default), ("result", "answered")],
+            stats.logins_answered.saturating_sub(others.answered),
+        ),
+        (
+            [("service", default), ("result", "no_backend")],
+            stats.logins_no_backend.saturating_sub(others.no_backend),
+        ),
+        ([("service", default), ("result", "clock_skew")], stats.logins_clock_skew),
+    ];
+    for (name, picks) in services {
+        rows.push(([("service", name.as_str()), ("result", "answered")], picks.answered));
+        rows.push(([("service", name.as_str()), ("result", "no_backend")], picks.no_backend));
+    }
+    let series: Vec<(&Labels<'_>, u64)> = rows.iter().map(|(labels, value)| (&labels[..], *value)).collect();
+    let help = "Client picks (legacy logins, v2 PickRequests and HTTP picks) by service and outcome; refusals before a service is found (clock skew, unknown service) count under the default service.";
+    family(encoder, ("picks", help, MetricType::Counter), &series)
 }
 
 /// The latency histogram, from the dispatcher's cumulative buckets.
@@ -173,6 +200,13 @@ fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> 
     counter(encoder, "heartbeats_refused", help, stats.refused_heartbeats)?;
     let help = "Unauthenticated heartbeats (legacy, or v2 without a secret) refused because the peer is outside legacy_heartbeat_networks.";
     counter(encoder, "heartbeats_not_allowed", help, stats.heartbeats_not_allowed)?;
+    let help = "Heartbeats refused, by reason: not_allowed (unauthenticated, from outside legacy_heartbeat_networks, which is empty when auth_secret_file is set and it is not given), other (an unusable address, a full table).";
+    let other = stats.refused_heartbeats.saturating_sub(stats.heartbeats_not_allowed);
+    family(
+        encoder,
+        ("refused_heartbeats", help, MetricType::Counter),
+        &[(&[("reason", "not_allowed")], stats.heartbeats_not_allowed), (&[("reason", "other")], other)],
+    )?;
     let help = "Heartbeats reporting a load above 100 %, which is not a percentage.";
     counter(encoder, "invalid_load_reports", help, stats.invalid_mem_reports)?;
     family(
@@ -257,6 +291,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
 
     #[test]
     fn every_refusal_code_has_its_own_label_and_other_comes_last() {
@@ -306,5 +341,50 @@ mod tests {
         assert_eq!(value("authentication_failed"), Some(2));
         assert_eq!(value("no_backend"), Some(0));
         assert_eq!(value("other"), Some(1));
+    }
+
+    #[test]
+    fn picks_are_counted_per_service_and_the_build_is_named() {
+        use loadwise_core::registry::BackendId;
+        use loadwise_protocol::v2::{self, Endpoint};
+        let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
+        let now = std::time::Instant::now();
+        let game = ServiceName::new("game").unwrap();
+        let heartbeat = v2::Heartbeat {
+            backend_id: 7,
+            service: game.clone(),
+            endpoint: Endpoint::from_socket_addr("10.0.0.7:7000".parse().unwrap()).unwrap(),
+            memory: v2::Percent::from_hundredths(1000),
+            cpu: None,
+            connections: None,
+            weight: v2::DEFAULT_WEIGHT,
+            state: v2::State::Ready,
+            metrics: Vec::new(),
+        };
+        dispatcher.batch(now).heartbeat_v2(BackendId(1), heartbeat).unwrap();
+        for _ in 0..2 {
+            let outcome = dispatcher.batch(now).pick(&PickRequest::http(&game));
+            assert!(outcome.picked().is_some());
+        }
+        let default_login =
+            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+        assert!(dispatcher.batch(now).pick(&default_login).picked().is_none());
+        let stats = dispatcher.stats();
+        for counter in [&stats.refused_heartbeats, &stats.heartbeats_not_allowed, &stats.refused_heartbeats] {
+            loadwise_core::dispatcher::bump(counter);
+        }
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry(Arc::clone(&dispatcher))).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        for line in [
+            format!("loadwise_build_info{{version=\"{version}\"}} 1"),
+            "loadwise_picks_total{service=\"game\",result=\"answered\"} 2".to_owned(),
+            "loadwise_picks_total{service=\"default\",result=\"answered\"} 0".to_owned(),
+            "loadwise_picks_total{service=\"default\",result=\"no_backend\"} 1".to_owned(),
+            "loadwise_refused_heartbeats_total{reason=\"not_allowed\"} 1".to_owned(),
+            "loadwise_refused_heartbeats_total{reason=\"other\"} 1".to_owned(),
+        ] {
+            assert!(body.lines().any(|l| l == line), "no {line} in:\n{body}");
+        }
     }
 }
