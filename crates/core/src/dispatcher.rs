@@ -22,6 +22,7 @@ pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
 
+use crate::affinity::{AffinityCounts, AffinitySettings, Identity, Rings};
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, LoadSettings, Policy};
@@ -55,12 +56,22 @@ pub struct DispatchSettings {
     pub scoring: Scoring,
     /// Services whose load is scored otherwise.
     pub service_scoring: BTreeMap<ServiceName, Scoring>,
+    /// How far above the mean a keyed pick may load a backend, in services without
+    /// their own.
+    pub affinity: AffinitySettings,
+    /// Services whose keyed picks are bounded otherwise.
+    pub service_affinity: BTreeMap<ServiceName, AffinitySettings>,
 }
 
 impl DispatchSettings {
     /// How the load of a v2 backend of `service` is scored.
     pub fn scoring_of(&self, service: &ServiceName) -> &Scoring {
         self.service_scoring.get(service).unwrap_or(&self.scoring)
+    }
+
+    /// The bound of `service`'s keyed picks.
+    pub fn affinity_of(&self, service: &ServiceName) -> &AffinitySettings {
+        self.service_affinity.get(service).unwrap_or(&self.affinity)
     }
 }
 
@@ -75,6 +86,8 @@ impl Default for DispatchSettings {
             default_service: ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid"),
             scoring: Scoring::default(),
             service_scoring: BTreeMap::new(),
+            affinity: AffinitySettings::default(),
+            service_affinity: BTreeMap::new(),
         }
     }
 }
@@ -175,6 +188,8 @@ struct Table {
     /// band; from the operating system in production, so that replicas differ, and
     /// seeded by the caller in tests and simulations, so that their picks are exact.
     rng: StdRng,
+    /// The consistent-hash rings of the services that had keyed picks.
+    rings: Rings,
 }
 
 impl Table {
@@ -184,6 +199,9 @@ impl Table {
         for (id, backend) in &expired {
             self.services.forget(*id, backend);
         }
+        if !expired.is_empty() {
+            self.forget_rings();
+        }
         expired
     }
 
@@ -191,7 +209,14 @@ impl Table {
     fn remove(&mut self, id: BackendId) -> Option<Backend> {
         let backend = self.registry.remove(id)?;
         self.services.forget(id, &backend);
+        self.forget_rings();
         Some(backend)
+    }
+
+    /// Drops the rings of services that lost their last backend.
+    fn forget_rings(&mut self) {
+        let services = &self.services;
+        self.rings.retain(|service| services.of(Some(service)).is_some());
     }
 
     /// Records a legacy report in the registry and moves the backend in the default
@@ -253,21 +278,43 @@ impl Table {
     }
 
     /// Picks a backend of `service` and says where its clients go.
+    /// With a `key`, the key's backend on the service's ring while it is ready and
+    /// within its bound (see [`crate::affinity`]).
     fn pick_service(
         &mut self,
         service: &ServiceName,
+        key: &[u8],
         now: Instant,
     ) -> Result<ServicePick, ServicePickRefused> {
-        let Table { services, registry, rng, .. } = self;
+        let Table { services, registry, rng, rings, settings } = self;
         let selector = services.get_mut(service).filter(|selector| !selector.is_empty());
         let selector = selector.ok_or(ServicePickRefused::UnknownService)?;
-        let picked = selector.pick_target(now, rng).ok_or(ServicePickRefused::NoBackend)?;
+        let picked = if key.is_empty() {
+            selector.pick_target(now, rng)
+        } else {
+            let identity = |id| registry.get(id).map(identity_of);
+            let settings = settings.affinity_of(service);
+            rings.pick((service, selector), settings, key, identity, now, rng)
+        };
+        let picked = picked.ok_or(ServicePickRefused::NoBackend)?;
         let backend = registry.get(picked.id).ok_or(ServicePickRefused::NoBackend)?;
         let (backend_id, endpoint, legacy) = match &backend.v2 {
             Some(detail) => (detail.heartbeat.backend_id, detail.heartbeat.endpoint.clone(), false),
             None => (picked.id.0, legacy_endpoint(&picked).ok_or(ServicePickRefused::NoBackend)?, true),
         };
         Ok(ServicePick { id: picked.id, backend_id, endpoint, legacy })
+    }
+}
+
+/// The bytes a backend's place on the affinity ring is hashed from: what it is
+/// known by in every replica (see [`Identity`]).
+fn identity_of(backend: &Backend) -> Vec<u8> {
+    match &backend.v2 {
+        Some(detail) => {
+            let heartbeat = &detail.heartbeat;
+            Identity::V2 { service: heartbeat.service.as_str(), backend_id: heartbeat.backend_id }.to_bytes()
+        }
+        None => Identity::Legacy { ip: *backend.report.ip.as_bytes(), port: backend.report.port }.to_bytes(),
     }
 }
 
@@ -363,8 +410,13 @@ impl Dispatcher {
         let default_service = settings.default_service.clone();
         let services =
             Services::new(settings.default_service.clone(), settings.policy, settings.load.clone());
-        let table =
-            Table { registry: Registry::new(settings.ttl, settings.max_backends), services, rng, settings };
+        let table = Table {
+            registry: Registry::new(settings.ttl, settings.max_backends),
+            services,
+            rng,
+            settings,
+            rings: Rings::default(),
+        };
         let next_id = AtomicU64::new(1);
         let table = Mutex::new(table);
         Dispatcher { table, next_id, max_clock_skew_secs, default_service, stats: Stats::default() }
@@ -507,6 +559,16 @@ impl Dispatcher {
         self.batch(now).pick_in(service)
     }
 
+    /// [`Dispatcher::pick_service`] with an affinity key (empty: none).
+    pub fn pick_service_keyed(
+        &self,
+        service: &ServiceName,
+        key: &[u8],
+        now: Instant,
+    ) -> Result<ServicePick, ServicePickRefused> {
+        self.batch(now).pick_keyed_in(service, key)
+    }
+
     /// The reply frame for a login outcome.
     pub fn reply(outcome: &Result<Picked, LoginRefused>) -> LoginReply {
         match outcome {
@@ -548,6 +610,16 @@ impl Dispatcher {
             .collect();
         drop(table);
         all.sort_by_key(|snapshot| snapshot.id);
+        all
+    }
+
+    /// What each service's keyed picks did, for the services that had one and still
+    /// have a backend, sorted by name.
+    pub fn affinity_counts(&self) -> Vec<(ServiceName, AffinityCounts)> {
+        let table = self.lock();
+        let mut all: Vec<_> = table.rings.counts().map(|(name, counts)| (name.clone(), counts)).collect();
+        drop(table);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 

@@ -130,10 +130,21 @@ impl<'a> Batch<'a> {
         timestamp: u64,
         unix_now: u64,
     ) -> Result<ServicePick, ErrorCode> {
+        self.pick_service_keyed(service, &[], timestamp, unix_now)
+    }
+
+    /// [`Batch::pick_service`] with the request's affinity key (empty: none).
+    pub fn pick_service_keyed(
+        &mut self,
+        service: &ServiceName,
+        key: &[u8],
+        timestamp: u64,
+        unix_now: u64,
+    ) -> Result<ServicePick, ErrorCode> {
         if self.clock_skew(timestamp, unix_now).is_some() {
             return Err(ErrorCode::CLOCK_SKEW);
         }
-        self.pick_in(service).map_err(|refused| match refused {
+        self.pick_keyed_in(service, key).map_err(|refused| match refused {
             ServicePickRefused::UnknownService => ErrorCode::UNKNOWN_SERVICE,
             ServicePickRefused::NoBackend => ErrorCode::NO_BACKEND,
         })
@@ -141,9 +152,19 @@ impl<'a> Batch<'a> {
 
     /// Picks a backend of `service`, counting the outcome and timing it.
     pub fn pick_in(&mut self, service: &ServiceName) -> Result<ServicePick, ServicePickRefused> {
+        self.pick_keyed_in(service, &[])
+    }
+
+    /// Picks a backend of `service` for the affinity key `key` (empty: none),
+    /// counting the outcome and timing it.
+    pub fn pick_keyed_in(
+        &mut self,
+        service: &ServiceName,
+        key: &[u8],
+    ) -> Result<ServicePick, ServicePickRefused> {
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
-        let picked = self.table().pick_service(service, now);
+        let picked = self.table().pick_service(service, key, now);
         match &picked {
             Ok(_) => self.answered += 1,
             Err(_) => self.no_backend += 1,
