@@ -284,7 +284,8 @@ impl Session {
 /// Answers a PickRequest with a PickReply, a ticket included when there is a secret.
 fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
     let unix_now = cx.unix_now();
-    let outcome = match cx.batch.pick_service(&request.service, request.timestamp, unix_now) {
+    let key = request.key.as_bytes();
+    let outcome = match cx.batch.pick_service_keyed(&request.service, key, request.timestamp, unix_now) {
         Ok(picked) => {
             let ticket = match cx.secret {
                 Some(secret) if !picked.legacy => {
