@@ -35,6 +35,10 @@ pub const MAX_POINTS_VISITED: usize = 16 * MAX_WALK;
 /// above the mean.
 pub const BALANCE_FACTOR: f64 = 1.25;
 
+/// The smallest `balance_factor` accepted: above 1, as at 1 no backend but one
+/// exactly at the mean could take a key without the slack.
+pub const MIN_BALANCE_FACTOR: f64 = 1.01;
+
 /// The largest `balance_factor` accepted.
 pub const MAX_BALANCE_FACTOR: f64 = 10.0;
 
@@ -48,7 +52,7 @@ pub const MAX_SLACK: f64 = 100.0;
 /// How far above the mean a keyed pick may load a backend, per service.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AffinitySettings {
-    /// `c`: the bound is at least `c` times the mean effective load (1 < c ≤ 10).
+    /// `c`: the bound is at least `c` times the mean effective load (1.01 ≤ c ≤ 10).
     pub balance_factor: f64,
     /// The bound is at least the mean plus this many load points (0..=100).
     pub slack: f64,
@@ -66,11 +70,15 @@ impl AffinitySettings {
         use loadwise_protocol::config::ensure;
         let factor = self.balance_factor;
         ensure(
-            factor.is_finite() && factor > 1.0 && factor <= MAX_BALANCE_FACTOR,
-            "balance-factor",
-            "must be above 1 and at most 10",
+            (MIN_BALANCE_FACTOR..=MAX_BALANCE_FACTOR).contains(&factor),
+            "affinity-balance-factor",
+            "must lie between 1.01 and 10",
         )?;
-        ensure((0.0..=MAX_SLACK).contains(&self.slack), "slack", "must lie between 0 and 100 load points")
+        ensure(
+            (0.0..=MAX_SLACK).contains(&self.slack),
+            "affinity-slack",
+            "must lie between 0 and 100 load points",
+        )
     }
 
     /// The bound for the next pick, given the ready backends' total effective load

@@ -59,8 +59,10 @@ pub struct DispatchSettings {
     /// How far above the mean a keyed pick may load a backend, in services without
     /// their own.
     pub affinity: AffinitySettings,
-    /// Services whose keyed picks are bounded otherwise.
-    pub service_affinity: BTreeMap<ServiceName, AffinitySettings>,
+    /// Services whose keyed picks have a balance factor of their own.
+    pub service_balance_factor: BTreeMap<ServiceName, f64>,
+    /// Services whose keyed picks have a slack of their own.
+    pub service_slack: BTreeMap<ServiceName, f64>,
 }
 
 impl DispatchSettings {
@@ -69,9 +71,21 @@ impl DispatchSettings {
         self.service_scoring.get(service).unwrap_or(&self.scoring)
     }
 
-    /// The bound of `service`'s keyed picks.
-    pub fn affinity_of(&self, service: &ServiceName) -> &AffinitySettings {
-        self.service_affinity.get(service).unwrap_or(&self.affinity)
+    /// The bound of `service`'s keyed picks: its own balance factor and slack, each
+    /// where it has one.
+    pub fn affinity_of(&self, service: &ServiceName) -> AffinitySettings {
+        let own = |map: &BTreeMap<ServiceName, f64>, top: f64| map.get(service).copied().unwrap_or(top);
+        AffinitySettings {
+            balance_factor: own(&self.service_balance_factor, self.affinity.balance_factor),
+            slack: own(&self.service_slack, self.affinity.slack),
+        }
+    }
+
+    /// Checks the affinity bound of every service.
+    pub fn validate_affinity(&self) -> Result<(), loadwise_protocol::config::ConfigError> {
+        self.affinity.validate()?;
+        let mut overridden = self.service_balance_factor.keys().chain(self.service_slack.keys());
+        overridden.try_for_each(|service| self.affinity_of(service).validate())
     }
 }
 
@@ -87,7 +101,8 @@ impl Default for DispatchSettings {
             scoring: Scoring::default(),
             service_scoring: BTreeMap::new(),
             affinity: AffinitySettings::default(),
-            service_affinity: BTreeMap::new(),
+            service_balance_factor: BTreeMap::new(),
+            service_slack: BTreeMap::new(),
         }
     }
 }
@@ -294,7 +309,7 @@ impl Table {
         } else {
             let identity = |id| registry.get(id).map(identity_of);
             let settings = settings.affinity_of(service);
-            rings.pick((service, selector), settings, key, identity, now, rng)
+            rings.pick((service, selector), &settings, key, identity, now, rng)
         };
         let picked = picked.ok_or(ServicePickRefused::NoBackend)?;
         let backend = registry.get(picked.id).ok_or(ServicePickRefused::NoBackend)?;
