@@ -131,6 +131,25 @@ typedef struct {
   uint32_t protocol;
 } lw_agent_options;
 
+// How `lw_pick_with` asks. Zero is the default of every field but `size` and
+// `servers`; `lw_pick_options_init` sets `size` and zeroes the rest.
+typedef struct {
+  // `sizeof(lw_pick_options)` as the caller's header knows it.
+  size_t size;
+  // The dispatchers, comma-separated `HOST:PORT` (at most 64), as for `lw_pick`.
+  const char *servers;
+  // The service a backend is wanted for (protocol v2); NULL for a legacy login.
+  const char *service;
+  // All attempts together, milliseconds; 0 for `LW_DEFAULT_TIMEOUT_MS`.
+  uint32_t timeout_ms;
+  // An affinity key, `key_len` bytes (at most `LW_MAX_KEY_LEN`): the picks with the
+  // same key go to the same backend of `service` while it is ready and within its
+  // load bound. NULL (with `key_len` 0) for none; a key needs a `service`.
+  const uint8_t *key;
+  // The length of `key`.
+  size_t key_len;
+} lw_pick_options;
+
 // What a verified ticket says. Set `size` to `sizeof(lw_ticket_claims)`
 // (`lw_ticket_claims_init` does); the library fills only the fields within `size`.
 typedef struct {
@@ -284,6 +303,17 @@ int lw_pick_ex(const char *servers,
                uint32_t timeout_ms,
                lw_picked **out);
 
+// `lw_pick_ex` with its arguments in `options`, and an affinity key: on success
+// `*out` is a new `lw_picked` that the caller frees with `lw_picked_free`; on failure
+// `*out` is NULL, and the code is as for `lw_pick`.
+//
+// # Safety
+// `options` is NULL or points to an `lw_pick_options` of `options->size` readable
+// bytes whose strings are NULL or NUL-terminated and whose `key` has `key_len`
+// readable bytes; `out` is NULL or points to a writable `lw_picked *`.
+int lw_pick_with(const lw_pick_options *options,
+                 lw_picked **out);
+
 // The backend's address, `HOST:PORT`: owned by `picked`, valid until it is freed.
 // NULL if `picked` is NULL.
 //
@@ -387,6 +417,12 @@ extern "C" {
 /* Sets options->size to the size this header knows and every other field to zero
    (each field's default). Inline, so the size is the program's, not the library's. */
 static inline void lw_agent_options_init(lw_agent_options *options) {
+  memset(options, 0, sizeof(*options));
+  options->size = sizeof(*options);
+}
+
+/* Sets options->size to the size this header knows and every other field to zero. */
+static inline void lw_pick_options_init(lw_pick_options *options) {
   memset(options, 0, sizeof(*options));
   options->size = sizeof(*options);
 }

@@ -10,7 +10,7 @@ use loadwise_agent::{Advertise, AgentConfig, DiscoveryConfig, DnsSource, Protoco
 use loadwise_cli::settings::{SettingFlags, Sources};
 use loadwise_client::FailoverConfig;
 use loadwise_client::tls::ClientTls;
-use loadwise_protocol::v2::ServiceName;
+use loadwise_protocol::v2::{KeyTooLong, PickKey, ServiceName};
 use loadwise_server::DEFAULT_LISTEN;
 
 pub mod bench;
@@ -71,6 +71,10 @@ pub fn parse() -> Cli {
 pub fn command() -> clap::Command {
     use clap::CommandFactory as _;
     Cli::command()
+}
+
+fn pick_key(text: &str) -> Result<PickKey, KeyTooLong> {
+    PickKey::new(text)
 }
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -292,6 +296,11 @@ pub struct PickArgs {
     /// dispatcher signs them, an admission ticket (printed on a second line).
     #[arg(long, value_name = "NAME")]
     pub service: Option<ServiceName>,
+    /// An affinity key (up to 64 bytes, such as a player or session id): the picks
+    /// with the same key go to the same backend of --service while it is ready and
+    /// not loaded above its bound, by any dispatcher replica that sees the same backends.
+    #[arg(long, value_name = "KEY", requires = "service", value_parser = pick_key)]
+    pub key: Option<PickKey>,
     /// Speak TLS to the dispatchers (name their TLS listeners in --server), trusting
     /// the CA certificates in this PEM file.
     #[arg(long, value_name = "FILE")]

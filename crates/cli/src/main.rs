@@ -126,7 +126,10 @@ async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
     let failover = Failover::new(args.servers(), args.failover_config()?)?;
     let outcome = match &args.service {
         None => failover.pick().await.map(|answer| shown(answer, Shown::legacy)),
-        Some(service) => failover.pick_service(service).await.map(|answer| shown(answer, Shown::v2)),
+        Some(service) => {
+            let key = args.key.clone().unwrap_or_default();
+            failover.pick_keyed(service, &key).await.map(|answer| shown(answer, Shown::v2))
+        }
     };
     if args.json {
         println!("{}", pick_json(&outcome));

@@ -36,7 +36,7 @@ enum Kind {
 fn kind(info: &SettingInfo) -> Kind {
     match info.value_name.trim_start_matches("NAME=") {
         "N" | "BYTES" => Kind::Integer,
-        "PERCENT" => Kind::Float,
+        "PERCENT" | "FACTOR" | "POINTS" => Kind::Float,
         "DURATION" => Kind::Duration,
         _ => Kind::Text,
     }
@@ -215,6 +215,9 @@ fn check(info: &SettingInfo, text: &str, via: Via, reloading: &Reloading) {
         Some(1 | 2) => {
             let (_, key) = info.table_key();
             let named = [info.long, info.var, key].iter().any(|name| out.stderr.contains(name));
+            // A per-service setting's table may be refused for its name alone, which the
+            // error names (the file's `[services."..."]` line) before any setting in it.
+            let named = named || (info.per_service.is_some() && out.stderr.contains("is not a service name"));
             assert!(named, "{case}: the error does not name the setting:\n{}", out.stderr);
             return;
         }

@@ -19,14 +19,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng, SeedableRng as _};
 
-use super::{Assigned, PickError, pick_over, pick_service_over};
+use super::{Assigned, PickError, pick_keyed_over, pick_over};
 use crate::discover::follow::LOOKUP_TIMEOUT;
 use crate::discover::{DiscoveryConfig, DnsSource, MAX_REPLICAS, Membership, Resolver, log_applied};
 use crate::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::entropy::{self, NoRandomness};
 use loadwise_protocol::unix_time_now;
-use loadwise_protocol::v2::{Picked, ServiceName};
+use loadwise_protocol::v2::{PickKey, Picked, ServiceName};
 
 /// How [`Failover::pick`] spends its time, and how it reaches the dispatchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,13 +238,24 @@ impl Failover {
 
     /// [`pick`](Self::pick) with a v2 PickRequest for a backend of `service`.
     pub async fn pick_service(&self, service: &ServiceName) -> Result<Answer<Picked>, FailoverError> {
+        self.pick_keyed(service, &PickKey::NONE).await
+    }
+
+    /// [`pick_service`](Self::pick_service) with an affinity key: every replica that
+    /// sees the same backends names the same one for `key` while it has room, so
+    /// asking another replica after a failure keeps the affinity.
+    pub async fn pick_keyed(
+        &self,
+        service: &ServiceName,
+        key: &PickKey,
+    ) -> Result<Answer<Picked>, FailoverError> {
         let tls = self.config.tls.as_ref();
         self.pick_with(|server, tls_name, budget| async move {
             let tls = tls.map(|tls| match tls_name {
                 Some(name) => tls.clone().or_server_name(&name),
                 None => tls.clone(),
             });
-            pick_service_over(&server, tls.as_ref(), service, budget).await
+            pick_keyed_over(&server, tls.as_ref(), service, key, budget).await
         })
         .await
     }

@@ -30,7 +30,7 @@ use crate::dial::DialError;
 use crate::tls::ClientTls;
 use loadwise_protocol::codec::v2::{PeerCodec, PeerCodecError};
 use loadwise_protocol::v2::{
-    ErrorCode, ErrorMessage, Message, PickOutcome, PickRequest, Picked, ServiceName,
+    ErrorCode, ErrorMessage, Message, PickKey, PickOutcome, PickRequest, Picked, ServiceName,
 };
 use loadwise_protocol::{AddressError, IpField, LoginReply, LoginRequest, ReplyError, unix_time_now};
 
@@ -153,12 +153,26 @@ pub async fn pick_service_over(
     service: &ServiceName,
     timeout: Duration,
 ) -> Result<Picked, PickError> {
+    pick_keyed_over(server, tls, service, &PickKey::NONE, timeout).await
+}
+
+/// [`pick_service_over`] with an affinity key: the picks that carry the same `key`
+/// go to the same backend of `service` while it is ready and within its load bound.
+/// A dispatcher older than keys answers by load alone.
+pub async fn pick_keyed_over(
+    server: &str,
+    tls: Option<&ClientTls>,
+    service: &ServiceName,
+    key: &PickKey,
+    timeout: Duration,
+) -> Result<Picked, PickError> {
     let exchange = async {
         let mut conn = Framed::new(dial::open(server, tls).await?, PeerCodec);
         // Matches the reply to the request; it need not be secret, so the clock stands
         // in where the system gives no randomness.
         let request_id = loadwise_protocol::entropy::u64_or_clock() as u32;
-        let request = PickRequest { request_id, timestamp: unix_time_now(), service: service.clone() };
+        let (timestamp, service, key) = (unix_time_now(), service.clone(), key.clone());
+        let request = PickRequest { request_id, timestamp, service, key };
         conn.send(&Message::PickRequest(request)).await?;
         read_pick_reply(&mut conn, request_id).await
     };

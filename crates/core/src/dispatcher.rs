@@ -23,6 +23,7 @@ pub use stats::{
     ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
 };
 
+use crate::affinity::{AffinityCounts, AffinitySettings, Identity, Rings};
 use crate::model::{
     self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, PickOutcome, PickRequest,
     PickTarget,
@@ -62,12 +63,36 @@ pub struct DispatchSettings {
     pub scoring: Scoring,
     /// Services whose load is scored otherwise.
     pub service_scoring: BTreeMap<ServiceName, Scoring>,
+    /// How far above the mean a keyed pick may load a backend, in services without
+    /// their own.
+    pub affinity: AffinitySettings,
+    /// Services whose keyed picks have a balance factor of their own.
+    pub service_balance_factor: BTreeMap<ServiceName, f64>,
+    /// Services whose keyed picks have a slack of their own.
+    pub service_slack: BTreeMap<ServiceName, f64>,
 }
 
 impl DispatchSettings {
     /// How the load of a v2 backend of `service` is scored.
     pub fn scoring_of(&self, service: &ServiceName) -> &Scoring {
         self.service_scoring.get(service).unwrap_or(&self.scoring)
+    }
+
+    /// The bound of `service`'s keyed picks: its own balance factor and slack, each
+    /// where it has one.
+    pub fn affinity_of(&self, service: &ServiceName) -> AffinitySettings {
+        let own = |map: &BTreeMap<ServiceName, f64>, top: f64| map.get(service).copied().unwrap_or(top);
+        AffinitySettings {
+            balance_factor: own(&self.service_balance_factor, self.affinity.balance_factor),
+            slack: own(&self.service_slack, self.affinity.slack),
+        }
+    }
+
+    /// Checks the affinity bound of every service.
+    pub fn validate_affinity(&self) -> Result<(), loadwise_protocol::config::ConfigError> {
+        self.affinity.validate()?;
+        let mut overridden = self.service_balance_factor.keys().chain(self.service_slack.keys());
+        overridden.try_for_each(|service| self.affinity_of(service).validate())
     }
 }
 
@@ -82,6 +107,9 @@ impl Default for DispatchSettings {
             default_service: ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid"),
             scoring: Scoring::default(),
             service_scoring: BTreeMap::new(),
+            affinity: AffinitySettings::default(),
+            service_balance_factor: BTreeMap::new(),
+            service_slack: BTreeMap::new(),
         }
     }
 }
@@ -165,6 +193,8 @@ struct Table {
     /// Picks of services other than the default one, by outcome; kept after a
     /// service's last backend leaves, so that counters never go back.
     service_picks: BTreeMap<ServiceName, ServicePicks>,
+    /// The consistent-hash rings of the services that had keyed picks.
+    rings: Rings,
 }
 
 /// The picks of one service, by outcome (see [`Dispatcher::service_picks`]).
@@ -217,6 +247,9 @@ impl Table {
             self.remember_hold(*id, backend);
             self.services.forget(*id, backend);
         }
+        if !expired.is_empty() {
+            self.forget_rings();
+        }
         expired
     }
 
@@ -225,6 +258,7 @@ impl Table {
         let backend = self.registry.remove(id)?;
         self.remember_hold(id, &backend);
         self.services.forget(id, &backend);
+        self.forget_rings();
         Some(backend)
     }
 
@@ -254,6 +288,12 @@ impl Table {
             // operator should see that the hold outlived the connection.
             tracing::info!(backend = %key, id = %id, state = %held, "backend registered again: the operator's hold is kept");
         }
+    }
+
+    /// Drops the rings of services that lost their last backend.
+    fn forget_rings(&mut self) {
+        let services = &self.services;
+        self.rings.retain(|service| services.of(Some(service)).is_some());
     }
 
     /// Records a legacy report in the registry and moves the backend in the default
@@ -325,9 +365,15 @@ impl Table {
 
     /// Answers a pick: draws a backend from the request's pool and says where its
     /// client goes, in the form the request asked for. The clock is checked before.
-    fn pick(&mut self, target: PickTarget<'_>, form: AddressForm, now: Instant) -> PickOutcome {
-        let Table { services, registry, rng, .. } = self;
-        let selector = match target {
+    /// With a key, the key's backend on the service's ring while it is ready and
+    /// within its bound (see [`crate::affinity`]).
+    fn pick(&mut self, request: &PickRequest<'_>, now: Instant) -> PickOutcome {
+        let Table { services, registry, rng, rings, settings, .. } = self;
+        let service = match request.target {
+            PickTarget::Default => services.default_name().clone(),
+            PickTarget::Service(name) => name.clone(),
+        };
+        let selector = match request.target {
             PickTarget::Default => services.default_mut(),
             // A named service exists while it has a backend, the default one included.
             PickTarget::Service(name) => match services.get_mut(name).filter(|selector| !selector.is_empty())
@@ -336,8 +382,15 @@ impl Table {
                 None => return PickOutcome::UnknownService,
             },
         };
-        let Some(picked) = selector.pick_target(now, rng) else { return PickOutcome::NoBackend };
-        let to = match form {
+        let picked = if request.key.is_empty() {
+            selector.pick_target(now, rng)
+        } else {
+            let identity = |id| registry.get(id).map(identity_of);
+            let settings = settings.affinity_of(&service);
+            rings.pick((&service, selector), &settings, request.key, identity, now, rng)
+        };
+        let Some(picked) = picked else { return PickOutcome::NoBackend };
+        let to = match request.form {
             AddressForm::Legacy => {
                 Destination::Legacy(LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port })
             }
@@ -386,6 +439,18 @@ fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
                 port: backend.report.port,
             }),
         },
+    }
+}
+
+/// The bytes a backend's place on the affinity ring is hashed from: what it is
+/// known by in every replica (see [`Identity`]).
+fn identity_of(backend: &Backend) -> Vec<u8> {
+    match &backend.v2 {
+        Some(detail) => {
+            let heartbeat = &detail.heartbeat;
+            Identity::V2 { service: heartbeat.service.as_str(), backend_id: heartbeat.backend_id }.to_bytes()
+        }
+        None => Identity::Legacy { ip: *backend.report.ip.as_bytes(), port: backend.report.port }.to_bytes(),
     }
 }
 
@@ -484,6 +549,7 @@ impl Dispatcher {
             clock: None,
             rng,
             settings,
+            rings: Rings::default(),
         };
         let next_id = AtomicU64::new(1);
         let table = Mutex::new(table);
@@ -647,6 +713,16 @@ impl Dispatcher {
             .collect();
         drop(table);
         all.sort_by_key(|snapshot| snapshot.id);
+        all
+    }
+
+    /// What each service's keyed picks did, for the services that had one and still
+    /// have a backend, sorted by name.
+    pub fn affinity_counts(&self) -> Vec<(ServiceName, AffinityCounts)> {
+        let table = self.lock();
+        let mut all: Vec<_> = table.rings.counts().map(|(name, counts)| (name.clone(), counts)).collect();
+        drop(table);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 

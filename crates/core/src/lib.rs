@@ -6,6 +6,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`model`] | the core's own types: backend identity, endpoint, load, state and its causes, report, pick request and outcome |
+//! | [`affinity`] | sticky picks: the consistent-hash ring of a key's backends, and the load bound (no I/O) |
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
 //! | [`scoring`] | how a v2 backend's metrics combine into one load (per service) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
@@ -18,6 +19,7 @@
 //! listed there).
 #![forbid(unsafe_code)]
 
+pub mod affinity;
 pub mod dispatcher;
 pub mod model;
 pub mod registry;

@@ -629,3 +629,71 @@ fn the_last_error_message_belongs_to_each_thread() {
     assert_eq!(there, "", "another thread has no error");
     assert_eq!(message(), here, "reading it changes nothing");
 }
+
+/// `lw_pick_with` for `service` and `key`, with `size` as the caller's header would
+/// set it (`lw_pick_options_init` sets the struct's own): the address, or the code
+/// and the message.
+fn pick_with(
+    servers: &str,
+    service: Option<&str>,
+    key: &[u8],
+    size: usize,
+) -> Result<String, (c_int, String)> {
+    let servers = c(servers);
+    let service = service.map(c);
+    let options = lw_pick_options {
+        size,
+        servers: servers.as_ptr(),
+        service: service.as_ref().map_or(null(), |service| service.as_ptr()),
+        timeout_ms: 2000,
+        key: if key.is_empty() { null() } else { key.as_ptr() },
+        key_len: key.len(),
+    };
+    let mut picked: *mut lw_picked = null_mut();
+    // SAFETY: `options` is a whole struct (a smaller `size` is refused before any
+    // field is read) with NUL-terminated strings and `key_len` readable key bytes;
+    // `picked` is a writable out pointer.
+    let status = unsafe { lw_pick_with(&options, &mut picked) };
+    if status != code(lw_status::LW_OK) {
+        assert!(picked.is_null(), "a failed pick leaves *out NULL");
+        return Err((status, message()));
+    }
+    // SAFETY: `picked` is live until the free below, which happens once; the
+    // address is a NUL-terminated string it owns.
+    let addr = unsafe { CStr::from_ptr(lw_picked_addr(picked)) }.to_str().unwrap().to_owned();
+    // SAFETY: freed once, not used afterwards.
+    unsafe { lw_picked_free(picked) };
+    Ok(addr)
+}
+
+#[test]
+fn a_keyed_pick_names_the_same_backend_and_bad_keys_are_refused() {
+    let dispatcher = Dispatcher::start(None);
+    let agents: Vec<Agent> = (1..=3)
+        .map(|n| {
+            let mut options = Options::new(&dispatcher.addr(), &format!("127.0.0.1:700{n}"));
+            options.service = Some(c("game"));
+            options.raw.interval_ms = 50;
+            Agent(start(&options).unwrap())
+        })
+        .collect();
+    let end = Instant::now() + DEADLINE;
+    while dispatcher.server.dispatcher.backend_count() < 3 {
+        assert!(Instant::now() < end, "the agents never registered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let size = size_of::<lw_pick_options>();
+    let home = pick_with(&dispatcher.addr(), Some("game"), b"player-42", size).unwrap();
+    for _ in 0..5 {
+        assert_eq!(pick_with(&dispatcher.addr(), Some("game"), b"player-42", size).unwrap(), home);
+    }
+    let too_long = [b'k'; LW_MAX_KEY_LEN + 1];
+    let refused = pick_with(&dispatcher.addr(), Some("game"), &too_long, size).unwrap_err();
+    assert_eq!(refused.0, code(lw_status::LW_E_INVALID), "{}", refused.1);
+    assert!(refused.1.contains("options->key"), "{}", refused.1);
+    let legacy = pick_with(&dispatcher.addr(), None, b"player-42", size).unwrap_err();
+    assert_eq!(legacy.0, code(lw_status::LW_E_INVALID), "a key needs a service: {}", legacy.1);
+    let small = pick_with(&dispatcher.addr(), Some("game"), b"player-42", size - 1).unwrap_err();
+    assert_eq!(small.0, code(lw_status::LW_E_INVALID), "{}", small.1);
+    drop(agents);
+}

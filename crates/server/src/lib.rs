@@ -142,6 +142,7 @@ impl ServerConfig {
         ensure(!self.dispatch.ttl.is_zero(), "ttl", positive)?;
         ensure(self.dispatch.max_backends > 0, "max-backends", "must be at least 1")?;
         self.dispatch.load.validate()?;
+        self.dispatch.validate_affinity()?;
         ensure(self.max_client_connections > 0, "max-client-connections", "must be at least 1")?;
         ensure(self.max_pending_connections > 0, "max-pending-connections", "must be at least 1")?;
         ensure(self.max_connections_per_peer > 0, "max-connections-per-peer", "must be at least 1")?;

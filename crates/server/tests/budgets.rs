@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher};
 use loadwise_protocol::v2::{
-    self, Decoded, Endpoint, ErrorCode, Message, Percent, PickOutcome, PickReply, PickRequest, ServiceName,
-    State,
+    self, Decoded, Endpoint, ErrorCode, Message, Percent, PickKey, PickOutcome, PickReply, PickRequest,
+    ServiceName, State,
 };
 use loadwise_server::netlist::NetList;
 use loadwise_server::{ReloadHandle, Server, ServerConfig};
@@ -89,7 +89,8 @@ fn v2_heartbeat(backend_id: u64) -> Message {
 }
 
 fn v2_pick(request_id: u32) -> Vec<u8> {
-    let request = PickRequest { request_id, timestamp: unix_now(), service: default_service() };
+    let request =
+        PickRequest { request_id, timestamp: unix_now(), service: default_service(), key: PickKey::NONE };
     Message::PickRequest(request).encode().unwrap()
 }
 

@@ -21,8 +21,8 @@ use loadwise_core::selection::{BackendState, Policy};
 use loadwise_protocol::config::ConfigError;
 use loadwise_protocol::ticket;
 use loadwise_protocol::v2::{
-    self, Challenge, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, Percent, PickOutcome,
-    PickReply, PickRequest, Picked, Register, Registered, ServiceName, State,
+    self, Challenge, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, Percent, PickKey,
+    PickOutcome, PickReply, PickRequest, Picked, Register, Registered, ServiceName, State,
 };
 use loadwise_server::ServerConfig;
 use loadwise_testkit::*;
@@ -154,7 +154,12 @@ impl Peer {
     async fn pick(&mut self, service_name: &str) -> PickOutcome {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let request = PickRequest { request_id, timestamp: unix_now(), service: service(service_name) };
+        let request = PickRequest {
+            request_id,
+            timestamp: unix_now(),
+            service: service(service_name),
+            key: PickKey::NONE,
+        };
         self.send(Message::PickRequest(request)).await;
         match self.next().await {
             Message::PickReply(PickReply { request_id: answered, outcome }) => {
@@ -1033,7 +1038,8 @@ async fn every_malformed_pick_request_is_answered_while_other_skipped_frames_get
     let _serial = shared_access().await;
     let server = TestServer::start_with(config()).await;
     let mut peer = Peer::connect(&server).await;
-    let request = PickRequest { request_id: 9, timestamp: unix_now(), service: service("game") };
+    let request =
+        PickRequest { request_id: 9, timestamp: unix_now(), service: service("game"), key: PickKey::NONE };
     let mut malformed = Message::PickRequest(request).encode().unwrap();
     *malformed.last_mut().unwrap() = b' ';
     let unknown_type = [4u8, 0, 0x42, 0x02];
@@ -1058,7 +1064,7 @@ async fn a_pick_stamped_far_from_the_dispatchers_clock_gets_status_2() {
     let _game = v2_backend(&server, heartbeat("game", 1, "10.12.0.1:7001", 30)).await;
     let mut peer = Peer::connect(&server).await;
     for timestamp in [unix_now() - 3600, unix_now() + 3600, 0] {
-        let request = PickRequest { request_id: 5, timestamp, service: service("game") };
+        let request = PickRequest { request_id: 5, timestamp, service: service("game"), key: PickKey::NONE };
         peer.send(Message::PickRequest(request)).await;
         let expected = PickReply { request_id: 5, outcome: PickOutcome::Refused(ErrorCode::CLOCK_SKEW) };
         assert_eq!(peer.next().await, Message::PickReply(expected));

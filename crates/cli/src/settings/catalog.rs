@@ -313,6 +313,31 @@ settings! {
                       `memory`, `max(memory, cpu)`, `0.7*memory + 0.3*cpu`, ...",
             at: at!(server.dispatch.scoring),
         }
+        /// Sticky picks (a v2 PickRequest with a key) go to the key's backend while its
+        /// effective load with the pick stays within max(c × mean, mean + slack): this
+        /// is c, from 1.01 to 10. Lower spreads hot keys sooner; higher keeps
+        /// more keys where they were.
+        affinity_balance_factor: f64 {
+            live: true,
+            value_name: "FACTOR",
+            default: loadwise_core::affinity::BALANCE_FACTOR,
+            bounds: [loadwise_core::affinity::MIN_BALANCE_FACTOR, loadwise_core::affinity::MAX_BALANCE_FACTOR],
+            summary: "sticky picks stay on their backend while its load is within max(c × mean, mean \
+                      + slack): this is c; see the balancing guide",
+            at: at!(server.dispatch.affinity.balance_factor),
+        }
+        /// The slack of the sticky-pick bound, in load points (0 to 100): below the mean
+        /// plus this, a backend keeps its keys whatever c says, so that a lightly loaded
+        /// pool stays sticky.
+        affinity_slack: f64 {
+            live: true,
+            value_name: "POINTS",
+            default: loadwise_core::affinity::SLACK,
+            bounds: [0.0, loadwise_core::affinity::MAX_SLACK],
+            summary: "the slack of the sticky-pick bound, in load points: below mean + slack a backend \
+                      keeps its keys",
+            at: at!(server.dispatch.affinity.slack),
+        }
     }
     services {
         /// A service whose backends' load is scored otherwise than by `scoring`, in a
@@ -325,6 +350,28 @@ settings! {
             summary: "the scoring of one service, in its own `[services.NAME]` table; the flag takes \
                       `NAME=SCORING` and may be repeated, the variable holds such entries separated by `;`",
             at: service_map!(server.dispatch.service_scoring),
+        }
+        /// A service whose sticky picks have a balance factor of their own (see
+        /// affinity_balance_factor), in its [services.NAME] table.
+        affinity_balance_factor: f64 {
+            live: true,
+            value_name: "FACTOR",
+            bounds: [loadwise_core::affinity::MIN_BALANCE_FACTOR, loadwise_core::affinity::MAX_BALANCE_FACTOR],
+            example: "1.5",
+            summary: "the sticky-pick balance factor of one service, in its `[services.NAME]` table; the \
+                      flag takes `NAME=FACTOR`",
+            at: service_map!(server.dispatch.service_balance_factor),
+        }
+        /// A service whose sticky picks have a slack of their own (see affinity_slack),
+        /// in its [services.NAME] table.
+        affinity_slack: f64 {
+            live: true,
+            value_name: "POINTS",
+            bounds: [0.0, loadwise_core::affinity::MAX_SLACK],
+            example: "10.0",
+            summary: "the sticky-pick slack of one service, in its `[services.NAME]` table; the flag takes \
+                      `NAME=POINTS`",
+            at: service_map!(server.dispatch.service_slack),
         }
     }
     admin {

@@ -19,7 +19,7 @@ fn service_overrides(entries: &[&str]) -> Layer {
     let services = entries
         .iter()
         .map(|entry| entry.parse::<ServiceScoring>().unwrap())
-        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.value) }))
+        .map(|entry| (entry.service, ServiceLayer { scoring: Some(entry.value), ..ServiceLayer::default() }))
         .collect();
     Layer { services, ..Layer::default() }
 }
@@ -40,8 +40,12 @@ fn the_example_sets_every_setting_to_its_default() {
         assert!(text.contains(&format!("{key} = ")), "the example lacks {}", info.key);
         assert!(text.contains(&info.env()), "the example does not name {}", info.env());
         if info.per_service.is_some() {
-            // Unset by default, so shown commented out, in a table of its own.
-            assert!(text.contains(&format!("# [services.search]\n# {key} = ")), "{text}");
+            // Unset by default, so shown commented out, in the example service's table.
+            let table = text.split("# [services.search]\n").nth(1).expect("an example service table");
+            assert!(
+                table.starts_with(&format!("# {key} = ")) || table.contains(&format!("\n# {key} = ")),
+                "{text}"
+            );
         }
     }
 }

@@ -126,7 +126,7 @@ impl<'a> Batch<'a> {
         self.picks_started.get_or_insert_with(Instant::now);
         let now = self.now;
         let table = self.table();
-        let outcome = table.pick(request.target, request.form, now);
+        let outcome = table.pick(request, now);
         if let PickTarget::Service(service) = request.target
             && !matches!(outcome, PickOutcome::UnknownService)
         {

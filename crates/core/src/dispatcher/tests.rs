@@ -48,7 +48,8 @@ fn sent(outcome: PickOutcome) -> Option<Sent> {
 
 /// A pick of the default pool in the legacy form, with no clock to check.
 fn pick(d: &Dispatcher, now: Instant) -> Option<Sent> {
-    let request = PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+    let request =
+        PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
     sent(d.pick(&request, now))
 }
 

@@ -42,12 +42,15 @@ pub struct PickRequest<'a> {
     /// protocol carries none (HTTP).
     pub clocks: Option<Clocks>,
     pub form: AddressForm,
+    /// The client's affinity key: a keyed pick goes to the key's backend while it
+    /// is ready and within its bound (see [`crate::affinity`]); empty for none.
+    pub key: &'a [u8],
 }
 
 impl<'a> PickRequest<'a> {
     /// A legacy login: the default service, a legacy address, the clock checked.
     pub fn login(clocks: Clocks) -> Self {
-        PickRequest { target: PickTarget::Default, clocks: Some(clocks), form: AddressForm::Legacy }
+        PickRequest { target: PickTarget::Default, clocks: Some(clocks), form: AddressForm::Legacy, key: &[] }
     }
 
     /// A v2 pick: a named service, an endpoint, the clock checked.
@@ -56,12 +59,23 @@ impl<'a> PickRequest<'a> {
             target: PickTarget::Service(service),
             clocks: Some(clocks),
             form: AddressForm::Endpoint,
+            key: &[],
         }
+    }
+
+    /// The same request for the affinity key `key` (empty: none).
+    pub fn with_key(self, key: &'a [u8]) -> Self {
+        PickRequest { key, ..self }
     }
 
     /// An HTTP pick: a named service, an endpoint, no clock to check.
     pub fn http(service: &'a ServiceName) -> Self {
-        PickRequest { target: PickTarget::Service(service), clocks: None, form: AddressForm::Endpoint }
+        PickRequest {
+            target: PickTarget::Service(service),
+            clocks: None,
+            form: AddressForm::Endpoint,
+            key: &[],
+        }
     }
 }
 
@@ -107,6 +121,14 @@ impl PickOutcome {
     pub fn picked(&self) -> Option<&Picked> {
         match self {
             PickOutcome::Picked(picked) => Some(picked),
+            _ => None,
+        }
+    }
+
+    /// The id the picked v2 backend chose, if a v2 backend was picked.
+    pub fn chosen_backend(&self) -> Option<u64> {
+        match self.picked()?.to {
+            Destination::Chosen { backend, .. } => Some(backend),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@ use rand::Rng;
 
 pub use load::{BackendLoad, LoadSettings, MAX_TIE_BAND, MICROS_PER_PERCENT, Score, TIE_BAND};
 
+use crate::affinity::{Candidate, PassReason};
 use crate::registry::{BackendId, IdMap, Report};
 use loadwise_protocol::IpField;
 
@@ -176,6 +177,42 @@ pub struct Selector {
     band: u64,
     /// The next slot round-robin hands out.
     cursor: usize,
+    /// Changes whenever a backend joins or leaves, never on a report or a state
+    /// change: an affinity ring built for one generation holds for it alone. Drawn
+    /// from one counter shared by every selector, so no two sets share a number.
+    generation: u64,
+    /// The sum of the ready backends' effective loads, valid reports only, and their
+    /// number: the mean a keyed pick's bound is taken from, without a scan.
+    ready_total: ReadyTotal,
+}
+
+/// The ready backends' summed effective load, kept as picks and reports change it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ReadyTotal {
+    micros: u128,
+    backends: usize,
+}
+
+impl ReadyTotal {
+    fn add(&mut self, score: Score) {
+        if score.tier == 0 {
+            self.micros += u128::from(score.micros);
+            self.backends += 1;
+        }
+    }
+
+    fn sub(&mut self, score: Score) {
+        if score.tier == 0 {
+            self.micros -= u128::from(score.micros);
+            self.backends -= 1;
+        }
+    }
+}
+
+/// A new selector generation: see [`Selector::generation`].
+fn next_generation() -> u64 {
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Selector {
@@ -190,6 +227,8 @@ impl Selector {
             positions: IdMap::default(),
             order: BTreeMap::new(),
             cursor: 0,
+            generation: next_generation(),
+            ready_total: ReadyTotal::default(),
         }
     }
 
@@ -318,7 +357,7 @@ impl Selector {
         if score != previous {
             slot.tie = rng.random();
         }
-        self.scores[position] = score;
+        self.set_score(position, score);
         if position < self.ready {
             self.refile_if_lower(position);
         }
@@ -328,6 +367,7 @@ impl Selector {
     fn register(&mut self, id: BackendId, report: Report, tie: u32, now: Instant) {
         let load = BackendLoad::new(report.mem, now, &self.settings);
         let position = self.slots.len();
+        self.generation = next_generation();
         self.scores.push(load.effective_score());
         let ready = BackendState::Ready;
         self.slots.push(Slot {
@@ -355,6 +395,7 @@ impl Selector {
         self.slots.pop();
         self.scores.pop();
         self.positions.remove(&id);
+        self.generation = next_generation();
         true
     }
 
@@ -365,6 +406,7 @@ impl Selector {
         let target = self.ready;
         self.swap(position, target);
         self.ready += 1;
+        self.ready_total.add(self.scores[target]);
         if self.policy.uses_order() {
             let key = self.key(&self.slots[target]);
             let slot = &mut self.slots[target];
@@ -383,6 +425,7 @@ impl Selector {
             let slot = &self.slots[position];
             self.order.remove(&(slot.ordered, slot.id));
         }
+        self.ready_total.sub(self.scores[position]);
         self.ready -= 1;
         let target = self.ready;
         self.swap(position, target);
@@ -474,7 +517,8 @@ impl Selector {
     fn record_pick(&mut self, position: usize, now: Instant) {
         let slot = &mut self.slots[position];
         slot.load.record_pick(now, &self.settings);
-        self.scores[position] = slot.load.effective_score();
+        let score = slot.load.effective_score();
+        self.set_score(position, score);
         if !self.policy.uses_order() {
             return;
         }
@@ -490,6 +534,55 @@ impl Selector {
             self.order.insert((key, slot.id), position);
             slot.ordered = key;
         }
+    }
+
+    /// Records a slot's new effective score, in the ready total too if it is ready.
+    fn set_score(&mut self, position: usize, score: Score) {
+        if position < self.ready {
+            self.ready_total.sub(self.scores[position]);
+            self.ready_total.add(score);
+        }
+        self.scores[position] = score;
+    }
+
+    /// The set of backends' generation: it changes when a backend joins or leaves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every backend known, ready or not, in no particular order.
+    pub fn ids(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.slots.iter().map(|slot| slot.id)
+    }
+
+    /// The summed effective load of the ready backends with a valid report, in
+    /// percent, and their number.
+    pub fn ready_load(&self) -> (f64, usize) {
+        (self.ready_total.micros as f64 / MICROS_PER_PERCENT, self.ready_total.backends)
+    }
+
+    /// How a backend stands for a keyed pick: ready with its load and the cost of
+    /// one more client, or why it is passed over.
+    pub fn affinity_candidate(&self, id: BackendId) -> Candidate {
+        let Some(slot) = self.slot(id) else { return Candidate::Passed(PassReason::Gone) };
+        match slot.state {
+            BackendState::Draining => Candidate::Passed(PassReason::Draining),
+            BackendState::Maintenance => Candidate::Passed(PassReason::Maintenance),
+            BackendState::Ready if !slot.load.report_is_valid() => Candidate::Passed(PassReason::Unscored),
+            BackendState::Ready => Candidate::Ready { load: slot.load.effective(), cost: slot.load.cost() },
+        }
+    }
+
+    /// Sends a client to the ready backend `id` (a keyed pick's choice), accounting
+    /// for it as any pick; `None` if it is not ready.
+    pub fn pick_backend(&mut self, id: BackendId, now: Instant) -> Option<Picked> {
+        let position = *self.positions.get(&id)?;
+        if position >= self.ready {
+            return None;
+        }
+        self.record_pick(position, now);
+        let slot = &self.slots[position];
+        Some(Picked { id: slot.id, ip: slot.ip, port: slot.port })
     }
 
     /// Moves the ready slot at `position` in the order if its key fell below the
@@ -519,6 +612,9 @@ impl Selector {
             assert_eq!(self.scores[position], slot.load.effective_score(), "{}", slot.id);
             assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
         }
+        let mut total = ReadyTotal::default();
+        self.scores[..self.ready].iter().for_each(|&score| total.add(score));
+        assert_eq!(self.ready_total, total);
         let expected: BTreeMap<_, _> = if self.policy.uses_order() {
             let ready = self.slots[..self.ready].iter().enumerate();
             ready.map(|(position, slot)| ((slot.ordered, slot.id), position)).collect()

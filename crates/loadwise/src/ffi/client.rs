@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loadwise_agent::MAX_SERVERS;
 use loadwise_client::{Failover, FailoverConfig, FailoverError, PickError, SetupError};
-use loadwise_protocol::v2::{Picked, ServiceName};
+use loadwise_protocol::v2::{PickKey, Picked, ServiceName};
 
 use super::boundary::{self, Failure};
 use super::{LW_DEFAULT_TIMEOUT_MS, LW_E_REFUSED, LW_E_RUNTIME, LW_E_TIMEOUT, LW_E_UNREACHABLE};
@@ -84,6 +84,66 @@ pub unsafe extern "C" fn lw_pick_ex(
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: the caller's promise for both strings.
         let picked = unsafe { Request::read(servers, service, timeout_ms) }?.run()?;
+        // SAFETY: as above; ownership of the box passes to the caller.
+        unsafe { out.write(Box::into_raw(Box::new(picked))) };
+        Ok(())
+    })
+}
+
+/// How `lw_pick_with` asks. Zero is the default of every field but `size` and
+/// `servers`; `lw_pick_options_init` sets `size` and zeroes the rest.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct lw_pick_options {
+    /// `sizeof(lw_pick_options)` as the caller's header knows it.
+    pub size: usize,
+    /// The dispatchers, comma-separated `HOST:PORT` (at most 64), as for `lw_pick`.
+    pub servers: *const c_char,
+    /// The service a backend is wanted for (protocol v2); NULL for a legacy login.
+    pub service: *const c_char,
+    /// All attempts together, milliseconds; 0 for `LW_DEFAULT_TIMEOUT_MS`.
+    pub timeout_ms: u32,
+    /// An affinity key, `key_len` bytes (at most `LW_MAX_KEY_LEN`): the picks with the
+    /// same key go to the same backend of `service` while it is ready and within its
+    /// load bound. NULL (with `key_len` 0) for none; a key needs a `service`.
+    pub key: *const u8,
+    /// The length of `key`.
+    pub key_len: usize,
+}
+
+/// `lw_pick_ex` with its arguments in `options`, and an affinity key: on success
+/// `*out` is a new `lw_picked` that the caller frees with `lw_picked_free`; on failure
+/// `*out` is NULL, and the code is as for `lw_pick`.
+///
+/// # Safety
+/// `options` is NULL or points to an `lw_pick_options` of `options->size` readable
+/// bytes whose strings are NULL or NUL-terminated and whose `key` has `key_len`
+/// readable bytes; `out` is NULL or points to a writable `lw_picked *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lw_pick_with(options: *const lw_pick_options, out: *mut *mut lw_picked) -> c_int {
+    boundary::call(|| {
+        if out.is_null() || !out.is_aligned() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: non-NULL and aligned, writable per the caller's promise.
+        unsafe { out.write(std::ptr::null_mut()) };
+        // SAFETY: the caller's promise.
+        unsafe { boundary::struct_size(options, "options") }?;
+        // SAFETY: checked non-NULL, aligned and at least this struct's size.
+        let options = unsafe { options.read() };
+        // SAFETY: the caller's promise for the strings.
+        let mut request = unsafe { Request::read(options.servers, options.service, options.timeout_ms) }?;
+        // SAFETY: the caller's promise for the key.
+        let key = unsafe { boundary::bytes(options.key, options.key_len, "options->key") }?;
+        request.key =
+            PickKey::new(key).map_err(|error| Failure::invalid(format!("options->key: {error}")))?;
+        if !request.key.is_empty() && request.service.is_none() {
+            return Err(Failure::invalid(
+                "options->key: a key needs options->service (legacy logins have none)",
+            ));
+        }
+        let picked = request.run()?;
         // SAFETY: as above; ownership of the box passes to the caller.
         unsafe { out.write(Box::into_raw(Box::new(picked))) };
         Ok(())
@@ -168,6 +228,8 @@ unsafe fn read<T>(picked: *const lw_picked, fallback: T, field: impl FnOnce(&lw_
 struct Request {
     servers: Vec<String>,
     service: Option<ServiceName>,
+    /// Empty for none.
+    key: PickKey,
     deadline: Duration,
 }
 
@@ -189,7 +251,8 @@ impl Request {
             }
         };
         let timeout_ms = if timeout_ms == 0 { LW_DEFAULT_TIMEOUT_MS } else { timeout_ms };
-        Ok(Request { servers, service, deadline: Duration::from_millis(u64::from(timeout_ms)) })
+        let deadline = Duration::from_millis(u64::from(timeout_ms));
+        Ok(Request { servers, service, key: PickKey::NONE, deadline })
     }
 
     /// Asks the dispatchers on a runtime of this call's own, on this thread.
@@ -218,7 +281,7 @@ impl Request {
                 runtime.block_on(failover.pick()).map(|answer| legacy(answer.backend, &answer.dispatcher))
             }
             Some(service) => runtime
-                .block_on(failover.pick_service(service))
+                .block_on(failover.pick_keyed(service, &self.key))
                 .map(|answer| v2(answer.backend, &answer.dispatcher)),
         };
         picked.map_err(|error| failover_failure(&error))

@@ -53,8 +53,8 @@ pub use agent::{
     lw_agent_start, lw_agent_stop,
 };
 pub use client::{
-    lw_pick, lw_pick_ex, lw_picked, lw_picked_addr, lw_picked_backend_id, lw_picked_dispatcher,
-    lw_picked_free, lw_picked_ticket,
+    lw_pick, lw_pick_ex, lw_pick_options, lw_pick_with, lw_picked, lw_picked_addr, lw_picked_backend_id,
+    lw_picked_dispatcher, lw_picked_free, lw_picked_ticket,
 };
 pub use ticket::{lw_secret_read_file, lw_ticket_claims, lw_ticket_verify, lw_ticket_verify_at};
 
@@ -121,6 +121,9 @@ pub const LW_ABI_VERSION: u32 = 1;
 /// The longest string any function reads, in bytes without the NUL; also the most
 /// bytes of a secret.
 pub const LW_MAX_STRING_LEN: usize = 65536;
+
+/// The longest affinity key a pick may carry, in bytes (`lw_pick_options.key_len`).
+pub const LW_MAX_KEY_LEN: usize = loadwise_protocol::v2::MAX_KEY_LEN;
 
 /// A buffer of this many bytes holds any address `lw_pick` writes, NUL included: a
 /// 253-byte host name, `:` and a 5-digit port.

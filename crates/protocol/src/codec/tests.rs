@@ -44,7 +44,12 @@ fn v2_frame(message: wire::Message) -> Frame {
 
 fn pick_request(request_id: u32) -> Frame {
     let service = wire::ServiceName::new("search").unwrap();
-    v2_frame(wire::Message::PickRequest(wire::PickRequest { request_id, timestamp: 1_700_000_000, service }))
+    v2_frame(wire::Message::PickRequest(wire::PickRequest {
+        request_id,
+        timestamp: 1_700_000_000,
+        service,
+        key: wire::PickKey::NONE,
+    }))
 }
 
 /// A v2 PickRequest whose service name holds a space: skipped whole, reported.

@@ -113,6 +113,12 @@ impl<'a> Reader<'a> {
         Reader { rest: body }
     }
 
+    /// Whether every byte has been read: a field appended by a later version is
+    /// absent from an earlier peer's frame.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], FieldError> {
         if self.rest.len() < n {
             return Err(FieldError::Truncated { field });

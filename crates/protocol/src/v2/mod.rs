@@ -31,7 +31,9 @@ pub use heartbeat::{
     check_metrics,
 };
 pub use names::{HostName, MetricName, NameError, ServiceName};
-pub use pick::{MAX_TICKET_LEN, PickOutcome, PickReply, PickRequest, Picked};
+pub use pick::{
+    KeyTooLong, MAX_KEY_LEN, MAX_TICKET_LEN, PickKey, PickOutcome, PickReply, PickRequest, Picked,
+};
 
 use crate::{HEADER_LEN, Header};
 use frame::{Reader, Writer};

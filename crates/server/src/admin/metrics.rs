@@ -26,6 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
+use loadwise_core::affinity::PassReason;
 use loadwise_core::dispatcher::{
     ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot,
 };
@@ -69,6 +70,7 @@ impl Collector for DispatcherCollector {
         encode_picks(&mut encoder, &snapshot, default_service.as_str(), &services)?;
         encode_latency(&mut encoder, &stats.pick_latency)?;
         encode_backends(&mut encoder, &self.dispatcher)?;
+        encode_affinity(&mut encoder, &self.dispatcher)?;
         encode_heartbeats(&mut encoder, &snapshot)?;
         encode_connections(&mut encoder, &snapshot)?;
         encode_protocol(&mut encoder, &snapshot)?;
@@ -192,6 +194,35 @@ fn encode_backends(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> 
         series.iter().map(|(labels, value)| (&labels[..], *value)).collect();
     let help = "Registered backends by service and state. A service is listed while it has a backend (the default one always), so there are at most max_backends + 1 services.";
     family(encoder, ("backends", help, MetricType::Gauge), &series)
+}
+
+/// Keyed picks per service, and why their key's first backend was passed over. Only
+/// the services that had a keyed pick and still have a backend are listed.
+fn encode_affinity(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> Result<(), Error> {
+    let counts = dispatcher.affinity_counts();
+    let keyed: Vec<_> =
+        counts.iter().map(|(service, counts)| ([("service", service.as_str())], counts.keyed)).collect();
+    let keyed: Vec<(&Labels<'_>, u64)> = keyed.iter().map(|(labels, value)| (&labels[..], *value)).collect();
+    let help = "v2 picks that carried an affinity key, by service.";
+    family(encoder, ("keyed_picks", help, MetricType::Counter), &keyed)?;
+    let passed: Vec<_> = counts
+        .iter()
+        .flat_map(|(service, counts)| {
+            PassReason::ALL.iter().zip(counts.first_passed).map(move |(reason, value)| {
+                ([("service", service.as_str()), ("reason", reason.name())], value)
+            })
+        })
+        .collect();
+    let passed: Vec<(&Labels<'_>, u64)> =
+        passed.iter().map(|(labels, value)| (&labels[..], *value)).collect();
+    let help = "Keyed picks whose key's first backend was passed over, by service and reason (draining, maintenance, over_bound: its load with the pick above the bound, unscored, gone).";
+    family(encoder, ("keyed_first_choice_passed", help, MetricType::Counter), &passed)?;
+    let fallbacks: Vec<_> =
+        counts.iter().map(|(service, counts)| ([("service", service.as_str())], counts.fallbacks)).collect();
+    let fallbacks: Vec<(&Labels<'_>, u64)> =
+        fallbacks.iter().map(|(labels, value)| (&labels[..], *value)).collect();
+    let help = "Keyed picks that met no backend within the bound on their walk and were answered by the policy, by service.";
+    family(encoder, ("keyed_fallbacks", help, MetricType::Counter), &fallbacks)
 }
 
 fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
@@ -367,7 +398,7 @@ mod tests {
             assert!(outcome.picked().is_some());
         }
         let default_login =
-            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
         assert!(dispatcher.batch(now).pick(&default_login).picked().is_none());
         let stats = dispatcher.stats();
         for counter in [&stats.refused_heartbeats, &stats.heartbeats_not_allowed, &stats.refused_heartbeats] {

@@ -287,7 +287,8 @@ impl Session {
 fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
     let unix_now = cx.unix_now();
     let clocks = Clocks { client: request.timestamp, dispatcher: unix_now };
-    let outcome = cx.batch.pick(&core::PickRequest::service(&request.service, clocks));
+    let asked = core::PickRequest::service(&request.service, clocks).with_key(request.key.as_bytes());
+    let outcome = cx.batch.pick(&asked);
     let outcome = match ServicePick::of(outcome) {
         Ok(ServicePick { backend_id, endpoint, legacy, .. }) => {
             let ticket = match cx.secret {

@@ -12,7 +12,7 @@ use std::ops::Range;
 use super::frames::{backend_ipv4, backend_load};
 use super::outcome::ErrorKind;
 use loadwise_protocol::v2::{
-    DEFAULT_WEIGHT, DecodeError, Decoded, Endpoint, Heartbeat, Host, Message, Percent, PickOutcome,
+    DEFAULT_WEIGHT, DecodeError, Decoded, Endpoint, Heartbeat, Host, Message, Percent, PickKey, PickOutcome,
     PickRequest, ServiceName, State,
 };
 
@@ -38,7 +38,8 @@ pub struct PickTemplate {
 impl PickTemplate {
     /// The PickRequest for `service`, with request id and timestamp 0 until set.
     pub fn new(service: &ServiceName) -> Self {
-        let request = PickRequest { request_id: 0, timestamp: 0, service: service.clone() };
+        let request =
+            PickRequest { request_id: 0, timestamp: 0, service: service.clone(), key: PickKey::NONE };
         let frame = Message::PickRequest(request).encode().expect("a checked service name encodes");
         PickTemplate { frame }
     }
@@ -199,7 +200,8 @@ mod tests {
         template.push(u32::MAX, &mut out);
         let half = out.len() / 2;
         for (bytes, request_id) in [(&out[..half], 41), (&out[half..], u32::MAX)] {
-            let expected = PickRequest { request_id, timestamp: 1_700_000_000, service: service() };
+            let expected =
+                PickRequest { request_id, timestamp: 1_700_000_000, service: service(), key: PickKey::NONE };
             assert_eq!(decode(bytes), Message::PickRequest(expected));
         }
     }

@@ -296,7 +296,8 @@ impl Engine {
         self.schedule_arrival(stream);
         let replica = self.next_replica;
         self.next_replica = (replica + 1) % self.dispatchers.len();
-        let request = PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy };
+        let request =
+            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
         let PickOutcome::Picked(picked) = self.dispatchers[replica].pick(&request, self.now(at)) else {
             self.counts.no_backend += 1;
             return;

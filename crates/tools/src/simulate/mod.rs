@@ -10,6 +10,7 @@
 //! | `engine` | the event queue and virtual clock that drive the [`Dispatcher`] |
 //! | [`metrics`] | exact time integrals of the loads, burst fairness |
 //! | [`table`] | the comparison as text, Markdown or JSON |
+//! | [`sticky`] | keyed arrivals (Zipf keys) as sticky picks: affinity kept, peak/mean, keys moved |
 //!
 //! # The model
 //!
@@ -136,6 +137,7 @@ pub mod arrivals;
 mod engine;
 pub mod metrics;
 pub mod scenario;
+pub mod sticky;
 pub mod table;
 
 use loadwise_core::selection::Policy;
