@@ -262,7 +262,9 @@ impl Table {
         Some(backend)
     }
 
-    /// Remembers the operator's hold of a backend that leaves, if it has one.
+    /// Remembers the operator's hold of a backend that leaves, if it has one. Once
+    /// no registered backend has its address any more, the hold moves from the
+    /// address holds to the departed ones, which forget it in time.
     fn remember_hold(&mut self, id: BackendId, backend: &Backend) {
         let held = self.services.of(backend.service()).and_then(|selector| selector.states(id));
         if let (Some((held, _)), Some(clock)) = (held, self.clock)
@@ -270,6 +272,27 @@ impl Table {
         {
             let key = backend_key(backend, self.services.default_name());
             self.holds.remember(key, held, clock);
+        }
+        self.release_address_hold(backend);
+    }
+
+    /// Drops the address hold of `backend`, which left, unless another registered
+    /// backend still has its address. Scans only while such a hold exists.
+    fn release_address_hold(&mut self, backend: &Backend) {
+        if self.address_holds.is_empty() {
+            return;
+        }
+        let service = backend.service().unwrap_or(self.services.default_name()).clone();
+        let key = (service, backend.address().to_string());
+        if !self.address_holds.contains_key(&key) {
+            return;
+        }
+        let shared = self
+            .registry
+            .iter()
+            .any(|(_, other)| other.service() == backend.service() && other.address().to_string() == key.1);
+        if !shared {
+            self.address_holds.remove(&key);
         }
     }
 
@@ -282,6 +305,9 @@ impl Table {
         let Some(backend) = self.registry.get(id) else { return };
         let key = backend_key(backend, self.services.default_name());
         let Some(held) = self.holds.take(&key, now) else { return };
+        let service = backend.service().unwrap_or(self.services.default_name()).clone();
+        // Live again: other heartbeats of its address are held too (see `address_holds`).
+        self.address_holds.insert((service, backend.address().to_string()), held);
         if let Some(selector) = self.services.of_mut(backend.service()) {
             selector.set_state(id, held);
             // Logged under the lock: rare (a held backend coming back), and the
