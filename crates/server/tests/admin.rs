@@ -49,7 +49,7 @@ fn dispatcher() -> Arc<Dispatcher> {
 }
 
 fn state(token: Option<&str>) -> AdminState {
-    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned) })
+    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() })
 }
 
 /// Registers backend `id` at `ip:port` reporting `mem`, as a heartbeat on its connection would.
@@ -74,6 +74,11 @@ async fn call(state: &AdminState, method: Method, uri: &str, bearer: Option<&str
 
 async fn get(state: &AdminState, uri: &str) -> Reply {
     call(state, Method::GET, uri, None).await
+}
+
+/// An HTTP pick: a POST without a body.
+async fn http_pick(state: &AdminState, uri: &str) -> Reply {
+    post(state, uri, None).await
 }
 
 async fn post(state: &AdminState, uri: &str, bearer: Option<&str>) -> Reply {
@@ -136,7 +141,7 @@ async fn the_default_service_is_the_configured_one_and_always_known() {
     let backends = get(&state, "/v1/services/games/backends").await;
     assert_eq!(backends.status, StatusCode::OK, "the default service is known while empty");
     assert_eq!(backends.json()["backends"], json!([]));
-    let pick = get(&state, "/v1/services/games/pick").await;
+    let pick = http_pick(&state, "/v1/services/games/pick").await;
     assert_eq!(pick.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(pick.error(), "no live backend in service \"games\"");
     assert_eq!(get(&state, "/v1/services/default/backends").await.status, StatusCode::NOT_FOUND);
@@ -144,7 +149,7 @@ async fn the_default_service_is_the_configured_one_and_always_known() {
     register(&state, 1, 10, "10.0.0.1", 7001);
     let backends = get(&state, "/v1/services/games/backends").await.json();
     assert_eq!(backends["backends"][0]["protocol"], "legacy", "legacy backends join the default service");
-    assert_eq!(get(&state, "/v1/services/games/pick").await.json()["id"], 1);
+    assert_eq!(http_pick(&state, "/v1/services/games/pick").await.json()["id"], 1);
 }
 
 #[tokio::test]
@@ -190,8 +195,10 @@ async fn backends_shows_every_field_of_every_backend() {
 #[tokio::test]
 async fn an_unknown_service_is_a_json_404() {
     let state = state(None);
-    for uri in ["/v1/services/chat/backends", "/v1/services/chat/pick"] {
-        let reply = get(&state, uri).await;
+    for (method, uri) in
+        [(Method::GET, "/v1/services/chat/backends"), (Method::POST, "/v1/services/chat/pick")]
+    {
+        let reply = call(&state, method, uri, None).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(reply.error(), "no service named \"chat\"");
     }
@@ -206,7 +213,7 @@ async fn an_http_pick_is_answered_and_counted_like_a_login() {
     register(&state, 1, 50, "10.0.0.1", 7001);
     register(&state, 2, 10, "10.0.0.2", 7002);
 
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::OK);
     let expected = json!({"service": "default", "id": 2, "address": "10.0.0.2:7002", "backend_id": "2",
         "endpoint": "10.0.0.2:7002"});
@@ -222,14 +229,14 @@ async fn an_http_pick_is_answered_and_counted_like_a_login() {
 #[tokio::test]
 async fn a_pick_with_no_backend_is_a_json_503_and_counted() {
     let state = state(None);
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "no live backend in service \"default\"");
     assert_eq!(state.dispatcher().stats().snapshot().logins_no_backend, 1);
 
     register(&state, 1, 50, "10.0.0.1", 7001);
     state.dispatcher().set_state(BackendId(1), BackendState::Draining).unwrap();
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "a draining backend is never picked");
 }
 
@@ -274,7 +281,7 @@ async fn drain_undrain_and_maintenance_set_the_state() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json(), json!({"id": 1, "state": "draining", "operator_state": "draining"}));
     assert_eq!(state_of(1), BackendState::Draining);
-    let picked = get(&state, "/v1/services/default/pick").await.json();
+    let picked = http_pick(&state, "/v1/services/default/pick").await.json();
     assert_eq!(picked["id"], 2, "the drained backend is passed over");
 
     let reply = post(&state, "/v1/backends/1/maintenance", Some(TOKEN)).await;
@@ -404,7 +411,7 @@ async fn metrics_follow_real_tcp_traffic() {
     }
     send(&mut client, &login_stale()).await;
     loadwise_testkit::read_reply(&mut client).await;
-    get(&state, "/v1/services/default/pick").await;
+    http_pick(&state, "/v1/services/default/pick").await;
     send(&mut second, &heartbeat(50, "10.0.0.2", 7002)).await;
     drop(second);
     server.wait_for_stat("second backend gone", |s| s.evicted_disconnected, |n| n == 1).await;
@@ -465,7 +472,10 @@ async fn register_v2(server: &TestServer) -> (TcpStream, BackendId) {
 async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig { token: Some(TOKEN.into()) });
+    let state = AdminState::new(
+        server.dispatcher.clone(),
+        AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
+    );
     let _legacy = server.register(30, "10.0.0.1", 7001).await;
     let (mut backend, id) = register_v2(&server).await;
     let endpoint = "[2001:db8::7]:9000";
@@ -504,7 +514,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
         "the v2 backend is not in the default service"
     );
 
-    let pick = get(&state, "/v1/services/search/pick").await;
+    let pick = http_pick(&state, "/v1/services/search/pick").await;
     assert_eq!(pick.status, StatusCode::OK);
     let expected = json!({"service": "search", "id": id.0, "address": endpoint,
         "backend_id": V2_BACKEND_ID.to_string(), "endpoint": endpoint});
@@ -515,7 +525,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let drained = post(&state, &format!("/v1/backends/{}/drain", id.0), Some(TOKEN)).await;
     assert_eq!(drained.status, StatusCode::OK);
     assert_eq!(drained.json(), json!({"id": id.0, "state": "draining", "operator_state": "draining"}));
-    let refused = get(&state, "/v1/services/search/pick").await;
+    let refused = http_pick(&state, "/v1/services/search/pick").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.error(), "no live backend in service \"search\"");
     let view = &get(&state, "/v1/services/search/backends").await.json()["backends"][0];
@@ -582,7 +592,7 @@ async fn latency_buckets_are_cumulative_and_end_at_the_count() {
     let state = state(None);
     register(&state, 1, 50, "10.0.0.1", 7001);
     for _ in 0..10 {
-        get(&state, "/v1/services/default/pick").await;
+        http_pick(&state, "/v1/services/default/pick").await;
     }
     let metrics = parse_metrics(&get(&state, "/metrics").await.text);
     let buckets: Vec<f64> = metrics
@@ -608,7 +618,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     let _serial = loadwise_testkit::shared_access().await;
-    let config = AdminConfig { token: Some(TOKEN.into()) };
+    let config = AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() };
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher()).await.unwrap();
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
