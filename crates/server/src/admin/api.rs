@@ -1,5 +1,6 @@
 //! The JSON handlers: health, services, backends, HTTP picks and operator actions.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -29,14 +30,15 @@ pub(crate) async fn readyz(State(state): State<AdminState>) -> Result<Json<Value
     if state.is_ready() { Ok(Json(json!({ "status": "ready" }))) } else { Err(ApiError::NotReady) }
 }
 
-/// `GET /v1/services`. The body is written while the permit is held: writing it
-/// is most of the cost.
+/// `GET /v1/services`.
 pub(crate) async fn services(State(state): State<AdminState>) -> Result<Response, ApiError> {
-    let _permit = expensive_read(&state).await?;
-    let dispatcher = state.dispatcher();
-    let services = dispatcher.services();
-    let backends = dispatcher.snapshot();
-    Ok(Json(ServiceList::new(&services, &backends, dispatcher.policy())).into_response())
+    let dispatcher = Arc::clone(state.dispatcher());
+    build_list(&state, move || {
+        let services = dispatcher.services();
+        let backends = dispatcher.snapshot();
+        Ok(Json(ServiceList::new(&services, &backends, dispatcher.policy())).into_response())
+    })
+    .await
 }
 
 /// `GET /v1/services/{service}/backends?limit=&after=&state=`: a page of the
@@ -48,26 +50,45 @@ pub(crate) async fn backends(
     Query(page): Query<BackendPage>,
 ) -> Result<Response, ApiError> {
     let page = page.checked()?;
-    let _permit = expensive_read(&state).await?;
-    let dispatcher = state.dispatcher();
     let name = service_name(&service)?;
-    let mut snapshots: Vec<_> =
-        dispatcher.snapshot().into_iter().filter(|snapshot| snapshot.service == name).collect();
-    if snapshots.is_empty() && !is_default(dispatcher, &name) {
-        return Err(ApiError::UnknownService(service));
-    }
-    snapshots.sort_unstable_by_key(|snapshot| snapshot.id);
-    let now = Instant::now();
-    let (shown, next_after) = page.select(&snapshots);
-    let backends = shown.iter().map(|snapshot| BackendView::new(snapshot, now)).collect();
-    let list = BackendList {
-        service,
-        policy: dispatcher.policy(),
-        ttl_seconds: dispatcher.ttl().as_secs_f64(),
-        backends,
-        next_after: next_after.map(|id| id.0),
-    };
-    Ok(Json(list).into_response())
+    let dispatcher = Arc::clone(state.dispatcher());
+    build_list(&state, move || {
+        let mut snapshots: Vec<_> =
+            dispatcher.snapshot().into_iter().filter(|snapshot| snapshot.service == name).collect();
+        if snapshots.is_empty() && !is_default(&dispatcher, &name) {
+            return Err(ApiError::UnknownService(service));
+        }
+        snapshots.sort_unstable_by_key(|snapshot| snapshot.id);
+        let now = Instant::now();
+        let (shown, next_after) = page.select(&snapshots);
+        let backends = shown.iter().map(|snapshot| BackendView::new(snapshot, now)).collect();
+        let list = BackendList {
+            service,
+            policy: dispatcher.policy(),
+            ttl_seconds: dispatcher.ttl().as_secs_f64(),
+            backends,
+            next_after: next_after.map(|id| id.0),
+        };
+        Ok(Json(list).into_response())
+    })
+    .await
+}
+
+/// Builds a list, JSON body included, under a permit and on a blocking thread: a
+/// large table takes milliseconds of CPU to write, which must not hold up the
+/// runtime's workers that answer picks on the dispatcher's port.
+async fn build_list(
+    state: &AdminState,
+    build: impl FnOnce() -> Result<Response, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let permit = expensive_read(state).await?;
+    let built = tokio::task::spawn_blocking(move || {
+        let response = build();
+        drop(permit);
+        response
+    })
+    .await;
+    built.map_err(|error| ApiError::Internal(format!("building a list: {error}")))?
 }
 
 /// `POST /v1/services/{service}/pick`: a pick with the same selection and accounting

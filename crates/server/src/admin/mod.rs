@@ -119,7 +119,7 @@ impl Default for AdminLimits {
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
-            expensive_reads: 4,
+            expensive_reads: 2,
             busy_wait: Duration::from_millis(500),
         }
     }
