@@ -640,3 +640,70 @@ async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     within(task).await.expect("the server stops without panicking");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after shutdown");
 }
+
+#[tokio::test]
+async fn backend_lists_come_a_page_at_a_time_filtered_by_state() {
+    let state = state(None);
+    for id in 1..=5 {
+        register(&state, id, 10, &format!("10.0.0.{id}"), 7000);
+    }
+    state.dispatcher().set_state(BackendId(3), BackendState::Draining).unwrap();
+    let ids = |reply: &Reply| -> Vec<u64> {
+        reply.json()["backends"].as_array().unwrap().iter().map(|b| b["id"].as_u64().unwrap()).collect()
+    };
+    let first = get(&state, "/v1/services/default/backends?limit=2").await;
+    assert_eq!((ids(&first), first.json()["next_after"].clone()), (vec![1, 2], serde_json::json!(2)));
+    let second = get(&state, "/v1/services/default/backends?limit=2&after=2").await;
+    assert_eq!((ids(&second), second.json()["next_after"].clone()), (vec![3, 4], serde_json::json!(4)));
+    let last = get(&state, "/v1/services/default/backends?limit=2&after=4").await;
+    assert_eq!((ids(&last), last.json()["next_after"].clone()), (vec![5], serde_json::Value::Null));
+    let ready = get(&state, "/v1/services/default/backends?state=ready&limit=3").await;
+    assert_eq!(ids(&ready), vec![1, 2, 4]);
+    let all = get(&state, "/v1/services/default/backends").await;
+    assert_eq!((ids(&all).len(), all.json()["next_after"].clone()), (5, serde_json::Value::Null));
+    for (query, needle) in
+        [("limit=0", "limit"), ("limit=5001", "limit"), ("after=x", "after"), ("state=up", "state")]
+    {
+        let reply = get(&state, &format!("/v1/services/default/backends?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.error().starts_with(needle), "{query}: {}", reply.error());
+    }
+}
+
+#[tokio::test]
+async fn a_pick_by_get_is_refused_with_allow_post() {
+    let state = state(None);
+    register(&state, 1, 10, "10.0.0.1", 7000);
+    let reply = get(&state, "/v1/services/default/pick").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers[header::ALLOW], "POST");
+    assert_eq!(state.dispatcher().snapshot()[0].load.picks_total, 0, "a GET picks nothing");
+}
+
+#[tokio::test]
+async fn the_host_header_must_name_an_allowed_host_except_for_probes() {
+    let config = AdminConfig { allowed_hosts: vec!["admin.example".into()], ..AdminConfig::default() };
+    let state = AdminState::new(dispatcher(), config.with_default_hosts("127.0.0.1:8524".parse().unwrap()));
+    let with_host = |path: &'static str, host: &'static str| {
+        let request = Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap();
+        router(state.clone()).oneshot(request)
+    };
+    for host in ["127.0.0.1:8524", "localhost", "[::1]:8524", "ADMIN.example:80"] {
+        assert_eq!(with_host("/v1/services", host).await.unwrap().status(), StatusCode::OK, "{host}");
+    }
+    let refused = with_host("/v1/services", "rebound.example").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(with_host("/healthz", "rebound.example").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(with_host("/readyz", "10.1.2.3:8524").await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let state = state(None);
+    let request = Request::post("/v1/services/default/pick")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(vec![b' '; 65 * 1024]))
+        .unwrap();
+    let response = router(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
