@@ -694,7 +694,9 @@ async fn the_host_header_must_name_an_allowed_host_except_for_probes() {
     let refused = with_host("/v1/services", "rebound.example").await.unwrap();
     assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(with_host("/healthz", "rebound.example").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(with_host("/readyz", "10.1.2.3:8524").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(with_host("/readyz", "rebound.example:8524").await.unwrap().status(), StatusCode::OK);
+    // An address is no rebinding: scrapers name the pod's.
+    assert_eq!(with_host("/metrics", "10.1.2.3:8524").await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -385,14 +385,14 @@ settings! {
             summary: "an admin request not answered within this gets 408",
             at: at!(admin.limits.request_timeout),
         }
-        /// Host names the admin API answers for, comma-separated, besides its listen
-        /// address, localhost, 127.0.0.1 and [::1]; a request naming another host gets
-        /// 421 (a defence against DNS rebinding). /healthz and /readyz answer any host.
+        /// Host names the admin API answers for, comma-separated, besides localhost and
+        /// any IP address; a request naming another host gets 421 (a defence against
+        /// DNS rebinding). /healthz and /readyz answer any host.
         allowed_hosts: HostList {
             live: false,
             value_name: "HOSTS",
             example: "\"admin.example,10.0.0.5\"",
-            summary: "host names the admin API answers for besides its address and loopback; others get 421",
+            summary: "host names the admin API answers for besides `localhost` and IP addresses; others get 421",
             at: optional_at!(admin.allowed_hosts),
         }
     }

@@ -16,14 +16,18 @@ const PROBES: [&str; 2] = ["/healthz", "/readyz"];
 
 /// Refuses (421) a request whose Host header names none of the allowed hosts. A
 /// browser on another site that made its name resolve to this address sends that
-/// name, so it cannot read the API through it.
+/// name, so it cannot read the API through it. An IP address is always allowed:
+/// rebinding needs a name, and scrapers and probes name the pod's address, which no
+/// configuration can know in advance.
 pub(crate) async fn check_host(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let allowed = state.allowed_hosts();
     if allowed.is_empty() || PROBES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     match host_of(request.headers()) {
-        Some(host) if allowed.iter().any(|name| name.eq_ignore_ascii_case(host)) => next.run(request).await,
+        Some(host) if is_ip(host) || allowed.iter().any(|name| name.eq_ignore_ascii_case(host)) => {
+            next.run(request).await
+        }
         host => axum::response::IntoResponse::into_response(ApiError::MisdirectedHost(
             host.unwrap_or_default().to_owned(),
         )),
@@ -34,6 +38,12 @@ pub(crate) async fn check_host(State(state): State<AdminState>, request: Request
 fn host_of(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::HOST)?.to_str().ok()?;
     Some(strip_port(value.trim()))
+}
+
+/// Whether `host` is an IP literal: `10.0.0.5`, `[fd00::5]`.
+fn is_ip(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')).unwrap_or(host);
+    bare.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// `name:port` → `name`; `[v6]:port` → `[v6]`; a name without a port as is.
@@ -89,6 +99,16 @@ mod tests {
 
     fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(name, value)| (name.clone(), HeaderValue::from_static(value))).collect()
+    }
+
+    #[test]
+    fn ip_literals_are_told_from_names() {
+        for ip in ["10.0.0.5", "[fd00::5]", "[::1]", "127.0.0.1"] {
+            assert!(is_ip(ip), "{ip}");
+        }
+        for name in ["localhost", "admin.example", "10.0.0.5.nip.io", "[admin]"] {
+            assert!(!is_ip(name), "{name}");
+        }
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub struct AdminConfig {
     pub limits: AdminLimits,
     /// The names a request's Host header may carry (without port): a page of another
     /// site whose name was made to resolve to this address (DNS rebinding) sends its
-    /// own name, and is refused. Empty checks nothing; [`AdminServer::bind`] adds the
-    /// bound address's host and the loopback names.
+    /// own name, and is refused; IP addresses always pass (rebinding needs a name).
+    /// Empty checks nothing; [`AdminServer::bind`] adds the bound address's host and
+    /// the loopback names.
     pub allowed_hosts: Vec<String>,
 }
 
