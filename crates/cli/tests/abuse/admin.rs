@@ -20,8 +20,14 @@ const FLOOD: usize = 1_500;
 /// `hold`; returns the dispatcher's peak descriptor count meanwhile.
 fn half_request_flood(dispatcher: &Dispatcher, count: usize, hold: Duration) -> usize {
     let mut held = Vec::with_capacity(count);
+    // A server that stops accepting fills its backlog and each further connect
+    // waits: the flood is bounded in time as well as in count.
+    let flood_end = Instant::now() + Duration::from_secs(3);
     for _ in 0..count {
-        let Ok(mut stream) = TcpStream::connect_timeout(&dispatcher.admin, Duration::from_secs(1)) else {
+        if Instant::now() > flood_end {
+            break;
+        }
+        let Ok(mut stream) = TcpStream::connect_timeout(&dispatcher.admin, Duration::from_millis(200)) else {
             continue;
         };
         let _ = stream.write_all(b"GET /v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\n");
@@ -64,7 +70,10 @@ fn half_requests_on_the_admin_api_are_closed_by_the_header_read_timeout() {
     // The default header-read timeout is 5 s: each is closed by then, while this
     // end still holds it open.
     let start = Instant::now();
+    let end = start + Duration::from_secs(8);
     for stream in &mut held {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        stream.set_read_timeout(Some(left)).unwrap();
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }
