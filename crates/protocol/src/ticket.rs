@@ -18,7 +18,7 @@ use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 use crate::v2::ServiceName;
-use crate::v2::auth::hmac_sha256;
+use crate::v2::auth::{MIN_SECRET_LEN, hmac_sha256};
 
 /// The ticket format this module issues and accepts.
 pub const VERSION: u8 = 1;
@@ -48,6 +48,13 @@ pub const NOT_BEFORE_LEEWAY_SECS: u64 = 5;
 /// Why a ticket was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
+    /// A secret too short to sign with (empty included): any ticket signed with a
+    /// guessable secret could be forged.
+    #[error("the secret is {len} bytes: a ticket secret is at least {MIN_SECRET_LEN} bytes")]
+    WeakSecret { len: usize },
+    /// Text with something after the ticket other than whitespace.
+    #[error("the ticket text has {0:?} after its {TEXT_LEN} hex digits")]
+    TrailingText(String),
     /// Not the 65 bytes of a version 1 ticket (cut short, or padded).
     #[error("a ticket is {LEN} bytes, this one is {len}")]
     WrongLength { len: usize },
@@ -175,8 +182,14 @@ impl Ticket {
         }
     }
 
-    /// Reads the text form: hex digits (either case).
+    /// Reads the text form: hex digits (either case). Surrounding whitespace, such as
+    /// the newline a file or a header line ends with, is not part of it.
     pub fn from_text(text: &str) -> Result<Ticket, TicketError> {
+        let text = text.trim_ascii();
+        let (bytes, hex) = (text.as_bytes(), u8::is_ascii_hexdigit);
+        if text.len() > TEXT_LEN && bytes[..TEXT_LEN].iter().all(hex) && !bytes[TEXT_LEN..].iter().all(hex) {
+            return Err(TicketError::TrailingText(text[TEXT_LEN..].chars().take(16).collect()));
+        }
         Ticket::from_bytes(&from_hex(text.as_bytes()).ok_or(TicketError::BadText)?)
     }
 
@@ -223,7 +236,9 @@ pub fn issue(secret: &[u8], claims: &Claims) -> Ticket {
 /// Checks a ticket, given as its bytes or its text form (input made only of ASCII hex
 /// digits is read as text), and returns what it says.
 ///
-/// Refused, in this order: a malformed ticket (length, version, text), a bad
+/// A text ticket may end with whitespace (a newline, most often), which is ignored.
+///
+/// Refused, in this order: a secret shorter than [`MIN_SECRET_LEN`], a malformed ticket (length, version, text), a bad
 /// signature (constant-time comparison), a ticket for another backend than
 /// `expected_backend_id` or another service than `expected_service` (backend ids are
 /// chosen per service, and one secret may serve several), and one outside
@@ -235,6 +250,9 @@ pub fn verify(
     expected_backend_id: u64,
     now_unix: u64,
 ) -> Result<Claims, TicketError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(TicketError::WeakSecret { len: secret.len() });
+    }
     let ticket = parse_input(ticket.as_ref())?;
     let (signed, tag) = ticket.0.split_at(SIGNED_LEN);
     mac(secret, signed).verify_truncated_left(tag).map_err(|_| TicketError::BadSignature)?;
@@ -249,9 +267,17 @@ pub fn verify(
     Ok(claims)
 }
 
+/// Text when, whitespace aside, it is all hex digits, or starts with a whole ticket's
+/// worth of them; bytes otherwise (a ticket's bytes start with its version, 1, never
+/// a digit, so no ticket is mistaken for text).
 fn parse_input(input: &[u8]) -> Result<Ticket, TicketError> {
-    if !input.is_empty() && input.iter().all(u8::is_ascii_hexdigit) {
-        Ticket::from_bytes(&from_hex(input).ok_or(TicketError::BadText)?)
+    let text = input.trim_ascii();
+    let hex_prefix = text.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if !text.is_empty() && (hex_prefix == text.len() || hex_prefix >= TEXT_LEN) {
+        match std::str::from_utf8(text) {
+            Ok(text) => Ticket::from_text(text),
+            Err(_) => Err(TicketError::TrailingText(String::from_utf8_lossy(&text[TEXT_LEN..]).into())),
+        }
     } else {
         Ticket::from_bytes(input)
     }
@@ -349,7 +375,7 @@ mod tests {
     #[test]
     fn another_secret_is_refused() {
         assert_eq!(
-            verify(b"another-secret", ticket().as_bytes(), &service("search"), 42, ISSUED),
+            verify(b"another-secret-of-16+", ticket().as_bytes(), &service("search"), 42, ISSUED),
             Err(TicketError::BadSignature)
         );
     }
@@ -436,7 +462,12 @@ mod tests {
         assert_eq!(Ticket::from_text(&text.to_uppercase()), Ok(t));
         assert_eq!(Ticket::from_text("0"), Err(TicketError::BadText));
         assert_eq!(Ticket::from_text(&format!("{}zz", &text[..TEXT_LEN - 2])), Err(TicketError::BadText));
-        assert_eq!(Ticket::from_text(&format!(" {text}")), Err(TicketError::BadText));
+        assert_eq!(
+            Ticket::from_text(&format!(" {text}\n")),
+            Ok(t),
+            "surrounding whitespace is no part of it"
+        );
+        assert_eq!(Ticket::from_text(&format!("{} {}", &text[..4], &text[4..])), Err(TicketError::BadText));
         assert_eq!(format!("{t:?}"), format!("Ticket({text})"));
     }
 
@@ -465,9 +496,41 @@ mod tests {
         )
     }
 
+    #[test]
+    fn short_and_empty_secrets_are_refused_by_name() {
+        for secret in [&b""[..], b"fifteen-bytes..", b"x"] {
+            let result = verify(secret, ticket().as_bytes(), &service("search"), 42, ISSUED);
+            assert_eq!(result, Err(TicketError::WeakSecret { len: secret.len() }));
+        }
+        assert!(
+            TicketError::WeakSecret { len: 0 }.to_string().contains("at least 16 bytes"),
+            "names the bound"
+        );
+    }
+
+    #[test]
+    fn a_text_ticket_with_a_trailing_newline_or_spaces_verifies() {
+        for text in [format!("{}\n", ticket()), format!("  {}\r\n", ticket()), format!("{}\t ", ticket())] {
+            assert_eq!(Ticket::from_text(&text), Ok(ticket()));
+            assert!(verify(SECRET, &text, &service("search"), 42, ISSUED).is_ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn text_after_a_ticket_is_named_not_taken_for_a_version() {
+        let text = format!("{}; x", ticket());
+        let expected = TicketError::TrailingText("; x".into());
+        assert_eq!(Ticket::from_text(&text), Err(expected.clone()));
+        assert_eq!(verify(SECRET, &text, &service("search"), 42, ISSUED), Err(expected));
+    }
+
     proptest! {
         #[test]
-        fn issued_tickets_verify_within_their_window(claims in any_claims(), secret: Vec<u8>, at: u64) {
+        fn issued_tickets_verify_within_their_window(
+            claims in any_claims(),
+            secret in proptest::collection::vec(any::<u8>(), MIN_SECRET_LEN..64),
+            at: u64,
+        ) {
             let claims = Claims { service: ServiceHash::of(&service("search")), ..claims };
             let t = issue(&secret, &claims);
             prop_assert_eq!(Ticket::from_bytes(t.as_bytes()), Ok(t));

@@ -169,14 +169,20 @@ impl ServerConfig {
             "must differ from listen (one port speaks plain TCP, the other TLS)",
         )?;
         let lifetime = self.connection.ticket_lifetime;
-        let lifetime_ok = lifetime >= Duration::from_secs(1) && lifetime.subsec_nanos() == 0;
+        // A ticket is a pass to one backend; one valid for longer than a day outlives
+        // any reason to hold it, and a leaked one would stay usable as long.
+        let lifetime_ok = (Duration::from_secs(1)..=MAX_TICKET_LIFETIME).contains(&lifetime)
+            && lifetime.subsec_nanos() == 0;
         ensure(
             lifetime_ok,
             "ticket-lifetime",
-            "must be whole seconds, at least 1 (tickets carry unix seconds)",
+            "must be whole seconds, from 1 to 86400 (a day; tickets carry unix seconds)",
         )
     }
 }
+
+/// The longest a ticket may be valid for: a day.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// Why the server could not start or keep running.
 #[derive(Debug, thiserror::Error)]

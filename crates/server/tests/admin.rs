@@ -50,7 +50,7 @@ fn dispatcher() -> Arc<Dispatcher> {
 }
 
 fn state(token: Option<&str>) -> AdminState {
-    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned) })
+    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() })
 }
 
 /// Registers backend `id` at `ip:port` reporting `mem`, as a heartbeat on its connection would.
@@ -75,6 +75,11 @@ async fn call(state: &AdminState, method: Method, uri: &str, bearer: Option<&str
 
 async fn get(state: &AdminState, uri: &str) -> Reply {
     call(state, Method::GET, uri, None).await
+}
+
+/// An HTTP pick: a POST without a body.
+async fn http_pick(state: &AdminState, uri: &str) -> Reply {
+    post(state, uri, None).await
 }
 
 async fn post(state: &AdminState, uri: &str, bearer: Option<&str>) -> Reply {
@@ -137,7 +142,7 @@ async fn the_default_service_is_the_configured_one_and_always_known() {
     let backends = get(&state, "/v1/services/games/backends").await;
     assert_eq!(backends.status, StatusCode::OK, "the default service is known while empty");
     assert_eq!(backends.json()["backends"], json!([]));
-    let pick = get(&state, "/v1/services/games/pick").await;
+    let pick = http_pick(&state, "/v1/services/games/pick").await;
     assert_eq!(pick.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(pick.error(), "no live backend in service \"games\"");
     assert_eq!(get(&state, "/v1/services/default/backends").await.status, StatusCode::NOT_FOUND);
@@ -145,7 +150,7 @@ async fn the_default_service_is_the_configured_one_and_always_known() {
     register(&state, 1, 10, "10.0.0.1", 7001);
     let backends = get(&state, "/v1/services/games/backends").await.json();
     assert_eq!(backends["backends"][0]["protocol"], "legacy", "legacy backends join the default service");
-    assert_eq!(get(&state, "/v1/services/games/pick").await.json()["id"], 1);
+    assert_eq!(http_pick(&state, "/v1/services/games/pick").await.json()["id"], 1);
 }
 
 #[tokio::test]
@@ -193,8 +198,10 @@ async fn backends_shows_every_field_of_every_backend() {
 #[tokio::test]
 async fn an_unknown_service_is_a_json_404() {
     let state = state(None);
-    for uri in ["/v1/services/chat/backends", "/v1/services/chat/pick"] {
-        let reply = get(&state, uri).await;
+    for (method, uri) in
+        [(Method::GET, "/v1/services/chat/backends"), (Method::POST, "/v1/services/chat/pick")]
+    {
+        let reply = call(&state, method, uri, None).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(reply.error(), "no service named \"chat\"");
     }
@@ -209,7 +216,7 @@ async fn an_http_pick_is_answered_and_counted_like_a_login() {
     register(&state, 1, 50, "10.0.0.1", 7001);
     register(&state, 2, 10, "10.0.0.2", 7002);
 
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::OK);
     let expected = json!({"service": "default", "id": 2, "address": "10.0.0.2:7002", "backend_id": "2",
         "endpoint": "10.0.0.2:7002"});
@@ -225,14 +232,14 @@ async fn an_http_pick_is_answered_and_counted_like_a_login() {
 #[tokio::test]
 async fn a_pick_with_no_backend_is_a_json_503_and_counted() {
     let state = state(None);
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "no live backend in service \"default\"");
     assert_eq!(state.dispatcher().stats().snapshot().logins_no_backend, 1);
 
     register(&state, 1, 50, "10.0.0.1", 7001);
     state.dispatcher().set_state(BackendId(1), BackendState::Draining).unwrap();
-    let reply = get(&state, "/v1/services/default/pick").await;
+    let reply = http_pick(&state, "/v1/services/default/pick").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "a draining backend is never picked");
 }
 
@@ -277,7 +284,7 @@ async fn drain_undrain_and_maintenance_set_the_state() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json(), json!({"id": 1, "state": "draining", "operator_state": "draining"}));
     assert_eq!(state_of(1), BackendState::Draining);
-    let picked = get(&state, "/v1/services/default/pick").await.json();
+    let picked = http_pick(&state, "/v1/services/default/pick").await.json();
     assert_eq!(picked["id"], 2, "the drained backend is passed over");
 
     let reply = post(&state, "/v1/backends/1/maintenance", Some(TOKEN)).await;
@@ -407,7 +414,7 @@ async fn metrics_follow_real_tcp_traffic() {
     }
     send(&mut client, &login_stale()).await;
     loadwise_testkit::read_reply(&mut client).await;
-    get(&state, "/v1/services/default/pick").await;
+    http_pick(&state, "/v1/services/default/pick").await;
     send(&mut second, &heartbeat(50, "10.0.0.2", 7002)).await;
     drop(second);
     server.wait_for_stat("second backend gone", |s| s.evicted_disconnected, |n| n == 1).await;
@@ -468,7 +475,10 @@ async fn register_v2(server: &TestServer) -> (TcpStream, BackendId) {
 async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig { token: Some(TOKEN.into()) });
+    let state = AdminState::new(
+        server.dispatcher.clone(),
+        AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
+    );
     let _legacy = server.register(30, "10.0.0.1", 7001).await;
     let (mut backend, id) = register_v2(&server).await;
     let endpoint = "[2001:db8::7]:9000";
@@ -507,7 +517,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
         "the v2 backend is not in the default service"
     );
 
-    let pick = get(&state, "/v1/services/search/pick").await;
+    let pick = http_pick(&state, "/v1/services/search/pick").await;
     assert_eq!(pick.status, StatusCode::OK);
     let expected = json!({"service": "search", "id": id.0, "address": endpoint,
         "backend_id": V2_BACKEND_ID.to_string(), "endpoint": endpoint});
@@ -518,7 +528,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let drained = post(&state, &format!("/v1/backends/{}/drain", id.0), Some(TOKEN)).await;
     assert_eq!(drained.status, StatusCode::OK);
     assert_eq!(drained.json(), json!({"id": id.0, "state": "draining", "operator_state": "draining"}));
-    let refused = get(&state, "/v1/services/search/pick").await;
+    let refused = http_pick(&state, "/v1/services/search/pick").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.error(), "no live backend in service \"search\"");
     let view = &get(&state, "/v1/services/search/backends").await.json()["backends"][0];
@@ -585,7 +595,7 @@ async fn latency_buckets_are_cumulative_and_end_at_the_count() {
     let state = state(None);
     register(&state, 1, 50, "10.0.0.1", 7001);
     for _ in 0..10 {
-        get(&state, "/v1/services/default/pick").await;
+        http_pick(&state, "/v1/services/default/pick").await;
     }
     let metrics = parse_metrics(&get(&state, "/metrics").await.text);
     let buckets: Vec<f64> = metrics
@@ -611,7 +621,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     let _serial = loadwise_testkit::shared_access().await;
-    let config = AdminConfig { token: Some(TOKEN.into()) };
+    let config = AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() };
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher()).await.unwrap();
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
@@ -637,7 +647,10 @@ async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
 #[tokio::test]
 async fn a_drain_by_the_operator_is_not_undone_by_heartbeats_of_the_same_address() {
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig { token: Some(TOKEN.to_owned()) });
+    let state = AdminState::new(
+        server.dispatcher.clone(),
+        AdminConfig { token: Some(TOKEN.to_owned()), ..AdminConfig::default() },
+    );
     let first = server.register(10, "10.0.0.1", 7001).await;
     let id = server.dispatcher.snapshot()[0].id.0;
     let reply = post(&state, &format!("/v1/backends/{id}/drain"), Some(TOKEN)).await;
@@ -661,4 +674,73 @@ async fn a_drain_by_the_operator_is_not_undone_by_heartbeats_of_the_same_address
     assert_eq!(answered, 0, "every client is refused: the address stays drained");
     let held = server.dispatcher.snapshot().iter().filter(|b| b.held == BackendState::Draining).count();
     assert!(held >= 50, "{held} held");
+}
+
+#[tokio::test]
+async fn backend_lists_come_a_page_at_a_time_filtered_by_state() {
+    let state = state(None);
+    for id in 1..=5 {
+        register(&state, id, 10, &format!("10.0.0.{id}"), 7000);
+    }
+    state.dispatcher().set_state(BackendId(3), BackendState::Draining).unwrap();
+    let ids = |reply: &Reply| -> Vec<u64> {
+        reply.json()["backends"].as_array().unwrap().iter().map(|b| b["id"].as_u64().unwrap()).collect()
+    };
+    let first = get(&state, "/v1/services/default/backends?limit=2").await;
+    assert_eq!((ids(&first), first.json()["next_after"].clone()), (vec![1, 2], serde_json::json!(2)));
+    let second = get(&state, "/v1/services/default/backends?limit=2&after=2").await;
+    assert_eq!((ids(&second), second.json()["next_after"].clone()), (vec![3, 4], serde_json::json!(4)));
+    let last = get(&state, "/v1/services/default/backends?limit=2&after=4").await;
+    assert_eq!((ids(&last), last.json()["next_after"].clone()), (vec![5], serde_json::Value::Null));
+    let ready = get(&state, "/v1/services/default/backends?state=ready&limit=3").await;
+    assert_eq!(ids(&ready), vec![1, 2, 4]);
+    let all = get(&state, "/v1/services/default/backends").await;
+    assert_eq!((ids(&all).len(), all.json()["next_after"].clone()), (5, serde_json::Value::Null));
+    for (query, needle) in
+        [("limit=0", "limit"), ("limit=5001", "limit"), ("after=x", "after"), ("state=up", "state")]
+    {
+        let reply = get(&state, &format!("/v1/services/default/backends?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.error().starts_with(needle), "{query}: {}", reply.error());
+    }
+}
+
+#[tokio::test]
+async fn a_pick_by_get_is_refused_with_allow_post() {
+    let state = state(None);
+    register(&state, 1, 10, "10.0.0.1", 7000);
+    let reply = get(&state, "/v1/services/default/pick").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers[header::ALLOW], "POST");
+    assert_eq!(state.dispatcher().snapshot()[0].load.picks_total, 0, "a GET picks nothing");
+}
+
+#[tokio::test]
+async fn the_host_header_must_name_an_allowed_host_except_for_probes() {
+    let config = AdminConfig { allowed_hosts: vec!["admin.example".into()], ..AdminConfig::default() };
+    let state = AdminState::new(dispatcher(), config.with_default_hosts("127.0.0.1:8524".parse().unwrap()));
+    let with_host = |path: &'static str, host: &'static str| {
+        let request = Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap();
+        router(state.clone()).oneshot(request)
+    };
+    for host in ["127.0.0.1:8524", "localhost", "[::1]:8524", "ADMIN.example:80"] {
+        assert_eq!(with_host("/v1/services", host).await.unwrap().status(), StatusCode::OK, "{host}");
+    }
+    let refused = with_host("/v1/services", "rebound.example").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(with_host("/healthz", "rebound.example").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(with_host("/readyz", "rebound.example:8524").await.unwrap().status(), StatusCode::OK);
+    // An address is no rebinding: scrapers name the pod's.
+    assert_eq!(with_host("/metrics", "10.1.2.3:8524").await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let state = state(None);
+    let request = Request::post("/v1/services/default/pick")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(vec![b' '; 65 * 1024]))
+        .unwrap();
+    let response = router(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -41,7 +41,7 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
     let server = TestServer::start_with(ServerConfig { dispatch, ..ServerConfig::default() }).await;
     let admin = AdminServer::bind(
         "127.0.0.1:0".parse().unwrap(),
-        AdminConfig { token: Some(TOKEN.into()) },
+        AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
         server.dispatcher.clone(),
     )
     .await

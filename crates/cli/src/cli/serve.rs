@@ -96,7 +96,12 @@ async fn bind_admin(loaded: &Loaded, dispatcher: Arc<Dispatcher>) -> anyhow::Res
         tracing::info!("admin API off");
         return Ok(None);
     };
-    let config = AdminConfig { token: loaded.admin_token.clone() };
+    let admin = &loaded.settings.admin;
+    let config = AdminConfig {
+        token: loaded.admin_token.clone(),
+        limits: admin.limits.clone(),
+        allowed_hosts: admin.allowed_hosts.as_ref().map(|hosts| hosts.0.clone()).unwrap_or_default(),
+    };
     let admin = AdminServer::bind(addr, config, dispatcher).await.map_err(|error| {
         anyhow::anyhow!(
             "{error} (is another loadwise running? set --admin-listen to another address, or off)"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::define::{Lens, at, optional_at, service_map, settings};
-use super::text::{AdminListen, TlsListenAddr};
+use super::text::{AdminListen, HostList, TlsListenAddr};
 use super::{Settings, TokenSource};
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
@@ -402,6 +402,46 @@ settings! {
             example: "\"/etc/loadwise/admin-token\"",
             summary: "a file holding the admin token (surrounding whitespace removed; empty means none)",
             at: Lens { get: token_file, set: set_token_file },
+        }
+        /// Most admin API connections open at once; further ones are closed as they are
+        /// accepted, and counted. They count against the open-file limit with the main
+        /// port's budgets, so admin clients cannot starve it.
+        max_connections: usize {
+            live: false,
+            value_name: "N",
+            default: 64,
+            bounds: [1, 100_000],
+            summary: "admin API connections open at once; further ones are closed as they are accepted",
+            at: at!(admin.limits.max_connections),
+        }
+        /// Close an admin connection that has not sent a whole request header this long
+        /// after it opened or after its last response.
+        header_read_timeout: Duration {
+            live: false,
+            value_name: "DURATION",
+            default: Duration::from_secs(5),
+            bounds: [MILLISECOND, HOUR],
+            summary: "close an admin connection that has not sent a whole request header this long",
+            at: at!(admin.limits.header_read_timeout),
+        }
+        /// Answer 408 to an admin request not answered within this.
+        request_timeout: Duration {
+            live: false,
+            value_name: "DURATION",
+            default: Duration::from_secs(10),
+            bounds: [MILLISECOND, HOUR],
+            summary: "an admin request not answered within this gets 408",
+            at: at!(admin.limits.request_timeout),
+        }
+        /// Host names the admin API answers for, comma-separated, besides localhost and
+        /// any IP address; a request naming another host gets 421 (a defence against
+        /// DNS rebinding). /healthz and /readyz answer any host.
+        allowed_hosts: HostList {
+            live: false,
+            value_name: "HOSTS",
+            example: "\"admin.example,10.0.0.5\"",
+            summary: "host names the admin API answers for besides `localhost` and IP addresses; others get 421",
+            at: optional_at!(admin.allowed_hosts),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! arithmetic, the open-file limit in, the budgets out.
 //!
 //! Every connection holds a descriptor, and each is counted against exactly one
-//! budget (backend, client or pending), so the three budgets together, plus a
+//! budget (backend, client, pending or admin), so the budgets together, plus a
 //! reserve for everything else, must fit under the limit. A budget left at its
 //! default is shrunk to fit, and the caller warns; one given explicitly is the
 //! operator's word, and if it cannot fit the settings are refused.
@@ -12,11 +12,10 @@ use std::fmt;
 /// Descriptors kept for everything but the budgeted connections: standard input,
 /// output and error; the listeners (plain, TLS, admin); the runtime's poller, its
 /// wakers and the signal pipe; files read at start and on reload (configuration,
-/// admin token, secret, certificate and key); log files a subscriber may hold; the
-/// admin API's connections, which have no budget of their own (a dashboard and a
-/// scraper use a few); and a connection accepted only to be refused, which holds a
-/// descriptor for a moment. About 40 are in use on an idle dispatcher; the rest is
-/// margin for admin clients.
+/// admin token, secret, certificate and key); log files a subscriber may hold; and a
+/// connection accepted only to be refused, which holds a descriptor for a moment.
+/// About 40 are in use on an idle dispatcher; the rest is margin. The admin API's
+/// connections have a budget of their own (`admin-max-connections`).
 pub const RESERVED_DESCRIPTORS: u64 = 256;
 
 /// One budget as the settings give it.

@@ -57,11 +57,14 @@ pub use doors::open_doors;
 pub use flags::SettingFlags;
 pub use layer::{MAX_CONNECTIONS_RETIRED, RETIRED_VARIABLES};
 pub use render::{example, render};
-pub use text::{AdminListen, BadListen, DEFAULT_ADMIN_LISTEN, TlsListenAddr, format_duration};
+pub use text::{
+    AdminListen, BadHostList, BadListen, DEFAULT_ADMIN_LISTEN, HostList, TlsListenAddr, format_duration,
+};
 pub use value::{BadServiceScoring, BadServiceValue, ServiceScoring, ServiceValue, SettingValue};
 
 use loadwise_protocol::config::ConfigError;
 use loadwise_protocol::v2::auth::{Secret, SecretFileError};
+use loadwise_server::admin::AdminLimits;
 use loadwise_server::{ServerConfig, TlsListen};
 use merge::{Merged, Rank};
 
@@ -124,6 +127,11 @@ pub struct AdminSettings {
     pub listen: AdminListen,
     /// Where the bearer token for operator actions comes from; none refuses actions.
     pub token: Option<TokenSource>,
+    /// Connections, timeouts and sizes; its connections count against the
+    /// descriptor budget with the main port's.
+    pub limits: AdminLimits,
+    /// Names the Host header may carry beyond the listen address and loopback.
+    pub allowed_hosts: Option<HostList>,
 }
 
 impl AdminSettings {
@@ -177,6 +185,8 @@ impl Settings {
     pub fn keep_restart_only(&mut self, running: &Settings) {
         self.server.listen = running.server.listen;
         self.admin.listen = running.admin.listen;
+        self.admin.limits = running.admin.limits.clone();
+        self.admin.allowed_hosts = running.admin.allowed_hosts.clone();
         self.tls = running.tls.clone();
         self.server.tls = running.server.tls.clone();
         // Backends already registered stay in the running service's pool: renaming it
@@ -264,20 +274,25 @@ impl Sources {
         }
     }
 
-    /// Fits the backend, client and pending budgets under `limit` descriptors:
-    /// explicit ones must fit, defaulted ones shrink (and are returned).
+    /// Fits the backend, client, pending and admin budgets under `limit`
+    /// descriptors: explicit ones must fit, defaulted ones shrink (and are returned).
+    /// The admin cap counts only when the admin API listens.
     fn fit_budgets(
         &self,
         settings: &mut Settings,
         file: &Layer,
         limit: u64,
     ) -> Result<Vec<Shrunk>, SettingsError> {
+        let admin_on = settings.admin.listen.addr().is_some();
         let server = &mut settings.server;
-        let mut values = [
+        let mut values = vec![
             ("max-backends", &mut server.dispatch.max_backends),
             ("max-client-connections", &mut server.max_client_connections),
             ("max-pending-connections", &mut server.max_pending_connections),
         ];
+        if admin_on {
+            values.push(("admin-max-connections", &mut settings.admin.limits.max_connections));
+        }
         let budgets: Vec<Budget> = values
             .iter()
             .map(|(setting, value)| Budget { setting, value: **value, origin: self.set_by(file, setting) })

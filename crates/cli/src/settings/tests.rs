@@ -484,12 +484,27 @@ fn budgets_left_at_their_default_shrink_to_fit_the_descriptor_limit() {
         .unwrap();
     let server = &loaded.settings.server;
     assert_eq!(server.max_pending_connections, 100, "an explicit value is kept");
-    let total = server.dispatch.max_backends + server.max_client_connections + 100;
+    let admin = loaded.settings.admin.limits.max_connections;
+    let total = server.dispatch.max_backends + server.max_client_connections + 100 + admin;
     assert!(total as u64 + RESERVED_DESCRIPTORS <= 4_096, "{total}");
     let names: Vec<_> = loaded.shrunk.iter().map(|shrunk| shrunk.setting).collect();
-    assert_eq!(names, ["max-backends", "max-client-connections"]);
+    assert_eq!(names, ["max-backends", "max-client-connections", "admin-max-connections"]);
     assert_eq!(loaded.shrunk[0].fitted, server.dispatch.max_backends);
     assert!(loaded.shrunk[0].to_string().starts_with("max-backends lowered from its default 10000 to "));
+}
+
+#[test]
+fn the_admin_cap_counts_in_the_descriptor_budget_and_an_explicit_one_must_fit() {
+    let overrides = Layer::parse("[admin]\nmax_connections = 100000\n").unwrap();
+    let sources = limited(Layer::default(), &[], 20_000);
+    let sources = Sources { file: Some("/etc/loadwise/loadwise.toml".into()), ..sources };
+    let mut settings = sources.merge(&overrides).unwrap();
+    let error = sources.fit_budgets(&mut settings, &overrides, 20_000).unwrap_err().to_string();
+    assert!(error.contains("`admin-max-connections` = 100000"), "{error}");
+    // With the admin API off its cap takes nothing.
+    let off = Layer::parse("[admin]\nmax_connections = 100000\nlisten = \"off\"\n").unwrap();
+    let mut settings = sources.merge(&off).unwrap();
+    assert_eq!(sources.fit_budgets(&mut settings, &off, 20_000).unwrap(), vec![]);
 }
 
 #[test]

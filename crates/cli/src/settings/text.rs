@@ -6,6 +6,43 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Host names the admin API answers for beyond its own address and the loopback
+/// names: comma-separated, each a name or an IP literal (`[v6]` in brackets), no port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostList(pub Vec<String>);
+
+/// A host list entry that is empty or carries a port, a scheme or a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected host names separated by commas (admin.example,10.0.0.5,[fd00::5]), without port or scheme, not {0:?}"
+)]
+pub struct BadHostList(String);
+
+impl FromStr for HostList {
+    type Err = BadHostList;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hosts: Vec<String> = text.split(',').map(|host| host.trim().to_ascii_lowercase()).collect();
+        let bad = |host: &String| {
+            let bracketed = host.starts_with('[') && host.ends_with(']');
+            host.is_empty()
+                || host.len() > 255
+                || host.contains(['/', '@', ' '])
+                || (host.contains(':') && !bracketed)
+        };
+        if hosts.iter().any(bad) {
+            return Err(BadHostList(text.to_owned()));
+        }
+        Ok(HostList(hosts))
+    }
+}
+
+impl fmt::Display for HostList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// The admin API's default address: loopback only, beside the dispatcher's port.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8524";
 

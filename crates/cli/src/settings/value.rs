@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
-use super::text::{AdminListen, TlsListenAddr, format_duration};
+use super::text::{AdminListen, HostList, TlsListenAddr, format_duration};
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::v2::{NameError, ServiceName};
@@ -62,7 +62,7 @@ macro_rules! text_values {
     )*};
 }
 
-text_values!(SocketAddr, Policy, NetList, ServiceName, Scoring, AdminListen, TlsListenAddr);
+text_values!(SocketAddr, Policy, NetList, ServiceName, Scoring, AdminListen, TlsListenAddr, HostList);
 
 impl SettingValue for Duration {
     fn parse(text: &str) -> Result<Self, String> {

@@ -179,7 +179,10 @@ fn ticket_code(error: &TicketError) -> c_int {
         TicketError::WrongLength { .. }
         | TicketError::UnsupportedVersion(_)
         | TicketError::BadText
+        | TicketError::TrailingText(_)
         | TicketError::BadSignature => LW_E_TICKET_INVALID,
+        // Checked before, with its own message (secret_bytes); kept for completeness.
+        TicketError::WeakSecret { .. } => LW_E_INVALID,
     }
 }
 

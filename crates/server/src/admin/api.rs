@@ -1,16 +1,20 @@
 //! The JSON handlers: health, services, backends, HTTP picks and operator actions.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
-use super::views::{BackendList, BackendView, PickView, ServiceList, StateView};
+use super::guard::{check_origin, expensive_read};
+use super::views::{BackendList, BackendPage, BackendView, PickView, ServiceList, StateView};
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::Dispatcher;
 use loadwise_core::model::PickRequest;
@@ -29,45 +33,78 @@ pub(crate) async fn readyz(State(state): State<AdminState>) -> Result<Json<Value
 }
 
 /// `GET /v1/services`.
-pub(crate) async fn services(State(state): State<AdminState>) -> Json<ServiceList> {
-    let dispatcher = state.dispatcher();
-    let services = dispatcher.services();
-    let backends = dispatcher.snapshot();
-    Json(ServiceList::new(&services, &backends, dispatcher.policy()))
+pub(crate) async fn services(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let dispatcher = Arc::clone(state.dispatcher());
+    build_list(&state, move || {
+        let services = dispatcher.services();
+        let backends = dispatcher.snapshot();
+        Ok(Json(ServiceList::new(&services, &backends, dispatcher.policy())).into_response())
+    })
+    .await
 }
 
-/// `GET /v1/services/{service}/backends`: a service is known while it has a
-/// backend; the default one always is.
+/// `GET /v1/services/{service}/backends?limit=&after=&state=`: a page of the
+/// service's backends in id order. A service is known while it has a backend; the
+/// default one always is.
 pub(crate) async fn backends(
     State(state): State<AdminState>,
     Path(service): Path<String>,
-) -> Result<Json<BackendList>, ApiError> {
-    let dispatcher = state.dispatcher();
+    Query(page): Query<BackendPage>,
+) -> Result<Response, ApiError> {
+    let page = page.checked()?;
     let name = service_name(&service)?;
-    let now = Instant::now();
-    let backends: Vec<_> = dispatcher
-        .snapshot()
-        .iter()
-        .filter(|snapshot| snapshot.service == name)
-        .map(|snapshot| BackendView::new(snapshot, now))
-        .collect();
-    if backends.is_empty() && !is_default(dispatcher, &name) {
-        return Err(ApiError::UnknownService(service));
-    }
-    Ok(Json(BackendList {
-        service,
-        policy: dispatcher.policy(),
-        ttl_seconds: dispatcher.ttl().as_secs_f64(),
-        backends,
-    }))
+    let dispatcher = Arc::clone(state.dispatcher());
+    build_list(&state, move || {
+        let mut snapshots: Vec<_> =
+            dispatcher.snapshot().into_iter().filter(|snapshot| snapshot.service == name).collect();
+        if snapshots.is_empty() && !is_default(&dispatcher, &name) {
+            return Err(ApiError::UnknownService(service));
+        }
+        snapshots.sort_unstable_by_key(|snapshot| snapshot.id);
+        let now = Instant::now();
+        let (shown, next_after) = page.select(&snapshots);
+        let backends = shown.iter().map(|snapshot| BackendView::new(snapshot, now)).collect();
+        let list = BackendList {
+            service,
+            policy: dispatcher.policy(),
+            ttl_seconds: dispatcher.ttl().as_secs_f64(),
+            backends,
+            next_after: next_after.map(|id| id.0),
+        };
+        Ok(Json(list).into_response())
+    })
+    .await
 }
 
-/// `GET /v1/services/{service}/pick`: a pick with the same selection and accounting
-/// as a login over TCP or a v2 PickRequest.
+/// Builds a list, JSON body included, under a permit and on a blocking thread: a
+/// large table takes milliseconds of CPU to write, which must not hold up the
+/// runtime's workers that answer picks on the dispatcher's port.
+async fn build_list(
+    state: &AdminState,
+    build: impl FnOnce() -> Result<Response, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let permit = expensive_read(state).await?;
+    let built = tokio::task::spawn_blocking(move || {
+        let response = build();
+        drop(permit);
+        response
+    })
+    .await;
+    built.map_err(|error| ApiError::Internal(format!("building a list: {error}")))?
+}
+
+/// `POST /v1/services/{service}/pick`: a pick with the same selection and accounting
+/// as a login over TCP or a v2 PickRequest. A body is optional; one sent must be
+/// JSON, so that a cross-site form (which cannot send that type without a
+/// preflight) is refused, as is any request whose `Origin` is another site.
 pub(crate) async fn pick(
     State(state): State<AdminState>,
     Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<PickView>, ApiError> {
+    check_origin(&headers)?;
+    check_json_body(&headers, &body)?;
     let dispatcher = state.dispatcher();
     let name = service_name(&service)?;
     match ServicePick::of(dispatcher.pick(&PickRequest::http(&name), Instant::now())) {
@@ -81,6 +118,22 @@ pub(crate) async fn pick(
         }
         Err(_) => Err(ApiError::NoBackend(service)),
     }
+}
+
+/// An empty body passes; any other must be declared and be JSON.
+fn check_json_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
+    if !declared || serde_json::from_slice::<Value>(body).is_err() {
+        return Err(ApiError::NotJson);
+    }
+    Ok(())
 }
 
 /// `POST /v1/backends/{id}/drain`.

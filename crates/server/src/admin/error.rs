@@ -37,6 +37,24 @@ pub enum ApiError {
     /// The path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The Host header names none of the allowed hosts.
+    #[error("this server does not answer for host {0:?}; add it to admin_allowed_hosts")]
+    MisdirectedHost(String),
+    /// A state-changing request came from a page of another origin.
+    #[error("requests from origin {0:?} are refused")]
+    ForeignOrigin(String),
+    /// A request body that is not JSON.
+    #[error("the request body must be JSON, sent with Content-Type: application/json")]
+    NotJson,
+    /// A query parameter out of its bounds or not understood.
+    #[error("{0}")]
+    BadQuery(String),
+    /// A pick asked for with GET: picks change state, so they take POST.
+    #[error("a pick changes state: use POST")]
+    PickNeedsPost,
+    /// Too many lists were being built at once.
+    #[error("busy: too many lists are being built at once, retry shortly")]
+    Busy,
     /// Something failed inside; the detail goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -49,11 +67,15 @@ impl ApiError {
             ApiError::UnknownService(_) | ApiError::UnknownBackend(_) | ApiError::NoRoute => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::BadBackendId(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBackendId(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoBackend(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ActionsDisabled => StatusCode::FORBIDDEN,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed | ApiError::PickNeedsPost => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +91,12 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let headers = response.headers_mut();
+        match self {
+            ApiError::PickNeedsPost => drop(headers.insert(header::ALLOW, HeaderValue::from_static("POST"))),
+            ApiError::Busy => drop(headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            _ => {}
         }
         response
     }

@@ -1,13 +1,16 @@
 //! The table of endpoints: the router is built from it and the OpenAPI test reads it.
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 
 use super::error::ApiError;
-use super::{AdminState, api, dashboard, metrics, openapi};
+use super::{AdminState, api, dashboard, guard, metrics, openapi};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 /// One endpoint: a method, a path in OpenAPI form, and its handler.
 pub(crate) struct Route {
@@ -32,21 +35,33 @@ pub(crate) fn table() -> Vec<Route> {
         route(Method::GET, "/v1/openapi.json", get(openapi::document)),
         route(Method::GET, "/v1/services", get(api::services)),
         route(Method::GET, "/v1/services/{service}/backends", get(api::backends)),
-        route(Method::GET, "/v1/services/{service}/pick", get(api::pick)),
+        // A GET is answered 405 with `Allow: POST`: a pick changes state, and a GET
+        // is what a cross-site link or image makes a browser send.
+        route(
+            Method::POST,
+            "/v1/services/{service}/pick",
+            post(api::pick).get(|| async { ApiError::PickNeedsPost }),
+        ),
         route(Method::POST, "/v1/backends/{id}/drain", post(api::drain)),
         route(Method::POST, "/v1/backends/{id}/undrain", post(api::undrain)),
         route(Method::POST, "/v1/backends/{id}/maintenance", post(api::maintenance)),
     ]
 }
 
-/// The router for [`table`], answering unknown paths and methods with JSON errors.
+/// The router for [`table`], answering unknown paths and methods with JSON errors,
+/// within the state's limits: a request timeout (408), a body limit (413) and the
+/// Host check (421).
 pub(crate) fn router(state: AdminState) -> Router {
+    let limits = state.limits().clone();
     table()
         .into_iter()
         .fold(Router::new(), |router, route| router.route(route.path, route.handler))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(map_response(not_stored))
+        .layer(RequestBodyLimitLayer::new(limits.body_limit))
+        .layer(from_fn_with_state(state.clone(), guard::check_host))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .with_state(state)
 }
 

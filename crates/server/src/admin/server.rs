@@ -1,18 +1,33 @@
-//! The admin HTTP server: bind, serve the router, shut down gracefully within a bound.
+//! The admin HTTP server: bind, accept within a connection cap, serve each connection
+//! with a header-read timeout, shut down gracefully within a bound.
+//!
+//! Connections are served by hyper directly rather than through `axum::serve`, which
+//! has neither a cap nor a header-read timeout: an admin client that opens many
+//! connections, or sends half a request on each, must not take the descriptors the
+//! main listener needs.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{AdminConfig, AdminState, router};
+use crate::log_limit::RateLimitedLog;
 use loadwise_core::dispatcher::Dispatcher;
 
 /// How long shutdown waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// After a failed accept (out of descriptors, most often), the loop waits this long
+/// before the next: retrying at once would spin on the same error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +45,9 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` (port 0 picks a free one) for `dispatcher`.
+    /// Binds `addr` (port 0 picks a free one) for `dispatcher`. The names the Host
+    /// header may carry are the configured ones plus the bound address's host and
+    /// the loopback names.
     pub async fn bind(
         addr: SocketAddr,
         config: AdminConfig,
@@ -39,6 +56,7 @@ impl AdminServer {
         let bind_error = |error| AdminError::Bind { addr, error };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let config = config.with_default_hosts(local_addr);
         Ok(AdminServer { listener, local_addr, state: AdminState::new(dispatcher, config) })
     }
 
@@ -57,25 +75,61 @@ impl AdminServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let AdminServer { listener, local_addr, state } = self;
         tracing::info!(addr = %local_addr, "admin API listening");
-        let (stopping, stopped) = oneshot::channel();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping.send(());
-        };
-        let serve = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
-        let grace_over = async {
-            if stopped.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+        let limits = state.limits().clone();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let app = router(state.clone());
+        let graceful = GracefulShutdown::new();
+        let accept_errors = RateLimitedLog::new(Duration::from_secs(1));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        if let Some(held_back) = accept_errors.should_log(Instant::now()) {
+                            tracing::warn!(%error, held_back, "admin API cannot accept a connection");
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            // Over the cap the connection is closed at once: it holds a descriptor
+            // only for the moment it takes to count it.
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                state.count_refused_connection();
+                continue;
+            };
+            serve_connection(stream, slot, &app, &limits, &graceful);
+        }
+        drop(listener);
         tokio::select! {
-            result = serve => match result {
-                Ok(()) => tracing::info!("admin API stopped"),
-                Err(error) => tracing::error!(%error, "admin API failed"),
-            },
-            () = grace_over => tracing::warn!(grace = ?SHUTDOWN_GRACE, "admin API grace period over: dropping requests in flight"),
+            () = graceful.shutdown() => tracing::info!("admin API stopped"),
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "admin API grace period over: dropping requests in flight"),
         }
     }
+}
+
+/// Serves one connection in a task of its own, which holds `slot` until it ends.
+fn serve_connection(
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+    app: &axum::Router,
+    limits: &super::AdminLimits,
+    graceful: &GracefulShutdown,
+) {
+    let service = TowerToHyperService::new(app.clone());
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        // Timeouts and resets are routine for an HTTP server: not worth more than debug.
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "admin connection closed");
+        }
+        drop(slot);
+    });
 }

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::error::ApiError;
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::{self, BackendSnapshot};
-use loadwise_core::registry::V2Detail;
+use loadwise_core::registry::{BackendId, V2Detail};
 use loadwise_core::selection::{BackendState, Policy};
 use loadwise_protocol::IpField;
 use loadwise_protocol::v2::{Percent, ServiceName};
@@ -113,6 +114,72 @@ pub(crate) struct BackendList {
     /// A backend silent for this long is removed.
     pub ttl_seconds: f64,
     pub backends: Vec<BackendView>,
+    /// The id to pass as `after` for the next page; `null` on the last one.
+    pub next_after: Option<u64>,
+}
+
+/// The backends a list shows by default, and at most.
+pub(crate) const DEFAULT_PAGE: usize = 500;
+pub(crate) const MAX_PAGE: usize = 5_000;
+
+/// The query of a backend list, as sent: `limit`, `after` (a backend id) and `state`.
+/// Read as text, so that a bad value gets the API's own JSON error.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct BackendPage {
+    limit: Option<String>,
+    after: Option<String>,
+    state: Option<String>,
+}
+
+/// A [`BackendPage`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Page {
+    pub limit: usize,
+    pub after: Option<BackendId>,
+    pub state: Option<BackendState>,
+}
+
+impl BackendPage {
+    /// Fails naming the parameter and its bounds.
+    pub fn checked(self) -> Result<Page, ApiError> {
+        let bad = |what: String| ApiError::BadQuery(what);
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+                _ => return Err(bad(format!("limit must be from 1 to {MAX_PAGE}, not {text:?}"))),
+            },
+        };
+        let after = match self.after.as_deref() {
+            None => None,
+            Some(text) => Some(BackendId(
+                text.parse().map_err(|_| bad(format!("after must be a backend id, not {text:?}")))?,
+            )),
+        };
+        let state = match self.state.as_deref() {
+            None => None,
+            Some(text) => {
+                Some(BackendState::ALL.into_iter().find(|state| state.name() == text).ok_or_else(|| {
+                    bad(format!("state must be ready, draining or maintenance, not {text:?}"))
+                })?)
+            }
+        };
+        Ok(Page { limit, after, state })
+    }
+}
+
+impl Page {
+    /// The page of `sorted` (in id order) this query asks for, and the cursor of the
+    /// next one if more follow.
+    pub fn select<'a>(&self, sorted: &'a [BackendSnapshot]) -> (Vec<&'a BackendSnapshot>, Option<BackendId>) {
+        let start = self.after.map_or(0, |after| sorted.partition_point(|snapshot| snapshot.id <= after));
+        let mut matching =
+            sorted[start..].iter().filter(|snapshot| self.state.is_none_or(|state| snapshot.state == state));
+        let shown: Vec<_> = matching.by_ref().take(self.limit).collect();
+        let more = matching.next().is_some();
+        let next_after = shown.last().filter(|_| more).map(|snapshot| snapshot.id);
+        (shown, next_after)
+    }
 }
 
 /// One backend as the API shows it.

@@ -101,11 +101,12 @@
     try {
       const list = await getJson("v1/services");
       const now = Date.now();
-      const results = await Promise.all(
-        list.services.map((service) =>
-          getJson("v1/services/" + encodeURIComponent(service.name) + "/backends"),
-        ),
-      );
+      // One list at a time: the server builds only a few at once, and answers
+      // 503 to the rest. Each shows the first page (500 backends by id).
+      const results = [];
+      for (const service of list.services) {
+        results.push(await getJson("v1/services/" + encodeURIComponent(service.name) + "/backends"));
+      }
       render(list.services, results, now);
       lastSuccess = now;
       showReachable(list.services, results);
