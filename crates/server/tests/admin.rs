@@ -744,3 +744,35 @@ async fn a_body_over_the_limit_is_413() {
     let response = router(state).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// An HTTP pick of the default service with a JSON body: status and body.
+async fn keyed_http_pick(state: &AdminState, body: &str) -> (StatusCode, serde_json::Value) {
+    let request = Request::post("/v1/services/default/pick")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_http_pick_with_a_key_in_its_body_is_sticky() {
+    let state = state(None);
+    for id in 1..=4 {
+        register(&state, id, 10, &format!("10.0.0.{id}"), 7000);
+    }
+    let (status, first) = keyed_http_pick(&state, r#"{"key": "player-42"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    for _ in 0..5 {
+        let (_, again) = keyed_http_pick(&state, r#"{"key": "player-42"}"#).await;
+        assert_eq!(again["address"], first["address"], "the same key, the same backend");
+    }
+    let too_long = format!(r#"{{"key": "{}"}}"#, "k".repeat(65));
+    let (status, refused) = keyed_http_pick(&state, &too_long).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["error"].as_str().unwrap().starts_with("key: 65 bytes"), "{refused}");
+    let (status, _) = keyed_http_pick(&state, r#"{"key": 42}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a key is a string");
+}

@@ -104,10 +104,11 @@ pub(crate) async fn pick(
     body: Bytes,
 ) -> Result<Json<PickView>, ApiError> {
     check_origin(&headers)?;
-    check_json_body(&headers, &body)?;
+    let asked = pick_body(&headers, &body)?;
     let dispatcher = state.dispatcher();
     let name = service_name(&service)?;
-    match ServicePick::of(dispatcher.pick(&PickRequest::http(&name), Instant::now())) {
+    let key = asked.key.as_deref().unwrap_or_default().as_bytes();
+    match ServicePick::of(dispatcher.pick(&PickRequest::http(&name).with_key(key), Instant::now())) {
         Ok(picked) => {
             tracing::debug!(backend = %picked.id, %service, "http pick answered");
             Ok(Json(PickView::new(&service, &picked)))
@@ -120,10 +121,18 @@ pub(crate) async fn pick(
     }
 }
 
-/// An empty body passes; any other must be declared and be JSON.
-fn check_json_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+/// What an HTTP pick may say in its body: `{"key": "player-42"}` for a sticky pick.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PickBody {
+    /// The affinity key, as in a v2 PickRequest: at most 64 bytes.
+    key: Option<String>,
+}
+
+/// An empty body asks for an unkeyed pick; any other must be declared JSON and be an
+/// object whose `key`, if given, is a string of at most 64 bytes.
+fn pick_body(headers: &HeaderMap, body: &[u8]) -> Result<PickBody, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(PickBody::default());
     }
     let declared = headers
         .get(header::CONTENT_TYPE)
@@ -133,7 +142,15 @@ fn check_json_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     if !declared || serde_json::from_slice::<Value>(body).is_err() {
         return Err(ApiError::NotJson);
     }
-    Ok(())
+    let asked: PickBody =
+        serde_json::from_slice(body).map_err(|error| ApiError::BadQuery(format!("body: {error}")))?;
+    if let Some(key) = &asked.key
+        && key.len() > loadwise_protocol::v2::MAX_KEY_LEN
+    {
+        let limit = loadwise_protocol::v2::MAX_KEY_LEN;
+        return Err(ApiError::BadQuery(format!("key: {} bytes, at most {limit}", key.len())));
+    }
+    Ok(asked)
 }
 
 /// `POST /v1/backends/{id}/drain`.
