@@ -53,8 +53,9 @@ pub struct ConnectionLimits {
     /// was accepted (its TLS handshake included) is closed: until then it holds a
     /// place in the small pending headroom.
     pub first_frame_timeout: Duration,
-    /// A connection that sends nothing for this long is closed; `None` keeps idle
-    /// connections open.
+    /// A connection that does no work (no heartbeat, login or well-formed v2 message)
+    /// for this long is closed, whatever else it sends; `None` keeps idle connections
+    /// open.
     pub idle_timeout: Option<Duration>,
     /// A connection whose peer does not take its replies for this long is closed.
     pub write_timeout: Duration,
@@ -184,6 +185,11 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
             shared.dispatcher.stats().count_connection_refusal(reason);
             crate::log_refusal(shared, peer, reason);
         }
+        // Routine: peers that went quiet or stopped reading. Many at once (a network
+        // cut, a flood) must not flood the log.
+        Err(error @ (Closed::IdleTimeout(_) | Closed::FrameTimeout(_) | Closed::WriteTimeout(_))) => {
+            tracing::debug!(%peer, %error, "closing connection")
+        }
         Err(error) => tracing::info!(%peer, %error, "closing connection"),
     }
 }
@@ -214,6 +220,10 @@ struct Connection<'a, S> {
     /// When the connection last received bytes. Frames are applied at this time:
     /// one clock read per read, however many frames it brought.
     last_activity: Instant,
+    /// When the connection last did work: a read that brought a heartbeat, a login
+    /// or a well-formed v2 message. The idle timeout runs from here, so that a peer
+    /// sending skipped or malformed frames now and then does not hold its slot.
+    last_work: Instant,
     /// The unix time of the latest read, taken when a login in it first needs it.
     read_unix: Option<u64>,
     /// When the frame now being received began to arrive, if one is incomplete.
@@ -281,6 +291,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             read_chunk: FIRST_READ_CHUNK,
             write_buf: BytesMut::new(),
             last_activity: Instant::now(),
+            last_work: Instant::now(),
             read_unix: None,
             partial_since: None,
             timer: Box::pin(tokio::time::sleep_until(far_future())),
@@ -365,6 +376,9 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     }
 
     fn apply(&mut self, item: Inbound, batch: &mut Batch<'_>) -> Result<(), Closed> {
+        if is_work(&item) {
+            self.last_work = self.last_activity;
+        }
         // A backend connection stays one: its heartbeats cost one comparison here.
         if self.slot.kind() != ConnectionKind::Backend
             && let Some(kind) = self.kind_of(&item)
@@ -665,7 +679,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             }
             None => {
                 let idle = limits.idle_timeout?;
-                Some((self.last_activity.checked_add(idle)?, Closed::IdleTimeout(idle)))
+                Some((self.last_work.checked_add(idle)?, Closed::IdleTimeout(idle)))
             }
         }
     }
@@ -678,6 +692,16 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             self.apply(item, &mut batch)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `item` is work that keeps a connection from being idle: a heartbeat, a
+/// login or a well-formed v2 message. Skipped and malformed frames are not.
+fn is_work(item: &Inbound) -> bool {
+    match item {
+        Inbound::Request(_) => true,
+        Inbound::V2(decoded) => matches!(decoded, v2::Decoded::Message(_)),
+        Inbound::Skipped { .. } | Inbound::V2Malformed(_) => false,
     }
 }
 

@@ -200,13 +200,14 @@ settings! {
                       was accepted (its TLS handshake included)",
             at: at!(server.connection.first_frame_timeout),
         }
-        /// Close a connection that sends nothing for this long; 0s keeps idle connections.
+        /// Close a connection that does no work (no heartbeat, login or well-formed v2
+        /// message) for this long; 0s keeps idle connections.
         idle_timeout: Duration {
             live: true,
             value_name: "DURATION",
             default: Duration::from_secs(60),
             bounds: [Duration::ZERO, DAY],
-            summary: "close a connection that sends nothing this long; `0s` keeps idle connections",
+            summary: "close a connection that does no work (no heartbeat, login or well-formed v2 message) this long; `0s` keeps idle connections",
             at: Lens { get: idle_timeout, set: set_idle_timeout },
         }
         /// Close a connection whose peer does not read its replies for this long.
