@@ -27,9 +27,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::netlist::NetList;
-use loadwise_core::dispatcher::{
-    Batch, ConnectionKind, ConnectionRefusal, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump,
-};
+use crate::stats::{ConnectionKind, ConnectionRefusal, WireStats, bump};
+use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
 use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
@@ -171,7 +170,7 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
         Ok(()) => tracing::debug!("connection closed"),
         Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
         Err(error @ Closed::Protocol(_)) => {
-            bump(&shared.dispatcher.stats().protocol_errors);
+            bump(&shared.wire.protocol_errors);
             if let Some(suppressed) = shared.protocol_error_log.should_log(std::time::Instant::now()) {
                 tracing::warn!(%peer, %error, suppressed, "closing connection");
             }
@@ -182,7 +181,7 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
         }
         Err(Closed::FirstFrameTimeout(_)) => {
             let reason = ConnectionRefusal::FirstFrameTimeout;
-            shared.dispatcher.stats().count_connection_refusal(reason);
+            shared.wire.count_connection_refusal(reason);
             crate::log_refusal(shared, peer, reason);
         }
         // Routine: peers that went quiet or stopped reading. Many at once (a network
@@ -365,7 +364,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         match self.codec.decode(&mut self.read_buf) {
             Err(CodecError::V2(error)) => {
                 let message = v2::Message::Error(v2::ErrorMessage::new(error.code(), &error.to_string()));
-                self.dispatcher().stats().count_v2_refusal(error.code());
+                self.wire().count_v2_refusal(error.code());
                 if let Ok(frame) = message.encode() {
                     self.write_buf.extend_from_slice(&frame);
                 }
@@ -390,7 +389,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
             Inbound::Skipped { cmd, len } => {
-                bump(&self.dispatcher().stats().skipped_frames);
+                bump(&self.wire().skipped_frames);
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     // A log write may block: not under the lock every connection needs.
                     batch.unlock();
@@ -439,7 +438,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         batch: &mut Batch<'_>,
     ) -> Closed {
         use v2::{Decoded, Message};
-        let stats = self.dispatcher().stats();
+        let stats = self.wire();
         let reply = match item {
             Inbound::Request(Request::Login(_)) => Some(LoginReply::Error.encode().to_vec()),
             Inbound::V2(Decoded::Message(Message::PickRequest(request))) => {
@@ -477,6 +476,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             ticket_lifetime: limits.ticket_lifetime,
             unix_now: &mut self.read_unix,
             dispatcher: self.shared.dispatcher.as_ref(),
+            wire: &self.shared.wire,
             batch,
             refusal_log: &self.shared.refusal_log,
             out: &mut self.write_buf,
@@ -491,6 +491,11 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     /// this connection, so that a batch can be held while the connection decodes.
     fn dispatcher(&self) -> &'a Dispatcher {
         &self.shared.dispatcher
+    }
+
+    /// The server's wire counters, borrowed like [`Self::dispatcher`].
+    fn wire(&self) -> &'a WireStats {
+        &self.shared.wire
     }
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
@@ -529,7 +534,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     /// the backend is not registered. Logins on the connection are still answered.
     fn refuse_unlisted(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
         let stats = self.dispatcher().stats();
-        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &stats.heartbeats_not_allowed] {
+        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &self.wire().heartbeats_not_allowed] {
             bump(counter);
         }
         batch.unlock();

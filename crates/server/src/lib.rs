@@ -26,6 +26,7 @@
 //! | [`tls`] | the dispatcher's TLS settings: its certificate and key |
 //! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
 //! | `log_limit` | repeated warnings logged once per period |
+//! | [`stats`] | the wire counters: connections by kind and outcome, protocol errors, v2 refusals |
 //! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ mod connection;
 mod log_limit;
 pub mod netlist;
 pub mod pick_answer;
+pub mod stats;
 pub mod tls;
 
 pub use connection::ConnectionLimits;
@@ -53,8 +55,9 @@ use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
 use crate::log_limit::RateLimitedLog;
+use crate::stats::{ConnectionRefusal, WireStats, bump};
 use crate::tls::TlsError;
-use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
+use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::entropy::{self, NoRandomness};
@@ -250,6 +253,8 @@ impl ReloadHandle {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub dispatcher: Arc<Dispatcher>,
+    /// What the sockets count: connections, protocol errors, v2 refusals.
+    pub wire: Arc<WireStats>,
     /// The connection limits in force; each connection follows changes between frames.
     pub limits: watch::Receiver<LiveLimits>,
     /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
@@ -285,6 +290,7 @@ pub struct Server {
     listeners: Listeners,
     limits: watch::Sender<LiveLimits>,
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
     budgets: Arc<Budgets>,
 }
 
@@ -385,9 +391,10 @@ impl Server {
     /// (add a TLS listener with [`with_tls`](Self::with_tls)).
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
-        let budgets = Budgets::new(config.budgets(), Arc::clone(&dispatcher));
+        let wire = Arc::new(WireStats::default());
+        let budgets = Budgets::new(config.budgets(), Arc::clone(&wire));
         let (limits, _) = watch::channel(LiveLimits::of(&config));
-        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, budgets }
+        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, wire, budgets }
     }
 
     /// Also accepts TLS connections on `listener`, with `config` (from
@@ -412,6 +419,12 @@ impl Server {
         Arc::clone(&self.dispatcher)
     }
 
+    /// The wire counters (connections, protocol errors, v2 refusals), which the
+    /// admin API's metrics read with the dispatcher's own.
+    pub fn wire_stats(&self) -> Arc<WireStats> {
+        Arc::clone(&self.wire)
+    }
+
     /// A handle that changes the settings while the server runs (for SIGHUP).
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
@@ -423,9 +436,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listeners, limits, dispatcher, budgets } = self;
+        let Server { listeners, limits, dispatcher, wire, budgets } = self;
         let shared = Arc::new(Shared {
             dispatcher,
+            wire,
             limits: limits.subscribe(),
             shutdown: CancellationToken::new(),
             stopping: AtomicBool::new(false),
@@ -454,12 +468,13 @@ impl Server {
             tracker.wait().await;
         }
         let stats = shared.dispatcher.stats().snapshot();
+        let wire = shared.wire.snapshot();
         tracing::info!(
             logins_answered = stats.logins_answered,
             logins_refused = stats.logins_no_backend + stats.logins_clock_skew,
             heartbeats = stats.heartbeats,
-            connections_accepted = stats.connections_accepted,
-            protocol_errors = stats.protocol_errors,
+            connections_accepted = wire.connections_accepted,
+            protocol_errors = wire.protocol_errors,
             "stopped"
         );
     }
@@ -493,7 +508,7 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
                 continue;
             }
         };
-        bump(&shared.dispatcher.stats().connections_accepted);
+        bump(&shared.wire.connections_accepted);
         // From the dispatcher, which also numbers v2 backends: never the same id twice.
         let id = shared.dispatcher.next_id();
         let shared = Arc::clone(shared);
@@ -525,8 +540,7 @@ struct OpenConnection<'a> {
 
 impl<'a> OpenConnection<'a> {
     fn new(id: BackendId, peer: SocketAddr, slot: Slot, shared: &'a Shared) -> Self {
-        let stats = shared.dispatcher.stats();
-        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        shared.wire.connections_open.fetch_add(1, Ordering::Relaxed);
         OpenConnection { id, peer, slot: Some(slot), shared }
     }
 
@@ -557,8 +571,7 @@ impl Drop for OpenConnection<'_> {
         // count drops, so that a connection accepted once the count shows room is
         // never refused.
         drop(self.slot.take());
-        let stats = self.shared.dispatcher.stats();
-        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.wire.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -50,7 +50,11 @@ fn dispatcher() -> Arc<Dispatcher> {
 }
 
 fn state(token: Option<&str>) -> AdminState {
-    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() })
+    AdminState::new(
+        dispatcher(),
+        Arc::default(),
+        AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() },
+    )
 }
 
 /// Registers backend `id` at `ip:port` reporting `mem`, as a heartbeat on its connection would.
@@ -130,7 +134,8 @@ async fn services_lists_the_default_service_with_counts_by_state() {
 async fn the_default_service_is_the_configured_one_and_always_known() {
     let default_service = ServiceName::new("games").unwrap();
     let settings = DispatchSettings { default_service, ..DispatchSettings::default() };
-    let state = AdminState::new(Arc::new(Dispatcher::with_seed(settings, 7)), AdminConfig::default());
+    let state =
+        AdminState::new(Arc::new(Dispatcher::with_seed(settings, 7)), Arc::default(), AdminConfig::default());
 
     let services = get(&state, "/v1/services").await.json();
     assert_eq!(
@@ -404,7 +409,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 async fn metrics_follow_real_tcp_traffic() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig::default());
+    let state = AdminState::new(server.dispatcher.clone(), server.wire.clone(), AdminConfig::default());
 
     let _first = server.register(30, "10.0.0.1", 7001).await;
     let mut second = server.register(200, "10.0.0.2", 7002).await;
@@ -420,7 +425,7 @@ async fn metrics_follow_real_tcp_traffic() {
     server.wait_for_stat("second backend gone", |s| s.evicted_disconnected, |n| n == 1).await;
     let mut bad = server.connect().await;
     send(&mut bad, &[1, 0, 0, 0]).await;
-    server.wait_for_stat("malformed frame", |s| s.protocol_errors, |n| n == 1).await;
+    server.wait_for_wire("malformed frame", |s| s.protocol_errors, |n| n == 1).await;
 
     let reply = get(&state, "/metrics").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -477,6 +482,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let server = TestServer::start().await;
     let state = AdminState::new(
         server.dispatcher.clone(),
+        server.wire.clone(),
         AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
     );
     let _legacy = server.register(30, "10.0.0.1", 7001).await;
@@ -553,7 +559,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
 async fn metrics_label_every_service_and_count_v2_registrations_and_refusals() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig::default());
+    let state = AdminState::new(server.dispatcher.clone(), server.wire.clone(), AdminConfig::default());
     let (_backend, id) = register_v2(&server).await;
     server.dispatcher.set_state(id, BackendState::Draining).unwrap();
 
@@ -564,12 +570,11 @@ async fn metrics_label_every_service_and_count_v2_registrations_and_refusals() {
     let mut registering = server.connect().await;
     send(&mut registering, &Message::Hello(v2::Hello).encode().unwrap()).await;
     send(&mut registering, &register(7).encode().unwrap()).await;
-    server.wait_for_stat("a registration", |s| s.v2_registrations, |n| n == 1).await;
+    server.wait_for_wire("a registration", |s| s.v2_registrations, |n| n == 1).await;
     let mut hasty = server.connect().await;
     send(&mut hasty, &register(8).encode().unwrap()).await;
-    let no_challenge =
-        |s: &loadwise_core::dispatcher::StatsSnapshot| s.v2_refusals_with(ErrorCode::NO_CHALLENGE);
-    server.wait_for_stat("a refusal", no_challenge, |n| n == 1).await;
+    let no_challenge = |s: &loadwise_server::stats::WireSnapshot| s.v2_refusals_with(ErrorCode::NO_CHALLENGE);
+    server.wait_for_wire("a refusal", no_challenge, |n| n == 1).await;
 
     let reply = get(&state, "/metrics").await;
     let metrics = parse_metrics(&reply.text);
@@ -622,12 +627,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     let _serial = loadwise_testkit::shared_access().await;
     let config = AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() };
-    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher()).await.unwrap();
+    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher(), Arc::default())
+        .await
+        .unwrap();
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     assert!(server.state().actions_enabled());
 
-    let taken = AdminServer::bind(addr, AdminConfig::default(), dispatcher()).await;
+    let taken = AdminServer::bind(addr, AdminConfig::default(), dispatcher(), Arc::default()).await;
     let Err(AdminError::Bind { addr: refused, .. }) = taken else { panic!("a taken port is refused") };
     assert_eq!(refused, addr);
 
@@ -649,6 +656,7 @@ async fn a_drain_by_the_operator_is_not_undone_by_heartbeats_of_the_same_address
     let server = TestServer::start().await;
     let state = AdminState::new(
         server.dispatcher.clone(),
+        server.wire.clone(),
         AdminConfig { token: Some(TOKEN.to_owned()), ..AdminConfig::default() },
     );
     let first = server.register(10, "10.0.0.1", 7001).await;
@@ -718,7 +726,11 @@ async fn a_pick_by_get_is_refused_with_allow_post() {
 #[tokio::test]
 async fn the_host_header_must_name_an_allowed_host_except_for_probes() {
     let config = AdminConfig { allowed_hosts: vec!["admin.example".into()], ..AdminConfig::default() };
-    let state = AdminState::new(dispatcher(), config.with_default_hosts("127.0.0.1:8524".parse().unwrap()));
+    let state = AdminState::new(
+        dispatcher(),
+        Arc::default(),
+        config.with_default_hosts("127.0.0.1:8524".parse().unwrap()),
+    );
     let with_host = |path: &'static str, host: &'static str| {
         let request = Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap();
         router(state.clone()).oneshot(request)

@@ -1,7 +1,8 @@
 //! The admin side of the dispatcher: an HTTP API, Prometheus metrics and a live dashboard.
 //!
-//! Everything here reads or steers one [`Dispatcher`] shared with the TCP server; the
-//! admin side never touches the legacy sockets.
+//! Everything here reads or steers one [`Dispatcher`] shared with the TCP server, and
+//! reads that server's wire counters ([`WireStats`]); the admin side never touches the
+//! legacy sockets.
 //!
 //! # Layout
 //!
@@ -29,7 +30,9 @@
 //!
 //! let dispatcher = Arc::new(Dispatcher::new(DispatchSettings::default()));
 //! let config = AdminConfig { token: Some("s3cret".into()), ..AdminConfig::default() };
-//! let server = AdminServer::bind("127.0.0.1:8524".parse().unwrap(), config, dispatcher).await?;
+//! // Without a TCP server, its wire counters stay at zero.
+//! let wire = Arc::default();
+//! let server = AdminServer::bind("127.0.0.1:8524".parse().unwrap(), config, dispatcher, wire).await?;
 //! println!("dashboard at http://{}/", server.local_addr());
 //! server.run(async { tokio::signal::ctrl_c().await.unwrap() }).await;
 //! # Ok(()) }
@@ -57,6 +60,7 @@ use tokio::sync::Semaphore;
 pub use error::ApiError;
 pub use server::{AdminError, AdminServer, SHUTDOWN_GRACE};
 
+use crate::stats::WireStats;
 use loadwise_core::dispatcher::Dispatcher;
 
 /// How the admin side is set up.
@@ -152,9 +156,10 @@ struct Shared {
 }
 
 impl AdminState {
-    /// State for `dispatcher`, ready by default.
-    pub fn new(dispatcher: Arc<Dispatcher>, config: AdminConfig) -> Self {
-        let mut metrics = metrics::registry(Arc::clone(&dispatcher));
+    /// State for `dispatcher` and the wire counters of the server that feeds it
+    /// ([`Server::wire_stats`](crate::Server::wire_stats)), ready by default.
+    pub fn new(dispatcher: Arc<Dispatcher>, wire: Arc<WireStats>, config: AdminConfig) -> Self {
+        let mut metrics = metrics::registry(Arc::clone(&dispatcher), wire);
         let (refused_connections, busy_refusals) = (Counter::default(), Counter::default());
         metrics.register(
             "admin_connections_refused",

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{AdminConfig, AdminState, router};
 use crate::log_limit::RateLimitedLog;
+use crate::stats::WireStats;
 use loadwise_core::dispatcher::Dispatcher;
 
 /// How long shutdown waits for requests in flight before giving up on them.
@@ -45,19 +46,20 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` (port 0 picks a free one) for `dispatcher`. The names the Host
-    /// header may carry are the configured ones plus the bound address's host and
-    /// the loopback names.
+    /// Binds `addr` (port 0 picks a free one) for `dispatcher` and the wire counters
+    /// of its server. The names the Host header may carry are the configured ones plus
+    /// the bound address's host and the loopback names.
     pub async fn bind(
         addr: SocketAddr,
         config: AdminConfig,
         dispatcher: Arc<Dispatcher>,
+        wire: Arc<WireStats>,
     ) -> Result<AdminServer, AdminError> {
         let bind_error = |error| AdminError::Bind { addr, error };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let config = config.with_default_hosts(local_addr);
-        Ok(AdminServer { listener, local_addr, state: AdminState::new(dispatcher, config) })
+        Ok(AdminServer { listener, local_addr, state: AdminState::new(dispatcher, wire, config) })
     }
 
     /// The address actually bound.
