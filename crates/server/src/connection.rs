@@ -27,7 +27,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::netlist::NetList;
-use crate::stats::{ConnectionKind, ConnectionRefusal, WireStats, bump};
+use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireStats, bump};
 use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
@@ -104,6 +104,15 @@ const FIRST_READ_CHUNK: usize = 256;
 /// one up to this, so a peer that pipelines is read in few system calls.
 const READ_CHUNK: usize = 4096;
 
+/// How a connection ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The peer closed it between frames.
+    PeerClosed,
+    /// Shutdown began between frames.
+    Shutdown,
+}
+
 /// Why a connection ended other than by a clean close.
 #[derive(Debug, thiserror::Error)]
 enum Closed {
@@ -166,8 +175,10 @@ pub(crate) struct Accepted {
 pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: &Shared, slot: &mut Slot) {
     let peer = accepted.peer;
     let mut conn = Connection::new(stream, accepted, shared, slot);
-    match conn.run().await {
-        Ok(()) => tracing::debug!("connection closed"),
+    let outcome = conn.run().await;
+    shared.wire.count_close(close_reason(&outcome));
+    match outcome {
+        Ok(_) => tracing::debug!("connection closed"),
         Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
         Err(error @ Closed::Protocol(_)) => {
             bump(&shared.wire.protocol_errors);
@@ -302,19 +313,19 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
     }
 
-    async fn run(&mut self) -> Result<(), Closed> {
+    async fn run(&mut self) -> Result<Ended, Closed> {
         loop {
             let decoded = self.process_buffered();
             self.flush().await?;
             decoded?;
             let between_frames = !self.codec.is_mid_frame(&self.read_buf);
             let Some(read) = self.read_more().await? else {
-                return Ok(());
+                return Ok(Ended::Shutdown);
             };
             if read == 0 {
                 let drained = self.drain_at_eof();
                 self.flush().await?;
-                return drained;
+                return drained.map(|()| Ended::PeerClosed);
             }
             if between_frames {
                 self.follow_reload();
@@ -700,6 +711,22 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     }
 }
 
+/// The reason a connection that ended with `outcome` is counted under.
+fn close_reason(outcome: &Result<Ended, Closed>) -> CloseReason {
+    match outcome {
+        Ok(Ended::PeerClosed) => CloseReason::PeerClosed,
+        Ok(Ended::Shutdown) | Err(Closed::Aborted) => CloseReason::Shutdown,
+        Err(Closed::Protocol(_)) => CloseReason::ProtocolError,
+        Err(Closed::Io(_)) => CloseReason::PeerReset,
+        Err(Closed::FrameTimeout(_)) => CloseReason::FrameTimeout,
+        Err(Closed::IdleTimeout(_)) => CloseReason::IdleTimeout,
+        Err(Closed::FirstFrameTimeout(_)) => CloseReason::FirstFrameTimeout,
+        Err(Closed::OverBudget(_)) => CloseReason::Budget,
+        Err(Closed::WriteTimeout(_)) => CloseReason::WriteTimeout,
+        Err(Closed::Refused { .. }) => CloseReason::Refused,
+    }
+}
+
 /// Whether `item` is work that keeps a connection from being idle: a heartbeat, a
 /// login or a well-formed v2 message. Skipped and malformed frames are not.
 fn is_work(item: &Inbound) -> bool {
@@ -724,4 +751,31 @@ fn codec_for(limits: &ConnectionLimits) -> DispatcherCodec {
 /// A deadline that never comes: about thirty years away, as tokio itself uses.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_of_a_connection_is_counted_under_its_reason() {
+        let second = Duration::from_secs(1);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cases = [
+            (Ok(Ended::PeerClosed), CloseReason::PeerClosed),
+            (Ok(Ended::Shutdown), CloseReason::Shutdown),
+            (Err(Closed::Aborted), CloseReason::Shutdown),
+            (Err(Closed::Io(reset)), CloseReason::PeerReset),
+            (Err(Closed::Protocol(CodecError::Truncated { buffered: 3 })), CloseReason::ProtocolError),
+            (Err(Closed::FrameTimeout(second)), CloseReason::FrameTimeout),
+            (Err(Closed::IdleTimeout(second)), CloseReason::IdleTimeout),
+            (Err(Closed::FirstFrameTimeout(second)), CloseReason::FirstFrameTimeout),
+            (Err(Closed::OverBudget(ConnectionRefusal::ClientLimit)), CloseReason::Budget),
+            (Err(Closed::WriteTimeout(second)), CloseReason::WriteTimeout),
+            (Err(Closed::Refused { reason: "auth".into() }), CloseReason::Refused),
+        ];
+        for (outcome, reason) in cases {
+            assert_eq!(close_reason(&outcome), reason, "{outcome:?}");
+        }
+    }
 }

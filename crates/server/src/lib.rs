@@ -55,7 +55,7 @@ use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
 use crate::log_limit::RateLimitedLog;
-use crate::stats::{ConnectionRefusal, WireStats, bump};
+use crate::stats::{CloseReason, ConnectionRefusal, WireStats, bump};
 use crate::tls::TlsError;
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::registry::BackendId;
@@ -592,11 +592,10 @@ async fn serve_connection(
     let serve = async {
         match transport {
             Transport::Plain => connection::serve(stream, accepted, shared, slot).await,
-            Transport::Tls(acceptor) => {
-                if let Some(stream) = handshake(&acceptor, stream, shared).await {
-                    connection::serve(stream, accepted, shared, slot).await;
-                }
-            }
+            Transport::Tls(acceptor) => match handshake(&acceptor, stream, shared).await {
+                Ok(stream) => connection::serve(stream, accepted, shared, slot).await,
+                Err(reason) => shared.wire.count_close(reason),
+            },
         }
     };
     // A disabled span (the default, at info level) would still be entered and left
@@ -608,29 +607,29 @@ async fn serve_connection(
 /// or runs out of time (a peer speaking plain TCP to the TLS port, one trusting
 /// another CA, one that stalls) closes this connection only, and is logged at
 /// debug: any peer can cause it. Shutdown abandons a handshake at once, as nothing
-/// is owed to the peer yet.
+/// is owed to the peer yet. A connection that ends here ends for the reason returned.
 async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     shared: &Shared,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, CloseReason> {
     let timeout = handshake_timeout(&shared.limits.borrow().connection);
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(timeout, acceptor.accept(stream)) => outcome,
         () = shared.shutdown.cancelled() => {
             tracing::debug!("TLS handshake abandoned: shutting down");
-            return None;
+            return Err(CloseReason::Shutdown);
         }
     };
     match outcome {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake failed");
-            None
+            Err(CloseReason::TlsHandshake)
         }
         Err(_) => {
             tracing::debug!(?timeout, "TLS handshake timed out");
-            None
+            Err(CloseReason::TlsHandshake)
         }
     }
 }

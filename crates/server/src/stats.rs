@@ -1,5 +1,5 @@
-//! The server's wire counters: connections by kind and outcome, protocol errors and v2
-//! refusals; lock-free atomics, read as a snapshot or scraped.
+//! The server's wire counters: connections by kind, outcome and close reason, protocol
+//! errors and v2 refusals; lock-free atomics, read as a snapshot or scraped.
 //!
 //! The decision's own counters (heartbeats, picks, evictions, pick latency) are the
 //! core's ([`loadwise_core::dispatcher::Stats`]); these are what only the sockets see.
@@ -26,6 +26,10 @@ pub struct WireStats {
     /// Connections refused or closed for a budget, by reason: index
     /// [`ConnectionRefusal::index`].
     pub connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
+    /// Accepted connections that have ended, by why: index [`CloseReason::index`].
+    /// Each accepted connection ends once, so these and `connections_open` add up to
+    /// `connections_accepted`.
+    pub connections_closed: [AtomicU64; CloseReason::ALL.len()],
     /// v2 Registers accepted.
     pub v2_registrations: AtomicU64,
     /// v2 refusals sent (Error messages and failed PickReplies), by code: index 1 is
@@ -44,6 +48,7 @@ pub struct WireSnapshot {
     pub connections_open: u64,
     pub connections_by_kind: [u64; ConnectionKind::ALL.len()],
     pub connection_refusals: [u64; ConnectionRefusal::ALL.len()],
+    pub connections_closed: [u64; CloseReason::ALL.len()],
     pub v2_registrations: u64,
     pub v2_refusals: [u64; V2_REFUSAL_SLOTS],
 }
@@ -139,6 +144,72 @@ impl ConnectionRefusal {
     }
 }
 
+/// Why an accepted connection ended: one of a small fixed set, so that routine closes
+/// are counted rather than logged one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer closed it cleanly, between frames.
+    PeerClosed,
+    /// It failed: reset by the peer, or another I/O error.
+    PeerReset,
+    /// A malformed frame (or one left incomplete at the peer's close).
+    ProtocolError,
+    /// It did no work for `idle_timeout`.
+    IdleTimeout,
+    /// It held an incomplete frame for `frame_timeout`.
+    FrameTimeout,
+    /// Its peer did not take the replies for `write_timeout`.
+    WriteTimeout,
+    /// It said nothing that classifies it within `first_frame_timeout`.
+    FirstFrameTimeout,
+    /// Its first heartbeat, login or pick found its kind's budget full.
+    Budget,
+    /// A v2 refusal that ends the session (a failed authentication, a wrong identity).
+    Refused,
+    /// Its TLS handshake failed or took too long.
+    TlsHandshake,
+    /// The dispatcher shut down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::PeerClosed,
+        CloseReason::PeerReset,
+        CloseReason::ProtocolError,
+        CloseReason::IdleTimeout,
+        CloseReason::FrameTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::FirstFrameTimeout,
+        CloseReason::Budget,
+        CloseReason::Refused,
+        CloseReason::TlsHandshake,
+        CloseReason::Shutdown,
+    ];
+
+    /// Its index in per-reason arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::FirstFrameTimeout => "first_frame_timeout",
+            CloseReason::Budget => "budget",
+            CloseReason::Refused => "refused",
+            CloseReason::TlsHandshake => "tls_handshake",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 impl WireStats {
     pub fn snapshot(&self) -> WireSnapshot {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -151,6 +222,7 @@ impl WireStats {
             connections_open: get(&self.connections_open),
             connections_by_kind: std::array::from_fn(|kind| get(&self.connections_by_kind[kind])),
             connection_refusals: std::array::from_fn(|reason| get(&self.connection_refusals[reason])),
+            connections_closed: std::array::from_fn(|reason| get(&self.connections_closed[reason])),
             v2_registrations: get(&self.v2_registrations),
             v2_refusals: std::array::from_fn(|slot| get(&self.v2_refusals[slot])),
         }
@@ -160,6 +232,11 @@ impl WireStats {
     pub fn count_v2_refusal(&self, code: ErrorCode) {
         let slot = usize::from(code.get()).min(V2_REFUSAL_SLOTS - 1);
         bump(&self.v2_refusals[slot]);
+    }
+
+    /// Counts an accepted connection that ended for `reason`.
+    pub fn count_close(&self, reason: CloseReason) {
+        bump(&self.connections_closed[reason.index()]);
     }
 
     /// Counts a connection refused or closed for `reason`.
@@ -186,6 +263,11 @@ impl WireSnapshot {
     pub fn refused(&self, reason: ConnectionRefusal) -> u64 {
         self.connection_refusals[reason.index()]
     }
+
+    /// How many accepted connections ended for `reason`.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.connections_closed[reason.index()]
+    }
 }
 
 /// Adds one to a counter.
@@ -206,6 +288,22 @@ mod tests {
         let snapshot = stats.snapshot();
         assert!(ConnectionRefusal::ALL.iter().all(|&reason| snapshot.refused(reason) == 1));
         assert_eq!(snapshot.connections_refused, 2, "the peer and pending limits only");
+    }
+
+    #[test]
+    fn close_reasons_have_distinct_names_and_their_own_counters() {
+        let names: std::collections::BTreeSet<_> = CloseReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), CloseReason::ALL.len());
+        assert!(names.iter().all(|name| name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        let stats = WireStats::default();
+        for (count, &reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), count);
+            (0..=count).for_each(|_| stats.count_close(reason));
+        }
+        let snapshot = stats.snapshot();
+        for (count, &reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(snapshot.closed(reason), count as u64 + 1, "{reason:?}");
+        }
     }
 
     #[test]

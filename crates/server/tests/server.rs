@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use loadwise_core::dispatcher::DispatchSettings;
 use loadwise_server::ConnectionLimits;
 use loadwise_server::ServerConfig;
-use loadwise_server::stats::{ConnectionKind, ConnectionRefusal};
+use loadwise_server::stats::{CloseReason, ConnectionKind, ConnectionRefusal};
 use loadwise_testkit::*;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -771,4 +771,25 @@ async fn a_legacy_heartbeat_from_outside_the_allowed_networks_is_refused_and_log
     let _backend = default.register(10, "10.0.0.1", 1001).await;
     assert_eq!(default.wire().heartbeats_not_allowed, 0);
     default.stop().await;
+}
+
+#[tokio::test]
+async fn every_accepted_connection_ends_once_under_its_reason() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let clean = server.connect().await;
+    drop(clean);
+    server.wait_for_wire("a clean close", |s| s.closed(CloseReason::PeerClosed), |n| n == 1).await;
+    let mut malformed = server.connect().await;
+    send(&mut malformed, &[1, 0, 0, 0]).await;
+    server.wait_for_wire("a protocol error", |s| s.closed(CloseReason::ProtocolError), |n| n == 1).await;
+    let _open = server.connect().await;
+    server.wait_for_wire("one open", |s| s.connections_open, |n| n == 1).await;
+    let wire = server.wire.clone();
+    server.stop().await;
+
+    let wire = wire.snapshot();
+    assert_eq!(wire.closed(CloseReason::Shutdown), 1);
+    let closed: u64 = CloseReason::ALL.iter().map(|&reason| wire.closed(reason)).sum();
+    assert_eq!((closed, wire.connections_open), (wire.connections_accepted, 0));
 }

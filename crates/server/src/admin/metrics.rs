@@ -28,7 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
-use crate::stats::{ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
+use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
 use loadwise_core::affinity::PassReason;
 use loadwise_core::dispatcher::{Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot};
 use loadwise_core::selection::BackendState;
@@ -287,7 +287,21 @@ fn encode_connections(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> 
         .map(|(labels, reason)| (&labels[..], stats.refused(reason)))
         .collect();
     let help = "Connections refused or closed for a budget, by reason: at accept (peer_limit, pending_limit), at the first heartbeat, login or pick (backend_limit, client_limit), or for saying nothing of the kind in time (first_frame_timeout).";
-    family(encoder, ("connection_refusals", help, MetricType::Counter), &series)
+    family(encoder, ("connection_refusals", help, MetricType::Counter), &series)?;
+    encode_closes(encoder, stats)
+}
+
+/// Every accepted connection ends once, under one of a fixed set of reasons.
+fn encode_closes(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
+    let reasons: Vec<[(&'static str, &str); 1]> =
+        CloseReason::ALL.iter().map(|reason| [("reason", reason.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> = reasons
+        .iter()
+        .zip(CloseReason::ALL)
+        .map(|(labels, reason)| (&labels[..], stats.closed(reason)))
+        .collect();
+    let help = "Accepted TCP connections that ended, by reason: peer_closed, peer_reset (or another I/O error), protocol_error, idle_timeout, frame_timeout, write_timeout, first_frame_timeout, budget, refused (a v2 refusal that ends the session), tls_handshake, shutdown.";
+    family(encoder, ("connections_closed", help, MetricType::Counter), &series)
 }
 
 fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
@@ -375,6 +389,7 @@ mod tests {
                 "connections_open gauge",
                 "connections_open_by_kind gauge",
                 "connection_refusals counter",
+                "connections_closed counter",
                 "protocol_errors counter",
                 "v2_registrations counter",
                 "v2_refusals counter",
