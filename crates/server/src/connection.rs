@@ -26,74 +26,20 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::netlist::NetList;
 use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireStats, bump};
 use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
-use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
-use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
 mod legacy;
 mod session;
-use crate::{LiveLimits, Shared};
+use crate::limits::{ConnectionLimits, LiveLimits};
+use crate::shared::{Shared, log_refusal};
 use budget::Slot;
 use loadwise_core::model::PickOutcome;
 use loadwise_core::registry::BackendId;
-use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
-
-/// Per-connection limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// A connection holding an incomplete frame for this long is closed.
-    pub frame_timeout: Duration,
-    /// A connection that has not sent a heartbeat, login or pick this long after it
-    /// was accepted (its TLS handshake included) is closed: until then it holds a
-    /// place in the small pending headroom.
-    pub first_frame_timeout: Duration,
-    /// A connection that does no work (no heartbeat, login or well-formed v2 message)
-    /// for this long is closed, whatever else it sends; `None` keeps idle connections
-    /// open.
-    pub idle_timeout: Option<Duration>,
-    /// A connection whose peer does not take its replies for this long is closed.
-    pub write_timeout: Duration,
-    /// The longest frame accepted; longer ones are protocol errors.
-    pub max_frame_len: u16,
-    /// The networks legacy heartbeats are accepted from: they carry no proof of who
-    /// sent them, so a stranger's heartbeat reporting 0 % would capture every client.
-    pub legacy_heartbeats: NetList,
-    /// The longest v2 frame accepted. v2 frames are buffered whole before they are
-    /// decoded, so this bounds what one connection can make the dispatcher hold.
-    pub max_v2_frame_len: u16,
-    /// The shared secret v2 backends must prove they know before they register, and
-    /// that tickets are signed with; `None` accepts v2 heartbeats unauthenticated
-    /// and issues no tickets.
-    pub secret: Option<Secret>,
-    /// How long a ticket in a v2 PickReply stays valid.
-    pub ticket_lifetime: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            frame_timeout: Duration::from_secs(30),
-            // The original backends send their first heartbeat a second after they
-            // connect, and clients log in at once: five seconds is ample for both.
-            first_frame_timeout: Duration::from_secs(5),
-            // Backends send every second and clients log in as soon as they
-            // connect, so a minute of silence means a peer that holds a slot for
-            // nothing.
-            idle_timeout: Some(Duration::from_secs(60)),
-            write_timeout: Duration::from_secs(10),
-            max_frame_len: MAX_FRAME_LEN,
-            legacy_heartbeats: NetList::private(),
-            max_v2_frame_len: DEFAULT_MAX_V2_FRAME_LEN,
-            secret: None,
-            ticket_lifetime: Duration::from_secs(30),
-        }
-    }
-}
+use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, Request, unix_time_now};
 
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
 /// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
@@ -193,7 +139,7 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
         Err(Closed::FirstFrameTimeout(_)) => {
             let reason = ConnectionRefusal::FirstFrameTimeout;
             shared.wire.count_connection_refusal(reason);
-            crate::log_refusal(shared, peer, reason);
+            log_refusal(shared, peer, reason);
         }
         // Routine: peers that went quiet or stopped reading. Many at once (a network
         // cut, a flood) must not flood the log.
@@ -471,7 +417,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
         // A log write may block: not under the lock every connection needs.
         batch.unlock();
-        crate::log_refusal(self.shared, self.peer, refusal);
+        log_refusal(self.shared, self.peer, refusal);
         Closed::OverBudget(refusal)
     }
 

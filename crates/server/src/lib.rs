@@ -22,6 +22,8 @@
 //! |---|---|
 //! | crate root | the TCP server: bind, accept under the budgets, sweep, reload, graceful shutdown |
 //! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget`, the v2 `session` and the `legacy` rules) |
+//! | `limits` | what each connection applies (timeouts, frame lengths, legacy doors, the v2 secret), and what a reload changes |
+//! | `shared` | the state every connection task shares, and the rate-limited log of refusals |
 //! | [`pick_answer`] | the core's pick outcome as the v2 and HTTP answers name a backend: its id, its endpoint, or the refusal's code |
 //! | [`tls`] | the dispatcher's TLS settings: its certificate and key |
 //! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
@@ -32,19 +34,21 @@
 
 pub mod admin;
 mod connection;
+mod limits;
 mod log_limit;
 pub mod netlist;
 pub mod pick_answer;
+mod shared;
 pub mod stats;
 pub mod tls;
 
-pub use connection::ConnectionLimits;
+pub use limits::ConnectionLimits;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -54,8 +58,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
+use crate::limits::LiveLimits;
 use crate::log_limit::RateLimitedLog;
-use crate::stats::{CloseReason, ConnectionRefusal, WireStats, bump};
+use crate::shared::{Shared, log_refusal};
+use crate::stats::{CloseReason, WireStats, bump};
 use crate::tls::TlsError;
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::registry::BackendId;
@@ -212,18 +218,9 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The settings a reload can change while connections stay open (besides the
-/// dispatcher's and the budgets, which have their own).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LiveLimits {
-    pub connection: ConnectionLimits,
-    pub shutdown_grace: Duration,
-}
-
-impl LiveLimits {
-    fn of(config: &ServerConfig) -> Self {
-        LiveLimits { connection: config.connection.clone(), shutdown_grace: config.shutdown_grace }
-    }
+/// The settings of `config` a reload can change while connections stay open.
+fn live_limits(config: &ServerConfig) -> LiveLimits {
+    LiveLimits { connection: config.connection.clone(), shutdown_grace: config.shutdown_grace }
 }
 
 /// Changes a running server's settings (from [`Server::reload_handle`]).
@@ -244,38 +241,9 @@ impl ReloadHandle {
         config.validate()?;
         self.dispatcher.reconfigure(&config.dispatch);
         self.budgets.resize(config.budgets());
-        self.limits.send_replace(LiveLimits::of(config));
+        self.limits.send_replace(live_limits(config));
         Ok(())
     }
-}
-
-/// State every connection task shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub dispatcher: Arc<Dispatcher>,
-    /// What the sockets count: connections, protocol errors, v2 refusals.
-    pub wire: Arc<WireStats>,
-    /// The connection limits in force; each connection follows changes between frames.
-    pub limits: watch::Receiver<LiveLimits>,
-    /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
-    pub shutdown: CancellationToken,
-    /// Set just before `shutdown` is cancelled. A connection reads it at every
-    /// wake-up, which costs a load, where the token's state is behind a mutex.
-    pub stopping: AtomicBool,
-    /// Cancelled when the grace period is over: stop at once.
-    pub abort: CancellationToken,
-    /// Limits warnings about protocol errors, which any peer can cause.
-    pub protocol_error_log: RateLimitedLog,
-    /// Limits warnings about refused heartbeats.
-    pub refusal_log: RateLimitedLog,
-    /// Limits warnings about legacy heartbeats from outside the allowed networks: the
-    /// first, then one every [`DOOR_WARNING_PERIOD`] with the count held back, since a
-    /// misconfigured fleet sends them every second per backend.
-    pub door_log: RateLimitedLog,
-    /// The connection budgets, which every connection's slot belongs to.
-    pub budgets: Arc<Budgets>,
-    /// Limits warnings about connections refused for a budget or closed unclassified.
-    pub budget_log: RateLimitedLog,
 }
 
 /// At most one warning of each kind per period, however many peers misbehave.
@@ -393,7 +361,7 @@ impl Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
         let wire = Arc::new(WireStats::default());
         let budgets = Budgets::new(config.budgets(), Arc::clone(&wire));
-        let (limits, _) = watch::channel(LiveLimits::of(&config));
+        let (limits, _) = watch::channel(live_limits(&config));
         Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, wire, budgets }
     }
 
@@ -517,14 +485,6 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
             let accepted = connection::Accepted { peer, id, at: accepted_at };
             serve_connection(stream, transport, accepted, &shared, open.slot()).await;
         });
-    }
-}
-
-/// Logs a connection refused for a budget or closed unclassified, at most once a
-/// period across all connections: any peer can cause it. (It is counted by the budgets.)
-pub(crate) fn log_refusal(shared: &Shared, peer: SocketAddr, refusal: ConnectionRefusal) {
-    if let Some(suppressed) = shared.budget_log.should_log(Instant::now()) {
-        tracing::warn!(%peer, reason = refusal.name(), suppressed, "connection refused: {}", refusal.describe());
     }
 }
 

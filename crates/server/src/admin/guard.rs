@@ -8,8 +8,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::AdminState;
 use super::error::ApiError;
+use super::state::AdminState;
 
 /// Probes name the pod's address, whatever the names configured: they are exempt.
 const PROBES: [&str; 2] = ["/healthz", "/readyz"];

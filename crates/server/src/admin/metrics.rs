@@ -25,7 +25,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
 use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
@@ -46,9 +45,9 @@ pub(crate) fn registry(dispatcher: Arc<Dispatcher>, wire: Arc<WireStats>) -> Reg
 }
 
 /// `GET /metrics`.
-pub(crate) async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
     let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, state.metrics())
+    prometheus_client::encoding::text::encode(&mut body, &registry)
         .map_err(|error| ApiError::Internal(format!("encoding metrics: {error}")))?;
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

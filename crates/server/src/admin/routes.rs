@@ -8,7 +8,8 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 
 use super::error::ApiError;
-use super::{AdminState, api, dashboard, guard, metrics, openapi};
+use super::state::AdminState;
+use super::{api, dashboard, guard, metrics, openapi};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 

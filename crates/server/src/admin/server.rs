@@ -18,7 +18,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{AdminConfig, AdminState, router};
+use super::routes::router;
+use super::state::{AdminConfig, AdminLimits, AdminState};
 use crate::log_limit::RateLimitedLog;
 use crate::stats::WireStats;
 use loadwise_core::dispatcher::Dispatcher;
@@ -118,7 +119,7 @@ fn serve_connection(
     stream: TcpStream,
     slot: OwnedSemaphorePermit,
     app: &axum::Router,
-    limits: &super::AdminLimits,
+    limits: &AdminLimits,
     graceful: &GracefulShutdown,
 ) {
     let service = TowerToHyperService::new(app.clone());
