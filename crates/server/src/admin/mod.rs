@@ -1,8 +1,9 @@
 //! The admin side of the dispatcher: an HTTP API, Prometheus metrics and a live dashboard.
 //!
-//! Everything here reads or steers one [`Dispatcher`] shared with the TCP server, and
-//! reads that server's wire counters ([`WireStats`]); the admin side never touches the
-//! legacy sockets.
+//! Everything here reads or steers one
+//! [`Dispatcher`](loadwise_core::dispatcher::Dispatcher) shared with the TCP server,
+//! and reads that server's wire counters ([`WireStats`](crate::stats::WireStats));
+//! the admin side never touches the legacy sockets.
 //!
 //! # Layout
 //!
