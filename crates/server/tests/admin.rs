@@ -788,3 +788,62 @@ async fn an_http_pick_with_a_key_in_its_body_is_sticky() {
     let (status, _) = keyed_http_pick(&state, r#"{"key": 42}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a key is a string");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_while_another_is_served() {
+    // Lists of thousands of backends, asked for at once: far more than the socket
+    // buffers of both ends hold, with a small receive buffer at the client's.
+    const BACKENDS: u64 = 5_000;
+    const LISTS: usize = 6;
+    let _serial = loadwise_testkit::shared_access().await;
+    let dispatcher = dispatcher();
+    let now = Instant::now();
+    for id in 0..BACKENDS {
+        let ip = IpField::from_text(&format!("10.0.{}.{}", id / 250, id % 250 + 1)).unwrap();
+        dispatcher.heartbeat(BackendId(id), &Heartbeat { mem: 40, ip, port: 7000 }, now).unwrap();
+    }
+    let mut config = AdminConfig::default();
+    config.limits.write_timeout = std::time::Duration::from_millis(300);
+    let server =
+        AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher, Arc::default()).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = within(socket.connect(addr)).await.unwrap();
+    let list = "/v1/services/default/backends?limit=5000";
+    let request = format!("GET {list} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    within(stalled.write_all(request.repeat(LISTS).as_bytes())).await.unwrap();
+
+    // Meanwhile another client is served, and sees the stalled one given up.
+    let end = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = http_get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        if response.lines().any(|line| line == "loadwise_admin_write_timeouts_total 1") {
+            break;
+        }
+        assert!(Instant::now() < end, "no write timeout counted:\n{response}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // What the stalled client finds is what the buffers held, then the end.
+    let mut taken = 0;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match within(stalled.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => taken += read,
+        }
+    }
+    let whole = http_get(addr, list).await;
+    assert!(whole.starts_with("HTTP/1.1 200 OK"), "{}", &whole[..200.min(whole.len())]);
+    let asked = LISTS * whole.len();
+    assert!(taken < asked, "all {asked} bytes reached the stalled client");
+
+    stop.send(()).unwrap();
+    within(task).await.unwrap();
+}

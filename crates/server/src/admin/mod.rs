@@ -20,6 +20,7 @@
 //! | `metrics.rs` | the Prometheus collector that reads the dispatcher's counters on scrape |
 //! | `openapi.rs` | the OpenAPI description of these endpoints |
 //! | `dashboard.rs` | the web page and its script and style, embedded in the binary |
+//! | `write_deadline.rs` | a stream whose writes fail once the client has taken nothing for a bound |
 //! | `server.rs` | [`AdminServer`]: bind, accept within a cap, serve, graceful shutdown |
 //!
 //! # Example
@@ -51,6 +52,7 @@ mod routes;
 mod server;
 mod state;
 mod views;
+mod write_deadline;
 
 pub use error::ApiError;
 pub use server::{AdminError, AdminServer, SHUTDOWN_GRACE};

@@ -1,5 +1,5 @@
 //! The admin HTTP server: bind, accept within a connection cap, serve each connection
-//! with a header-read timeout, shut down gracefully within a bound.
+//! with header-read and write timeouts, shut down gracefully within a bound.
 //!
 //! Connections are served by hyper directly rather than through `axum::serve`, which
 //! has neither a cap nor a header-read timeout: an admin client that opens many
@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::routes::router;
 use super::state::{AdminConfig, AdminLimits, AdminState};
+use super::write_deadline::WriteDeadline;
 use crate::log_limit::RateLimitedLog;
 use crate::stats::WireStats;
 use loadwise_core::dispatcher::Dispatcher;
@@ -104,6 +105,7 @@ impl AdminServer {
                 state.count_refused_connection();
                 continue;
             };
+            let stream = WriteDeadline::new(stream, limits.write_timeout, state.write_timeouts());
             serve_connection(stream, slot, &app, &limits, &graceful);
         }
         drop(listener);
@@ -116,7 +118,7 @@ impl AdminServer {
 
 /// Serves one connection in a task of its own, which holds `slot` until it ends.
 fn serve_connection(
-    stream: TcpStream,
+    stream: WriteDeadline<TcpStream>,
     slot: OwnedSemaphorePermit,
     app: &axum::Router,
     limits: &AdminLimits,

@@ -61,6 +61,9 @@ pub struct AdminLimits {
     pub header_read_timeout: Duration,
     /// A request not answered within this is answered 408.
     pub request_timeout: Duration,
+    /// A connection whose client takes no bytes of a response for this long is
+    /// closed: one that asks for a large list and stops reading holds a slot otherwise.
+    pub write_timeout: Duration,
     /// The largest request body read; a longer one is answered 413.
     pub body_limit: usize,
     /// Backend and service lists built at once; a further one waits up to
@@ -75,6 +78,7 @@ impl Default for AdminLimits {
             max_connections: 64,
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
             expensive_reads: 2,
             busy_wait: Duration::from_millis(500),
@@ -105,6 +109,7 @@ struct Shared {
     expensive_reads: Arc<Semaphore>,
     refused_connections: Counter,
     busy_refusals: Counter,
+    write_timeouts: Counter,
 }
 
 impl AdminState {
@@ -113,6 +118,7 @@ impl AdminState {
     pub fn new(dispatcher: Arc<Dispatcher>, wire: Arc<WireStats>, config: AdminConfig) -> Self {
         let mut metrics = metrics::registry(Arc::clone(&dispatcher), wire);
         let (refused_connections, busy_refusals) = (Counter::default(), Counter::default());
+        let write_timeouts = Counter::default();
         metrics.register(
             "admin_connections_refused",
             "Admin API connections closed on accept: admin_max_connections were open",
@@ -122,6 +128,11 @@ impl AdminState {
             "admin_busy_refusals",
             "Admin API list requests answered 503: too many were being built at once",
             busy_refusals.clone(),
+        );
+        metrics.register(
+            "admin_write_timeouts",
+            "Admin API connections closed because their client took no response bytes for admin_write_timeout",
+            write_timeouts.clone(),
         );
         let shared = Shared {
             dispatcher,
@@ -133,6 +144,7 @@ impl AdminState {
             allowed_hosts: config.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             refused_connections,
             busy_refusals,
+            write_timeouts,
         };
         AdminState { inner: Arc::new(shared) }
     }
@@ -185,6 +197,11 @@ impl AdminState {
 
     pub(crate) fn count_refused_connection(&self) {
         self.inner.refused_connections.inc();
+    }
+
+    /// The counter of connections closed for their write timeout, for their streams.
+    pub(crate) fn write_timeouts(&self) -> Counter {
+        self.inner.write_timeouts.clone()
     }
 
     pub(crate) fn count_busy_refusal(&self) {
