@@ -847,3 +847,28 @@ async fn a_client_that_stops_reading_is_disconnected_while_another_is_served() {
     stop.send(()).unwrap();
     within(task).await.unwrap();
 }
+
+#[test]
+fn a_reload_changes_the_timeouts_and_keeps_the_sizes() {
+    let state = AdminState::new(dispatcher(), Arc::default(), AdminConfig::default());
+    let second = std::time::Duration::from_secs(1);
+    let next = loadwise_server::admin::AdminLimits {
+        max_connections: 1,
+        header_read_timeout: second,
+        request_timeout: 2 * second,
+        write_timeout: 3 * second,
+        expensive_reads: 9,
+        ..state.limits()
+    };
+    state.set_timeouts(&next);
+    let limits = state.limits();
+    assert_eq!(
+        (limits.header_read_timeout, limits.request_timeout, limits.write_timeout),
+        (second, 2 * second, 3 * second)
+    );
+    let defaults = loadwise_server::admin::AdminLimits::default();
+    assert_eq!(
+        (limits.max_connections, limits.expensive_reads),
+        (defaults.max_connections, defaults.expensive_reads)
+    );
+}

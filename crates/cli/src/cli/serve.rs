@@ -165,6 +165,7 @@ impl Reloader {
         }
         if let Some(admin) = &self.admin {
             admin.set_token(next.admin_token.clone());
+            admin.set_timeouts(&next.settings.admin.limits);
         }
         log_changes(&changes);
         self.current = next;

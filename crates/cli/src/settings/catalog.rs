@@ -418,7 +418,7 @@ settings! {
         /// Close an admin connection that has not sent a whole request header this long
         /// after it opened or after its last response.
         header_read_timeout: Duration {
-            live: false,
+            live: true,
             value_name: "DURATION",
             default: Duration::from_secs(5),
             bounds: [MILLISECOND, HOUR],
@@ -428,7 +428,7 @@ settings! {
         /// Close an admin connection whose client takes no bytes of a response for this
         /// long: one that asks for a large list and stops reading would hold its slot.
         write_timeout: Duration {
-            live: false,
+            live: true,
             value_name: "DURATION",
             default: Duration::from_secs(10),
             bounds: [MILLISECOND, HOUR],
@@ -437,7 +437,7 @@ settings! {
         }
         /// Answer 408 to an admin request not answered within this.
         request_timeout: Duration {
-            live: false,
+            live: true,
             value_name: "DURATION",
             default: Duration::from_secs(10),
             bounds: [MILLISECOND, HOUR],

@@ -79,8 +79,7 @@ impl AdminServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let AdminServer { listener, local_addr, state } = self;
         tracing::info!(addr = %local_addr, "admin API listening");
-        let limits = state.limits().clone();
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let slots = Arc::new(Semaphore::new(state.limits().max_connections));
         let app = router(state.clone());
         let graceful = GracefulShutdown::new();
         let accept_errors = RateLimitedLog::new(Duration::from_secs(1));
@@ -105,6 +104,8 @@ impl AdminServer {
                 state.count_refused_connection();
                 continue;
             };
+            // The timeouts in force now: a reload changes them from the next connection.
+            let limits = state.limits();
             let stream = WriteDeadline::new(stream, limits.write_timeout, state.write_timeouts());
             serve_connection(stream, slot, &app, &limits, &graceful);
         }

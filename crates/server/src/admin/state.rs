@@ -88,7 +88,7 @@ impl Default for AdminLimits {
 
 /// What every admin handler shares: the dispatcher, the action token, readiness and
 /// the metrics registry. Cloning is cheap and every clone sees the same state, so a
-/// configuration reload can change the token while the server runs.
+/// configuration reload can change the token and the timeouts while the server runs.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     inner: Arc<Shared>,
@@ -102,7 +102,9 @@ struct Shared {
     /// Whether the dispatcher is serving; `/readyz` answers 503 while it is false.
     ready: Arc<AtomicBool>,
     metrics: Arc<Registry>,
-    limits: AdminLimits,
+    /// The timeouts in it are replaced on reload; the sizes stay as at start. Never
+    /// held across an await.
+    limits: RwLock<AdminLimits>,
     /// Lower-case; empty checks nothing.
     allowed_hosts: Vec<String>,
     /// Permits for building backend and service lists.
@@ -140,7 +142,7 @@ impl AdminState {
             ready: Arc::new(AtomicBool::new(true)),
             metrics: Arc::new(metrics),
             expensive_reads: Arc::new(Semaphore::new(config.limits.expensive_reads.max(1))),
-            limits: config.limits,
+            limits: RwLock::new(config.limits),
             allowed_hosts: config.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             refused_connections,
             busy_refusals,
@@ -182,9 +184,20 @@ impl AdminState {
         self.inner.ready.load(Ordering::Relaxed)
     }
 
-    /// The limits the server was set up with.
-    pub fn limits(&self) -> &AdminLimits {
-        &self.inner.limits
+    /// The limits in force: those the server was set up with, and the timeouts of
+    /// the latest [`set_timeouts`](Self::set_timeouts).
+    pub fn limits(&self) -> AdminLimits {
+        self.inner.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Takes up the header-read, request and write timeouts of `limits` at run time:
+    /// from each connection's next accept (header read, write) or request. The
+    /// connection cap and the list permits keep their sizes from the start.
+    pub fn set_timeouts(&self, limits: &AdminLimits) {
+        let mut current = self.inner.limits.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.header_read_timeout = limits.header_read_timeout;
+        current.request_timeout = limits.request_timeout;
+        current.write_timeout = limits.write_timeout;
     }
 
     pub(crate) fn allowed_hosts(&self) -> &[String] {
