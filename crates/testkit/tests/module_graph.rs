@@ -54,8 +54,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("cli", &["cli.rs", "cli/demo.rs", "cli/generate.rs"]),
-    ("client", &["discover.rs", "discover/resolve.rs"]),
-    ("client", &["lib.rs", "failover.rs"]),
     ("loadwise", &["ffi/mod.rs", "ffi/agent.rs", "ffi/boundary.rs", "ffi/client.rs", "ffi/ticket.rs"]),
     ("protocol", &["lib.rs", "heartbeat.rs", "login.rs"]),
     (
