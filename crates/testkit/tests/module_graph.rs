@@ -37,8 +37,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
             "admin/server.rs",
         ],
     ),
-    ("agent", &["metrics_file.rs", "probe.rs"]),
-    ("agent", &["lib.rs", "link.rs", "replicas.rs", "v2.rs"]),
     (
         "cli",
         &[
