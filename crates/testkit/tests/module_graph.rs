@@ -53,21 +53,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     ),
     ("cli", &["cli.rs", "cli/demo.rs", "cli/generate.rs"]),
     ("loadwise", &["ffi/mod.rs", "ffi/agent.rs", "ffi/boundary.rs", "ffi/client.rs", "ffi/ticket.rs"]),
-    ("protocol", &["lib.rs", "heartbeat.rs", "login.rs"]),
-    (
-        "protocol",
-        &[
-            "v2/mod.rs",
-            "v2/address.rs",
-            "v2/auth.rs",
-            "v2/error.rs",
-            "v2/frame.rs",
-            "v2/handshake.rs",
-            "v2/heartbeat.rs",
-            "v2/names.rs",
-            "v2/pick.rs",
-        ],
-    ),
     (
         "tools",
         &[
