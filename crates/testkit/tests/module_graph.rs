@@ -52,7 +52,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("cli", &["cli.rs", "cli/demo.rs", "cli/generate.rs"]),
-    ("loadwise", &["ffi/mod.rs", "ffi/agent.rs", "ffi/boundary.rs", "ffi/client.rs", "ffi/ticket.rs"]),
     (
         "tools",
         &[
