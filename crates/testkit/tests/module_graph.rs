@@ -18,9 +18,10 @@ use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{Attribute, ImplItem, Item, Meta, Token, TraitItem, UseTree};
 
-/// Cycles present when this check was written, in crates still being reworked: each is
-/// the crate and the files of its group. A cycle passes only if its files are all within
-/// one entry of its crate. This list must shrink to empty; never add to it.
+/// Cycles present when this check was written, in crates still being reworked (the
+/// core's model and the server's sessions and admin side): each is the crate and the
+/// files of its group. A cycle passes only if its files are all within one entry of its
+/// crate. This list must shrink to empty; never add to it.
 const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     ("core", &["model/mod.rs", "model/endpoint.rs", "model/pick.rs", "model/report.rs"]),
     ("core", &["affinity.rs", "affinity/rings.rs", "selection/mod.rs"]),
@@ -35,26 +36,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
             "admin/metrics.rs",
             "admin/routes.rs",
             "admin/server.rs",
-        ],
-    ),
-    (
-        "tools",
-        &[
-            "bench/mod.rs",
-            "bench/backends.rs",
-            "bench/churn.rs",
-            "bench/closed.rs",
-            "bench/conn.rs",
-            "bench/control.rs",
-            "bench/local.rs",
-            "bench/open.rs",
-            "bench/plan.rs",
-            "bench/progress.rs",
-            "bench/register.rs",
-            "bench/replies.rs",
-            "bench/report.rs",
-            "bench/runner.rs",
-            "bench/wire.rs",
         ],
     ),
 ];
