@@ -108,7 +108,10 @@ fn declare(
         if name == "tests" || name.ends_with("_tests") {
             continue;
         }
-        // Without `#[path]` (unused here), a module's directory is its module path.
+        if declared.attrs.iter().any(|attr| attr.path().is_ident("path")) {
+            return Err(format!("{file}: `#[path]` on `mod {name};` is not followed by this check"));
+        }
+        // Without `#[path]`, a module's directory is its module path.
         let dir = child.join("/");
         let child_file = [format!("{dir}.rs"), format!("{dir}/mod.rs")]
             .into_iter()
