@@ -2,7 +2,7 @@
 //!
 //! A program linked with `-lloadwise` then records `libloadwise.so.N`, so it loads only a
 //! library of the same ABI; a change that breaks the ABI raises N here and
-//! `LW_ABI_VERSION` in `src/ffi/mod.rs` together (a unit test checks they agree).
+//! `LW_ABI_VERSION` in `src/ffi/codes.rs` together (a unit test checks they agree).
 
 /// The C ABI's version: the N of `libloadwise.so.N`.
 const ABI_VERSION: u32 = 1;

@@ -14,36 +14,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentConfig, Protocol, Report};
 use crate::backoff::Backoff;
+use crate::config::{AgentConfig, Protocol};
+use crate::sample::Report;
+use crate::session_end::SessionEnd;
 use crate::streak::FailureStreak;
-use loadwise_client::dial::{self, DialError, Stream};
-use loadwise_protocol::codec::v2::PeerCodecError;
-use loadwise_protocol::v2::{ErrorMessage, State};
+use loadwise_client::dial::{self, Stream};
+use loadwise_protocol::v2::State;
 use loadwise_protocol::{Heartbeat, IpField};
-
-/// Why one connection to the dispatcher ended.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum SessionEnd {
-    #[error(transparent)]
-    Dial(#[from] DialError),
-    #[error("connecting timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("the dispatcher closed the connection")]
-    ClosedByPeer,
-    #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent is stopping")]
-    Stopped,
-    #[error("the backend is draining: the legacy protocol leaves the table")]
-    Draining,
-    #[error("the dispatcher refused: {} {}", .0.code, .0.text)]
-    Refused(ErrorMessage),
-    #[error("registering took longer than {0:?}")]
-    RegisterTimeout(Duration),
-    #[error("the dispatcher broke the protocol: {0}")]
-    Protocol(#[from] PeerCodecError),
-}
 
 /// Keeps a connection to `server` until `stop` is cancelled, sending each sample
 /// published on `samples`. When the connection fails (on the 1st, 2nd, 4th...
@@ -133,7 +111,7 @@ async fn session(
             let ip = config.advertise.legacy_ip().expect("a legacy advertise address");
             send_legacy(stream, ip, config.advertise.port(), reports, stop).await
         }
-        Protocol::V2 => super::v2::session(stream, config, reports, stop).await,
+        Protocol::V2 => crate::v2::session(stream, config, reports, stop).await,
     };
     Ok((end, connected_at.elapsed()))
 }

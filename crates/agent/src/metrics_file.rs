@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use loadwise_protocol::v2::{MAX_METRICS, Metric, MetricName};
 
-use crate::probe::Sample;
+use crate::sample::Sample;
 
 /// The most of a metrics file that is read: a file that grows without bound (a
 /// backend appending instead of rewriting) costs no more than this per heartbeat.

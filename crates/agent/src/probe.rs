@@ -9,40 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupMemory};
-use crate::cpustat::{CpuProbe, CpuStatError};
-use crate::meminfo::{self, MeminfoError};
+use crate::cpustat::CpuProbe;
+use crate::meminfo;
 use crate::metrics_file::{MetricsFile, merge_metrics_text};
-use loadwise_protocol::v2::{Metric, NOT_REPORTED_U32, Percent, check_metrics};
-
-/// One measurement of this backend's load.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Sample {
-    /// Memory in use, percent (0..=100): the one figure legacy heartbeats carry.
-    pub memory: u8,
-    /// CPU in use, if measured.
-    pub cpu: Option<Percent>,
-    /// Clients or connections the backend is serving, if it says.
-    pub connections: Option<u32>,
-    /// Backend-defined figures (queue depth, GPU use, ...), at most 32, distinct names.
-    pub metrics: Vec<Metric>,
-}
-
-impl Sample {
-    /// Memory only.
-    pub fn memory(percent: u8) -> Sample {
-        Sample { memory: percent.min(100), ..Sample::default() }
-    }
-
-    /// Refuses what a v2 heartbeat cannot carry (more than 32 metrics, a repeated
-    /// name, a value that is not finite, a connection count of `u32::MAX`), so a
-    /// backend's bad figure skips one heartbeat instead of breaking the connection.
-    pub fn validate(&self) -> Result<(), ProbeError> {
-        if self.connections == Some(NOT_REPORTED_U32) {
-            return Err(ProbeError::Other(format!("connections must be below {NOT_REPORTED_U32}")));
-        }
-        check_metrics(&self.metrics).map_err(|error| ProbeError::Other(format!("metrics: {error}")))
-    }
-}
+use crate::sample::{ProbeError, Sample};
+use loadwise_protocol::v2::Percent;
 
 /// Something that can measure this backend's load on demand, for v2 heartbeats.
 pub trait MetricsProbe: Send {
@@ -153,17 +124,6 @@ pub trait LoadProbe: Send {
     fn sample(&mut self) -> Result<u8, ProbeError>;
 }
 
-/// Why a load sample could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Meminfo(#[from] MeminfoError),
-    #[error(transparent)]
-    Cpu(#[from] CpuStatError),
-    #[error("{0}")]
-    Other(String),
-}
-
 impl<F> LoadProbe for F
 where
     F: FnMut() -> Result<u8, ProbeError> + Send,
@@ -236,7 +196,7 @@ impl LoadProbe for MemoryProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loadwise_protocol::v2::{MAX_METRICS, MetricName};
+    use loadwise_protocol::v2::{MAX_METRICS, Metric, MetricName};
 
     #[test]
     fn a_limited_cgroup_wins_over_the_host_and_an_unlimited_one_falls_back() {

@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentConfig, Report, link};
+use crate::config::AgentConfig;
+use crate::link;
+use crate::sample::Report;
 use loadwise_client::discover::follow::{self, Tagged};
 use loadwise_client::discover::{Resolver, Tally, Update};
 use loadwise_protocol::config::ConfigError;

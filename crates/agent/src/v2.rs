@@ -6,10 +6,12 @@ use tokio::sync::watch;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::link::SessionEnd;
-use super::{AgentConfig, Report, Secret};
+use crate::config::AgentConfig;
+use crate::sample::Report;
+use crate::session_end::SessionEnd;
 use loadwise_client::dial::Stream;
 use loadwise_protocol::codec::v2::PeerCodec;
+use loadwise_protocol::v2::auth::Secret;
 use loadwise_protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
 
 type Connection = Framed<Stream, PeerCodec>;

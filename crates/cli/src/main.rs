@@ -55,8 +55,10 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             Command::Pick(args) => pick(args).await,
             Command::Bench(args) => cli::bench::run(args).await.map(|()| Exit::Success),
             Command::Simulate(args) => cli::simulate::run(args).map(|()| Exit::Success),
-            Command::Completions(args) => cli::generate::completions(args).map(|()| Exit::Success),
-            Command::Man(args) => cli::generate::man(args).map(|()| Exit::Success),
+            Command::Completions(args) => {
+                cli::generate::completions(args, cli::command()).map(|()| Exit::Success)
+            }
+            Command::Man(args) => cli::generate::man(args, cli::command()).map(|()| Exit::Success),
         }
     });
     // A name lookup runs on a blocking thread that a timeout cannot stop; do not let

@@ -19,9 +19,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng, SeedableRng as _};
 
-use super::{Assigned, PickError, pick_keyed_over, pick_over};
 use crate::discover::follow::LOOKUP_TIMEOUT;
 use crate::discover::{DiscoveryConfig, DnsSource, MAX_REPLICAS, Membership, Resolver, log_applied};
+use crate::single::{Assigned, PickError, pick_keyed_over, pick_over};
 use crate::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::entropy::{self, NoRandomness};

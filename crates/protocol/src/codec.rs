@@ -9,9 +9,11 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::header::{HEADER_LEN, MAX_FRAME_LEN};
+use crate::login::LoginReply;
+use crate::request::{FrameError, Parsed, Request, parse_request};
 use crate::v2 as wire;
 use crate::v2::DEFAULT_MAX_V2_FRAME_LEN;
-use crate::{FrameError, HEADER_LEN, LoginReply, MAX_FRAME_LEN, Parsed, Request, parse_request};
 
 /// One decoded item: a request to act on, or a frame that was skipped.
 #[derive(Debug, Clone, PartialEq)]

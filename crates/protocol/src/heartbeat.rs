@@ -1,6 +1,7 @@
 //! The heartbeat frame (cmd 0, 23 bytes): a backend's load and the address clients should use.
 
-use super::{HEADER_LEN, Header, cmd};
+use crate::cmd;
+use crate::header::{HEADER_LEN, Header};
 
 /// Size of the fixed, NUL-padded ip field.
 pub const IP_FIELD_LEN: usize = 16;

@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{HEADER_LEN, Header, IP_FIELD_LEN, IpField, cmd};
+use crate::cmd;
+use crate::header::{HEADER_LEN, Header};
+use crate::heartbeat::{IP_FIELD_LEN, IpField};
 
 /// A client's request for a backend, stamped with the client's unix time in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,8 +25,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::duration;
-
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the dispatcher listens for the simulated backends and clients (port 0
@@ -46,7 +44,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "least-loaded")]
     pub policy: Policy,
     /// Stop after this long instead of waiting for Ctrl-C.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 }
 

@@ -23,34 +23,35 @@ pub struct ManArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Prints the completion script for `args.shell`.
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
+/// Prints the completion script for `args.shell`, made from `command`: the whole
+/// binary's (`cli::command()`), passed in because it contains this subcommand.
+pub fn completions(args: CompletionsArgs, command: clap::Command) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(&completion_script(args.shell))
+    out.write_all(&completion_script(args.shell, command))
         .and_then(|()| out.flush())
         .context("cannot write the completions to stdout")
 }
 
 /// The script, made in memory: the generator panics on a failed write (a closed
 /// pipe), where the binary should exit with an error.
-fn completion_script(shell: Shell) -> Vec<u8> {
-    let mut command = super::command();
+fn completion_script(shell: Shell, mut command: clap::Command) -> Vec<u8> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, "loadwise", &mut script);
     script
 }
 
-/// Prints the main page, or writes every page into `args.out`.
-pub fn man(args: ManArgs) -> anyhow::Result<()> {
+/// Prints the main page, or writes every page into `args.out`, from `command` (the
+/// whole binary's).
+pub fn man(args: ManArgs, command: clap::Command) -> anyhow::Result<()> {
     match args.out {
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(super::command(), &dir)
+            clap_mangen::generate_to(command, &dir)
                 .with_context(|| format!("cannot write the man pages into {}", dir.display()))
         }
         None => {
             let mut out = std::io::stdout().lock();
-            clap_mangen::Man::new(super::command())
+            clap_mangen::Man::new(command)
                 .render(&mut out)
                 .and_then(|()| out.flush())
                 .context("cannot write the man page to stdout")
@@ -64,7 +65,7 @@ mod tests {
 
     #[test]
     fn bash_completion_knows_the_subcommands_and_their_flags() {
-        let script = String::from_utf8(completion_script(Shell::Bash)).unwrap();
+        let script = String::from_utf8(completion_script(Shell::Bash, super::super::command())).unwrap();
         for word in ["serve", "agent", "pick", "completions", "man", "--advertise", "--auth-secret-file"] {
             assert!(script.contains(word), "{word} missing from the bash completion");
         }
@@ -78,7 +79,7 @@ mod tests {
         assert!(page.contains(".TH loadwise 1"), "{page}");
         assert!(page.contains("serve") && page.contains("completions"), "{page}");
         let dir = std::env::temp_dir().join(format!("loadwise-man-{}", std::process::id()));
-        man(ManArgs { out: Some(dir.clone()) }).unwrap();
+        man(ManArgs { out: Some(dir.clone()) }, super::super::command()).unwrap();
         for name in ["loadwise.1", "loadwise-serve.1", "loadwise-pick.1", "loadwise-config-show.1"] {
             let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(text.contains(".TH"), "{name} is not a man page");

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::define::{Lens, at, optional_at, service_map, settings};
+use super::info::SettingInfo;
+use super::model::{Settings, TokenSource};
 use super::text::{AdminListen, HostList, TlsListenAddr};
-use super::{Settings, TokenSource};
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::v2::{self, ServiceName};
@@ -488,5 +489,10 @@ fn set_token_file(settings: &mut Settings, path: PathBuf) {
     settings.admin.token = Some(TokenSource::File(path));
 }
 
-/// How the catalogue writes the table of a per-service setting.
-pub const SERVICE_TABLE: &str = "services.NAME";
+// `find` lives by the catalogue it searches, so that `info.rs` needs nothing of it.
+impl SettingInfo {
+    /// The setting named `name`, as a file key or as a flag.
+    pub fn find(name: &str) -> Option<&'static SettingInfo> {
+        CATALOG.iter().find(|info| info.key == name || info.long == name)
+    }
+}

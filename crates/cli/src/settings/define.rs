@@ -15,83 +15,7 @@ use std::collections::BTreeMap;
 
 use loadwise_protocol::v2::ServiceName;
 
-use super::Settings;
-
-/// One setting, as the example file, `config show`, the docs and the errors see it.
-#[derive(Debug, Clone, Copy)]
-pub struct SettingInfo {
-    /// The setting's name: its key in the file (`admin.` keys live in the `[admin]`
-    /// table), and, through one rule, its flag and variable. A per-service setting's
-    /// name is `service_` and its key in each `[services.NAME]` table.
-    pub key: &'static str,
-    /// The flag without its dashes in front (`max-clock-skew`), also the name a
-    /// [`ConfigError`](loadwise_protocol::config::ConfigError) gives.
-    pub long: &'static str,
-    /// The environment variable: `LOADWISE_MAX_CLOCK_SKEW`.
-    pub var: &'static str,
-    /// Whether a reload (SIGHUP) applies it; if not, it needs a restart.
-    pub live: bool,
-    /// What it does, for the example file and `--help` (lines, each led by a space).
-    pub doc: &'static str,
-    /// What it does in a few words, for the tables of the docs.
-    pub summary: &'static str,
-    /// What its flag's value is called in `--help`: `DURATION`, `ADDR|off`.
-    pub value_name: &'static str,
-    /// A value to show, commented out, for a setting that is unset by default.
-    pub example: Option<&'static str>,
-    /// The default as the docs write it, when its value says less (`loopback and
-    /// private ranges`).
-    pub docs_default: Option<&'static str>,
-    /// Whether its value is never printed (help, `config show`).
-    pub secret: bool,
-    /// For a setting given per service, its key in each `[services.NAME]` table. Its
-    /// flag is repeated (`--service-scoring NAME=VALUE`), and its variable holds such
-    /// entries separated by `;`.
-    pub per_service: Option<&'static str>,
-    /// The default as a flag would take it; `None` for a setting unset by default.
-    pub default: fn() -> Option<String>,
-    /// The bounds, lowest and highest, as the help and docs write them.
-    pub bounds: fn() -> Option<(String, String)>,
-}
-
-impl SettingInfo {
-    /// The flag's name without dashes in front, also the name a
-    /// [`ConfigError`](loadwise_protocol::config::ConfigError) gives: `max-clock-skew`.
-    pub fn flag(&self) -> String {
-        self.long.to_owned()
-    }
-
-    /// The environment variable: `LOADWISE_MAX_CLOCK_SKEW`, `LOADWISE_ADMIN_LISTEN`.
-    pub fn env(&self) -> String {
-        self.var.to_owned()
-    }
-
-    /// The name in the `[admin]` table, in each `[services.NAME]` table (given as
-    /// [`SERVICE_TABLE`](super::SERVICE_TABLE)), or at the top level.
-    pub fn table_key(&self) -> (Option<&'static str>, &'static str) {
-        if let Some(key) = self.per_service {
-            return (Some(super::SERVICE_TABLE), key);
-        }
-        match self.key.split_once('.') {
-            Some((table, key)) => (Some(table), key),
-            None => (None, self.key),
-        }
-    }
-
-    /// Where the setting is in the file, as a dotted key: `ttl`, `admin.listen`,
-    /// `services.NAME.scoring`.
-    pub fn file_key(&self) -> String {
-        match self.table_key() {
-            (Some(table), key) => format!("{table}.{key}"),
-            (None, key) => key.to_owned(),
-        }
-    }
-
-    /// The setting named `name`, as a file key or as a flag.
-    pub fn find(name: &str) -> Option<&'static SettingInfo> {
-        super::CATALOG.iter().find(|info| info.key == name || info.long == name)
-    }
-}
+use super::model::Settings;
 
 /// Where a setting's value lives in [`Settings`]: read back for `config show` and
 /// the reload diff, and written when the settings are built.
@@ -145,7 +69,7 @@ macro_rules! info {
         $(default: $default:expr,)? $(bounds: [$min:expr, $max:expr],)? $(example: $example:literal,)?
         $(docs_default: $docs_default:literal,)? $(secret: $secret:literal,)? summary: $summary:literal
     ) => {
-        $crate::settings::define::SettingInfo {
+        $crate::settings::info::SettingInfo {
             key: $key,
             long: $crate::settings::names::spelled!($key).0,
             var: $crate::settings::names::spelled!($key).1,
@@ -295,7 +219,7 @@ macro_rules! settings {
         mod top_info {
             use super::*;
             $(
-                pub const $tname: $crate::settings::define::SettingInfo = $crate::settings::define::info!(
+                pub const $tname: $crate::settings::info::SettingInfo = $crate::settings::define::info!(
                     key: stringify!($tname), per_service: None, ty: $tty, docs: [$($tdoc)+],
                     live: $tlive, value_name: $tvalue_name,
                     $(default: $tdefault,)? $(bounds: [$tmin, $tmax],)? $(example: $texample,)?
@@ -308,7 +232,7 @@ macro_rules! settings {
         mod service_info {
             use super::*;
             $(
-                pub const $sname: $crate::settings::define::SettingInfo = $crate::settings::define::info!(
+                pub const $sname: $crate::settings::info::SettingInfo = $crate::settings::define::info!(
                     key: concat!("service_", stringify!($sname)), per_service: Some(stringify!($sname)),
                     ty: $sty, docs: [$($sdoc)+], live: $slive, value_name: concat!("NAME=", $svalue_name),
                     $(bounds: [$smin, $smax],)? example: $sexample, summary: $ssummary
@@ -320,7 +244,7 @@ macro_rules! settings {
         mod admin_info {
             use super::*;
             $(
-                pub const $aname: $crate::settings::define::SettingInfo = $crate::settings::define::info!(
+                pub const $aname: $crate::settings::info::SettingInfo = $crate::settings::define::info!(
                     key: concat!("admin.", stringify!($aname)), per_service: None, ty: $aty,
                     docs: [$($adoc)+], live: $alive, value_name: $avalue_name,
                     $(default: $adefault,)? $(bounds: [$amin, $amax],)? $(example: $aexample,)?
@@ -330,7 +254,7 @@ macro_rules! settings {
         }
 
         /// Every setting, in the order the example file lists them.
-        pub static CATALOG: &[$crate::settings::define::SettingInfo] =
+        pub static CATALOG: &[$crate::settings::info::SettingInfo] =
             &[$(top_info::$tname,)* $(service_info::$sname,)* $(admin_info::$aname,)*];
 
         impl Layer {
@@ -406,7 +330,7 @@ macro_rules! settings {
 
             /// Each top-level and `[admin]` setting with its value as the file writes
             /// it, if this layer sets it, in catalogue order.
-            pub fn values(&self) -> Vec<(&'static $crate::settings::define::SettingInfo, Option<toml::Value>)> {
+            pub fn values(&self) -> Vec<(&'static $crate::settings::info::SettingInfo, Option<toml::Value>)> {
                 use $crate::settings::value::SettingValue as _;
                 vec![
                     $((&top_info::$tname, self.$tname.as_ref().map(|value| value.to_toml())),)*
@@ -418,7 +342,7 @@ macro_rules! settings {
             /// it sets there, with their values as the file writes them.
             pub fn service_values(
                 &self,
-            ) -> Vec<(&loadwise_protocol::v2::ServiceName, Vec<(&'static $crate::settings::define::SettingInfo, toml::Value)>)> {
+            ) -> Vec<(&loadwise_protocol::v2::ServiceName, Vec<(&'static $crate::settings::info::SettingInfo, toml::Value)>)> {
                 use $crate::settings::value::SettingValue as _;
                 self.services
                     .iter()

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::define::SettingInfo;
+use super::catalog::{CATALOG, Layer};
+use super::info::SettingInfo;
 use super::layer::service_table;
-use super::{CATALOG, Layer, Loaded};
+use super::model::Loaded;
 
 /// One setting whose value differs.
 #[derive(Debug, Clone, PartialEq, Eq)]

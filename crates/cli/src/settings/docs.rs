@@ -1,8 +1,8 @@
 //! The settings tables of the docs and the README, written from the definitions; a
 //! test keeps the files' tables equal to them.
 
-use super::CATALOG;
-use super::define::SettingInfo;
+use super::catalog::CATALOG;
+use super::info::SettingInfo;
 
 /// The line before a generated table in a Markdown file.
 pub const BEGIN: &str = "<!-- settings table: written from crates/cli/src/settings/catalog.rs; \

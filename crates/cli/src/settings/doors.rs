@@ -1,6 +1,6 @@
 //! Which doors the settings leave open to unauthenticated peers: the lines `serve` logs at start.
 
-use super::Loaded;
+use super::model::Loaded;
 
 /// One line per open door, for an operator to read at start: who may register
 /// backends without proof, and what the admin API answers without a token.

@@ -1,46 +1,13 @@
-//! The settings on the command line: a clap flag (with its variable and help) made
-//! from each definition, and the layer the parsed flags and variables give.
+//! One setting on the command line: the clap flag (with its variable and help) made
+//! from its definition, and its value read back from the parsed flags.
 
 use std::collections::BTreeMap;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use clap::{Arg, ArgAction, ArgMatches};
 
-use super::Layer;
-use super::define::SettingInfo;
+use super::info::SettingInfo;
 use super::value::{ServiceValue, SettingValue};
-
-/// `serve`'s settings as flags and variables; flatten it into a clap command
-/// (`#[command(flatten)]`). Clap merges the two, a flag winning over its variable.
-#[derive(Debug, Clone, Default)]
-pub struct SettingFlags {
-    /// The settings given.
-    pub layer: Layer,
-    /// For each setting given, by key, how: `--ttl` or `LOADWISE_TTL`.
-    pub origins: BTreeMap<String, String>,
-}
-
-impl Args for SettingFlags {
-    fn augment_args(command: Command) -> Command {
-        command.args(Layer::args())
-    }
-
-    fn augment_args_for_update(command: Command) -> Command {
-        Self::augment_args(command)
-    }
-}
-
-impl FromArgMatches for SettingFlags {
-    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
-        let (layer, origins) = Layer::from_matches(matches);
-        Ok(SettingFlags { layer, origins })
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
-}
 
 /// The flag of a setting of type `T`.
 pub fn arg<T: SettingValue>(info: &'static SettingInfo) -> Arg {

@@ -2,7 +2,8 @@
 //! the definitions in `catalog.rs`): parsing the file, and laying a layer over settings.
 //! Every setting is optional, and a key the model does not know is an error.
 
-use super::{Layer, Settings};
+use super::catalog::Layer;
+use super::model::Settings;
 use loadwise_protocol::config::{ConfigError, ensure};
 
 /// The name of the table of `[services.NAME]` tables.
@@ -71,4 +72,13 @@ fn describe(text: &str, error: &toml::de::Error) -> String {
 /// The largest char boundary of `text` at or before `at`, so that slicing cannot panic.
 fn floor_char_boundary(text: &str, at: usize) -> usize {
     (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut settings = Settings::base();
+        Layer::defaults().apply_values(&mut settings);
+        settings.finish();
+        settings
+    }
 }

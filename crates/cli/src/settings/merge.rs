@@ -9,8 +9,8 @@ use figment::providers::Serialized;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use super::Layer;
-use super::define::SettingInfo;
+use super::catalog::Layer;
+use super::info::SettingInfo;
 use super::layer::SERVICES;
 
 /// A source of settings; a later one wins.

@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::define::SettingInfo;
+use super::catalog::{CATALOG, Layer};
+use super::info::SettingInfo;
 use super::layer::{SERVICES, service_table};
-use super::{CATALOG, Layer, Settings};
+use super::model::Settings;
 
 const EXAMPLE_HEADER: &str = "\
 # loadwise serve configuration: `loadwise serve --config /etc/loadwise/loadwise.toml`.

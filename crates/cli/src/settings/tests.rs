@@ -5,6 +5,7 @@ use super::*;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::v2::ServiceName;
 use loadwise_protocol::v2::auth::Secret;
+use loadwise_server::ServerConfig;
 
 fn loaded(settings: Settings) -> Loaded {
     Loaded { settings, admin_token: None, shrunk: Vec::new() }

@@ -10,7 +10,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData, Record};
 
-use super::DnsSource;
+use super::source::DnsSource;
 
 /// The most records of one answer that are looked at (and, for SRV, the most
 /// targets looked up); the replica set is bounded further by its own limit.

@@ -15,8 +15,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::boundary::{self, Failure};
 use super::client::parse_servers;
+use super::codes::{
+    LW_E_PANIC, LW_E_RUNTIME, LW_E_STOPPED, LW_E_TIMEOUT, LW_PROTOCOL_LEGACY, LW_PROTOCOL_V2,
+};
 use super::ticket::service_or_default;
-use super::{LW_E_PANIC, LW_E_RUNTIME, LW_E_STOPPED, LW_E_TIMEOUT, LW_PROTOCOL_LEGACY, LW_PROTOCOL_V2};
 
 /// The longest `lw_agent_stop` waits for the agent's thread: its links close at once
 /// when told, so this only bounds a stuck name lookup.

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::{LW_E_BUFFER, LW_E_INVALID, LW_E_NULL, LW_E_PANIC, LW_MAX_STRING_LEN, LW_OK};
+use super::codes::{LW_E_BUFFER, LW_E_INVALID, LW_E_NULL, LW_E_PANIC, LW_MAX_STRING_LEN, LW_OK};
 
 /// Why a call failed: the code it returns and the message it leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]

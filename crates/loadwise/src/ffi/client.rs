@@ -9,7 +9,7 @@ use loadwise_client::{Failover, FailoverConfig, FailoverError, PickError, SetupE
 use loadwise_protocol::v2::{PickKey, Picked, ServiceName};
 
 use super::boundary::{self, Failure};
-use super::{LW_DEFAULT_TIMEOUT_MS, LW_E_REFUSED, LW_E_RUNTIME, LW_E_TIMEOUT, LW_E_UNREACHABLE};
+use super::codes::{LW_DEFAULT_TIMEOUT_MS, LW_E_REFUSED, LW_E_RUNTIME, LW_E_TIMEOUT, LW_E_UNREACHABLE};
 
 /// A backend a pick returned: its address, id, ticket and the dispatcher that chose
 /// it. Opaque; read it with the `lw_picked_*` functions and free it with

@@ -5,6 +5,7 @@ use std::ffi::CStr;
 use std::mem::{offset_of, size_of};
 
 use super::boundary::{self, Failure};
+use super::codes::*;
 use super::*;
 
 fn message() -> String {

@@ -12,7 +12,7 @@ use loadwise_protocol::v2::ServiceName;
 use loadwise_protocol::v2::auth::SecretFileError;
 
 use super::boundary::{self, Failure};
-use super::{
+use super::codes::{
     LW_E_BUFFER, LW_E_INVALID, LW_E_IO, LW_E_TICKET_EXPIRED, LW_E_TICKET_INVALID, LW_E_TICKET_MISMATCH,
 };
 

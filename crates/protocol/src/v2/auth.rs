@@ -18,14 +18,8 @@ use super::handshake::Register;
 use super::names::ServiceName;
 use crate::config::{ConfigError, ensure};
 
-/// Size of a challenge nonce.
-pub const NONCE_LEN: usize = 16;
-
-/// Size of the Register MAC (a full HMAC-SHA256).
-pub const MAC_LEN: usize = 32;
-
-/// A challenge nonce.
-pub type Nonce = [u8; NONCE_LEN];
+// The sizes live with the other wire limits, which the handshake messages also name.
+pub use super::limits::{MAC_LEN, NONCE_LEN, Nonce};
 
 /// The domain tag that starts every Register MAC input.
 pub const REGISTER_DOMAIN: &[u8] = b"loadwise-register-v2";

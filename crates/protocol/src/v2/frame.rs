@@ -1,8 +1,10 @@
 //! v2 framing: the header's length checks, the errors, and the reader and writer bodies use.
 
-use super::names::NameError;
-use super::{ErrorCode, MessageType};
-use crate::{HEADER_LEN, Header};
+use super::code::ErrorCode;
+use super::kind::MessageType;
+use super::limits::MAX_METRICS;
+use super::name_error::NameError;
+use crate::header::{HEADER_LEN, Header};
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -71,7 +73,7 @@ pub enum FieldError {
     #[error("unknown backend state {0}")]
     State(u8),
     /// More custom metrics than a heartbeat may carry.
-    #[error("{count} custom metrics, more than the limit of {max}", max = super::MAX_METRICS)]
+    #[error("{count} custom metrics, more than the limit of {max}", max = MAX_METRICS)]
     TooManyMetrics { count: usize },
     /// Two custom metrics with the same name.
     #[error("the custom metric {0:?} appears twice")]

@@ -1,7 +1,7 @@
 //! The authentication handshake: Hello, Challenge, Register and Registered.
 
-use super::auth::{MAC_LEN, NONCE_LEN, Nonce};
 use super::frame::{FieldError, Reader, Writer};
+use super::limits::{MAC_LEN, NONCE_LEN, Nonce};
 use super::names::ServiceName;
 
 /// Backend → dispatcher, type 0x01: "send me a challenge". The body is empty.

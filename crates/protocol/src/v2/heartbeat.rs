@@ -4,10 +4,8 @@ use std::num::NonZeroU16;
 
 use super::address::Endpoint;
 use super::frame::{FieldError, Reader, Writer};
+use super::limits::MAX_METRICS;
 use super::names::{MetricName, ServiceName};
-
-/// The most custom metrics one heartbeat may carry.
-pub const MAX_METRICS: usize = 32;
 
 /// The weight a backend that has no opinion reports.
 pub const DEFAULT_WEIGHT: NonZeroU16 = match NonZeroU16::new(100) {

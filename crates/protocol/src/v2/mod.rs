@@ -15,31 +15,35 @@
 
 mod address;
 pub mod auth;
+mod code;
 mod error;
 mod frame;
 mod handshake;
 mod heartbeat;
+mod kind;
+mod limits;
+mod name_error;
 mod names;
 mod pick;
 
 pub use address::{Endpoint, Host, tag};
-pub use error::{ErrorCode, ErrorMessage, MAX_ERROR_TEXT_LEN};
+pub use code::ErrorCode;
+pub use error::{ErrorMessage, MAX_ERROR_TEXT_LEN};
 pub use frame::{DecodeError, FieldError};
 pub use handshake::{Challenge, Hello, Register, Registered};
 pub use heartbeat::{
-    DEFAULT_WEIGHT, Heartbeat, MAX_METRICS, Metric, NOT_REPORTED_U16, NOT_REPORTED_U32, Percent, State,
-    check_metrics,
+    DEFAULT_WEIGHT, Heartbeat, Metric, NOT_REPORTED_U16, NOT_REPORTED_U32, Percent, State, check_metrics,
 };
-pub use names::{HostName, MetricName, NameError, ServiceName};
+pub use kind::{MessageType, VERSION, is_v2, version_of};
+pub use limits::MAX_METRICS;
+pub use name_error::NameError;
+pub use names::{HostName, MetricName, ServiceName};
 pub use pick::{
     KeyTooLong, MAX_KEY_LEN, MAX_TICKET_LEN, PickKey, PickOutcome, PickReply, PickRequest, Picked,
 };
 
-use crate::{HEADER_LEN, Header};
+use crate::header::{HEADER_LEN, Header};
 use frame::{Reader, Writer};
-
-/// The protocol version this module speaks: the high byte of every v2 `cmd`.
-pub const VERSION: u8 = 2;
 
 /// The size of the largest message a v2 peer can send without trailing bytes: a
 /// heartbeat with the longest names, a host name address and [`MAX_METRICS`] metrics.
@@ -49,62 +53,6 @@ pub const MAX_MESSAGE_LEN: usize = Heartbeat::MAX_LEN;
 /// The longest v2 frame a dispatcher accepts unless configured otherwise: the
 /// recommended 4096, above the largest v2 message (2682 bytes).
 pub const DEFAULT_MAX_V2_FRAME_LEN: u16 = 4096;
-
-/// The protocol version a frame's `cmd` belongs to: its high byte (0 is legacy).
-pub const fn version_of(cmd: u16) -> u8 {
-    cmd.to_be_bytes()[0]
-}
-
-/// True when `cmd` is a v2 command (`0x0200..=0x02ff`).
-pub const fn is_v2(cmd: u16) -> bool {
-    version_of(cmd) == VERSION
-}
-
-/// The v2 message types: the low byte of `cmd`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MessageType {
-    /// Backend → dispatcher: asks for a [`Challenge`].
-    Hello = 0x01,
-    /// Dispatcher → backend: a fresh nonce for [`Register`].
-    Challenge = 0x02,
-    /// Backend → dispatcher: service, backend id and the MAC over the nonce.
-    Register = 0x03,
-    /// Dispatcher → backend: the Register was accepted.
-    Registered = 0x04,
-    /// Backend → dispatcher: address, load and state.
-    Heartbeat = 0x05,
-    /// Client → dispatcher: asks for a backend of a service.
-    PickRequest = 0x10,
-    /// Dispatcher → client: the backend, or why there is none.
-    PickReply = 0x11,
-    /// Dispatcher → any peer: a frame was refused.
-    Error = 0x7f,
-}
-
-impl MessageType {
-    /// Every type, in number order.
-    pub const ALL: [MessageType; 8] = [
-        MessageType::Hello,
-        MessageType::Challenge,
-        MessageType::Register,
-        MessageType::Registered,
-        MessageType::Heartbeat,
-        MessageType::PickRequest,
-        MessageType::PickReply,
-        MessageType::Error,
-    ];
-
-    /// The type with this number, if v2 defines one.
-    pub fn from_u8(value: u8) -> Option<MessageType> {
-        MessageType::ALL.into_iter().find(|t| *t as u8 == value)
-    }
-
-    /// The frame `cmd` of this type: `0x0200 | type`.
-    pub const fn cmd(self) -> u16 {
-        u16::from_be_bytes([VERSION, self as u8])
-    }
-}
 
 /// One v2 message, as decoded or to be encoded.
 #[derive(Debug, Clone, PartialEq)]

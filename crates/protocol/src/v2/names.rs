@@ -3,17 +3,7 @@
 use std::fmt;
 
 use super::frame::{FieldError, Reader, Writer};
-
-/// Why a name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("the name is empty")]
-    Empty,
-    #[error("the name is {len} bytes long, above the limit of {max}")]
-    TooLong { len: usize, max: usize },
-    #[error("byte {index} of the name is {byte:#04x}; only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")]
-    BadByte { index: usize, byte: u8 },
-}
+use super::name_error::NameError;
 
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')

@@ -1,7 +1,7 @@
 //! A client's PickRequest (type 0x10) and the dispatcher's PickReply (type 0x11).
 
 use super::address::Endpoint;
-use super::error::ErrorCode;
+use super::code::ErrorCode;
 use super::frame::{FieldError, Reader, Writer};
 use super::names::ServiceName;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Stop;
+use super::config::Stop;
 
 /// The stop condition of a run and the count of ops done, shared by its workers.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use super::BenchError;
 use super::ceiling;
+use super::error::BenchError;
 use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
 use loadwise_server::stats::{WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig};

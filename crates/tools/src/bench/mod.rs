@@ -7,6 +7,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | `config` | what a run is asked to do, validated |
+//! | `error` | why a run could not be made |
 //! | `frames` | the legacy bytes sent and how each reply is judged |
 //! | `frames_v2` | the v2 bytes sent, encoded once and patched, and how each reply is judged |
 //! | `wire` | the run's protocol: what a batch and a fake backend send, how replies are cut out |
@@ -51,6 +52,7 @@ mod conn;
 mod control;
 mod cpu;
 mod deadline;
+mod error;
 mod frames;
 mod frames_v2;
 mod latency;
@@ -66,10 +68,9 @@ mod report;
 mod runner;
 mod wire;
 
-use std::net::SocketAddr;
-
 pub use backends::{BackendsReport, RegistrationFailed};
 pub use config::{BenchConfig, DEFAULT_SERVICE, InvalidSetting, Mode, Protocol, Stop, Target, resolve};
+pub use error::BenchError;
 pub use latency::LatencySummary;
 pub use local::{CEILING_THREADS, DISPATCHER_THREADS};
 pub use outcome::{ErrorCounts, ErrorKind, Tally};
@@ -77,23 +78,6 @@ pub use report::{BenchReport, CpuReport, MemoryReport, Ratio, RunReport, ServerS
 
 use local::LocalServer;
 use runner::{Endpoint, ServerProbe};
-
-use loadwise_server::ServerError;
-
-/// Why a run could not be made (errors during a run are counted, not returned).
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidSetting),
-    #[error("cannot start the in-process dispatcher: {0}")]
-    Server(#[from] ServerError),
-    #[error("cannot start an in-process server: {0}")]
-    Runtime(std::io::Error),
-    #[error("cannot connect to {addr}: {kind}")]
-    Unreachable { addr: SocketAddr, kind: ErrorKind },
-    #[error("cannot set up the fake backends at {addr}")]
-    Backends { addr: SocketAddr, source: RegistrationFailed },
-}
 
 /// Runs the benchmark `config` describes: against its target, then, if asked,
 /// against the ceiling, and reports both and their ratio.

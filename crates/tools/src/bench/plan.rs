@@ -10,7 +10,7 @@ use tokio::time::Instant;
 /// worker would otherwise contend for on each batch.
 const REPORT_EVERY: usize = 256;
 
-use super::Mode;
+use super::config::Mode;
 use super::conn::reconnect;
 use super::control::Control;
 use super::deadline::LazyDeadline;

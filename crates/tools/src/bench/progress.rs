@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Stop;
+use super::config::Stop;
 use super::plan::LoadPlan;
 
 /// How often the bar is redrawn.

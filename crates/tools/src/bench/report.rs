@@ -5,9 +5,9 @@ use std::fmt;
 use serde::Serialize;
 
 use super::backends::BackendsReport;
+use super::config::{BenchConfig, Mode, Protocol, Stop};
 use super::latency::LatencySummary;
 use super::outcome::Tally;
-use super::{BenchConfig, Mode, Protocol, Stop};
 use loadwise_core::dispatcher::StatsSnapshot;
 use loadwise_server::stats::WireSnapshot;
 

@@ -9,15 +9,17 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::backends::FakeBackends;
+use super::config::{BenchConfig, Mode, Stop};
 use super::conn::{connect_many, connect_once};
 use super::control::Control;
+use super::error::BenchError;
 use super::latency::LatencySink;
 use super::outcome::{ErrorKind, Tally};
 use super::plan::LoadPlan;
 use super::progress::Progress;
 use super::report::{CpuReport, MemoryReport, RunReport};
 use super::wire::Wire;
-use super::{BenchConfig, BenchError, Mode, Stop, churn, closed, cpu, open, register};
+use super::{churn, closed, cpu, open, register};
 
 /// Connection attempts in progress at once while opening the client connections.
 const PARALLEL_CONNECTS: usize = 256;

@@ -2,10 +2,10 @@
 //! connection's batch holds, which a fake backend sends, and how replies are cut out
 //! of the stream (no I/O).
 
+use super::config::{BenchConfig, Mode, Protocol};
 use super::frames::{self, HEARTBEAT_LEN, REPLY_LEN};
 use super::frames_v2::{self, HeartbeatTemplate, PickTemplate};
 use super::outcome::ErrorKind;
-use super::{BenchConfig, Mode, Protocol};
 use loadwise_protocol::IpField;
 use loadwise_protocol::v2::ServiceName;
 use loadwise_protocol::v2::auth::Secret;
