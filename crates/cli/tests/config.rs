@@ -546,14 +546,14 @@ async fn a_reload_applies_connection_limits_to_open_connections() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::with_listener(listener, ServerConfig::default());
-    let (reload, dispatcher) = (server.reload_handle(), server.dispatcher());
+    let (reload, dispatcher, wire) = (server.reload_handle(), server.dispatcher(), server.wire_stats());
     let stop = CancellationToken::new();
     let serving = tokio::spawn(server.run(stop.clone().cancelled_owned()));
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
 
     // A 100-byte frame passes under the default limit...
     conn.write_all(&skipped_frame(100)).await.unwrap();
-    let stats = || dispatcher.stats().snapshot();
+    let stats = || wire.snapshot();
     let end = Instant::now() + DEADLINE;
     while stats().skipped_frames < 1 {
         assert!(Instant::now() < end, "the frame was never read");
@@ -617,7 +617,7 @@ async fn a_reloaded_auth_secret_signs_the_next_tickets() {
     let sources = Sources { overrides, ..Sources::default() };
     let server = Server::bind(sources.load().unwrap().settings.server).await.unwrap();
     let addr = server.local_addr().unwrap().to_string();
-    let (reload, dispatcher) = (server.reload_handle(), server.dispatcher());
+    let (reload, wire) = (server.reload_handle(), server.wire_stats());
     let stop = CancellationToken::new();
     let serving = tokio::spawn(server.run(stop.clone().cancelled_owned()));
 
@@ -633,7 +633,7 @@ async fn a_reloaded_auth_secret_signs_the_next_tickets() {
     let stop_agent = CancellationToken::new();
     let agent = tokio::spawn(loadwise_agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
     let end = Instant::now() + DEADLINE;
-    while dispatcher.stats().snapshot().v2_registrations < 1 {
+    while wire.snapshot().v2_registrations < 1 {
         assert!(Instant::now() < end, "the backend never registered");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -170,7 +170,7 @@ fn lists_backend(server: &TestServer) -> bool {
 }
 
 fn open_connections(server: &TestServer) -> u64 {
-    server.stats().connections_open
+    server.wire().connections_open
 }
 
 /// `loadwise agent` reporting every 200 ms, with `args` saying where to.

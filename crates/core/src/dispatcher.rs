@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 pub use batch::Batch;
 pub use holds::HOLD_MEMORY;
 pub use stats::bump;
-pub use stats::{
-    ConnectionKind, ConnectionRefusal, LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot,
-};
+pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 
 use crate::affinity::{AffinityCounts, AffinitySettings, Identity, Rings};
 use crate::model::{

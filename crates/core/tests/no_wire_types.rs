@@ -29,7 +29,6 @@ const VOCABULARY: &[&str] = &[
 const PENDING: &[(&str, &[&str])] = &[
     ("dispatcher.rs", &["AddressError", "Endpoint", "Heartbeat", "Host", "IP_FIELD_LEN", "IpField", "State"]),
     ("dispatcher/batch.rs", &["Heartbeat"]),
-    ("dispatcher/stats.rs", &["ErrorCode"]),
     ("registry.rs", &["AddressDisplay", "Endpoint", "Heartbeat", "IpField"]),
     ("scoring.rs", &["Heartbeat", "Percent"]),
     ("selection/mod.rs", &["IpField"]),

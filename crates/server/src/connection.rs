@@ -26,75 +26,20 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::netlist::NetList;
-use loadwise_core::dispatcher::{
-    Batch, ConnectionKind, ConnectionRefusal, Dispatcher, HeartbeatAccepted, HeartbeatRefused, bump,
-};
+use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireStats, bump};
+use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
-use loadwise_protocol::v2::DEFAULT_MAX_V2_FRAME_LEN;
-use loadwise_protocol::v2::auth::Secret;
 
 pub(crate) mod budget;
 mod legacy;
 mod session;
-use crate::{LiveLimits, Shared};
+use crate::limits::{ConnectionLimits, LiveLimits};
+use crate::shared::{Shared, log_refusal};
 use budget::Slot;
 use loadwise_core::model::PickOutcome;
 use loadwise_core::registry::BackendId;
-use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, MAX_FRAME_LEN, Request, unix_time_now};
-
-/// Per-connection limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// A connection holding an incomplete frame for this long is closed.
-    pub frame_timeout: Duration,
-    /// A connection that has not sent a heartbeat, login or pick this long after it
-    /// was accepted (its TLS handshake included) is closed: until then it holds a
-    /// place in the small pending headroom.
-    pub first_frame_timeout: Duration,
-    /// A connection that does no work (no heartbeat, login or well-formed v2 message)
-    /// for this long is closed, whatever else it sends; `None` keeps idle connections
-    /// open.
-    pub idle_timeout: Option<Duration>,
-    /// A connection whose peer does not take its replies for this long is closed.
-    pub write_timeout: Duration,
-    /// The longest frame accepted; longer ones are protocol errors.
-    pub max_frame_len: u16,
-    /// The networks legacy heartbeats are accepted from: they carry no proof of who
-    /// sent them, so a stranger's heartbeat reporting 0 % would capture every client.
-    pub legacy_heartbeats: NetList,
-    /// The longest v2 frame accepted. v2 frames are buffered whole before they are
-    /// decoded, so this bounds what one connection can make the dispatcher hold.
-    pub max_v2_frame_len: u16,
-    /// The shared secret v2 backends must prove they know before they register, and
-    /// that tickets are signed with; `None` accepts v2 heartbeats unauthenticated
-    /// and issues no tickets.
-    pub secret: Option<Secret>,
-    /// How long a ticket in a v2 PickReply stays valid.
-    pub ticket_lifetime: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            frame_timeout: Duration::from_secs(30),
-            // The original backends send their first heartbeat a second after they
-            // connect, and clients log in at once: five seconds is ample for both.
-            first_frame_timeout: Duration::from_secs(5),
-            // Backends send every second and clients log in as soon as they
-            // connect, so a minute of silence means a peer that holds a slot for
-            // nothing.
-            idle_timeout: Some(Duration::from_secs(60)),
-            write_timeout: Duration::from_secs(10),
-            max_frame_len: MAX_FRAME_LEN,
-            legacy_heartbeats: NetList::private(),
-            max_v2_frame_len: DEFAULT_MAX_V2_FRAME_LEN,
-            secret: None,
-            ticket_lifetime: Duration::from_secs(30),
-        }
-    }
-}
+use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, Request, unix_time_now};
 
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
 /// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
@@ -104,6 +49,15 @@ const FIRST_READ_CHUNK: usize = 256;
 /// The most bytes requested per read. A read that fills its chunk doubles the next
 /// one up to this, so a peer that pipelines is read in few system calls.
 const READ_CHUNK: usize = 4096;
+
+/// How a connection ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The peer closed it between frames.
+    PeerClosed,
+    /// Shutdown began between frames.
+    Shutdown,
+}
 
 /// Why a connection ended other than by a clean close.
 #[derive(Debug, thiserror::Error)]
@@ -167,11 +121,13 @@ pub(crate) struct Accepted {
 pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: &Shared, slot: &mut Slot) {
     let peer = accepted.peer;
     let mut conn = Connection::new(stream, accepted, shared, slot);
-    match conn.run().await {
-        Ok(()) => tracing::debug!("connection closed"),
+    let outcome = conn.run().await;
+    shared.wire.count_close(close_reason(&outcome));
+    match outcome {
+        Ok(_) => tracing::debug!("connection closed"),
         Err(Closed::Io(error)) => tracing::debug!(%error, "connection failed"),
         Err(error @ Closed::Protocol(_)) => {
-            bump(&shared.dispatcher.stats().protocol_errors);
+            bump(&shared.wire.protocol_errors);
             if let Some(suppressed) = shared.protocol_error_log.should_log(std::time::Instant::now()) {
                 tracing::warn!(%peer, %error, suppressed, "closing connection");
             }
@@ -182,8 +138,8 @@ pub(crate) async fn serve<S: PeerStream>(stream: S, accepted: Accepted, shared: 
         }
         Err(Closed::FirstFrameTimeout(_)) => {
             let reason = ConnectionRefusal::FirstFrameTimeout;
-            shared.dispatcher.stats().count_connection_refusal(reason);
-            crate::log_refusal(shared, peer, reason);
+            shared.wire.count_connection_refusal(reason);
+            log_refusal(shared, peer, reason);
         }
         // Routine: peers that went quiet or stopped reading. Many at once (a network
         // cut, a flood) must not flood the log.
@@ -303,19 +259,19 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
     }
 
-    async fn run(&mut self) -> Result<(), Closed> {
+    async fn run(&mut self) -> Result<Ended, Closed> {
         loop {
             let decoded = self.process_buffered();
             self.flush().await?;
             decoded?;
             let between_frames = !self.codec.is_mid_frame(&self.read_buf);
             let Some(read) = self.read_more().await? else {
-                return Ok(());
+                return Ok(Ended::Shutdown);
             };
             if read == 0 {
                 let drained = self.drain_at_eof();
                 self.flush().await?;
-                return drained;
+                return drained.map(|()| Ended::PeerClosed);
             }
             if between_frames {
                 self.follow_reload();
@@ -365,7 +321,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         match self.codec.decode(&mut self.read_buf) {
             Err(CodecError::V2(error)) => {
                 let message = v2::Message::Error(v2::ErrorMessage::new(error.code(), &error.to_string()));
-                self.dispatcher().stats().count_v2_refusal(error.code());
+                self.wire().count_v2_refusal(error.code());
                 if let Ok(frame) = message.encode() {
                     self.write_buf.extend_from_slice(&frame);
                 }
@@ -390,7 +346,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
             Inbound::Skipped { cmd, len } => {
-                bump(&self.dispatcher().stats().skipped_frames);
+                bump(&self.wire().skipped_frames);
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     // A log write may block: not under the lock every connection needs.
                     batch.unlock();
@@ -439,7 +395,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         batch: &mut Batch<'_>,
     ) -> Closed {
         use v2::{Decoded, Message};
-        let stats = self.dispatcher().stats();
+        let stats = self.wire();
         let reply = match item {
             Inbound::Request(Request::Login(_)) => Some(LoginReply::Error.encode().to_vec()),
             Inbound::V2(Decoded::Message(Message::PickRequest(request))) => {
@@ -461,7 +417,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         }
         // A log write may block: not under the lock every connection needs.
         batch.unlock();
-        crate::log_refusal(self.shared, self.peer, refusal);
+        log_refusal(self.shared, self.peer, refusal);
         Closed::OverBudget(refusal)
     }
 
@@ -477,6 +433,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             ticket_lifetime: limits.ticket_lifetime,
             unix_now: &mut self.read_unix,
             dispatcher: self.shared.dispatcher.as_ref(),
+            wire: &self.shared.wire,
             batch,
             refusal_log: &self.shared.refusal_log,
             out: &mut self.write_buf,
@@ -491,6 +448,11 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     /// this connection, so that a batch can be held while the connection decodes.
     fn dispatcher(&self) -> &'a Dispatcher {
         &self.shared.dispatcher
+    }
+
+    /// The server's wire counters, borrowed like [`Self::dispatcher`].
+    fn wire(&self) -> &'a WireStats {
+        &self.shared.wire
     }
 
     fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
@@ -529,7 +491,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     /// the backend is not registered. Logins on the connection are still answered.
     fn refuse_unlisted(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
         let stats = self.dispatcher().stats();
-        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &stats.heartbeats_not_allowed] {
+        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &self.wire().heartbeats_not_allowed] {
             bump(counter);
         }
         batch.unlock();
@@ -695,6 +657,22 @@ impl<'a, S: PeerStream> Connection<'a, S> {
     }
 }
 
+/// The reason a connection that ended with `outcome` is counted under.
+fn close_reason(outcome: &Result<Ended, Closed>) -> CloseReason {
+    match outcome {
+        Ok(Ended::PeerClosed) => CloseReason::PeerClosed,
+        Ok(Ended::Shutdown) | Err(Closed::Aborted) => CloseReason::Shutdown,
+        Err(Closed::Protocol(_)) => CloseReason::ProtocolError,
+        Err(Closed::Io(_)) => CloseReason::PeerReset,
+        Err(Closed::FrameTimeout(_)) => CloseReason::FrameTimeout,
+        Err(Closed::IdleTimeout(_)) => CloseReason::IdleTimeout,
+        Err(Closed::FirstFrameTimeout(_)) => CloseReason::FirstFrameTimeout,
+        Err(Closed::OverBudget(_)) => CloseReason::Budget,
+        Err(Closed::WriteTimeout(_)) => CloseReason::WriteTimeout,
+        Err(Closed::Refused { .. }) => CloseReason::Refused,
+    }
+}
+
 /// Whether `item` is work that keeps a connection from being idle: a heartbeat, a
 /// login or a well-formed v2 message. Skipped and malformed frames are not.
 fn is_work(item: &Inbound) -> bool {
@@ -719,4 +697,31 @@ fn codec_for(limits: &ConnectionLimits) -> DispatcherCodec {
 /// A deadline that never comes: about thirty years away, as tokio itself uses.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_of_a_connection_is_counted_under_its_reason() {
+        let second = Duration::from_secs(1);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cases = [
+            (Ok(Ended::PeerClosed), CloseReason::PeerClosed),
+            (Ok(Ended::Shutdown), CloseReason::Shutdown),
+            (Err(Closed::Aborted), CloseReason::Shutdown),
+            (Err(Closed::Io(reset)), CloseReason::PeerReset),
+            (Err(Closed::Protocol(CodecError::Truncated { buffered: 3 })), CloseReason::ProtocolError),
+            (Err(Closed::FrameTimeout(second)), CloseReason::FrameTimeout),
+            (Err(Closed::IdleTimeout(second)), CloseReason::IdleTimeout),
+            (Err(Closed::FirstFrameTimeout(second)), CloseReason::FirstFrameTimeout),
+            (Err(Closed::OverBudget(ConnectionRefusal::ClientLimit)), CloseReason::Budget),
+            (Err(Closed::WriteTimeout(second)), CloseReason::WriteTimeout),
+            (Err(Closed::Refused { reason: "auth".into() }), CloseReason::Refused),
+        ];
+        for (outcome, reason) in cases {
+            assert_eq!(close_reason(&outcome), reason, "{outcome:?}");
+        }
+    }
 }

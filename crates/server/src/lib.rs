@@ -22,27 +22,33 @@
 //! |---|---|
 //! | crate root | the TCP server: bind, accept under the budgets, sweep, reload, graceful shutdown |
 //! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget`, the v2 `session` and the `legacy` rules) |
+//! | `limits` | what each connection applies (timeouts, frame lengths, legacy doors, the v2 secret), and what a reload changes |
+//! | `shared` | the state every connection task shares, and the rate-limited log of refusals |
 //! | [`pick_answer`] | the core's pick outcome as the v2 and HTTP answers name a backend: its id, its endpoint, or the refusal's code |
 //! | [`tls`] | the dispatcher's TLS settings: its certificate and key |
 //! | [`netlist`] | lists of IP networks: who may send unauthenticated legacy heartbeats |
 //! | `log_limit` | repeated warnings logged once per period |
+//! | [`stats`] | the wire counters: connections by kind and outcome, protocol errors, v2 refusals |
 //! | [`admin`] | the admin HTTP API, Prometheus metrics and the live dashboard |
 #![forbid(unsafe_code)]
 
 pub mod admin;
 mod connection;
+mod limits;
 mod log_limit;
 pub mod netlist;
 pub mod pick_answer;
+mod shared;
+pub mod stats;
 pub mod tls;
 
-pub use connection::ConnectionLimits;
+pub use limits::ConnectionLimits;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -52,9 +58,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::budget::{BudgetSizes, Budgets, Slot};
+use crate::limits::LiveLimits;
 use crate::log_limit::RateLimitedLog;
+use crate::shared::{Shared, log_refusal};
+use crate::stats::{CloseReason, WireStats, bump};
 use crate::tls::TlsError;
-use loadwise_core::dispatcher::{ConnectionRefusal, DispatchSettings, Dispatcher, bump};
+use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::entropy::{self, NoRandomness};
@@ -209,18 +218,9 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The settings a reload can change while connections stay open (besides the
-/// dispatcher's and the budgets, which have their own).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LiveLimits {
-    pub connection: ConnectionLimits,
-    pub shutdown_grace: Duration,
-}
-
-impl LiveLimits {
-    fn of(config: &ServerConfig) -> Self {
-        LiveLimits { connection: config.connection.clone(), shutdown_grace: config.shutdown_grace }
-    }
+/// The settings of `config` a reload can change while connections stay open.
+fn live_limits(config: &ServerConfig) -> LiveLimits {
+    LiveLimits { connection: config.connection.clone(), shutdown_grace: config.shutdown_grace }
 }
 
 /// Changes a running server's settings (from [`Server::reload_handle`]).
@@ -241,36 +241,9 @@ impl ReloadHandle {
         config.validate()?;
         self.dispatcher.reconfigure(&config.dispatch);
         self.budgets.resize(config.budgets());
-        self.limits.send_replace(LiveLimits::of(config));
+        self.limits.send_replace(live_limits(config));
         Ok(())
     }
-}
-
-/// State every connection task shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub dispatcher: Arc<Dispatcher>,
-    /// The connection limits in force; each connection follows changes between frames.
-    pub limits: watch::Receiver<LiveLimits>,
-    /// Cancelled to begin a graceful shutdown: stop reading, answer, close.
-    pub shutdown: CancellationToken,
-    /// Set just before `shutdown` is cancelled. A connection reads it at every
-    /// wake-up, which costs a load, where the token's state is behind a mutex.
-    pub stopping: AtomicBool,
-    /// Cancelled when the grace period is over: stop at once.
-    pub abort: CancellationToken,
-    /// Limits warnings about protocol errors, which any peer can cause.
-    pub protocol_error_log: RateLimitedLog,
-    /// Limits warnings about refused heartbeats.
-    pub refusal_log: RateLimitedLog,
-    /// Limits warnings about legacy heartbeats from outside the allowed networks: the
-    /// first, then one every [`DOOR_WARNING_PERIOD`] with the count held back, since a
-    /// misconfigured fleet sends them every second per backend.
-    pub door_log: RateLimitedLog,
-    /// The connection budgets, which every connection's slot belongs to.
-    pub budgets: Arc<Budgets>,
-    /// Limits warnings about connections refused for a budget or closed unclassified.
-    pub budget_log: RateLimitedLog,
 }
 
 /// At most one warning of each kind per period, however many peers misbehave.
@@ -285,6 +258,7 @@ pub struct Server {
     listeners: Listeners,
     limits: watch::Sender<LiveLimits>,
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
     budgets: Arc<Budgets>,
 }
 
@@ -385,9 +359,10 @@ impl Server {
     /// (add a TLS listener with [`with_tls`](Self::with_tls)).
     pub fn with_listener(listener: TcpListener, config: ServerConfig) -> Server {
         let dispatcher = Arc::new(Dispatcher::new(config.dispatch.clone()));
-        let budgets = Budgets::new(config.budgets(), Arc::clone(&dispatcher));
-        let (limits, _) = watch::channel(LiveLimits::of(&config));
-        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, budgets }
+        let wire = Arc::new(WireStats::default());
+        let budgets = Budgets::new(config.budgets(), Arc::clone(&wire));
+        let (limits, _) = watch::channel(live_limits(&config));
+        Server { listeners: Listeners { plain: listener, tls: None }, limits, dispatcher, wire, budgets }
     }
 
     /// Also accepts TLS connections on `listener`, with `config` (from
@@ -412,6 +387,12 @@ impl Server {
         Arc::clone(&self.dispatcher)
     }
 
+    /// The wire counters (connections, protocol errors, v2 refusals), which the
+    /// admin API's metrics read with the dispatcher's own.
+    pub fn wire_stats(&self) -> Arc<WireStats> {
+        Arc::clone(&self.wire)
+    }
+
     /// A handle that changes the settings while the server runs (for SIGHUP).
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
@@ -423,9 +404,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listeners, limits, dispatcher, budgets } = self;
+        let Server { listeners, limits, dispatcher, wire, budgets } = self;
         let shared = Arc::new(Shared {
             dispatcher,
+            wire,
             limits: limits.subscribe(),
             shutdown: CancellationToken::new(),
             stopping: AtomicBool::new(false),
@@ -454,12 +436,13 @@ impl Server {
             tracker.wait().await;
         }
         let stats = shared.dispatcher.stats().snapshot();
+        let wire = shared.wire.snapshot();
         tracing::info!(
             logins_answered = stats.logins_answered,
             logins_refused = stats.logins_no_backend + stats.logins_clock_skew,
             heartbeats = stats.heartbeats,
-            connections_accepted = stats.connections_accepted,
-            protocol_errors = stats.protocol_errors,
+            connections_accepted = wire.connections_accepted,
+            protocol_errors = wire.protocol_errors,
             "stopped"
         );
     }
@@ -493,7 +476,7 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
                 continue;
             }
         };
-        bump(&shared.dispatcher.stats().connections_accepted);
+        bump(&shared.wire.connections_accepted);
         // From the dispatcher, which also numbers v2 backends: never the same id twice.
         let id = shared.dispatcher.next_id();
         let shared = Arc::clone(shared);
@@ -502,14 +485,6 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
             let accepted = connection::Accepted { peer, id, at: accepted_at };
             serve_connection(stream, transport, accepted, &shared, open.slot()).await;
         });
-    }
-}
-
-/// Logs a connection refused for a budget or closed unclassified, at most once a
-/// period across all connections: any peer can cause it. (It is counted by the budgets.)
-pub(crate) fn log_refusal(shared: &Shared, peer: SocketAddr, refusal: ConnectionRefusal) {
-    if let Some(suppressed) = shared.budget_log.should_log(Instant::now()) {
-        tracing::warn!(%peer, reason = refusal.name(), suppressed, "connection refused: {}", refusal.describe());
     }
 }
 
@@ -525,8 +500,7 @@ struct OpenConnection<'a> {
 
 impl<'a> OpenConnection<'a> {
     fn new(id: BackendId, peer: SocketAddr, slot: Slot, shared: &'a Shared) -> Self {
-        let stats = shared.dispatcher.stats();
-        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        shared.wire.connections_open.fetch_add(1, Ordering::Relaxed);
         OpenConnection { id, peer, slot: Some(slot), shared }
     }
 
@@ -557,8 +531,7 @@ impl Drop for OpenConnection<'_> {
         // count drops, so that a connection accepted once the count shows room is
         // never refused.
         drop(self.slot.take());
-        let stats = self.shared.dispatcher.stats();
-        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.wire.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -579,11 +552,10 @@ async fn serve_connection(
     let serve = async {
         match transport {
             Transport::Plain => connection::serve(stream, accepted, shared, slot).await,
-            Transport::Tls(acceptor) => {
-                if let Some(stream) = handshake(&acceptor, stream, shared).await {
-                    connection::serve(stream, accepted, shared, slot).await;
-                }
-            }
+            Transport::Tls(acceptor) => match handshake(&acceptor, stream, shared).await {
+                Ok(stream) => connection::serve(stream, accepted, shared, slot).await,
+                Err(reason) => shared.wire.count_close(reason),
+            },
         }
     };
     // A disabled span (the default, at info level) would still be entered and left
@@ -595,29 +567,29 @@ async fn serve_connection(
 /// or runs out of time (a peer speaking plain TCP to the TLS port, one trusting
 /// another CA, one that stalls) closes this connection only, and is logged at
 /// debug: any peer can cause it. Shutdown abandons a handshake at once, as nothing
-/// is owed to the peer yet.
+/// is owed to the peer yet. A connection that ends here ends for the reason returned.
 async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     shared: &Shared,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, CloseReason> {
     let timeout = handshake_timeout(&shared.limits.borrow().connection);
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(timeout, acceptor.accept(stream)) => outcome,
         () = shared.shutdown.cancelled() => {
             tracing::debug!("TLS handshake abandoned: shutting down");
-            return None;
+            return Err(CloseReason::Shutdown);
         }
     };
     match outcome {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake failed");
-            None
+            Err(CloseReason::TlsHandshake)
         }
         Err(_) => {
             tracing::debug!(?timeout, "TLS handshake timed out");
-            None
+            Err(CloseReason::TlsHandshake)
         }
     }
 }

@@ -50,7 +50,11 @@ fn dispatcher() -> Arc<Dispatcher> {
 }
 
 fn state(token: Option<&str>) -> AdminState {
-    AdminState::new(dispatcher(), AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() })
+    AdminState::new(
+        dispatcher(),
+        Arc::default(),
+        AdminConfig { token: token.map(str::to_owned), ..AdminConfig::default() },
+    )
 }
 
 /// Registers backend `id` at `ip:port` reporting `mem`, as a heartbeat on its connection would.
@@ -130,7 +134,8 @@ async fn services_lists_the_default_service_with_counts_by_state() {
 async fn the_default_service_is_the_configured_one_and_always_known() {
     let default_service = ServiceName::new("games").unwrap();
     let settings = DispatchSettings { default_service, ..DispatchSettings::default() };
-    let state = AdminState::new(Arc::new(Dispatcher::with_seed(settings, 7)), AdminConfig::default());
+    let state =
+        AdminState::new(Arc::new(Dispatcher::with_seed(settings, 7)), Arc::default(), AdminConfig::default());
 
     let services = get(&state, "/v1/services").await.json();
     assert_eq!(
@@ -404,7 +409,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 async fn metrics_follow_real_tcp_traffic() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig::default());
+    let state = AdminState::new(server.dispatcher.clone(), server.wire.clone(), AdminConfig::default());
 
     let _first = server.register(30, "10.0.0.1", 7001).await;
     let mut second = server.register(200, "10.0.0.2", 7002).await;
@@ -420,7 +425,7 @@ async fn metrics_follow_real_tcp_traffic() {
     server.wait_for_stat("second backend gone", |s| s.evicted_disconnected, |n| n == 1).await;
     let mut bad = server.connect().await;
     send(&mut bad, &[1, 0, 0, 0]).await;
-    server.wait_for_stat("malformed frame", |s| s.protocol_errors, |n| n == 1).await;
+    server.wait_for_wire("malformed frame", |s| s.protocol_errors, |n| n == 1).await;
 
     let reply = get(&state, "/metrics").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -477,6 +482,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
     let server = TestServer::start().await;
     let state = AdminState::new(
         server.dispatcher.clone(),
+        server.wire.clone(),
         AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
     );
     let _legacy = server.register(30, "10.0.0.1", 7001).await;
@@ -553,7 +559,7 @@ async fn a_v2_backend_of_a_second_service_is_listed_picked_and_drained() {
 async fn metrics_label_every_service_and_count_v2_registrations_and_refusals() {
     let _serial = loadwise_testkit::shared_access().await;
     let server = TestServer::start().await;
-    let state = AdminState::new(server.dispatcher.clone(), AdminConfig::default());
+    let state = AdminState::new(server.dispatcher.clone(), server.wire.clone(), AdminConfig::default());
     let (_backend, id) = register_v2(&server).await;
     server.dispatcher.set_state(id, BackendState::Draining).unwrap();
 
@@ -564,12 +570,11 @@ async fn metrics_label_every_service_and_count_v2_registrations_and_refusals() {
     let mut registering = server.connect().await;
     send(&mut registering, &Message::Hello(v2::Hello).encode().unwrap()).await;
     send(&mut registering, &register(7).encode().unwrap()).await;
-    server.wait_for_stat("a registration", |s| s.v2_registrations, |n| n == 1).await;
+    server.wait_for_wire("a registration", |s| s.v2_registrations, |n| n == 1).await;
     let mut hasty = server.connect().await;
     send(&mut hasty, &register(8).encode().unwrap()).await;
-    let no_challenge =
-        |s: &loadwise_core::dispatcher::StatsSnapshot| s.v2_refusals_with(ErrorCode::NO_CHALLENGE);
-    server.wait_for_stat("a refusal", no_challenge, |n| n == 1).await;
+    let no_challenge = |s: &loadwise_server::stats::WireSnapshot| s.v2_refusals_with(ErrorCode::NO_CHALLENGE);
+    server.wait_for_wire("a refusal", no_challenge, |n| n == 1).await;
 
     let reply = get(&state, "/metrics").await;
     let metrics = parse_metrics(&reply.text);
@@ -622,12 +627,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 async fn the_server_serves_on_a_socket_and_stops_on_shutdown() {
     let _serial = loadwise_testkit::shared_access().await;
     let config = AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() };
-    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher()).await.unwrap();
+    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher(), Arc::default())
+        .await
+        .unwrap();
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     assert!(server.state().actions_enabled());
 
-    let taken = AdminServer::bind(addr, AdminConfig::default(), dispatcher()).await;
+    let taken = AdminServer::bind(addr, AdminConfig::default(), dispatcher(), Arc::default()).await;
     let Err(AdminError::Bind { addr: refused, .. }) = taken else { panic!("a taken port is refused") };
     assert_eq!(refused, addr);
 
@@ -649,6 +656,7 @@ async fn a_drain_by_the_operator_is_not_undone_by_heartbeats_of_the_same_address
     let server = TestServer::start().await;
     let state = AdminState::new(
         server.dispatcher.clone(),
+        server.wire.clone(),
         AdminConfig { token: Some(TOKEN.to_owned()), ..AdminConfig::default() },
     );
     let first = server.register(10, "10.0.0.1", 7001).await;
@@ -718,7 +726,11 @@ async fn a_pick_by_get_is_refused_with_allow_post() {
 #[tokio::test]
 async fn the_host_header_must_name_an_allowed_host_except_for_probes() {
     let config = AdminConfig { allowed_hosts: vec!["admin.example".into()], ..AdminConfig::default() };
-    let state = AdminState::new(dispatcher(), config.with_default_hosts("127.0.0.1:8524".parse().unwrap()));
+    let state = AdminState::new(
+        dispatcher(),
+        Arc::default(),
+        config.with_default_hosts("127.0.0.1:8524".parse().unwrap()),
+    );
     let with_host = |path: &'static str, host: &'static str| {
         let request = Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap();
         router(state.clone()).oneshot(request)
@@ -775,4 +787,88 @@ async fn an_http_pick_with_a_key_in_its_body_is_sticky() {
     assert!(refused["error"].as_str().unwrap().starts_with("key: 65 bytes"), "{refused}");
     let (status, _) = keyed_http_pick(&state, r#"{"key": 42}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a key is a string");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_while_another_is_served() {
+    // Lists of thousands of backends, asked for at once: far more than the socket
+    // buffers of both ends hold, with a small receive buffer at the client's.
+    const BACKENDS: u64 = 5_000;
+    const LISTS: usize = 6;
+    let _serial = loadwise_testkit::shared_access().await;
+    let dispatcher = dispatcher();
+    let now = Instant::now();
+    for id in 0..BACKENDS {
+        let ip = IpField::from_text(&format!("10.0.{}.{}", id / 250, id % 250 + 1)).unwrap();
+        dispatcher.heartbeat(BackendId(id), &Heartbeat { mem: 40, ip, port: 7000 }, now).unwrap();
+    }
+    let mut config = AdminConfig::default();
+    config.limits.write_timeout = std::time::Duration::from_millis(300);
+    let server =
+        AdminServer::bind("127.0.0.1:0".parse().unwrap(), config, dispatcher, Arc::default()).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = within(socket.connect(addr)).await.unwrap();
+    let list = "/v1/services/default/backends?limit=5000";
+    let request = format!("GET {list} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    within(stalled.write_all(request.repeat(LISTS).as_bytes())).await.unwrap();
+
+    // Meanwhile another client is served, and sees the stalled one given up.
+    let end = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = http_get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        if response.lines().any(|line| line == "loadwise_admin_write_timeouts_total 1") {
+            break;
+        }
+        assert!(Instant::now() < end, "no write timeout counted:\n{response}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // What the stalled client finds is what the buffers held, then the end.
+    let mut taken = 0;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match within(stalled.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => taken += read,
+        }
+    }
+    let whole = http_get(addr, list).await;
+    assert!(whole.starts_with("HTTP/1.1 200 OK"), "{}", &whole[..200.min(whole.len())]);
+    let asked = LISTS * whole.len();
+    assert!(taken < asked, "all {asked} bytes reached the stalled client");
+
+    stop.send(()).unwrap();
+    within(task).await.unwrap();
+}
+
+#[test]
+fn a_reload_changes_the_timeouts_and_keeps_the_sizes() {
+    let state = AdminState::new(dispatcher(), Arc::default(), AdminConfig::default());
+    let second = std::time::Duration::from_secs(1);
+    let next = loadwise_server::admin::AdminLimits {
+        max_connections: 1,
+        header_read_timeout: second,
+        request_timeout: 2 * second,
+        write_timeout: 3 * second,
+        expensive_reads: 9,
+        ..state.limits()
+    };
+    state.set_timeouts(&next);
+    let limits = state.limits();
+    assert_eq!(
+        (limits.header_read_timeout, limits.request_timeout, limits.write_timeout),
+        (second, 2 * second, 3 * second)
+    );
+    let defaults = loadwise_server::admin::AdminLimits::default();
+    assert_eq!(
+        (limits.max_connections, limits.expensive_reads),
+        (defaults.max_connections, defaults.expensive_reads)
+    );
 }

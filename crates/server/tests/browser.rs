@@ -43,6 +43,7 @@ async fn dashboard_shows_and_follows_the_backends_in_chromium() {
         "127.0.0.1:0".parse().unwrap(),
         AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
         server.dispatcher.clone(),
+        server.wire.clone(),
     )
     .await
     .expect("bind the admin server");

@@ -10,12 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher};
+use loadwise_core::dispatcher::Dispatcher;
 use loadwise_protocol::v2::{
     self, Decoded, Endpoint, ErrorCode, Message, Percent, PickKey, PickOutcome, PickReply, PickRequest,
     ServiceName, State,
 };
 use loadwise_server::netlist::NetList;
+use loadwise_server::stats::{ConnectionKind, ConnectionRefusal, WireStats};
 use loadwise_server::{ReloadHandle, Server, ServerConfig};
 use loadwise_testkit::*;
 use tokio::io::AsyncReadExt;
@@ -41,25 +42,25 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// The open connections by kind: pending, client, backend.
 fn open(server: &TestServer) -> [u64; 3] {
-    open_in(&server.dispatcher)
+    open_in(&server.wire)
 }
 
-fn open_in(dispatcher: &Dispatcher) -> [u64; 3] {
-    let stats = dispatcher.stats().snapshot();
+fn open_in(wire: &WireStats) -> [u64; 3] {
+    let stats = wire.snapshot();
     ConnectionKind::ALL.map(|kind| stats.open(kind))
 }
 
 async fn wait_for_open(server: &TestServer, expected: [u64; 3]) {
-    wait_for_open_in(&server.dispatcher, expected).await;
+    wait_for_open_in(&server.wire, expected).await;
 }
 
-async fn wait_for_open_in(dispatcher: &Dispatcher, expected: [u64; 3]) {
+async fn wait_for_open_in(wire: &WireStats, expected: [u64; 3]) {
     let what = format!("open connections (pending, client, backend) {expected:?}");
-    wait_until(&what, || open_in(dispatcher) == expected).await;
+    wait_until(&what, || open_in(wire) == expected).await;
 }
 
 fn refused(server: &TestServer, reason: ConnectionRefusal) -> u64 {
-    server.stats().refused(reason)
+    server.wire().refused(reason)
 }
 
 /// The first v2 message in `bytes`, which must be whole.
@@ -153,7 +154,7 @@ async fn a_pending_flood_from_one_address_is_capped_while_another_address_is_ser
         expect_closed(&mut refused_one).await;
     }
     assert_eq!(refused(&server, ConnectionRefusal::PeerLimit), 3);
-    assert_eq!(server.stats().connections_refused, 3, "refused as they arrived");
+    assert_eq!(server.wire().connections_refused, 3, "refused as they arrived");
 
     let mut other = connect_from(&server, [127, 0, 0, 2]).await;
     assert_eq!(login(&mut other).await, reply_for("10.0.0.1", 1001));
@@ -192,7 +193,7 @@ async fn a_connection_that_says_nothing_of_what_it_is_is_closed_after_the_first_
     let rest = read_until_closed(&mut chatty).await;
     assert!(matches!(first_v2_message(&rest), Message::Challenge(_)), "{rest:02x?}");
     server
-        .wait_for_stat(
+        .wait_for_wire(
             "two closed unclassified",
             |s| s.refused(ConnectionRefusal::FirstFrameTimeout),
             |n| n == 2,
@@ -213,7 +214,7 @@ async fn a_heartbeat_refused_for_its_network_classifies_nothing() {
     let server = TestServer::start_with(config).await;
     let mut stranger = server.connect().await;
     send(&mut stranger, &heartbeat(0, "10.0.0.66", 6666)).await;
-    server.wait_for_stat("heartbeat refused", |s| s.heartbeats_not_allowed, |n| n == 1).await;
+    server.wait_for_wire("heartbeat refused", |s| s.heartbeats_not_allowed, |n| n == 1).await;
     assert_eq!(open(&server), [1, 0, 0], "still pending");
     assert_eq!(read_until_closed(&mut stranger).await, b"");
     assert_eq!(refused(&server, ConnectionRefusal::FirstFrameTimeout), 1);
@@ -254,7 +255,7 @@ async fn v2_peers_over_a_budget_get_status_14_or_error_13_then_eof() {
     let expected = PickReply { request_id: 7, outcome: PickOutcome::Refused(ErrorCode::BUSY) };
     assert_eq!(reply, Message::PickReply(expected).encode().unwrap(), "one reply, then the close");
     assert_eq!(ErrorCode::BUSY.get(), 14);
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::BUSY), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::BUSY), 1);
 
     let mut backend = server.connect().await;
     send(&mut backend, &v2_heartbeat(42).encode().unwrap()).await;
@@ -300,6 +301,7 @@ async fn a_client_connection_that_heartbeats_becomes_a_backend_connection() {
 struct Reloadable {
     addr: SocketAddr,
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
     reload: ReloadHandle,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -310,10 +312,10 @@ impl Reloadable {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::with_listener(listener, config);
-        let (reload, dispatcher) = (server.reload_handle(), server.dispatcher());
+        let (reload, dispatcher, wire) = (server.reload_handle(), server.dispatcher(), server.wire_stats());
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
-        Reloadable { addr, dispatcher, reload, stop, task }
+        Reloadable { addr, dispatcher, wire, reload, stop, task }
     }
 
     async fn connect(&self) -> TcpStream {
@@ -344,7 +346,7 @@ async fn a_reload_resizes_the_budgets_without_closing_anything() {
         clients.push(client);
     }
     let mut pending = [server.connect().await, server.connect().await];
-    wait_for_open_in(&server.dispatcher, [2, 2, 1]).await;
+    wait_for_open_in(&server.wire, [2, 2, 1]).await;
 
     // Lowered below what is open: nothing closes, and new ones are refused.
     let lower = ServerConfig { max_client_connections: 1, max_pending_connections: 1, ..config.clone() };
@@ -356,8 +358,8 @@ async fn a_reload_resizes_the_budgets_without_closing_anything() {
     expect_closed(&mut refused_on_accept).await;
     send(&mut pending[0], &login_now()).await;
     assert_eq!(read_until_closed(&mut pending[0]).await, ERROR_REPLY);
-    wait_for_open_in(&server.dispatcher, [1, 2, 1]).await;
-    assert_eq!(server.dispatcher.stats().snapshot().connections_open, 4);
+    wait_for_open_in(&server.wire, [1, 2, 1]).await;
+    assert_eq!(server.wire.snapshot().connections_open, 4);
 
     // Raised: room again, and still nothing closed.
     let higher = ServerConfig { max_client_connections: 4, max_pending_connections: 4, ..config };
@@ -365,7 +367,7 @@ async fn a_reload_resizes_the_budgets_without_closing_anything() {
     assert_eq!(login(&mut pending[1]).await, ok);
     let mut more = server.connect().await;
     assert_eq!(login(&mut more).await, ok);
-    wait_for_open_in(&server.dispatcher, [0, 4, 1]).await;
+    wait_for_open_in(&server.wire, [0, 4, 1]).await;
     // Invalid sizes are refused and change nothing.
     let zero = ServerConfig { max_connections_per_peer: 0, ..ServerConfig::default() };
     assert_eq!(server.reload.apply(&zero).unwrap_err().setting, "max-connections-per-peer");

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, DispatchSettings};
+use loadwise_core::dispatcher::DispatchSettings;
 use loadwise_server::ConnectionLimits;
 use loadwise_server::ServerConfig;
+use loadwise_server::stats::{CloseReason, ConnectionKind, ConnectionRefusal};
 use loadwise_testkit::*;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -350,8 +351,8 @@ async fn unknown_commands_are_skipped_by_len_and_the_connection_stays_open() {
     send(&mut stream, &login_stale()).await;
     assert_eq!(read_reply(&mut stream).await, ERROR_REPLY);
     assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001));
-    assert_eq!(server.stats().skipped_frames, 3);
-    assert_eq!(server.stats().protocol_errors, 0);
+    assert_eq!(server.wire().skipped_frames, 3);
+    assert_eq!(server.wire().protocol_errors, 0);
     server.stop().await;
 }
 
@@ -369,8 +370,8 @@ async fn frames_of_any_unknown_command_get_no_reply_on_a_legacy_connection() {
         send(&mut stream, &[8, 0, c0, c1, 1, 2, 3, 4]).await;
         assert_eq!(login(&mut stream).await, reply_for("10.0.0.1", 1001), "after cmd {cmd:#06x}");
     }
-    assert_eq!(server.stats().skipped_frames, 4);
-    assert_eq!(server.stats().protocol_errors, 0);
+    assert_eq!(server.wire().skipped_frames, 4);
+    assert_eq!(server.wire().protocol_errors, 0);
     server.stop().await;
 }
 
@@ -417,7 +418,7 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
         assert_eq!(read_reply(&mut stream).await, ERROR_REPLY, "{name}: second");
         expect_closed(&mut stream).await;
         server
-            .wait_for_stat(
+            .wait_for_wire(
                 &format!("{name}: counted as a protocol error"),
                 |s| s.protocol_errors,
                 |n| n == errors_before as u64 + 1,
@@ -498,7 +499,7 @@ async fn a_peer_that_does_not_read_its_replies_is_closed_after_the_write_timeout
     assert!(flooded.is_err(), "the server took {flooded:?} bytes without closing");
     assert!(elapsed >= write_timeout, "closed after {elapsed:?}");
     assert!(served > 0);
-    server.wait_for_stat("flooding connection released", |s| s.connections_open, |n| n == 2).await;
+    server.wait_for_wire("flooding connection released", |s| s.connections_open, |n| n == 2).await;
     assert_eq!(login(&mut other).await, reply_for("10.0.0.1", 1001));
     server.stop().await;
 }
@@ -531,8 +532,7 @@ async fn an_idle_connection_is_closed_but_a_heartbeating_backend_is_not() {
     assert!(idle_for >= idle_timeout, "closed after {idle_for:?}");
     // The backend's connection survived: still registered and still answered.
     assert_eq!(login(&mut backend).await, reply_for("10.0.0.1", 1001));
-    let stats = server.stats();
-    assert_eq!((stats.evicted_disconnected, stats.connections_open), (0, 1));
+    assert_eq!((server.stats().evicted_disconnected, server.wire().connections_open), (0, 1));
     server.stop().await;
 }
 
@@ -552,9 +552,9 @@ async fn a_peer_close_releases_the_server_side_at_once() {
     let _serial = shared_access().await;
     let server = TestServer::start().await;
     let stream = server.connect().await;
-    server.wait_for_stat("connection open", |s| s.connections_open, |n| n == 1).await;
+    server.wait_for_wire("connection open", |s| s.connections_open, |n| n == 1).await;
     drop(stream);
-    server.wait_for_stat("connection released", |s| s.connections_open, |n| n == 0).await;
+    server.wait_for_wire("connection released", |s| s.connections_open, |n| n == 0).await;
     server.stop().await;
 }
 
@@ -622,10 +622,10 @@ async fn a_thousand_idle_connections_are_all_released() {
     for _ in 0..CONNECTIONS {
         streams.push(server.connect().await);
     }
-    server.wait_for_stat("all connections accepted", |s| s.connections_open, |n| n == CONNECTIONS).await;
+    server.wait_for_wire("all connections accepted", |s| s.connections_open, |n| n == CONNECTIONS).await;
     assert!(open_tcp_sockets() >= baseline + 2 * CONNECTIONS as usize);
     drop(streams);
-    server.wait_for_stat("all connections released", |s| s.connections_open, |n| n == 0).await;
+    server.wait_for_wire("all connections released", |s| s.connections_open, |n| n == 0).await;
     wait_until("sockets back to the baseline", || open_tcp_sockets() == baseline).await;
     server.stop().await;
 }
@@ -640,19 +640,19 @@ async fn connections_beyond_the_pending_headroom_are_closed_and_counted() {
     for _ in 0..4 {
         pending.push(server.connect().await);
     }
-    server.wait_for_stat("five connections open", |s| s.connections_open, |n| n == 5).await;
+    server.wait_for_wire("five connections open", |s| s.connections_open, |n| n == 5).await;
     let mut fifth = server.connect().await;
     expect_closed(&mut fifth).await;
-    assert_eq!(server.stats().connections_refused, 1);
+    assert_eq!(server.wire().connections_refused, 1);
     // A login makes a pending connection a client's, which frees its pending slot.
     assert_eq!(login(&mut pending[0]).await, reply_for("10.0.0.1", 1001));
-    server.wait_for_stat("one pending slot free", |s| s.open(ConnectionKind::Pending), |n| n == 3).await;
+    server.wait_for_wire("one pending slot free", |s| s.open(ConnectionKind::Pending), |n| n == 3).await;
     let mut sixth = server.connect().await;
     assert_eq!(login(&mut sixth).await, reply_for("10.0.0.1", 1001));
     for stream in &mut pending {
         assert_eq!(login(stream).await, reply_for("10.0.0.1", 1001));
     }
-    let stats = server.stats();
+    let stats = server.wire();
     let by_kind = ConnectionKind::ALL.map(|kind| stats.open(kind));
     assert_eq!(by_kind, [0, 5, 1], "pending, client, backend");
     assert_eq!(stats.refused(ConnectionRefusal::PendingLimit), 1);
@@ -674,7 +674,7 @@ async fn a_backend_beyond_max_backends_is_refused_and_its_connection_closed() {
     let mut third = server.connect().await;
     send(&mut third, &[heartbeat(0, "10.0.0.3", 1003), login_now()].concat()).await;
     expect_closed(&mut third).await;
-    assert_eq!(server.stats().refused(ConnectionRefusal::BackendLimit), 1);
+    assert_eq!(server.wire().refused(ConnectionRefusal::BackendLimit), 1);
     assert_eq!(server.dispatcher.backend_count(), 2);
     let mut client = server.connect().await;
     assert_eq!(login(&mut client).await, reply_for("10.0.0.1", 1001));
@@ -759,7 +759,7 @@ async fn a_legacy_heartbeat_from_outside_the_allowed_networks_is_refused_and_log
     let server = TestServer::start_with(ServerConfig { connection, ..ServerConfig::default() }).await;
     let mut stranger = server.connect().await;
     send(&mut stranger, &heartbeat(0, "10.0.0.66", 6666)).await;
-    server.wait_for_stat("heartbeat not allowed", |s| s.heartbeats_not_allowed, |n| n == 1).await;
+    server.wait_for_wire("heartbeat not allowed", |s| s.heartbeats_not_allowed, |n| n == 1).await;
     assert_eq!(server.stats().refused_heartbeats, 1);
     assert_eq!(server.dispatcher.backend_count(), 0, "the stranger did not register");
     // The same connection still gets logins answered: no backend, so the error reply.
@@ -769,6 +769,27 @@ async fn a_legacy_heartbeat_from_outside_the_allowed_networks_is_refused_and_log
     // Loopback is among the default networks.
     let default = TestServer::start().await;
     let _backend = default.register(10, "10.0.0.1", 1001).await;
-    assert_eq!(default.stats().heartbeats_not_allowed, 0);
+    assert_eq!(default.wire().heartbeats_not_allowed, 0);
     default.stop().await;
+}
+
+#[tokio::test]
+async fn every_accepted_connection_ends_once_under_its_reason() {
+    let _serial = shared_access().await;
+    let server = TestServer::start().await;
+    let clean = server.connect().await;
+    drop(clean);
+    server.wait_for_wire("a clean close", |s| s.closed(CloseReason::PeerClosed), |n| n == 1).await;
+    let mut malformed = server.connect().await;
+    send(&mut malformed, &[1, 0, 0, 0]).await;
+    server.wait_for_wire("a protocol error", |s| s.closed(CloseReason::ProtocolError), |n| n == 1).await;
+    let _open = server.connect().await;
+    server.wait_for_wire("one open", |s| s.connections_open, |n| n == 1).await;
+    let wire = server.wire.clone();
+    server.stop().await;
+
+    let wire = wire.snapshot();
+    assert_eq!(wire.closed(CloseReason::Shutdown), 1);
+    let closed: u64 = CloseReason::ALL.iter().map(|&reason| wire.closed(reason)).sum();
+    assert_eq!((closed, wire.connections_open), (wire.connections_accepted, 0));
 }

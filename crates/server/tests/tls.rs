@@ -11,8 +11,9 @@ use loadwise_agent::AgentConfig;
 use loadwise_client::dial::DialError;
 use loadwise_client::tls::ClientTls;
 use loadwise_client::{self as client, Failover, FailoverConfig, PickError};
-use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, StatsSnapshot};
+use loadwise_core::dispatcher::Dispatcher;
 use loadwise_protocol::v2::ServiceName;
+use loadwise_server::stats::{ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig, ServerError, TlsListen};
 use loadwise_testkit::{TempDir, expect_closed, heartbeat, send, wait_until, within};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -65,6 +66,7 @@ struct Dispatch {
     plain: SocketAddr,
     tls: SocketAddr,
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -80,14 +82,14 @@ impl Dispatch {
         let server = Server::bind(tls_config(&pki.cert, &pki.key, config)).await.unwrap();
         let plain = server.local_addr().unwrap();
         let tls = server.tls_local_addr().expect("a TLS listener").unwrap();
-        let dispatcher = server.dispatcher();
+        let (dispatcher, wire) = (server.dispatcher(), server.wire_stats());
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
-        Dispatch { plain, tls, dispatcher, stop, task }
+        Dispatch { plain, tls, dispatcher, wire, stop, task }
     }
 
-    fn stats(&self) -> StatsSnapshot {
-        self.dispatcher.stats().snapshot()
+    fn wire(&self) -> WireSnapshot {
+        self.wire.snapshot()
     }
 
     /// Registers a backend over plain TCP; the connection keeps it registered.
@@ -176,7 +178,7 @@ async fn an_authenticated_v2_backend_and_a_ticketed_pick_through_tls() {
     let stop_agent = CancellationToken::new();
     let agent = tokio::spawn(loadwise_agent::run(config, || Ok(30), stop_agent.clone().cancelled_owned()));
     dispatch.wait_for_backends(1).await;
-    assert_eq!(dispatch.stats().v2_registrations, 1);
+    assert_eq!(dispatch.wire().v2_registrations, 1);
 
     let tls = pki.client();
     let picked =
@@ -246,7 +248,7 @@ async fn plain_tcp_on_the_tls_port_is_closed_within_the_handshake_timeout_withou
     assert!(waited >= Duration::from_millis(250), "closed before the handshake timeout: {waited:?}");
     assert!(waited < Duration::from_secs(5), "not closed within the handshake timeout: {waited:?}");
     // Only the backend's connection is left.
-    wait_until("the refused connections closed", || dispatch.stats().connections_open == 1).await;
+    wait_until("the refused connections closed", || dispatch.wire().connections_open == 1).await;
     dispatch.shut_down().await;
 }
 
@@ -260,12 +262,12 @@ async fn both_listeners_share_the_budgets_and_a_handshake_holds_a_pending_slot()
     // A TLS peer that has not finished its handshake is pending: with the headroom
     // full, a plain connection is closed on accept.
     let silent = within(TcpStream::connect(dispatch.tls)).await.unwrap();
-    wait_until("the handshake pending", || dispatch.stats().open(ConnectionKind::Pending) == 1).await;
+    wait_until("the handshake pending", || dispatch.wire().open(ConnectionKind::Pending) == 1).await;
     let mut refused = within(TcpStream::connect(dispatch.plain)).await.unwrap();
     expect_closed(&mut refused).await;
-    assert_eq!(dispatch.stats().refused(ConnectionRefusal::PendingLimit), 1);
+    assert_eq!(dispatch.wire().refused(ConnectionRefusal::PendingLimit), 1);
     drop(silent);
-    wait_until("the headroom free", || dispatch.stats().open(ConnectionKind::Pending) == 0).await;
+    wait_until("the headroom free", || dispatch.wire().open(ConnectionKind::Pending) == 0).await;
 
     // The one client slot goes to a TLS client, whose pick works.
     let tls = pki.client();
@@ -280,7 +282,7 @@ async fn both_listeners_share_the_budgets_and_a_handshake_holds_a_pending_slot()
     let mut reply = Vec::new();
     within(plain.read_to_end(&mut reply)).await.unwrap();
     assert_eq!(reply, loadwise_testkit::ERROR_REPLY);
-    assert_eq!(dispatch.stats().refused(ConnectionRefusal::ClientLimit), 1);
+    assert_eq!(dispatch.wire().refused(ConnectionRefusal::ClientLimit), 1);
     // The held TLS connection is served all the same.
     held.write_all(&loadwise_testkit::login_now()).await.unwrap();
     held.flush().await.unwrap();

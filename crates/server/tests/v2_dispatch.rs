@@ -228,7 +228,7 @@ async fn wait_for_state(server: &TestServer, service_name: &str, backend_id: u64
 
 /// Waits until the dispatcher has noticed that one of its connections closed.
 async fn wait_for_open_connections(server: &TestServer, open: u64) {
-    server.wait_for_stat("open connections", |s| s.connections_open, |n| n == open).await;
+    server.wait_for_wire("open connections", |s| s.connections_open, |n| n == open).await;
 }
 
 /// A pick through the library client, as a v2 client makes it.
@@ -370,7 +370,7 @@ async fn each_service_is_served_only_by_its_own_backends() {
     assert_eq!(names(&server), ["default", "game"]);
     assert!(matches!(picker.pick("game").await, PickOutcome::Picked(_)));
     // Unknown-service answers are counted as refusals with code 3.
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNKNOWN_SERVICE), 4);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::UNKNOWN_SERVICE), 4);
     server.stop().await;
 }
 
@@ -400,7 +400,7 @@ async fn a_backend_that_reports_draining_or_maintenance_gets_no_new_picks_but_st
     wait_for_state(&server, "game", b.backend_id, BackendState::Draining).await;
     assert_eq!(picker.pick("game").await, PickOutcome::Refused(ErrorCode::NO_BACKEND));
     assert_declined(client_pick(&server, "game").await, ErrorCode::NO_BACKEND);
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::NO_BACKEND), 2);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::NO_BACKEND), 2);
 
     // Maintenance keeps a backend out as draining does; ready brings it back.
     a.state.send_replace(State::Maintenance);
@@ -463,7 +463,7 @@ async fn with_a_secret_a_heartbeat_before_register_gets_error_4_and_the_connecti
     peer.expect_error(ErrorCode::AUTH_REQUIRED).await;
     peer.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 0, "nothing registered");
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!((stats.v2_refusals_with(ErrorCode::AUTH_REQUIRED), stats.v2_registrations), (1, 0));
     server.stop().await;
 }
@@ -480,7 +480,7 @@ async fn without_a_secret_v2_heartbeats_from_outside_the_allowed_networks_are_re
     assert!(error.text.contains("legacy_heartbeat_networks"), "{}", error.text);
     stranger.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 0, "the stranger did not register");
-    assert_eq!(server.stats().heartbeats_not_allowed, 1);
+    assert_eq!(server.wire().heartbeats_not_allowed, 1);
     server.stop().await;
 
     // With a secret, authentication replaces the network check.
@@ -504,7 +504,7 @@ async fn with_a_secret_a_register_signed_with_another_secret_gets_error_5_and_th
     peer.expect_error(ErrorCode::AUTH_FAILED).await;
     peer.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 0);
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!((stats.v2_refusals_with(ErrorCode::AUTH_FAILED), stats.v2_registrations), (1, 0));
     server.stop().await;
 }
@@ -518,7 +518,7 @@ async fn with_a_secret_a_register_without_hello_gets_error_6_and_the_connection_
     peer.send(Message::Register(Register::signed(SECRET, &[0; 16], service("game"), 1))).await;
     peer.expect_error(ErrorCode::NO_CHALLENGE).await;
     peer.expect_closed().await;
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!((stats.v2_refusals_with(ErrorCode::NO_CHALLENGE), stats.v2_registrations), (1, 0));
     server.stop().await;
 }
@@ -534,7 +534,7 @@ async fn with_a_secret_hello_challenge_register_registers_and_heartbeats_list_th
     let register = Register::signed(SECRET, &challenge.nonce, service("game"), 0xfeed);
     peer.send(Message::Register(register)).await;
     assert_eq!(peer.next().await, Message::Registered(Registered { backend_id: 0xfeed }));
-    assert_eq!(server.stats().v2_registrations, 1);
+    assert_eq!(server.wire().v2_registrations, 1);
     assert_eq!(server.dispatcher.backend_count(), 0, "a Register alone lists nothing");
 
     peer.heartbeat(heartbeat("game", 0xfeed, "10.5.0.2:7002", 30)).await;
@@ -548,7 +548,7 @@ async fn with_a_secret_hello_challenge_register_registers_and_heartbeats_list_th
     })
     .await;
     assert_quiet_for(&mut peer.stream, Duration::from_millis(100)).await;
-    assert_eq!(server.stats().v2_refusals.iter().sum::<u64>(), 0);
+    assert_eq!(server.wire().v2_refusals.iter().sum::<u64>(), 0);
     server.stop().await;
 }
 
@@ -569,7 +569,7 @@ async fn a_register_replayed_on_another_connection_gets_error_5() {
     b.send_raw(&recorded).await;
     b.expect_error(ErrorCode::AUTH_FAILED).await;
     b.expect_closed().await;
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!((stats.v2_registrations, stats.v2_refusals_with(ErrorCode::AUTH_FAILED)), (1, 1));
 
     // A Register uses up its Challenge: the same Register again on A has none.
@@ -597,7 +597,7 @@ async fn a_heartbeat_for_another_identity_than_registered_gets_error_7_and_the_c
     peer.expect_error(ErrorCode::IDENTITY_MISMATCH).await;
     peer.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 0);
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!((stats.v2_registrations, stats.v2_refusals_with(ErrorCode::IDENTITY_MISMATCH)), (2, 2));
     server.stop().await;
 }
@@ -616,11 +616,11 @@ async fn the_agent_registers_with_the_right_secret_and_not_with_a_wrong_one() {
     wait_for_v2(&server, "game", right.backend_id).await;
     // The wrong one is refused, and keeps trying after its backoff.
     server
-        .wait_for_stat("two failed registrations", |s| s.v2_refusals_with(ErrorCode::AUTH_FAILED), |n| n >= 2)
+        .wait_for_wire("two failed registrations", |s| s.v2_refusals_with(ErrorCode::AUTH_FAILED), |n| n >= 2)
         .await;
     assert!(find_v2(&server, "game", wrong.backend_id).is_none(), "a wrong secret registers nothing");
     assert_eq!(server.dispatcher.backend_count(), 1);
-    assert_eq!(server.stats().v2_registrations, 1);
+    assert_eq!(server.wire().v2_registrations, 1);
     assert_eq!(client_pick(&server, "game").await.unwrap().backend_id, right.backend_id);
     right.stop().await;
     wrong.stop().await;
@@ -647,7 +647,7 @@ async fn without_a_secret_heartbeats_need_no_register_any_register_is_accepted_a
     registered.heartbeat(heartbeat("game", 3, "10.7.0.2:7002", 30)).await;
     registered.expect_error(ErrorCode::IDENTITY_MISMATCH).await;
     registered.expect_closed().await;
-    assert_eq!(server.stats().v2_registrations, 1);
+    assert_eq!(server.wire().v2_registrations, 1);
 
     let mut picker = Peer::connect(&server).await;
     for _ in 0..10 {
@@ -752,7 +752,7 @@ async fn a_v2_frame_longer_than_the_v2_limit_gets_error_11_and_the_connection_cl
     let error = peer.expect_error(ErrorCode::FRAME_LENGTH).await;
     assert!(error.text.contains(&(limit + 1).to_string()), "{error:?}");
     peer.expect_closed().await;
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::FRAME_LENGTH), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::FRAME_LENGTH), 1);
 
     // At the limit the frame is awaited, not refused: a heartbeat padded with
     // trailing bytes to exactly the limit registers.
@@ -787,7 +787,7 @@ async fn a_malformed_heartbeat_gets_error_8_and_the_connection_goes_on() {
     peer.send_raw(&valid).await;
     wait_for_v2(&server, "game", 1).await;
     assert_quiet_for(&mut peer.stream, Duration::from_millis(100)).await;
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::MALFORMED), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::MALFORMED), 1);
     server.stop().await;
 }
 
@@ -803,7 +803,7 @@ async fn three_unknown_type_frames_in_one_write_get_exactly_one_error_9() {
     // second Error came in between.
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
     // All three were counted, though one was answered.
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNKNOWN_TYPE), 3);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::UNKNOWN_TYPE), 3);
     server.stop().await;
 }
 
@@ -819,7 +819,7 @@ async fn a_pick_reply_sent_to_the_dispatcher_gets_error_12_and_the_connection_go
     .await;
     peer.expect_error(ErrorCode::UNEXPECTED).await;
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNEXPECTED), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::UNEXPECTED), 1);
     server.stop().await;
 }
 
@@ -836,7 +836,7 @@ async fn a_backend_over_the_limit_gets_error_13_and_registers_once_there_is_room
     // Over the backend connection budget (max_backends): closed after the Error.
     second.expect_closed().await;
     assert_eq!(server.dispatcher.backend_count(), 1);
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::BACKEND_LIMIT), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::BACKEND_LIMIT), 1);
     assert_declined(client_pick(&server, "chat").await, ErrorCode::UNKNOWN_SERVICE);
 
     // Once the first backend has gone, a new connection's heartbeat registers it.
@@ -980,7 +980,7 @@ async fn a_v2_backend_of_the_default_service_needs_an_address_that_fits_a_legacy
     wait_for_v2(&server, "default", 1).await;
     let mut client = server.connect().await;
     assert_eq!(login(&mut client).await, reply_for("2001:db8::5", 7000));
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::MALFORMED), 1);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::MALFORMED), 1);
     server.stop().await;
 }
 
@@ -996,7 +996,7 @@ async fn heartbeats_refused_for_their_address_get_one_error_8_per_read() {
     peer.expect_error(ErrorCode::MALFORMED).await;
     // The next thing on the connection answers the next request.
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::MALFORMED), 4);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::MALFORMED), 4);
     assert_eq!(server.dispatcher.backend_count(), 0);
     server.stop().await;
 }
@@ -1017,7 +1017,7 @@ async fn frames_of_another_version_get_error_10_only_once_the_peer_has_spoken_v2
     assert_eq!(error.text, "supported versions: 0 2");
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
     // The two frames after the Hello are counted; the one skipped silently is not.
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNSUPPORTED_VERSION), 2);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::UNSUPPORTED_VERSION), 2);
     server.stop().await;
 }
 
@@ -1049,7 +1049,7 @@ async fn every_malformed_pick_request_is_answered_while_other_skipped_frames_get
     peer.expect_error(ErrorCode::UNKNOWN_TYPE).await;
     peer.expect_error(ErrorCode::MALFORMED).await;
     assert_eq!(peer.pick("game").await, PickOutcome::Refused(ErrorCode::UNKNOWN_SERVICE));
-    let stats = server.stats();
+    let stats = server.wire();
     assert_eq!(
         (stats.v2_refusals_with(ErrorCode::MALFORMED), stats.v2_refusals_with(ErrorCode::UNKNOWN_TYPE)),
         (2, 2)
@@ -1071,7 +1071,7 @@ async fn a_pick_stamped_far_from_the_dispatchers_clock_gets_status_2() {
     }
     assert!(matches!(peer.pick("game").await, PickOutcome::Picked(_)));
     let stats = server.stats();
-    assert_eq!((stats.v2_refusals_with(ErrorCode::CLOCK_SKEW), stats.logins_clock_skew), (3, 3));
+    assert_eq!((server.wire().v2_refusals_with(ErrorCode::CLOCK_SKEW), stats.logins_clock_skew), (3, 3));
     server.stop().await;
 }
 
@@ -1094,7 +1094,7 @@ async fn a_silent_v2_backend_expires_with_its_service_and_its_next_heartbeat_reg
     peer.heartbeat(heartbeat("chat", 1, "10.13.0.1:7001", 30)).await;
     server.wait_for_stat("registered and expired again", |s| s.evicted_expired, |n| n == 2).await;
     let stats = server.stats();
-    assert_eq!((stats.heartbeats, stats.evicted_disconnected, stats.connections_open), (2, 0, 1));
+    assert_eq!((stats.heartbeats, stats.evicted_disconnected, server.wire().connections_open), (2, 0, 1));
     server.stop().await;
 }
 

@@ -29,6 +29,7 @@ use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
 use loadwise_protocol::v2::{
     self, Decoded, Endpoint, ErrorCode, Message, PickOutcome, PickReply, PickRequest, Picked,
 };
+use loadwise_server::stats::{WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -77,6 +78,8 @@ pub async fn exclusive_access() -> RwLockWriteGuard<'static, ()> {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dispatcher: Arc<Dispatcher>,
+    /// The server's wire counters: connections, protocol errors, v2 refusals.
+    pub wire: Arc<WireStats>,
     token: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -98,14 +101,20 @@ impl TestServer {
         config.validate().expect("the test configuration is valid");
         let addr = listener.local_addr().expect("local addr");
         let server = Server::with_listener(listener, config);
-        let dispatcher = server.dispatcher();
+        let (dispatcher, wire) = (server.dispatcher(), server.wire_stats());
         let token = CancellationToken::new();
         let task = tokio::spawn(server.run(token.clone().cancelled_owned()));
-        TestServer { addr, dispatcher, token, task }
+        TestServer { addr, dispatcher, wire, token, task }
     }
 
+    /// The dispatcher's counters: heartbeats, picks, evictions.
     pub fn stats(&self) -> StatsSnapshot {
         self.dispatcher.stats().snapshot()
+    }
+
+    /// The server's wire counters: connections, protocol errors, v2 refusals.
+    pub fn wire(&self) -> WireSnapshot {
+        self.wire.snapshot()
     }
 
     /// A new client connection (with `TCP_NODELAY`, so each write is its own segment).
@@ -143,6 +152,16 @@ impl TestServer {
         ok: impl Fn(u64) -> bool,
     ) {
         wait_until(what, || ok(read(&self.stats()))).await;
+    }
+
+    /// Waits until `read` of the wire counters satisfies `ok`.
+    pub async fn wait_for_wire(
+        &self,
+        what: &str,
+        read: impl Fn(&WireSnapshot) -> u64,
+        ok: impl Fn(u64) -> bool,
+    ) {
+        wait_until(what, || ok(read(&self.wire()))).await;
     }
 
     /// Spawns a client that writes logins as fast as the server takes them and never

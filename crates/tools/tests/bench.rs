@@ -11,6 +11,7 @@ use std::time::Duration;
 use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
 use loadwise_protocol::v2::ErrorCode;
 use loadwise_protocol::v2::auth::Secret;
+use loadwise_server::stats::{WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig};
 use loadwise_tools::bench::{BenchConfig, BenchError, BenchReport, ErrorKind, Mode, Protocol, Stop, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Dispatch {
     addr: SocketAddr,
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -38,14 +40,18 @@ impl Dispatch {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::with_listener(listener, config);
-        let dispatcher = server.dispatcher();
+        let (dispatcher, wire) = (server.dispatcher(), server.wire_stats());
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
-        Dispatch { addr, dispatcher, stop, task }
+        Dispatch { addr, dispatcher, wire, stop, task }
     }
 
     fn stats(&self) -> StatsSnapshot {
         self.dispatcher.stats().snapshot()
+    }
+
+    fn wire(&self) -> WireSnapshot {
+        self.wire.snapshot()
     }
 
     async fn stop(self) {
@@ -180,7 +186,7 @@ async fn connect_per_pick_opens_a_connection_for_each_login() {
     let stats = server.stats();
     assert_eq!(stats.logins_answered, 40 + 2);
     // The probe, two backends, and one connection per pick.
-    assert_eq!(stats.connections_accepted, 1 + 2 + 40);
+    assert_eq!(server.wire().connections_accepted, 1 + 2 + 40);
     server.stop().await;
 }
 
@@ -257,7 +263,7 @@ async fn v2_picks_of_a_service_without_backends_are_unknown_service_errors() {
     let run = bench(&config).await.target;
     let errors = run.requests.errors;
     assert_eq!((run.ops, errors.unknown_service, errors.total()), (0, 40, 40), "{errors:?}");
-    assert_eq!(server.stats().v2_refusals_with(ErrorCode::UNKNOWN_SERVICE), 40);
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::UNKNOWN_SERVICE), 40);
     server.stop().await;
 }
 
@@ -299,7 +305,7 @@ async fn v2_with_a_secret_registers_every_heartbeat_sender() {
         }
     }
     // Two backends twice, then the three clients of the mixed run.
-    assert_eq!(server.stats().v2_registrations, 2 + 2 + 3);
+    assert_eq!(server.wire().v2_registrations, 2 + 2 + 3);
 
     let wrong = BenchConfig {
         protocol: Protocol::V2,
@@ -326,7 +332,7 @@ async fn idle_connections_send_nothing() {
     assert_eq!(report.target.memory.setup_connections, 25);
     let stats = server.stats();
     assert_eq!((stats.logins_answered, stats.heartbeats), (5, 5));
-    assert_eq!(stats.connections_accepted, 1 + 5 + 20);
+    assert_eq!(server.wire().connections_accepted, 1 + 5 + 20);
     server.stop().await;
 }
 

@@ -99,12 +99,14 @@ pub async fn run(args: DemoArgs, interrupt: impl Future<Output = ()>) -> anyhow:
 }
 
 async fn bind_dashboard(addr: SocketAddr, server: &Server) -> anyhow::Result<AdminServer> {
-    AdminServer::bind(addr, AdminConfig::default(), server.dispatcher()).await.map_err(|error| {
-        anyhow::anyhow!(
-            "{error}\nthe dashboard port is taken (another loadwise demo or serve?); \
+    AdminServer::bind(addr, AdminConfig::default(), server.dispatcher(), server.wire_stats()).await.map_err(
+        |error| {
+            anyhow::anyhow!(
+                "{error}\nthe dashboard port is taken (another loadwise demo or serve?); \
              choose another with --admin-listen 127.0.0.1:0"
-        )
-    })
+            )
+        },
+    )
 }
 
 fn announce(

@@ -2,11 +2,9 @@
 //! admin API, and reload on SIGHUP.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use loadwise_cli::settings::{self, Change, Loaded, Sources};
-use loadwise_core::dispatcher::Dispatcher;
 use loadwise_server::admin::{AdminConfig, AdminServer, AdminState};
 use loadwise_server::{ReloadHandle, Server};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -29,7 +27,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         tracing::info!("open door: {door}");
     }
     let server = Server::bind(loaded.settings.server.clone()).await?;
-    let admin = bind_admin(&loaded, server.dispatcher()).await?;
+    let admin = bind_admin(&loaded, &server).await?;
     let stop_admin = CancellationToken::new();
     let admin_state = admin.as_ref().map(AdminServer::state);
     let admin_task = admin.map(|admin| tokio::spawn(admin.run(stop_admin.clone().cancelled_owned())));
@@ -91,7 +89,7 @@ fn warn_shrunk(loaded: &Loaded) {
 }
 
 /// Binds the admin API unless it is off. Its address is logged when it starts.
-async fn bind_admin(loaded: &Loaded, dispatcher: Arc<Dispatcher>) -> anyhow::Result<Option<AdminServer>> {
+async fn bind_admin(loaded: &Loaded, server: &Server) -> anyhow::Result<Option<AdminServer>> {
     let Some(addr) = loaded.settings.admin.listen.addr() else {
         tracing::info!("admin API off");
         return Ok(None);
@@ -102,11 +100,12 @@ async fn bind_admin(loaded: &Loaded, dispatcher: Arc<Dispatcher>) -> anyhow::Res
         limits: admin.limits.clone(),
         allowed_hosts: admin.allowed_hosts.as_ref().map(|hosts| hosts.0.clone()).unwrap_or_default(),
     };
-    let admin = AdminServer::bind(addr, config, dispatcher).await.map_err(|error| {
-        anyhow::anyhow!(
-            "{error} (is another loadwise running? set --admin-listen to another address, or off)"
-        )
-    })?;
+    let admin =
+        AdminServer::bind(addr, config, server.dispatcher(), server.wire_stats()).await.map_err(|error| {
+            anyhow::anyhow!(
+                "{error} (is another loadwise running? set --admin-listen to another address, or off)"
+            )
+        })?;
     Ok(Some(admin))
 }
 
@@ -166,6 +165,7 @@ impl Reloader {
         }
         if let Some(admin) = &self.admin {
             admin.set_token(next.admin_token.clone());
+            admin.set_timeouts(&next.settings.admin.limits);
         }
         log_changes(&changes);
         self.current = next;

@@ -419,16 +419,26 @@ settings! {
         /// Close an admin connection that has not sent a whole request header this long
         /// after it opened or after its last response.
         header_read_timeout: Duration {
-            live: false,
+            live: true,
             value_name: "DURATION",
             default: Duration::from_secs(5),
             bounds: [MILLISECOND, HOUR],
             summary: "close an admin connection that has not sent a whole request header this long",
             at: at!(admin.limits.header_read_timeout),
         }
+        /// Close an admin connection whose client takes no bytes of a response for this
+        /// long: one that asks for a large list and stops reading would hold its slot.
+        write_timeout: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: Duration::from_secs(10),
+            bounds: [MILLISECOND, HOUR],
+            summary: "close an admin connection whose client takes no bytes of a response this long",
+            at: at!(admin.limits.write_timeout),
+        }
         /// Answer 408 to an admin request not answered within this.
         request_timeout: Duration {
-            live: false,
+            live: true,
             value_name: "DURATION",
             default: Duration::from_secs(10),
             bounds: [MILLISECOND, HOUR],

@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AdminState;
 use super::auth::authorize;
 use super::error::ApiError;
 use super::guard::{check_origin, expensive_read};
+use super::state::AdminState;
 use super::views::{BackendList, BackendPage, BackendView, PickView, ServiceList, StateView};
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::Dispatcher;

@@ -3,13 +3,14 @@
 //! expensive reads few at a time.
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::AdminState;
 use super::error::ApiError;
+use super::state::AdminState;
 
 /// Probes name the pod's address, whatever the names configured: they are exempt.
 const PROBES: [&str; 2] = ["/healthz", "/readyz"];
@@ -65,6 +66,20 @@ pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     match (authority, host) {
         (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host.trim()) => Ok(()),
         _ => Err(ApiError::ForeignOrigin(origin.to_owned())),
+    }
+}
+
+/// Answers 408 (with no body) to a request not answered within the request timeout
+/// in force, which a reload may change.
+pub(crate) async fn within_request_timeout(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let timeout = state.limits().request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
     }
 }
 

@@ -1,8 +1,10 @@
-//! Prometheus metrics, read from the dispatcher's own counters at scrape time.
+//! Prometheus metrics, read from the dispatcher's and the server's own counters at
+//! scrape time.
 //!
 //! Nothing is counted twice: the dispatcher keeps its atomics
-//! ([`Stats`](loadwise_core::dispatcher::Stats)) and the collector turns a snapshot of them
-//! into metrics on every scrape. Counter names get their `_total` suffix from the
+//! ([`Stats`](loadwise_core::dispatcher::Stats)), the server its wire ones
+//! ([`WireStats`]), and the collector turns a snapshot of them into metrics on every
+//! scrape. Counter names get their `_total` suffix from the
 //! encoder.
 //!
 //! Label cardinality is bounded: a service exists while it has a backend (the
@@ -23,46 +25,48 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::AdminState;
 use super::error::ApiError;
 use super::views::by_service;
+use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
 use loadwise_core::affinity::PassReason;
-use loadwise_core::dispatcher::{
-    ConnectionKind, ConnectionRefusal, Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot,
-};
+use loadwise_core::dispatcher::{Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot};
 use loadwise_core::selection::BackendState;
 use loadwise_protocol::v2::{ErrorCode, ServiceName};
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A registry whose only source is the dispatcher's counters, under the `loadwise_` prefix.
-pub(crate) fn registry(dispatcher: Arc<Dispatcher>) -> Registry {
+/// A registry whose only sources are the dispatcher's and the server's counters, under
+/// the `loadwise_` prefix.
+pub(crate) fn registry(dispatcher: Arc<Dispatcher>, wire: Arc<WireStats>) -> Registry {
     let mut registry = Registry::with_prefix("loadwise");
-    registry.register_collector(Box::new(DispatcherCollector { dispatcher }));
+    registry.register_collector(Box::new(DispatcherCollector { dispatcher, wire }));
     registry
 }
 
 /// `GET /metrics`.
-pub(crate) async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
     let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, state.metrics())
+    prometheus_client::encoding::text::encode(&mut body, &registry)
         .map_err(|error| ApiError::Internal(format!("encoding metrics: {error}")))?;
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     Ok(response)
 }
 
-/// Turns the dispatcher's counters and table into metrics on each scrape.
+/// Turns the dispatcher's counters and table, and the server's wire counters, into
+/// metrics on each scrape.
 #[derive(Debug)]
 struct DispatcherCollector {
     dispatcher: Arc<Dispatcher>,
+    wire: Arc<WireStats>,
 }
 
 impl Collector for DispatcherCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
         let stats = self.dispatcher.stats();
         let snapshot = stats.snapshot();
+        let wire = self.wire.snapshot();
         // The default service is fixed for the dispatcher's life; one lock per scrape.
         let default_service = self.dispatcher.settings().default_service;
         encode_build_info(&mut encoder)?;
@@ -71,10 +75,10 @@ impl Collector for DispatcherCollector {
         encode_latency(&mut encoder, &stats.pick_latency)?;
         encode_backends(&mut encoder, &self.dispatcher)?;
         encode_affinity(&mut encoder, &self.dispatcher)?;
-        encode_heartbeats(&mut encoder, &snapshot)?;
-        encode_connections(&mut encoder, &snapshot)?;
-        encode_protocol(&mut encoder, &snapshot)?;
-        encode_v2(&mut encoder, &snapshot)
+        encode_heartbeats(&mut encoder, &snapshot, &wire)?;
+        encode_connections(&mut encoder, &wire)?;
+        encode_protocol(&mut encoder, &wire)?;
+        encode_v2(&mut encoder, &wire)
     }
 }
 
@@ -225,18 +229,22 @@ fn encode_affinity(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> 
     family(encoder, ("keyed_fallbacks", help, MetricType::Counter), &fallbacks)
 }
 
-fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+fn encode_heartbeats(
+    encoder: &mut DescriptorEncoder,
+    stats: &StatsSnapshot,
+    wire: &WireSnapshot,
+) -> Result<(), Error> {
     counter(encoder, "heartbeats", "Heartbeats received, refused ones included.", stats.heartbeats)?;
     let help = "Heartbeats refused: an unusable address, a new backend while the table is full, or a legacy heartbeat from outside the allowed networks.";
     counter(encoder, "heartbeats_refused", help, stats.refused_heartbeats)?;
     let help = "Unauthenticated heartbeats (legacy, or v2 without a secret) refused because the peer is outside legacy_heartbeat_networks.";
-    counter(encoder, "heartbeats_not_allowed", help, stats.heartbeats_not_allowed)?;
+    counter(encoder, "heartbeats_not_allowed", help, wire.heartbeats_not_allowed)?;
     let help = "Heartbeats refused, by reason: not_allowed (unauthenticated, from outside legacy_heartbeat_networks, which is empty when auth_secret_file is set and it is not given), other (an unusable address, a full table).";
-    let other = stats.refused_heartbeats.saturating_sub(stats.heartbeats_not_allowed);
+    let other = stats.refused_heartbeats.saturating_sub(wire.heartbeats_not_allowed);
     family(
         encoder,
         ("refused_heartbeats", help, MetricType::Counter),
-        &[(&[("reason", "not_allowed")], stats.heartbeats_not_allowed), (&[("reason", "other")], other)],
+        &[(&[("reason", "not_allowed")], wire.heartbeats_not_allowed), (&[("reason", "other")], other)],
     )?;
     let help = "Heartbeats reporting a load above 100 %, which is not a percentage.";
     counter(encoder, "invalid_load_reports", help, stats.invalid_mem_reports)?;
@@ -250,7 +258,7 @@ fn encode_heartbeats(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> 
     )
 }
 
-fn encode_connections(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+fn encode_connections(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
     let help = "TCP connections, accepted or refused as they arrived (by the per-peer cap or a full pending headroom).";
     family(
         encoder,
@@ -278,10 +286,24 @@ fn encode_connections(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) ->
         .map(|(labels, reason)| (&labels[..], stats.refused(reason)))
         .collect();
     let help = "Connections refused or closed for a budget, by reason: at accept (peer_limit, pending_limit), at the first heartbeat, login or pick (backend_limit, client_limit), or for saying nothing of the kind in time (first_frame_timeout).";
-    family(encoder, ("connection_refusals", help, MetricType::Counter), &series)
+    family(encoder, ("connection_refusals", help, MetricType::Counter), &series)?;
+    encode_closes(encoder, stats)
 }
 
-fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+/// Every accepted connection ends once, under one of a fixed set of reasons.
+fn encode_closes(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
+    let reasons: Vec<[(&'static str, &str); 1]> =
+        CloseReason::ALL.iter().map(|reason| [("reason", reason.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> = reasons
+        .iter()
+        .zip(CloseReason::ALL)
+        .map(|(labels, reason)| (&labels[..], stats.closed(reason)))
+        .collect();
+    let help = "Accepted TCP connections that ended, by reason: peer_closed, peer_reset (or another I/O error), protocol_error, idle_timeout, frame_timeout, write_timeout, first_frame_timeout, budget, refused (a v2 refusal that ends the session), tls_handshake, shutdown.";
+    family(encoder, ("connections_closed", help, MetricType::Counter), &series)
+}
+
+fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
     let help = "Protocol errors: malformed frames close their connection; unknown commands are skipped.";
     family(
         encoder,
@@ -293,7 +315,7 @@ fn encode_protocol(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Re
     )
 }
 
-fn encode_v2(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(), Error> {
+fn encode_v2(encoder: &mut DescriptorEncoder, stats: &WireSnapshot) -> Result<(), Error> {
     let help = "v2 Registers accepted (Hello, Challenge, Register); backends that register by heartbeat alone, where no secret is configured, are not counted.";
     counter(encoder, "v2_registrations", help, stats.v2_registrations)?;
     let refusals = refusal_series(stats);
@@ -306,7 +328,7 @@ fn encode_v2(encoder: &mut DescriptorEncoder, stats: &StatsSnapshot) -> Result<(
 }
 
 /// One `(code label, count)` per error code of [`ErrorCode::ALL`], then `other`.
-fn refusal_series(stats: &StatsSnapshot) -> Vec<(String, u64)> {
+fn refusal_series(stats: &WireSnapshot) -> Vec<(String, u64)> {
     let named = ErrorCode::ALL.iter().map(|&(code, name)| (code_label(name), stats.v2_refusals_with(code)));
     let other = stats.v2_refusals.last().copied().unwrap_or(0);
     named.chain(std::iter::once(("other".to_owned(), other))).collect()
@@ -326,7 +348,7 @@ mod tests {
 
     #[test]
     fn every_refusal_code_has_its_own_label_and_other_comes_last() {
-        let stats = StatsSnapshot::default();
+        let stats = WireSnapshot::default();
         let labels: Vec<String> = refusal_series(&stats).into_iter().map(|(label, _)| label).collect();
         assert_eq!(labels.len(), ErrorCode::ALL.len() + 1);
         assert_eq!(labels.iter().collect::<BTreeSet<_>>().len(), labels.len(), "distinct: {labels:?}");
@@ -337,17 +359,54 @@ mod tests {
         }
     }
 
+    /// The names and types dashboards and alerts rely on, from both sources: moving a
+    /// counter between the dispatcher and the server must not change them.
+    #[test]
+    fn every_metric_family_keeps_its_name_and_type() {
+        let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry(dispatcher, Arc::default())).unwrap();
+        let families: Vec<&str> =
+            body.lines().filter_map(|line| line.strip_prefix("# TYPE loadwise_")).collect();
+        assert_eq!(
+            families,
+            [
+                "build_info gauge",
+                "picks counter",
+                "pick_duration_seconds histogram",
+                "backends gauge",
+                "keyed_picks counter",
+                "keyed_first_choice_passed counter",
+                "keyed_fallbacks counter",
+                "heartbeats counter",
+                "heartbeats_refused counter",
+                "heartbeats_not_allowed counter",
+                "refused_heartbeats counter",
+                "invalid_load_reports counter",
+                "evictions counter",
+                "connections counter",
+                "connections_open gauge",
+                "connections_open_by_kind gauge",
+                "connection_refusals counter",
+                "connections_closed counter",
+                "protocol_errors counter",
+                "v2_registrations counter",
+                "v2_refusals counter",
+            ]
+        );
+    }
+
     #[test]
     fn connections_are_exposed_by_kind_and_refusals_by_reason() {
         let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
-        let stats = dispatcher.stats();
+        let stats = Arc::new(WireStats::default());
         stats.connections_by_kind[ConnectionKind::Client.index()]
             .store(3, std::sync::atomic::Ordering::Relaxed);
         stats.count_connection_refusal(ConnectionRefusal::PeerLimit);
         stats.count_connection_refusal(ConnectionRefusal::ClientLimit);
         stats.count_connection_refusal(ConnectionRefusal::ClientLimit);
         let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry(Arc::clone(&dispatcher))).unwrap();
+        prometheus_client::encoding::text::encode(&mut body, &registry(dispatcher, stats)).unwrap();
         for line in [
             "loadwise_connections_open_by_kind{kind=\"pending\"} 0",
             "loadwise_connections_open_by_kind{kind=\"client\"} 3",
@@ -363,7 +422,7 @@ mod tests {
 
     #[test]
     fn refusals_are_read_per_code_with_unknown_codes_as_other() {
-        let stats = loadwise_core::dispatcher::Stats::default();
+        let stats = WireStats::default();
         stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
         stats.count_v2_refusal(ErrorCode::AUTH_FAILED);
         stats.count_v2_refusal(ErrorCode::new(999).unwrap());
@@ -401,11 +460,13 @@ mod tests {
             PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
         assert!(dispatcher.batch(now).pick(&default_login).picked().is_none());
         let stats = dispatcher.stats();
-        for counter in [&stats.refused_heartbeats, &stats.heartbeats_not_allowed, &stats.refused_heartbeats] {
+        let wire = Arc::new(WireStats::default());
+        for counter in [&stats.refused_heartbeats, &wire.heartbeats_not_allowed, &stats.refused_heartbeats] {
             loadwise_core::dispatcher::bump(counter);
         }
         let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry(Arc::clone(&dispatcher))).unwrap();
+        prometheus_client::encoding::text::encode(&mut body, &registry(Arc::clone(&dispatcher), wire))
+            .unwrap();
         let version = env!("CARGO_PKG_VERSION");
         for line in [
             format!("loadwise_build_info{{version=\"{version}\"}} 1"),

@@ -1,16 +1,15 @@
 //! The table of endpoints: the router is built from it and the OpenAPI test reads it.
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 
 use super::error::ApiError;
-use super::{AdminState, api, dashboard, guard, metrics, openapi};
+use super::state::AdminState;
+use super::{api, dashboard, guard, metrics, openapi};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 /// One endpoint: a method, a path in OpenAPI form, and its handler.
 pub(crate) struct Route {
@@ -49,10 +48,10 @@ pub(crate) fn table() -> Vec<Route> {
 }
 
 /// The router for [`table`], answering unknown paths and methods with JSON errors,
-/// within the state's limits: a request timeout (408), a body limit (413) and the
-/// Host check (421).
+/// within the state's limits: a request timeout (408, the one in force at each
+/// request), a body limit (413) and the Host check (421).
 pub(crate) fn router(state: AdminState) -> Router {
-    let limits = state.limits().clone();
+    let limits = state.limits();
     table()
         .into_iter()
         .fold(Router::new(), |router, route| router.route(route.path, route.handler))
@@ -61,7 +60,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .layer(map_response(not_stored))
         .layer(RequestBodyLimitLayer::new(limits.body_limit))
         .layer(from_fn_with_state(state.clone(), guard::check_host))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(from_fn_with_state(state.clone(), guard::within_request_timeout))
         .with_state(state)
 }
 

@@ -1,5 +1,5 @@
 //! The admin HTTP server: bind, accept within a connection cap, serve each connection
-//! with a header-read timeout, shut down gracefully within a bound.
+//! with header-read and write timeouts, shut down gracefully within a bound.
 //!
 //! Connections are served by hyper directly rather than through `axum::serve`, which
 //! has neither a cap nor a header-read timeout: an admin client that opens many
@@ -18,8 +18,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{AdminConfig, AdminState, router};
+use super::routes::router;
+use super::state::{AdminConfig, AdminLimits, AdminState};
+use super::write_deadline::WriteDeadline;
 use crate::log_limit::RateLimitedLog;
+use crate::stats::WireStats;
 use loadwise_core::dispatcher::Dispatcher;
 
 /// How long shutdown waits for requests in flight before giving up on them.
@@ -45,19 +48,20 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` (port 0 picks a free one) for `dispatcher`. The names the Host
-    /// header may carry are the configured ones plus the bound address's host and
-    /// the loopback names.
+    /// Binds `addr` (port 0 picks a free one) for `dispatcher` and the wire counters
+    /// of its server. The names the Host header may carry are the configured ones plus
+    /// the bound address's host and the loopback names.
     pub async fn bind(
         addr: SocketAddr,
         config: AdminConfig,
         dispatcher: Arc<Dispatcher>,
+        wire: Arc<WireStats>,
     ) -> Result<AdminServer, AdminError> {
         let bind_error = |error| AdminError::Bind { addr, error };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let config = config.with_default_hosts(local_addr);
-        Ok(AdminServer { listener, local_addr, state: AdminState::new(dispatcher, config) })
+        Ok(AdminServer { listener, local_addr, state: AdminState::new(dispatcher, wire, config) })
     }
 
     /// The address actually bound.
@@ -75,8 +79,7 @@ impl AdminServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let AdminServer { listener, local_addr, state } = self;
         tracing::info!(addr = %local_addr, "admin API listening");
-        let limits = state.limits().clone();
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let slots = Arc::new(Semaphore::new(state.limits().max_connections));
         let app = router(state.clone());
         let graceful = GracefulShutdown::new();
         let accept_errors = RateLimitedLog::new(Duration::from_secs(1));
@@ -101,6 +104,9 @@ impl AdminServer {
                 state.count_refused_connection();
                 continue;
             };
+            // The timeouts in force now: a reload changes them from the next connection.
+            let limits = state.limits();
+            let stream = WriteDeadline::new(stream, limits.write_timeout, state.write_timeouts());
             serve_connection(stream, slot, &app, &limits, &graceful);
         }
         drop(listener);
@@ -113,10 +119,10 @@ impl AdminServer {
 
 /// Serves one connection in a task of its own, which holds `slot` until it ends.
 fn serve_connection(
-    stream: TcpStream,
+    stream: WriteDeadline<TcpStream>,
     slot: OwnedSemaphorePermit,
     app: &axum::Router,
-    limits: &super::AdminLimits,
+    limits: &AdminLimits,
     graceful: &GracefulShutdown,
 ) {
     let service = TowerToHyperService::new(app.clone());

@@ -11,15 +11,15 @@
 //!
 //! A budget is a count compared with a size that a reload may change at any moment:
 //! lowering a size closes nothing, and new connections of that kind are refused until
-//! the count is below it. The counts are the dispatcher's own gauges
-//! ([`Stats::connections_by_kind`]), so nothing is counted twice.
+//! the count is below it. The counts are the server's own gauges
+//! ([`WireStats::connections_by_kind`]), so nothing is counted twice.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use loadwise_core::dispatcher::{ConnectionKind, ConnectionRefusal, Dispatcher, Stats};
+use crate::stats::{ConnectionKind, ConnectionRefusal, WireStats};
 
 /// The size of each budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +43,17 @@ pub(crate) struct Budgets {
     /// Client and pending connections per peer address. Only addresses with at
     /// least one are kept, so it holds at most as many entries as those budgets.
     peers: Mutex<HashMap<IpAddr, usize>>,
-    /// Whose [`Stats`] hold the open counts and the refusals.
-    dispatcher: Arc<Dispatcher>,
+    /// Holds the open counts and the refusals.
+    stats: Arc<WireStats>,
 }
 
 impl Budgets {
-    pub fn new(sizes: BudgetSizes, dispatcher: Arc<Dispatcher>) -> Arc<Budgets> {
+    pub fn new(sizes: BudgetSizes, stats: Arc<WireStats>) -> Arc<Budgets> {
         let budgets = Budgets {
             sizes: Default::default(),
             per_peer: AtomicUsize::new(0),
             peers: Mutex::default(),
-            dispatcher,
+            stats,
         };
         budgets.resize(sizes);
         Arc::new(budgets)
@@ -85,8 +85,8 @@ impl Budgets {
         Ok(Slot { budgets: Arc::clone(self), kind: ConnectionKind::Pending, peer })
     }
 
-    fn stats(&self) -> &Stats {
-        self.dispatcher.stats()
+    fn stats(&self) -> &WireStats {
+        &self.stats
     }
 
     fn open(&self, kind: ConnectionKind) -> &AtomicU64 {
@@ -183,14 +183,12 @@ impl Drop for Slot {
 mod tests {
     use super::*;
     use ConnectionKind::{Backend, Client, Pending};
-    use loadwise_core::dispatcher::DispatchSettings;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn budgets(backends: usize, clients: usize, pending: usize, per_peer: usize) -> Arc<Budgets> {
-        let dispatcher = Arc::new(Dispatcher::new(DispatchSettings::default()));
-        Budgets::new(BudgetSizes { backends, clients, pending, per_peer }, dispatcher)
+        Budgets::new(BudgetSizes { backends, clients, pending, per_peer }, Arc::default())
     }
 
     fn open(budgets: &Budgets) -> [u64; 3] {

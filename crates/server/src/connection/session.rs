@@ -12,7 +12,8 @@ use bytes::BytesMut;
 
 use crate::log_limit::RateLimitedLog;
 use crate::pick_answer::ServicePick;
-use loadwise_core::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused, bump};
+use crate::stats::{WireStats, bump};
+use loadwise_core::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused};
 use loadwise_core::model::{self as core, Clocks};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::codec::Inbound;
@@ -69,6 +70,8 @@ pub(super) struct Context<'c, 'b> {
     /// The unix time of the read, taken once when first needed.
     pub unix_now: &'c mut Option<u64>,
     pub dispatcher: &'c Dispatcher,
+    /// Where v2 registrations and refusals are counted.
+    pub wire: &'c WireStats,
     pub batch: &'c mut Batch<'b>,
     /// Where refusals worth an operator's attention are logged, at most once a second.
     pub refusal_log: &'c RateLimitedLog,
@@ -91,7 +94,7 @@ impl Context<'_, '_> {
 
     /// Sends an Error and counts it.
     fn send_error(&mut self, code: ErrorCode, text: &str) {
-        self.dispatcher.stats().count_v2_refusal(code);
+        self.wire.count_v2_refusal(code);
         self.send(&Message::Error(ErrorMessage::new(code, text)));
     }
 
@@ -168,7 +171,7 @@ impl Session {
     /// Answers a frame that is skipped with an Error, at most once per read.
     fn warn(&mut self, cx: &mut Context<'_, '_>, code: ErrorCode, text: &str) -> Verdict {
         if std::mem::replace(&mut self.warned_this_read, true) {
-            cx.dispatcher.stats().count_v2_refusal(code);
+            cx.wire.count_v2_refusal(code);
         } else {
             cx.send_error(code, text);
         }
@@ -213,7 +216,7 @@ impl Session {
         }
         self.identity = Some((register.service.clone(), register.backend_id));
         self.registered = true;
-        bump(&cx.dispatcher.stats().v2_registrations);
+        bump(&cx.wire.v2_registrations);
         cx.send(&Message::Registered(Registered { backend_id: register.backend_id }));
         Verdict::Continue
     }
@@ -241,8 +244,8 @@ impl Session {
             return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
         }
         if cx.secret.is_none() && !cx.unauthenticated_allowed {
-            bump(&cx.dispatcher.stats().heartbeats_not_allowed);
-            bump(&cx.dispatcher.stats().refused_heartbeats);
+            bump(&cx.wire.heartbeats_not_allowed);
+            loadwise_core::dispatcher::bump(&cx.dispatcher.stats().refused_heartbeats);
             let reason = "heartbeats are accepted unauthenticated only from legacy_heartbeat_networks, and this \
                 dispatcher has no secret to authenticate others";
             return cx.refuse(ErrorCode::AUTH_REQUIRED, reason.into());
@@ -303,7 +306,7 @@ fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
             PickOutcome::Picked(Picked { backend_id, endpoint, ticket })
         }
         Err(code) => {
-            cx.dispatcher.stats().count_v2_refusal(code);
+            cx.wire.count_v2_refusal(code);
             PickOutcome::Refused(code)
         }
     };

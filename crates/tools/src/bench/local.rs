@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use super::ceiling;
 use super::error::BenchError;
 use loadwise_core::dispatcher::{Dispatcher, StatsSnapshot};
+use loadwise_server::stats::{WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig};
 
 /// Name of the in-process dispatcher's runtime threads.
@@ -25,7 +26,8 @@ pub const CEILING_THREADS: &str = "lw-ceiling";
 pub struct LocalServer {
     addr: SocketAddr,
     threads: &'static str,
-    dispatcher: Option<Arc<Dispatcher>>,
+    /// The dispatcher and its server's wire counters, if this is a dispatcher.
+    dispatcher: Option<(Arc<Dispatcher>, Arc<WireStats>)>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     runtime: Option<Runtime>,
@@ -38,7 +40,7 @@ impl LocalServer {
         let runtime = runtime(DISPATCHER_THREADS, threads)?;
         let server = runtime.spawn(Server::bind(config)).await.expect("binding does not panic")?;
         let addr = server.local_addr().map_err(BenchError::Runtime)?;
-        let dispatcher = Some(server.dispatcher());
+        let dispatcher = Some((server.dispatcher(), server.wire_stats()));
         let stop = CancellationToken::new();
         let task = runtime.spawn(server.run(stop.clone().cancelled_owned()));
         Ok(LocalServer {
@@ -80,9 +82,9 @@ impl LocalServer {
         self.threads
     }
 
-    /// The dispatcher's counters, if this is a dispatcher.
-    pub fn stats(&self) -> Option<StatsSnapshot> {
-        self.dispatcher.as_ref().map(|d| d.stats().snapshot())
+    /// The dispatcher's and its server's counters, if this is a dispatcher.
+    pub fn stats(&self) -> Option<(StatsSnapshot, WireSnapshot)> {
+        self.dispatcher.as_ref().map(|(d, wire)| (d.stats().snapshot(), wire.snapshot()))
     }
 
     /// Shuts the server down, waits for it, and stops its runtime.

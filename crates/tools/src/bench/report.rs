@@ -9,6 +9,7 @@ use super::config::{BenchConfig, Mode, Protocol, Stop};
 use super::latency::LatencySummary;
 use super::outcome::Tally;
 use loadwise_core::dispatcher::StatsSnapshot;
+use loadwise_server::stats::WireSnapshot;
 
 /// Everything a `loadwise bench` run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -164,8 +165,8 @@ impl Ratio {
     }
 }
 
-/// A serialisable copy of the dispatcher's counters (see
-/// [`StatsSnapshot`](loadwise_core::dispatcher::StatsSnapshot) for their meaning).
+/// A serialisable copy of the dispatcher's and the server's counters (see
+/// [`StatsSnapshot`] and [`WireSnapshot`] for their meaning).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ServerStats {
     pub heartbeats: u64,
@@ -181,19 +182,19 @@ pub struct ServerStats {
     pub v2_refusals: u64,
 }
 
-impl From<StatsSnapshot> for ServerStats {
-    fn from(s: StatsSnapshot) -> Self {
+impl From<(StatsSnapshot, WireSnapshot)> for ServerStats {
+    fn from((s, wire): (StatsSnapshot, WireSnapshot)) -> Self {
         ServerStats {
             heartbeats: s.heartbeats,
             refused_heartbeats: s.refused_heartbeats,
             logins_answered: s.logins_answered,
             logins_no_backend: s.logins_no_backend,
             logins_clock_skew: s.logins_clock_skew,
-            protocol_errors: s.protocol_errors,
-            connections_accepted: s.connections_accepted,
-            connections_refused: s.connections_refused,
-            v2_registrations: s.v2_registrations,
-            v2_refusals: s.v2_refusals.iter().sum(),
+            protocol_errors: wire.protocol_errors,
+            connections_accepted: wire.connections_accepted,
+            connections_refused: wire.connections_refused,
+            v2_registrations: wire.v2_registrations,
+            v2_refusals: wire.v2_refusals.iter().sum(),
         }
     }
 }
