@@ -25,8 +25,8 @@ pub use stats::{
 
 use crate::affinity::{AffinityCounts, AffinitySettings, Identity, Rings};
 use crate::model::{
-    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, PickOutcome, PickRequest,
-    PickTarget,
+    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, Load, PickOutcome,
+    PickRequest, PickTarget,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::scoring::Scoring;
@@ -164,10 +164,6 @@ pub struct V2HeartbeatAccepted {
 /// How many out-of-date expiry entries [`Dispatcher::next_expiry`] brings up to date
 /// per call: about 50 µs under the lock.
 const SWEEP_BUDGET: usize = 512;
-
-/// The report value of a v2 backend that has no score: above every valid
-/// percentage, so it ranks after every scored backend, as a legacy report above 100.
-const UNSCORED: u8 = u8::MAX;
 
 #[derive(Debug)]
 struct Table {
@@ -358,8 +354,7 @@ impl Table {
             IpField::from_bytes([0; loadwise_protocol::IP_FIELD_LEN])
         };
         let score = self.settings.scoring_of(service).score(&heartbeat);
-        let mem = score.map_or(UNSCORED, |score| score.round().min(100.0) as u8);
-        let report = Report { ip, port: heartbeat.endpoint.port.get(), mem };
+        let report = Report { ip, port: heartbeat.endpoint.port.get(), load: Load::from_score(score) };
         let (id, previous) = self.v2_id(connection, &heartbeat).unwrap_or_else(|| (new_id(), None));
         let change = self.registry.heartbeat(id, report, now)?;
         let selector = self.services.entry(service);

@@ -10,25 +10,23 @@ use std::time::{Duration, Instant};
 
 use loadwise_protocol::{IpField, v2};
 
+use crate::model::Load;
 pub use crate::model::{BackendId, IdHasher, IdMap};
 
-/// The largest memory figure that is a valid percentage.
-pub const MAX_VALID_MEM: u8 = 100;
-
 /// What a heartbeat reports, copied out of the frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
     /// The ip bytes as the backend sent them, returned to clients unchanged.
     pub ip: IpField,
     pub port: u16,
-    /// Memory use in percent; above [`MAX_VALID_MEM`] is not a valid report.
-    pub mem: u8,
+    /// Its load: a legacy backend's `mem`, a v2 backend's score, unrounded.
+    pub load: Load,
 }
 
 impl Report {
-    /// Whether `mem` is a valid percentage.
-    pub fn mem_is_valid(&self) -> bool {
-        self.mem <= MAX_VALID_MEM
+    /// Whether the report carries a figure above 100, which is not a measurement.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.load, Load::Invalid(_))
     }
 }
 
@@ -54,7 +52,7 @@ pub struct Backend {
     pub last_heartbeat: Instant,
     /// Heartbeats received, including the first.
     pub heartbeats: u64,
-    /// Heartbeats whose `mem` was above 100.
+    /// Heartbeats whose load was above 100.
     pub invalid_reports: u64,
     /// What a v2 backend reported; `None` for a legacy one.
     pub v2: Option<Box<V2Detail>>,
@@ -94,7 +92,7 @@ impl std::fmt::Display for BackendAddress<'_> {
 }
 
 /// What a heartbeat changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Change {
     /// The report this heartbeat replaced; `None` when it registered a new backend.
     pub previous: Option<Report>,
@@ -184,7 +182,7 @@ impl Registry {
 
     /// Registers `id` or replaces its report, and restarts its TTL at `now`.
     pub fn heartbeat(&mut self, id: BackendId, report: Report, now: Instant) -> Result<Change, RegistryFull> {
-        let invalid = !report.mem_is_valid();
+        let invalid = report.is_invalid();
         if let Some(entry) = self.backends.get_mut(&id) {
             let backend = &mut entry.backend;
             backend.last_heartbeat = now;

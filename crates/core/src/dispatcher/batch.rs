@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{
     Dispatcher, HeartbeatAccepted, HeartbeatRefused, Table, V2HeartbeatAccepted, V2HeartbeatRefused, bump,
 };
-use crate::model::{Clocks, PickOutcome, PickRequest, PickTarget};
+use crate::model::{Clocks, Load, PickOutcome, PickRequest, PickTarget};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
 use loadwise_protocol::v2;
@@ -86,8 +86,9 @@ impl<'a> Batch<'a> {
             bump(&stats.refused_heartbeats);
             return Err(error.into());
         }
-        let report = Report { ip: heartbeat.ip, port: heartbeat.port, mem: heartbeat.mem };
-        if !report.mem_is_valid() {
+        let load = Load::from_percent(f64::from(heartbeat.mem));
+        let report = Report { ip: heartbeat.ip, port: heartbeat.port, load };
+        if report.is_invalid() {
             bump(&stats.invalid_mem_reports);
         }
         let now = self.now;

@@ -321,7 +321,10 @@ fn an_operator_can_drain_and_restore_a_backend() {
     beat(&d, 1, 5, t0);
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     let states: Vec<_> = d.snapshot().iter().map(|b| (b.id.0, b.state, b.load.reported)).collect();
-    assert_eq!(states, [(1, BackendState::Draining, 5), (2, BackendState::Ready, 60)]);
+    assert_eq!(
+        states,
+        [(1, BackendState::Draining, Load::Percent(5.0)), (2, BackendState::Ready, Load::Percent(60.0))]
+    );
     d.set_state(BackendId(1), BackendState::Ready).unwrap();
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(1));
     assert_eq!(d.set_state(BackendId(7), BackendState::Maintenance), Err(UnknownBackend(BackendId(7))));
@@ -535,6 +538,24 @@ mod services {
         let accepted = d.batch(t0).heartbeat_v2(BackendId(200), no_cpu).unwrap();
         assert_eq!(accepted.score, None);
         assert_ne!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
+    }
+
+    #[test]
+    fn v2_scores_rank_unrounded_and_an_unscored_backend_after_every_scored_one() {
+        for policy in [Policy::LeastLoaded, Policy::Original] {
+            let d = Dispatcher::with_seed(DispatchSettings { policy, ..DispatchSettings::default() }, 1);
+            let t0 = Instant::now();
+            // Registered in this order so that a tie would go to the lower id, 2.
+            for (backend_id, hundredths) in [(1, None), (2, Some(4250)), (3, Some(4225))] {
+                let mut heartbeat = v2_heartbeat("game", backend_id, 0, 0);
+                heartbeat.memory = hundredths.and_then(v2::Percent::from_hundredths);
+                d.batch(t0).heartbeat_v2(BackendId(100 + backend_id), heartbeat).unwrap();
+            }
+            let picked: Vec<_> =
+                (0..20).map(|_| pick_service(&d, &name("game"), t0).unwrap().backend_id).collect();
+            assert_eq!(picked[0], 3, "{policy}: 42.25 % before 42.5 %");
+            assert!(!picked.contains(&1), "{policy}: unscored after every scored backend: {picked:?}");
+        }
     }
 
     #[test]

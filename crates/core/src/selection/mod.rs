@@ -349,7 +349,7 @@ impl Selector {
         let slot = &mut self.slots[position];
         (slot.ip, slot.port) = (report.ip, report.port);
         let previous = slot.load.effective_score();
-        slot.load.reconcile(report.mem, &self.settings);
+        slot.load.reconcile(report.load, &self.settings);
         let score = slot.load.effective_score();
         // A new load, a new place in the band: no backend keeps winning the ties it
         // meets after its reports. An unchanged load keeps its place, so a report
@@ -365,7 +365,7 @@ impl Selector {
 
     /// Adds a backend heard from for the first time, ready.
     fn register(&mut self, id: BackendId, report: Report, tie: u32, now: Instant) {
-        let load = BackendLoad::new(report.mem, now, &self.settings);
+        let load = BackendLoad::new(report.load, now, &self.settings);
         let position = self.slots.len();
         self.generation = next_generation();
         self.scores.push(load.effective_score());

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::{self, BackendSnapshot};
+use loadwise_core::model::Load;
 use loadwise_core::registry::{BackendId, V2Detail};
-use loadwise_core::selection::{BackendState, Policy};
+use loadwise_core::selection::{BackendLoad, BackendState, Policy};
 use loadwise_protocol::IpField;
 use loadwise_protocol::v2::{Percent, ServiceName};
 
@@ -272,8 +273,8 @@ impl BackendView {
             protocol: if v2.is_some() { WireProtocol::V2 } else { WireProtocol::Legacy },
             state: snapshot.state,
             operator_state: snapshot.held,
-            reported: Reported { mem_percent: load.reported, valid: load.report_is_valid() },
-            effective_load_percent: load.effective(),
+            reported: Reported { mem_percent: mem_percent(load.reported), valid: load.report_is_valid() },
+            effective_load_percent: effective_percent(load),
             client_cost_percent: load.cost(),
             heartbeat_age_seconds: seconds_since(backend.last_heartbeat, now),
             heartbeats: backend.heartbeats,
@@ -282,6 +283,28 @@ impl BackendView {
             connection_age_seconds: seconds_since(backend.registered_at, now),
             v2,
         }
+    }
+}
+
+/// What `mem_percent` shows for a backend not yet scored: the old report value
+/// for "no score", so that the API reads as it always did.
+const UNSCORED_MEM: u8 = u8::MAX;
+
+/// A load as the legacy `mem` field wrote it: a whole percent, a bad figure as sent.
+fn mem_percent(load: Load) -> u8 {
+    match load {
+        // Saturating casts: a valid load stays within 0..=100, a bad one within u8.
+        Load::Percent(percent) | Load::Invalid(percent) => percent.round() as u8,
+        Load::Unscored => UNSCORED_MEM,
+    }
+}
+
+/// The effective load shown: selection's figure, unrounded; a backend not yet
+/// scored shows its picks on top of [`UNSCORED_MEM`], as it always did.
+fn effective_percent(load: &BackendLoad) -> f64 {
+    match load.reported {
+        Load::Unscored => f64::from(UNSCORED_MEM) + load.pending(),
+        _ => load.effective(),
     }
 }
 
@@ -380,7 +403,7 @@ mod tests {
     use super::*;
     use loadwise_core::registry::{Backend, BackendId, Report};
     use loadwise_core::scoring::Scoring;
-    use loadwise_core::selection::{BackendLoad, LoadSettings};
+    use loadwise_core::selection::LoadSettings;
     use loadwise_protocol::v2::{self, Endpoint, Host, Metric, MetricName};
 
     fn name(service: &str) -> ServiceName {
@@ -388,7 +411,8 @@ mod tests {
     }
 
     fn snapshot(id: u64, mem: u8, state: BackendState, registered_at: Instant) -> BackendSnapshot {
-        let report = Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 7000, mem };
+        let load = Load::from_percent(f64::from(mem));
+        let report = Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 7000, load };
         let backend = Backend {
             report,
             registered_at,
@@ -397,7 +421,7 @@ mod tests {
             invalid_reports: 0,
             v2: None,
         };
-        let load = BackendLoad::new(mem, registered_at, &LoadSettings::default());
+        let load = BackendLoad::new(load, registered_at, &LoadSettings::default());
         let (held, reported) = (state, BackendState::Ready);
         BackendSnapshot { id: BackendId(id), backend, load, state, held, reported, service: name("default") }
     }
