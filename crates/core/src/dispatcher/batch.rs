@@ -10,9 +10,10 @@ use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::{
-    Dispatcher, HeartbeatAccepted, HeartbeatRefused, Table, V2HeartbeatAccepted, V2HeartbeatRefused, bump,
-};
+use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V2HeartbeatRefused};
+use super::state::Dispatcher;
+use super::stats::bump;
+use super::table::Table;
 use crate::model::{Clocks, Load, PickOutcome, PickRequest, PickTarget};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::model::{Clocks, Destination, Endpoint};
-use loadwise_protocol::IpField;
+use crate::model::{
+    self, AddressForm, Clocks, Destination, Endpoint, Load, PickOutcome, PickRequest, PickTarget,
+};
+use loadwise_protocol::{AddressError, IpField};
 
 const NOW_UNIX: u64 = 1_700_000_000;
 

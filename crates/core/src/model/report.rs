@@ -3,7 +3,10 @@
 
 use std::num::NonZeroU16;
 
-use super::{BackendKey, Endpoint, Load, State};
+use super::endpoint::Endpoint;
+use super::key::BackendKey;
+use super::load::Load;
+use super::state::State;
 
 /// One heartbeat, translated by the session that decoded it.
 #[derive(Debug, Clone, PartialEq)]
