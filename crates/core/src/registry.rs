@@ -6,12 +6,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
 use loadwise_protocol::{IpField, v2};
 
-use crate::model::Load;
 pub use crate::model::{BackendId, IdHasher, IdMap};
+use crate::model::{Endpoint, Load, Metrics, State};
 
 /// What a heartbeat reports, copied out of the frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,16 +31,27 @@ impl Report {
     }
 }
 
-/// What a v2 backend says of itself beyond what selection needs: kept for the
-/// replies that name it (its chosen id, its address) and for operators.
+/// What a v2 backend says of itself beyond what selection needs, in the core's
+/// terms: kept for the replies that name it (its chosen id, its endpoint) and for
+/// operators.
 #[derive(Debug, Clone, PartialEq)]
 pub struct V2Detail {
     /// The connection its heartbeats arrive on; closing it removes the backend.
     pub connection: BackendId,
-    /// Its latest heartbeat, as sent: service, chosen id, endpoint, metrics, state.
-    pub heartbeat: v2::Heartbeat,
-    /// The load its service's scoring made of that heartbeat; `None` when the
-    /// heartbeat lacked a figure the scoring needs.
+    /// The service it named.
+    pub service: v2::ServiceName,
+    /// The id it chose: unique in its service, kept across reconnects.
+    pub backend_id: u64,
+    /// Where its clients connect.
+    pub endpoint: Endpoint,
+    /// The figures of its latest heartbeat, with the precision they were sent in.
+    pub metrics: Metrics,
+    /// Its relative capacity; 100 is the norm.
+    pub weight: NonZeroU16,
+    /// What it says of itself in its latest heartbeat.
+    pub state: State,
+    /// The load its service's scoring made of those figures; `None` when a figure
+    /// the scoring needs was missing.
     pub score: Option<f64>,
 }
 
@@ -62,14 +74,14 @@ impl Backend {
     /// The service the backend named, or `None` for a legacy backend (which belongs
     /// to the default service).
     pub fn service(&self) -> Option<&v2::ServiceName> {
-        self.v2.as_ref().map(|detail| &detail.heartbeat.service)
+        self.v2.as_ref().map(|detail| &detail.service)
     }
 
     /// Where its clients are sent, as operators write it (`10.0.0.2:1002`), for log
     /// lines: a v2 backend's endpoint, a legacy backend's ip field and port.
     pub fn address(&self) -> BackendAddress<'_> {
         match &self.v2 {
-            Some(detail) => BackendAddress::Endpoint(&detail.heartbeat.endpoint),
+            Some(detail) => BackendAddress::Endpoint(&detail.endpoint),
             None => BackendAddress::Legacy(self.report.ip.with_port(self.report.port)),
         }
     }
@@ -79,7 +91,7 @@ impl Backend {
 #[derive(Clone, Copy)]
 pub enum BackendAddress<'a> {
     Legacy(loadwise_protocol::AddressDisplay<'a>),
-    Endpoint(&'a v2::Endpoint),
+    Endpoint(&'a Endpoint),
 }
 
 impl std::fmt::Display for BackendAddress<'_> {

@@ -31,9 +31,11 @@ const PENDING: &[(&str, &[&str])] = &[
     ("dispatcher/batch.rs", &["Heartbeat"]),
     ("dispatcher/outcome.rs", &["AddressError"]),
     ("dispatcher/stats.rs", &["ErrorCode"]),
-    ("dispatcher/table.rs", &["Endpoint", "Heartbeat", "Host", "IP_FIELD_LEN", "IpField", "State"]),
-    ("registry.rs", &["AddressDisplay", "Endpoint", "Heartbeat", "IpField"]),
-    ("scoring.rs", &["Heartbeat", "Percent"]),
+    (
+        "dispatcher/table.rs",
+        &["Endpoint", "Heartbeat", "Host", "IP_FIELD_LEN", "IpField", "Percent", "State"],
+    ),
+    ("registry.rs", &["AddressDisplay", "IpField"]),
     ("selection/mod.rs", &["IpField"]),
 ];
 

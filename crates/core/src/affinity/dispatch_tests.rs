@@ -62,8 +62,7 @@ fn a_drained_backend_loses_its_keys_until_it_is_ready_again() {
     let d = dispatcher(1, &[1, 2, 3, 4], 100, 20, now);
     let home = pick(&d, "player-42", now);
     let snapshot = d.snapshot();
-    let id =
-        snapshot.iter().find(|b| b.backend.v2.as_ref().unwrap().heartbeat.backend_id == home).unwrap().id;
+    let id = snapshot.iter().find(|b| b.backend.v2.as_ref().unwrap().backend_id == home).unwrap().id;
     d.set_state(id, BackendState::Draining).unwrap();
     let moved = pick(&d, "player-42", now);
     assert_ne!(moved, home);

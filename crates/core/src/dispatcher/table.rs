@@ -11,8 +11,8 @@ use super::settings::DispatchSettings;
 use crate::affinity::Identity;
 use crate::affinity::rings::Rings;
 use crate::model::{
-    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, Load, PickOutcome,
-    PickRequest, PickTarget,
+    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, Load, Metrics,
+    PickOutcome, PickRequest, PickTarget,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
@@ -202,24 +202,26 @@ impl Table {
         new_id: impl FnOnce() -> BackendId,
         now: Instant,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
-        let service = &heartbeat.service;
+        let detail = v2_detail(connection, heartbeat);
+        let service = &detail.service;
         let ip = if self.services.is_default(service) {
-            legacy_ip(&heartbeat.endpoint)
+            legacy_ip(&detail.endpoint)
                 .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
         } else {
             IpField::from_bytes([0; loadwise_protocol::IP_FIELD_LEN])
         };
-        let score = self.settings.scoring_of(service).score(&heartbeat);
-        let report = Report { ip, port: heartbeat.endpoint.port.get(), load: Load::from_score(score) };
-        let (id, previous) = self.v2_id(connection, &heartbeat).unwrap_or_else(|| (new_id(), None));
+        let score = self.settings.scoring_of(service).score(&detail.metrics);
+        let report = Report { ip, port: detail.endpoint.port.get(), load: Load::from_score(score) };
+        let (id, previous) =
+            self.v2_id(connection, service, detail.backend_id).unwrap_or_else(|| (new_id(), None));
         let change = self.registry.heartbeat(id, report, now)?;
         let selector = self.services.entry(service);
         selector.report(id, report, now, &mut self.rng);
-        selector.set_weight(id, heartbeat.weight);
-        selector.report_state(id, state_of(heartbeat.state));
-        self.services.bind((service, heartbeat.backend_id), id, connection, previous);
+        selector.set_weight(id, detail.weight);
+        selector.report_state(id, detail.state);
+        self.services.bind((service, detail.backend_id), id, connection, previous);
         let service = service.clone();
-        self.registry.set_detail(id, V2Detail { connection, heartbeat, score });
+        self.registry.set_detail(id, V2Detail { score, ..detail });
         let registered = change.previous.is_none();
         if registered {
             self.restore_hold(id, now);
@@ -228,14 +230,15 @@ impl Table {
         Ok(V2HeartbeatAccepted { id, registered, score })
     }
 
-    /// The id of the v2 backend `heartbeat` comes from, and the connection it was
+    /// The id of the v2 backend `backend_id` of `service`, and the connection it was
     /// heard on, if it is registered.
     fn v2_id(
         &self,
         connection: BackendId,
-        heartbeat: &v2::Heartbeat,
+        service: &ServiceName,
+        backend_id: u64,
     ) -> Option<(BackendId, Option<BackendId>)> {
-        let id = self.services.v2_id(&heartbeat.service, heartbeat.backend_id)?;
+        let id = self.services.v2_id(service, backend_id)?;
         let previous = self.registry.get(id)?.v2.as_ref().map_or(connection, |detail| detail.connection);
         Some((id, Some(previous)))
     }
@@ -272,10 +275,9 @@ impl Table {
                 Destination::Legacy(LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port })
             }
             AddressForm::Endpoint => match registry.get(picked.id).map(|backend| &backend.v2) {
-                Some(Some(detail)) => Destination::Chosen {
-                    backend: detail.heartbeat.backend_id,
-                    endpoint: core_endpoint(&detail.heartbeat.endpoint),
-                },
+                Some(Some(detail)) => {
+                    Destination::Chosen { backend: detail.backend_id, endpoint: detail.endpoint.clone() }
+                }
                 Some(None) => {
                     let name = LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port };
                     match Endpoint::from_legacy(&name) {
@@ -290,12 +292,37 @@ impl Table {
     }
 }
 
+/// A v2 heartbeat heard on `connection` in the core's terms, not yet scored.
+fn v2_detail(connection: BackendId, heartbeat: v2::Heartbeat) -> V2Detail {
+    let percent = |value: v2::Percent| f64::from(value.hundredths()) / 100.0;
+    let metrics = Metrics {
+        memory: heartbeat.memory.map(percent),
+        cpu: heartbeat.cpu.map(percent),
+        connections: heartbeat.connections.map(f64::from),
+        custom: heartbeat
+            .metrics
+            .into_iter()
+            .map(|metric| (metric.name.as_str().to_owned(), metric.value))
+            .collect(),
+    };
+    V2Detail {
+        connection,
+        service: heartbeat.service,
+        backend_id: heartbeat.backend_id,
+        endpoint: core_endpoint(heartbeat.endpoint),
+        metrics,
+        weight: heartbeat.weight,
+        state: state_of(heartbeat.state),
+        score: None,
+    }
+}
+
 /// A v2 endpoint as the core hands it out.
-fn core_endpoint(endpoint: &v2::Endpoint) -> Endpoint {
-    let host = match &endpoint.host {
-        Host::V4(ip) => model::Host::V4(*ip),
-        Host::V6(ip) => model::Host::V6(*ip),
-        Host::Name(name) => model::Host::Name(name.clone()),
+fn core_endpoint(endpoint: v2::Endpoint) -> Endpoint {
+    let host = match endpoint.host {
+        Host::V4(ip) => model::Host::V4(ip),
+        Host::V6(ip) => model::Host::V6(ip),
+        Host::Name(name) => model::Host::Name(name),
     };
     Endpoint { host, port: endpoint.port }
 }
@@ -305,10 +332,9 @@ fn core_endpoint(endpoint: &v2::Endpoint) -> Endpoint {
 /// in the default service.
 fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
     match &backend.v2 {
-        Some(detail) => BackendKey {
-            service: detail.heartbeat.service.clone(),
-            name: BackendName::Chosen(detail.heartbeat.backend_id),
-        },
+        Some(detail) => {
+            BackendKey { service: detail.service.clone(), name: BackendName::Chosen(detail.backend_id) }
+        }
         None => BackendKey {
             service: default_service.clone(),
             name: BackendName::Legacy(LegacyName {
@@ -324,21 +350,15 @@ fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
 fn identity_of(backend: &Backend) -> Vec<u8> {
     match &backend.v2 {
         Some(detail) => {
-            let heartbeat = &detail.heartbeat;
-            Identity::V2 { service: heartbeat.service.as_str(), backend_id: heartbeat.backend_id }.to_bytes()
+            Identity::V2 { service: detail.service.as_str(), backend_id: detail.backend_id }.to_bytes()
         }
         None => Identity::Legacy { ip: *backend.report.ip.as_bytes(), port: backend.report.port }.to_bytes(),
     }
 }
 
 /// How a v2 endpoint is written in a legacy reply, if it fits.
-fn legacy_ip(endpoint: &v2::Endpoint) -> Option<IpField> {
-    let text = match &endpoint.host {
-        Host::V4(ip) => ip.to_string(),
-        Host::V6(ip) => ip.to_string(),
-        Host::Name(name) => name.as_str().to_owned(),
-    };
-    IpField::from_text(&text).ok()
+fn legacy_ip(endpoint: &Endpoint) -> Option<IpField> {
+    IpField::from_text(&endpoint.host_text()).ok()
 }
 
 fn state_of(state: v2::State) -> BackendState {

@@ -14,7 +14,7 @@ use loadwise_core::model::Load;
 use loadwise_core::registry::{BackendId, V2Detail};
 use loadwise_core::selection::{BackendLoad, BackendState, Policy};
 use loadwise_protocol::IpField;
-use loadwise_protocol::v2::{Percent, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 
 /// `GET /v1/services`.
 #[derive(Debug, Serialize)]
@@ -310,16 +310,17 @@ fn effective_percent(load: &BackendLoad) -> f64 {
 
 impl V2View {
     fn new(detail: &V2Detail, reported_state: BackendState) -> Self {
-        let heartbeat = &detail.heartbeat;
+        let metrics = &detail.metrics;
         V2View {
-            backend_id: heartbeat.backend_id.to_string(),
-            endpoint: heartbeat.endpoint.to_string(),
-            memory_percent: heartbeat.memory.map(percent),
-            cpu_percent: heartbeat.cpu.map(percent),
-            connections: heartbeat.connections,
-            weight: heartbeat.weight.get(),
+            backend_id: detail.backend_id.to_string(),
+            endpoint: detail.endpoint.to_string(),
+            memory_percent: metrics.memory,
+            cpu_percent: metrics.cpu,
+            // Sent as a u32, kept as an f64 (exactly): shown as sent.
+            connections: metrics.connections.map(|connections| connections as u32),
+            weight: detail.weight.get(),
             reported_state,
-            metrics: heartbeat.metrics.iter().map(|m| (m.name.to_string(), m.value)).collect(),
+            metrics: metrics.custom.iter().cloned().collect(),
             score: detail.score,
         }
     }
@@ -382,11 +383,6 @@ pub(crate) fn address(ip: &IpField, port: u16) -> String {
     }
 }
 
-/// Hundredths of a percent as a percentage: 4150 is 41.5.
-fn percent(value: Percent) -> f64 {
-    f64::from(value.hundredths()) / 100.0
-}
-
 fn seconds_since(then: Instant, now: Instant) -> f64 {
     round_millis(now.saturating_duration_since(then))
 }
@@ -401,10 +397,11 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
+    use loadwise_core::model::{Endpoint, Host, Metrics};
     use loadwise_core::registry::{Backend, BackendId, Report};
     use loadwise_core::scoring::Scoring;
     use loadwise_core::selection::LoadSettings;
-    use loadwise_protocol::v2::{self, Endpoint, Host, Metric, MetricName};
+    use loadwise_protocol::v2;
 
     fn name(service: &str) -> ServiceName {
         ServiceName::new(service).unwrap()
@@ -429,20 +426,6 @@ mod tests {
     /// A v2 backend of `service` whose heartbeat reported `reported`, held `held`.
     fn v2_snapshot(id: u64, service: &str, held: BackendState, reported: v2::State) -> BackendSnapshot {
         let now = Instant::now();
-        let heartbeat = v2::Heartbeat {
-            backend_id: u64::MAX - 1,
-            service: name(service),
-            endpoint: Endpoint {
-                host: Host::V6("2001:db8::2".parse().unwrap()),
-                port: NonZeroU16::new(8080).unwrap(),
-            },
-            memory: Percent::from_hundredths(4150),
-            cpu: Percent::from_hundredths(1225),
-            connections: Some(17),
-            weight: NonZeroU16::new(200).unwrap(),
-            state: reported,
-            metrics: vec![Metric { name: MetricName::new("queue").unwrap(), value: 3.5 }],
-        };
         let mut snapshot = snapshot(id, 42, held, now);
         let reported = match reported {
             v2::State::Ready => BackendState::Ready,
@@ -452,7 +435,24 @@ mod tests {
         snapshot.reported = reported;
         snapshot.state = held.max(reported);
         snapshot.service = name(service);
-        let detail = V2Detail { connection: BackendId(1), heartbeat, score: Some(41.5) };
+        let detail = V2Detail {
+            connection: BackendId(1),
+            service: name(service),
+            backend_id: u64::MAX - 1,
+            endpoint: Endpoint {
+                host: Host::V6("2001:db8::2".parse().unwrap()),
+                port: NonZeroU16::new(8080).unwrap(),
+            },
+            metrics: Metrics {
+                memory: Some(41.5),
+                cpu: Some(12.25),
+                connections: Some(17.0),
+                custom: vec![("queue".to_owned(), 3.5)],
+            },
+            weight: NonZeroU16::new(200).unwrap(),
+            state: reported,
+            score: Some(41.5),
+        };
         snapshot.backend.v2 = Some(Box::new(detail));
         snapshot
     }
@@ -508,8 +508,7 @@ mod tests {
     fn unreported_v2_figures_are_null() {
         let mut snapshot = v2_snapshot(9, "search", BackendState::Maintenance, v2::State::Ready);
         let detail = snapshot.backend.v2.as_mut().unwrap();
-        (detail.heartbeat.memory, detail.heartbeat.cpu, detail.heartbeat.connections) = (None, None, None);
-        detail.heartbeat.metrics.clear();
+        detail.metrics = Metrics::default();
         detail.score = None;
         let json = serde_json::to_value(BackendView::new(&snapshot, Instant::now())).unwrap();
         assert_eq!(json["state"], "maintenance", "the operator's hold keeps it out");
@@ -573,8 +572,8 @@ mod tests {
         let picked = ServicePick {
             id: BackendId(4),
             backend_id: 99,
-            endpoint: Endpoint {
-                host: Host::V6("::1".parse().unwrap()),
+            endpoint: v2::Endpoint {
+                host: v2::Host::V6("::1".parse().unwrap()),
                 port: NonZeroU16::new(7000).unwrap(),
             },
             legacy: false,
@@ -627,7 +626,7 @@ mod tests {
         let picked = ServicePick {
             id: BackendId(1),
             backend_id: 1,
-            endpoint: snapshot.backend.v2.unwrap().heartbeat.endpoint,
+            endpoint: crate::pick_answer::wire_endpoint(snapshot.backend.v2.unwrap().endpoint),
             legacy: false,
         };
         let shown = [
