@@ -106,8 +106,7 @@ async fn the_first_heartbeat_is_sent_on_connect() {
     let agent = start_agent(&dispatch.addr, Duration::from_secs(3600), || Ok(42));
     assert_eq!(dispatch.wait_for_mem(|_| true).await, 42);
     let backend = dispatch.dispatcher.backends()[0].1.clone();
-    assert_eq!(backend.report.ip.text().unwrap(), "10.0.0.7");
-    assert_eq!(backend.report.port, 7007);
+    assert_eq!(backend.report.legacy.to_string(), "10.0.0.7:7007");
     agent.stop().await;
     dispatch.wait_for_no_backend().await;
     dispatch.shut_down().await;

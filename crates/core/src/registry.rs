@@ -9,17 +9,18 @@ use std::collections::BinaryHeap;
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
-use loadwise_protocol::{IpField, v2};
+use loadwise_protocol::v2;
 
 pub use crate::model::{BackendId, IdHasher, IdMap};
-use crate::model::{Endpoint, Load, Metrics, State};
+use crate::model::{Endpoint, LegacyName, Load, Metrics, State};
 
 /// What a heartbeat reports, copied out of the frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
-    /// The ip bytes as the backend sent them, returned to clients unchanged.
-    pub ip: IpField,
-    pub port: u16,
+    /// The address bytes and port a legacy reply sends its clients to, returned
+    /// unchanged: a legacy backend's name; a v2 backend's endpoint as such a reply
+    /// writes it (zeroed outside the default service, which legacy clients never ask).
+    pub legacy: LegacyName,
     /// Its load: a legacy backend's `mem`, a v2 backend's score, unrounded.
     pub load: Load,
 }
@@ -82,7 +83,7 @@ impl Backend {
     pub fn address(&self) -> BackendAddress<'_> {
         match &self.v2 {
             Some(detail) => BackendAddress::Endpoint(&detail.endpoint),
-            None => BackendAddress::Legacy(self.report.ip.with_port(self.report.port)),
+            None => BackendAddress::Legacy(&self.report.legacy),
         }
     }
 }
@@ -90,7 +91,7 @@ impl Backend {
 /// A backend's address for log lines: see [`Backend::address`].
 #[derive(Clone, Copy)]
 pub enum BackendAddress<'a> {
-    Legacy(loadwise_protocol::AddressDisplay<'a>),
+    Legacy(&'a LegacyName),
     Endpoint(&'a Endpoint),
 }
 

@@ -31,12 +31,7 @@ const PENDING: &[(&str, &[&str])] = &[
     ("dispatcher/batch.rs", &["Heartbeat"]),
     ("dispatcher/outcome.rs", &["AddressError"]),
     ("dispatcher/stats.rs", &["ErrorCode"]),
-    (
-        "dispatcher/table.rs",
-        &["Endpoint", "Heartbeat", "Host", "IP_FIELD_LEN", "IpField", "Percent", "State"],
-    ),
-    ("registry.rs", &["AddressDisplay", "IpField"]),
-    ("selection/mod.rs", &["IpField"]),
+    ("dispatcher/table.rs", &["Endpoint", "Heartbeat", "Host", "IpField", "Percent", "State"]),
 ];
 
 fn sources(dir: &Path, found: &mut Vec<PathBuf>) {

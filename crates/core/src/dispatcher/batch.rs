@@ -14,7 +14,7 @@ use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V
 use super::state::Dispatcher;
 use super::stats::bump;
 use super::table::Table;
-use crate::model::{Clocks, Load, PickOutcome, PickRequest, PickTarget};
+use crate::model::{Clocks, LegacyName, Load, PickOutcome, PickRequest, PickTarget};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
 use loadwise_protocol::v2;
@@ -88,7 +88,8 @@ impl<'a> Batch<'a> {
             return Err(error.into());
         }
         let load = Load::from_percent(f64::from(heartbeat.mem));
-        let report = Report { ip: heartbeat.ip, port: heartbeat.port, load };
+        let legacy = LegacyName { bytes: *heartbeat.ip.as_bytes(), port: heartbeat.port };
+        let report = Report { legacy, load };
         if report.is_invalid() {
             bump(&stats.invalid_mem_reports);
         }

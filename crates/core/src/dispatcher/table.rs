@@ -11,8 +11,8 @@ use super::settings::DispatchSettings;
 use crate::affinity::Identity;
 use crate::affinity::rings::Rings;
 use crate::model::{
-    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LegacyName, Load, Metrics,
-    PickOutcome, PickRequest, PickTarget,
+    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LEGACY_NAME_LEN, LegacyName, Load,
+    Metrics, PickOutcome, PickRequest, PickTarget,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
@@ -204,14 +204,15 @@ impl Table {
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
         let detail = v2_detail(connection, heartbeat);
         let service = &detail.service;
-        let ip = if self.services.is_default(service) {
-            legacy_ip(&detail.endpoint)
+        let bytes = if self.services.is_default(service) {
+            legacy_bytes(&detail.endpoint)
                 .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
         } else {
-            IpField::from_bytes([0; loadwise_protocol::IP_FIELD_LEN])
+            [0; LEGACY_NAME_LEN]
         };
+        let legacy = LegacyName { bytes, port: detail.endpoint.port.get() };
         let score = self.settings.scoring_of(service).score(&detail.metrics);
-        let report = Report { ip, port: detail.endpoint.port.get(), load: Load::from_score(score) };
+        let report = Report { legacy, load: Load::from_score(score) };
         let (id, previous) =
             self.v2_id(connection, service, detail.backend_id).unwrap_or_else(|| (new_id(), None));
         let change = self.registry.heartbeat(id, report, now)?;
@@ -271,20 +272,15 @@ impl Table {
         };
         let Some(picked) = picked else { return PickOutcome::NoBackend };
         let to = match request.form {
-            AddressForm::Legacy => {
-                Destination::Legacy(LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port })
-            }
+            AddressForm::Legacy => Destination::Legacy(picked.legacy),
             AddressForm::Endpoint => match registry.get(picked.id).map(|backend| &backend.v2) {
                 Some(Some(detail)) => {
                     Destination::Chosen { backend: detail.backend_id, endpoint: detail.endpoint.clone() }
                 }
-                Some(None) => {
-                    let name = LegacyName { bytes: *picked.ip.as_bytes(), port: picked.port };
-                    match Endpoint::from_legacy(&name) {
-                        Some(endpoint) => Destination::LegacyEndpoint { endpoint },
-                        None => return PickOutcome::NoBackend,
-                    }
-                }
+                Some(None) => match Endpoint::from_legacy(&picked.legacy) {
+                    Some(endpoint) => Destination::LegacyEndpoint { endpoint },
+                    None => return PickOutcome::NoBackend,
+                },
                 None => return PickOutcome::NoBackend,
             },
         };
@@ -335,13 +331,9 @@ fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
         Some(detail) => {
             BackendKey { service: detail.service.clone(), name: BackendName::Chosen(detail.backend_id) }
         }
-        None => BackendKey {
-            service: default_service.clone(),
-            name: BackendName::Legacy(LegacyName {
-                bytes: *backend.report.ip.as_bytes(),
-                port: backend.report.port,
-            }),
-        },
+        None => {
+            BackendKey { service: default_service.clone(), name: BackendName::Legacy(backend.report.legacy) }
+        }
     }
 }
 
@@ -352,13 +344,15 @@ fn identity_of(backend: &Backend) -> Vec<u8> {
         Some(detail) => {
             Identity::V2 { service: detail.service.as_str(), backend_id: detail.backend_id }.to_bytes()
         }
-        None => Identity::Legacy { ip: *backend.report.ip.as_bytes(), port: backend.report.port }.to_bytes(),
+        None => {
+            Identity::Legacy { ip: backend.report.legacy.bytes, port: backend.report.legacy.port }.to_bytes()
+        }
     }
 }
 
 /// How a v2 endpoint is written in a legacy reply, if it fits.
-fn legacy_ip(endpoint: &Endpoint) -> Option<IpField> {
-    IpField::from_text(&endpoint.host_text()).ok()
+fn legacy_bytes(endpoint: &Endpoint) -> Option<[u8; LEGACY_NAME_LEN]> {
+    IpField::from_text(&endpoint.host_text()).ok().map(|field| *field.as_bytes())
 }
 
 fn state_of(state: v2::State) -> BackendState {

@@ -6,7 +6,8 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 use super::*;
-use crate::model::Load;
+use crate::model::{LegacyName, Load};
+use loadwise_protocol::IpField;
 
 /// Settings without slow start, so that costs are the prior's exact figures, and
 /// without a tie band, so that ties go to the lowest id and orders are exact.
@@ -16,7 +17,12 @@ fn flat() -> LoadSettings {
 
 /// A report of `mem` from an address only the address test looks at.
 fn at(mem: u8) -> Report {
-    Report { ip: IpField::from_text("10.0.0.1").unwrap(), port: 1001, load: percent(mem) }
+    Report { legacy: legacy("10.0.0.1", 1001), load: percent(mem) }
+}
+
+/// A legacy name: the address bytes of `ip`, and `port`.
+fn legacy(ip: &str, port: u16) -> LegacyName {
+    LegacyName { bytes: *IpField::from_text(ip).unwrap().as_bytes(), port }
 }
 
 /// A legacy `mem` as the load it reports.
@@ -454,19 +460,15 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
 #[test]
 fn a_pick_returns_the_address_of_the_latest_report() {
     let now = Instant::now();
-    let report = |ip: &str, port: u16, mem: u8| Report {
-        ip: IpField::from_text(ip).unwrap(),
-        port,
-        load: percent(mem),
-    };
+    let report = |ip: &str, port: u16, mem: u8| Report { legacy: legacy(ip, port), load: percent(mem) };
     for policy in Policy::ALL {
         let mut s = Selector::new(policy, flat());
         s.report(BackendId(7), report("10.0.0.7", 7007, 10), now, &mut rng());
-        let expected = Picked { id: BackendId(7), ip: IpField::from_text("10.0.0.7").unwrap(), port: 7007 };
+        let expected = Picked { id: BackendId(7), legacy: legacy("10.0.0.7", 7007) };
         assert_eq!(s.pick_target(now, &mut rng()), Some(expected), "{policy}");
         s.report(BackendId(7), report("10.0.0.8", 8008, 20), now, &mut rng());
         let picked = s.pick_target(now, &mut rng()).unwrap();
-        assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.8", 8008), "{policy}");
+        assert_eq!(picked.legacy.to_string(), "10.0.0.8:8008", "{policy}");
     }
 }
 
@@ -516,7 +518,7 @@ proptest! {
                     // Each report gives a new port, so a pick shows which report it read.
                     let port = ports.get(&id).map_or(1, |port| port + 1);
                     ports.insert(id, port);
-                    s.report(BackendId(id), Report { port, ..at(mem) }, now, &mut rng);
+                    s.report(BackendId(id), Report { legacy: legacy("10.0.0.1", port), ..at(mem) }, now, &mut rng);
                     alive.entry(id).or_default();
                 }
                 Op::Remove(id) => {
@@ -544,9 +546,9 @@ proptest! {
                     if s.policy.uses_order() {
                         prop_assert_eq!(picked.map(|picked| picked.id), lowest.map(|(_, id)| id));
                     }
-                    if let Some(Picked { id, port, .. }) = picked {
+                    if let Some(Picked { id, legacy }) = picked {
                         prop_assert!(ready.contains_key(&id.0));
-                        prop_assert_eq!(port, ports[&id.0]);
+                        prop_assert_eq!(legacy.port, ports[&id.0]);
                         if s.policy() == Policy::LeastLoaded {
                             let (picked, lowest) = (ready[&id.0], *ready.values().min().unwrap());
                             prop_assert_eq!(picked.tier, lowest.tier);

@@ -265,7 +265,7 @@ impl BackendView {
         let v2 = backend.v2.as_deref().map(|detail| V2View::new(detail, snapshot.reported));
         let address = match &v2 {
             Some(v2) => v2.endpoint.clone(),
-            None => address(&backend.report.ip, backend.report.port),
+            None => address(&IpField::from_bytes(backend.report.legacy.bytes), backend.report.legacy.port),
         };
         BackendView {
             id: snapshot.id.0,
@@ -397,7 +397,7 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use loadwise_core::model::{Endpoint, Host, Metrics};
+    use loadwise_core::model::{Endpoint, Host, LegacyName, Metrics};
     use loadwise_core::registry::{Backend, BackendId, Report};
     use loadwise_core::scoring::Scoring;
     use loadwise_core::selection::LoadSettings;
@@ -409,7 +409,8 @@ mod tests {
 
     fn snapshot(id: u64, mem: u8, state: BackendState, registered_at: Instant) -> BackendSnapshot {
         let load = Load::from_percent(f64::from(mem));
-        let report = Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 7000, load };
+        let legacy = LegacyName { bytes: *IpField::from_text("10.0.0.2").unwrap().as_bytes(), port: 7000 };
+        let report = Report { legacy, load };
         let backend = Backend {
             report,
             registered_at,
