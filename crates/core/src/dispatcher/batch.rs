@@ -14,10 +14,9 @@ use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V
 use super::state::Dispatcher;
 use super::stats::bump;
 use super::table::Table;
-use crate::model::{Clocks, LegacyName, Load, PickOutcome, PickRequest, PickTarget};
+use crate::model::{Clocks, LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
-use loadwise_protocol::v2;
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///
@@ -101,15 +100,16 @@ impl<'a> Batch<'a> {
         Ok(applied?)
     }
 
-    /// Applies a v2 heartbeat received on connection `connection`.
+    /// Applies a v2 heartbeat received on connection `connection`, as its session
+    /// translated it.
     pub fn heartbeat_v2(
         &mut self,
         connection: BackendId,
-        heartbeat: v2::Heartbeat,
+        report: V2Report,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
         let (dispatcher, now) = (self.dispatcher, self.now);
         bump(&dispatcher.stats.heartbeats);
-        let applied = self.table().apply_v2(connection, heartbeat, || dispatcher.next_id(), now);
+        let applied = self.table().apply_v2(connection, report, || dispatcher.next_id(), now);
         if applied.is_err() {
             bump(&dispatcher.stats.refused_heartbeats);
         }

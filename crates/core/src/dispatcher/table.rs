@@ -12,12 +12,12 @@ use crate::affinity::Identity;
 use crate::affinity::rings::Rings;
 use crate::model::{
     self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LEGACY_NAME_LEN, LegacyName, Load,
-    Metrics, PickOutcome, PickRequest, PickTarget,
+    PickOutcome, PickRequest, PickTarget, V2Report,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
 use loadwise_protocol::IpField;
-use loadwise_protocol::v2::{self, Host, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 use rand::rngs::StdRng;
 
 /// The registry, the selectors and what goes with them, kept in step under one lock.
@@ -198,11 +198,11 @@ impl Table {
     pub(super) fn apply_v2(
         &mut self,
         connection: BackendId,
-        heartbeat: v2::Heartbeat,
+        report: V2Report,
         new_id: impl FnOnce() -> BackendId,
         now: Instant,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
-        let detail = v2_detail(connection, heartbeat);
+        let detail = v2_detail(connection, report);
         let service = &detail.service;
         let bytes = if self.services.is_default(service) {
             legacy_bytes(&detail.endpoint)
@@ -288,39 +288,10 @@ impl Table {
     }
 }
 
-/// A v2 heartbeat heard on `connection` in the core's terms, not yet scored.
-fn v2_detail(connection: BackendId, heartbeat: v2::Heartbeat) -> V2Detail {
-    let percent = |value: v2::Percent| f64::from(value.hundredths()) / 100.0;
-    let metrics = Metrics {
-        memory: heartbeat.memory.map(percent),
-        cpu: heartbeat.cpu.map(percent),
-        connections: heartbeat.connections.map(f64::from),
-        custom: heartbeat
-            .metrics
-            .into_iter()
-            .map(|metric| (metric.name.as_str().to_owned(), metric.value))
-            .collect(),
-    };
-    V2Detail {
-        connection,
-        service: heartbeat.service,
-        backend_id: heartbeat.backend_id,
-        endpoint: core_endpoint(heartbeat.endpoint),
-        metrics,
-        weight: heartbeat.weight,
-        state: state_of(heartbeat.state),
-        score: None,
-    }
-}
-
-/// A v2 endpoint as the core hands it out.
-fn core_endpoint(endpoint: v2::Endpoint) -> Endpoint {
-    let host = match endpoint.host {
-        Host::V4(ip) => model::Host::V4(ip),
-        Host::V6(ip) => model::Host::V6(ip),
-        Host::Name(name) => model::Host::Name(name),
-    };
-    Endpoint { host, port: endpoint.port }
+/// A v2 report heard on `connection`, as the registry keeps it, not yet scored.
+fn v2_detail(connection: BackendId, report: V2Report) -> V2Detail {
+    let V2Report { service, backend_id, endpoint, metrics, weight, state } = report;
+    V2Detail { connection, service, backend_id, endpoint, metrics, weight, state, score: None }
 }
 
 /// Who a registered backend is, apart from the connection that carries it: a v2
@@ -353,12 +324,4 @@ fn identity_of(backend: &Backend) -> Vec<u8> {
 /// How a v2 endpoint is written in a legacy reply, if it fits.
 fn legacy_bytes(endpoint: &Endpoint) -> Option<[u8; LEGACY_NAME_LEN]> {
     IpField::from_text(&endpoint.host_text()).ok().map(|field| *field.as_bytes())
-}
-
-fn state_of(state: v2::State) -> BackendState {
-    match state {
-        v2::State::Ready => BackendState::Ready,
-        v2::State::Draining => BackendState::Draining,
-        v2::State::Maintenance => BackendState::Maintenance,
-    }
 }
