@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use loadwise_agent::{AgentConfig, ProbeError};
 use loadwise_core::dispatcher::Dispatcher;
+use loadwise_core::model::Load;
 use loadwise_protocol::config::ConfigError;
 use loadwise_server::{Server, ServerConfig};
 use tokio::net::TcpListener;
@@ -32,6 +33,14 @@ async fn start_dispatcher(addr: &str) -> Dispatch {
     Dispatch { addr, dispatcher, stop, task }
 }
 
+/// The legacy `mem` a backend's load was read from.
+fn mem_of(load: Load) -> Option<u8> {
+    match load {
+        Load::Percent(figure) | Load::Invalid(figure) => Some(figure as u8),
+        Load::Unscored => None,
+    }
+}
+
 impl Dispatch {
     async fn shut_down(self) {
         self.stop.cancel();
@@ -43,9 +52,10 @@ impl Dispatch {
         let poll = async {
             loop {
                 if let Some((_, backend)) = self.dispatcher.backends().first()
-                    && wanted(backend.report.mem)
+                    && let Some(mem) = mem_of(backend.report.load)
+                    && wanted(mem)
                 {
-                    return backend.report.mem;
+                    return mem;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -96,8 +106,7 @@ async fn the_first_heartbeat_is_sent_on_connect() {
     let agent = start_agent(&dispatch.addr, Duration::from_secs(3600), || Ok(42));
     assert_eq!(dispatch.wait_for_mem(|_| true).await, 42);
     let backend = dispatch.dispatcher.backends()[0].1.clone();
-    assert_eq!(backend.report.ip.text().unwrap(), "10.0.0.7");
-    assert_eq!(backend.report.port, 7007);
+    assert_eq!(backend.report.legacy.to_string(), "10.0.0.7:7007");
     agent.stop().await;
     dispatch.wait_for_no_backend().await;
     dispatch.shut_down().await;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::affinity::{Identity, Ring};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::model::PickRequest;
+use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
 use loadwise_core::registry::BackendId;
-use loadwise_protocol::v2::{self, Endpoint, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 
 const POOL_SIZES: [u64; 3] = [10, 1_000, 100_000];
 
@@ -25,18 +25,15 @@ fn game() -> ServiceName {
     ServiceName::new("game").unwrap()
 }
 
-fn heartbeat(n: u64) -> v2::Heartbeat {
+fn heartbeat(n: u64) -> V2Report {
     let addr = format!("10.{}.{}.{}:7000", n >> 16 & 0xff, n >> 8 & 0xff, n & 0xff);
-    v2::Heartbeat {
+    V2Report {
         backend_id: n,
         service: game(),
         endpoint: Endpoint::from_socket_addr(addr.parse().unwrap()).unwrap(),
-        memory: v2::Percent::from_hundredths((20 + n % 40) as u16 * 100),
-        cpu: v2::Percent::from_hundredths(0),
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: v2::State::Ready,
-        metrics: Vec::new(),
+        metrics: Metrics { memory: Some((20 + n % 40) as f64), cpu: Some(0.0), ..Metrics::default() },
+        weight: DEFAULT_WEIGHT,
+        state: State::Ready,
     }
 }
 

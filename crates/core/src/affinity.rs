@@ -17,9 +17,7 @@
 //! of backends changes (the selector's generation), never on a report.
 
 pub mod hash;
-mod rings;
-
-pub use rings::{AffinityCounts, Rings};
+pub mod rings;
 
 use crate::registry::BackendId;
 

@@ -6,42 +6,53 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
-use loadwise_protocol::{IpField, v2};
+use loadwise_protocol::v2;
 
 pub use crate::model::{BackendId, IdHasher, IdMap};
-
-/// The largest memory figure that is a valid percentage.
-pub const MAX_VALID_MEM: u8 = 100;
+use crate::model::{Endpoint, LegacyName, Load, Metrics, State};
 
 /// What a heartbeat reports, copied out of the frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
-    /// The ip bytes as the backend sent them, returned to clients unchanged.
-    pub ip: IpField,
-    pub port: u16,
-    /// Memory use in percent; above [`MAX_VALID_MEM`] is not a valid report.
-    pub mem: u8,
+    /// The address bytes and port a legacy reply sends its clients to, returned
+    /// unchanged: a legacy backend's name; a v2 backend's endpoint as such a reply
+    /// writes it (zeroed outside the default service, which legacy clients never ask).
+    pub legacy: LegacyName,
+    /// Its load: a legacy backend's `mem`, a v2 backend's score, unrounded.
+    pub load: Load,
 }
 
 impl Report {
-    /// Whether `mem` is a valid percentage.
-    pub fn mem_is_valid(&self) -> bool {
-        self.mem <= MAX_VALID_MEM
+    /// Whether the report carries a figure above 100, which is not a measurement.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.load, Load::Invalid(_))
     }
 }
 
-/// What a v2 backend says of itself beyond what selection needs: kept for the
-/// replies that name it (its chosen id, its address) and for operators.
+/// What a v2 backend says of itself beyond what selection needs, in the core's
+/// terms: kept for the replies that name it (its chosen id, its endpoint) and for
+/// operators.
 #[derive(Debug, Clone, PartialEq)]
 pub struct V2Detail {
     /// The connection its heartbeats arrive on; closing it removes the backend.
     pub connection: BackendId,
-    /// Its latest heartbeat, as sent: service, chosen id, endpoint, metrics, state.
-    pub heartbeat: v2::Heartbeat,
-    /// The load its service's scoring made of that heartbeat; `None` when the
-    /// heartbeat lacked a figure the scoring needs.
+    /// The service it named.
+    pub service: v2::ServiceName,
+    /// The id it chose: unique in its service, kept across reconnects.
+    pub backend_id: u64,
+    /// Where its clients connect.
+    pub endpoint: Endpoint,
+    /// The figures of its latest heartbeat, with the precision they were sent in.
+    pub metrics: Metrics,
+    /// Its relative capacity; 100 is the norm.
+    pub weight: NonZeroU16,
+    /// What it says of itself in its latest heartbeat.
+    pub state: State,
+    /// The load its service's scoring made of those figures; `None` when a figure
+    /// the scoring needs was missing.
     pub score: Option<f64>,
 }
 
@@ -54,7 +65,7 @@ pub struct Backend {
     pub last_heartbeat: Instant,
     /// Heartbeats received, including the first.
     pub heartbeats: u64,
-    /// Heartbeats whose `mem` was above 100.
+    /// Heartbeats whose load was above 100.
     pub invalid_reports: u64,
     /// What a v2 backend reported; `None` for a legacy one.
     pub v2: Option<Box<V2Detail>>,
@@ -64,15 +75,15 @@ impl Backend {
     /// The service the backend named, or `None` for a legacy backend (which belongs
     /// to the default service).
     pub fn service(&self) -> Option<&v2::ServiceName> {
-        self.v2.as_ref().map(|detail| &detail.heartbeat.service)
+        self.v2.as_ref().map(|detail| &detail.service)
     }
 
     /// Where its clients are sent, as operators write it (`10.0.0.2:1002`), for log
     /// lines: a v2 backend's endpoint, a legacy backend's ip field and port.
     pub fn address(&self) -> BackendAddress<'_> {
         match &self.v2 {
-            Some(detail) => BackendAddress::Endpoint(&detail.heartbeat.endpoint),
-            None => BackendAddress::Legacy(self.report.ip.with_port(self.report.port)),
+            Some(detail) => BackendAddress::Endpoint(&detail.endpoint),
+            None => BackendAddress::Legacy(&self.report.legacy),
         }
     }
 }
@@ -80,8 +91,8 @@ impl Backend {
 /// A backend's address for log lines: see [`Backend::address`].
 #[derive(Clone, Copy)]
 pub enum BackendAddress<'a> {
-    Legacy(loadwise_protocol::AddressDisplay<'a>),
-    Endpoint(&'a v2::Endpoint),
+    Legacy(&'a LegacyName),
+    Endpoint(&'a Endpoint),
 }
 
 impl std::fmt::Display for BackendAddress<'_> {
@@ -94,7 +105,7 @@ impl std::fmt::Display for BackendAddress<'_> {
 }
 
 /// What a heartbeat changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Change {
     /// The report this heartbeat replaced; `None` when it registered a new backend.
     pub previous: Option<Report>,
@@ -184,7 +195,7 @@ impl Registry {
 
     /// Registers `id` or replaces its report, and restarts its TTL at `now`.
     pub fn heartbeat(&mut self, id: BackendId, report: Report, now: Instant) -> Result<Change, RegistryFull> {
-        let invalid = !report.mem_is_valid();
+        let invalid = report.is_invalid();
         if let Some(entry) = self.backends.get_mut(&id) {
             let backend = &mut entry.backend;
             backend.last_heartbeat = now;

@@ -16,7 +16,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use loadwise_protocol::v2::{Heartbeat, MetricName, NameError};
+use crate::model::Metrics;
+use loadwise_protocol::v2::{MetricName, NameError};
 
 /// One figure of a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +65,13 @@ pub enum ScoringError {
 pub const MAX_TERMS: usize = 16;
 
 impl Figure {
-    /// The figure's value in `heartbeat`, if reported.
-    fn value(&self, heartbeat: &Heartbeat) -> Option<f64> {
-        let percent = |p: loadwise_protocol::v2::Percent| f64::from(p.hundredths()) / 100.0;
+    /// The figure's value in `metrics`, if reported.
+    fn value(&self, metrics: &Metrics) -> Option<f64> {
         match self {
-            Figure::Memory => heartbeat.memory.map(percent),
-            Figure::Cpu => heartbeat.cpu.map(percent),
-            Figure::Connections => heartbeat.connections.map(f64::from),
-            Figure::Custom(name) => heartbeat.metrics.iter().find(|m| m.name == *name).map(|m| m.value),
+            Figure::Memory => metrics.memory,
+            Figure::Cpu => metrics.cpu,
+            Figure::Connections => metrics.connections,
+            Figure::Custom(name) => metrics.custom(name.as_str()),
         }
     }
 }
@@ -79,14 +79,14 @@ impl Figure {
 impl Scoring {
     /// The backend's load in percent, or `None` when a figure it needs is missing.
     /// Negative results count as 0.
-    pub fn score(&self, heartbeat: &Heartbeat) -> Option<f64> {
+    pub fn score(&self, metrics: &Metrics) -> Option<f64> {
         let score = match self {
             Scoring::Max(figures) => {
-                figures.iter().map(|f| f.value(heartbeat)).try_fold(f64::MIN, |max, v| Some(max.max(v?)))?
+                figures.iter().map(|f| f.value(metrics)).try_fold(f64::MIN, |max, v| Some(max.max(v?)))?
             }
             Scoring::Sum(terms) => terms
                 .iter()
-                .try_fold(0.0, |sum, (factor, figure)| Some(sum + factor * figure.value(heartbeat)?))?,
+                .try_fold(0.0, |sum, (factor, figure)| Some(sum + factor * figure.value(metrics)?))?,
         };
         // Figures are finite, but a sum of huge ones may not be: no score, rather than
         // a NaN that would compare as the best.
@@ -187,31 +187,22 @@ impl fmt::Display for Scoring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loadwise_protocol::v2::{DEFAULT_WEIGHT, Endpoint, Metric, Percent, ServiceName, State};
 
     fn heartbeat(
         memory: Option<u16>,
         cpu: Option<u16>,
         connections: Option<u32>,
         metrics: &[(&str, f64)],
-    ) -> Heartbeat {
-        Heartbeat {
-            backend_id: 1,
-            service: ServiceName::new("game").unwrap(),
-            endpoint: Endpoint::from_socket_addr("10.0.0.1:7000".parse().unwrap()).unwrap(),
-            memory: memory.and_then(|m| Percent::from_hundredths(m * 100)),
-            cpu: cpu.and_then(|c| Percent::from_hundredths(c * 100)),
-            connections,
-            weight: DEFAULT_WEIGHT,
-            state: State::Ready,
-            metrics: metrics
-                .iter()
-                .map(|(n, v)| Metric { name: MetricName::new(n).unwrap(), value: *v })
-                .collect(),
+    ) -> Metrics {
+        Metrics {
+            memory: memory.map(f64::from),
+            cpu: cpu.map(f64::from),
+            connections: connections.map(f64::from),
+            custom: metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
         }
     }
 
-    fn score(text: &str, heartbeat: &Heartbeat) -> Option<f64> {
+    fn score(text: &str, heartbeat: &Metrics) -> Option<f64> {
         text.parse::<Scoring>().unwrap().score(heartbeat)
     }
 

@@ -7,6 +7,10 @@
 //! released, and a protocol error closes this connection only, after the replies
 //! already owed.
 //!
+//! What a frame means is decided elsewhere: the legacy rules (who may send
+//! heartbeats, the 22-byte login reply) in `connection/legacy.rs`, the v2 handshake
+//! and messages in `connection/session.rs`, the budgets in `connection/budget.rs`.
+//!
 //! A connection's first heartbeat, login or pick classifies it (see [`budget`]); one
 //! over its kind's budget gets the refusal its protocol has, if any, and is closed,
 //! and one that says nothing of the kind within the first-frame timeout is closed.
@@ -27,7 +31,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireStats, bump};
-use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
+use loadwise_core::dispatcher::{Batch, Dispatcher};
 use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
 
@@ -39,7 +43,7 @@ use crate::shared::{Shared, log_refusal};
 use budget::Slot;
 use loadwise_core::model::PickOutcome;
 use loadwise_core::registry::BackendId;
-use loadwise_protocol::{Heartbeat, LoginReply, LoginRequest, Request, unix_time_now};
+use loadwise_protocol::{LoginReply, LoginRequest, Request, unix_time_now};
 
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
 /// at most 23 bytes unless skipped, and skipped bytes are discarded as they arrive,
@@ -343,7 +347,9 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             return Err(self.refuse_over_budget(refusal, &item, batch));
         }
         match item {
-            Inbound::Request(Request::Heartbeat(heartbeat)) => self.on_heartbeat(&heartbeat, batch),
+            Inbound::Request(Request::Heartbeat(heartbeat)) => {
+                self.legacy_heartbeats().apply(&heartbeat, batch)
+            }
             Inbound::Request(Request::Login(login)) => self.on_login(login, batch)?,
             Inbound::Skipped { cmd, len } => {
                 bump(&self.wire().skipped_frames);
@@ -455,56 +461,16 @@ impl<'a, S: PeerStream> Connection<'a, S> {
         &self.shared.wire
     }
 
-    fn on_heartbeat(&mut self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            batch.unlock();
-            tracing::trace!(?heartbeat, "heartbeat");
-        }
-        if !self.legacy_heartbeats_allowed {
-            self.refuse_unlisted(heartbeat, batch);
-            return;
-        }
-        let outcome = batch.heartbeat(self.id, heartbeat);
-        if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false }) = outcome {
-            return;
-        }
-        // What follows is logged, and a log write may block: not while holding the
-        // lock that every other connection needs.
-        batch.unlock();
-        match outcome {
-            Ok(accepted) => {
-                if accepted.registered {
-                    tracing::info!(service = %self.dispatcher().default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem, id = %self.id, "backend registered");
-                }
-                if accepted.first_invalid_report {
-                    tracing::warn!(service = %self.dispatcher().default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem,
-                        "backend reports memory above 100%; ranking it after every valid report (an old sender?)");
-                }
-            }
-            Err(refused) => self.log_refusal(heartbeat, &refused, batch.now()),
-        }
-    }
-
-    /// Refused heartbeats are all counted but logged at most once a second across
-    /// all connections, so misconfigured backends cannot flood the log.
-    /// Counts and logs a legacy heartbeat from a peer outside the allowed networks;
-    /// the backend is not registered. Logins on the connection are still answered.
-    fn refuse_unlisted(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
-        let stats = self.dispatcher().stats();
-        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &self.wire().heartbeats_not_allowed] {
-            bump(counter);
-        }
-        batch.unlock();
-        if let Some(suppressed) = self.shared.door_log.should_log(batch.now()) {
-            tracing::warn!(peer = %self.peer, backend = %heartbeat.ip.with_port(heartbeat.port), suppressed,
-                "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks (with auth_secret_file set, none unless listed)");
-        }
-    }
-
-    fn log_refusal(&self, heartbeat: &Heartbeat, refused: &HeartbeatRefused, now: std::time::Instant) {
-        if let Some(suppressed) = self.shared.refusal_log.should_log(now) {
-            let backend = heartbeat.ip.with_port(heartbeat.port);
-            tracing::warn!(peer = %self.peer, %backend, error = %refused, suppressed, "heartbeat refused");
+    /// The legacy heartbeat rules, as they apply to this connection's peer.
+    fn legacy_heartbeats(&self) -> legacy::Heartbeats<'a> {
+        legacy::Heartbeats {
+            connection: self.id,
+            peer: self.peer,
+            allowed: self.legacy_heartbeats_allowed,
+            dispatcher: self.dispatcher(),
+            wire: self.wire(),
+            door_log: &self.shared.door_log,
+            refusal_log: &self.shared.refusal_log,
         }
     }
 

@@ -518,7 +518,7 @@ impl Drop for OpenConnection<'_> {
             let address = backend.address();
             match &backend.v2 {
                 Some(detail) => {
-                    let backend_id = detail.heartbeat.backend_id;
+                    let backend_id = detail.backend_id;
                     tracing::info!(%service, backend = %address, backend_id, %peer, "backend removed: connection closed");
                 }
                 None => {

@@ -104,7 +104,7 @@ async fn a_second_heartbeat_on_the_same_connection_replaces_the_entry() {
     server.wait_for_backend("10.0.0.9", 2002).await;
     assert_eq!(server.dispatcher.backend_count(), 1);
     let backends = server.dispatcher.backends();
-    assert_eq!(backends[0].1.report.mem, 60);
+    assert_eq!(backends[0].1.report.load, loadwise_core::model::Load::Percent(60.0));
     assert_eq!(login(&mut client).await, reply_for("10.0.0.9", 2002));
     server.stop().await;
 }

@@ -200,9 +200,10 @@ async fn v2_backend(server: &TestServer, heartbeat: Heartbeat) -> Peer {
 /// The listing of the v2 backend that chose `backend_id` in `service_name`.
 fn find_v2(server: &TestServer, service_name: &str, backend_id: u64) -> Option<BackendSnapshot> {
     server.dispatcher.snapshot().into_iter().find(|b| {
-        b.backend.v2.as_ref().is_some_and(|detail| {
-            detail.heartbeat.backend_id == backend_id && detail.heartbeat.service.as_str() == service_name
-        })
+        b.backend
+            .v2
+            .as_ref()
+            .is_some_and(|detail| detail.backend_id == backend_id && detail.service.as_str() == service_name)
     })
 }
 
@@ -393,7 +394,7 @@ async fn a_backend_that_reports_draining_or_maintenance_gets_no_new_picks_but_st
     assert_eq!(picker.pick_counts("game", 50).await, HashMap::from([(b.backend_id, 50)]));
     let listed = find_v2(&server, "game", a.backend_id).expect("a draining backend stays listed");
     assert_eq!(listed.state, BackendState::Draining);
-    assert_eq!(listed.backend.v2.as_ref().unwrap().heartbeat.state, State::Draining);
+    assert_eq!(listed.backend.v2.as_ref().unwrap().state, BackendState::Draining);
 
     // Every backend draining: the service is known but has no backend to give.
     b.state.send_replace(State::Draining);

@@ -139,7 +139,7 @@ impl TestServer {
             self.dispatcher
                 .backends()
                 .iter()
-                .any(|(_, b)| b.report.port == port && *b.report.ip.as_bytes() == field)
+                .any(|(_, b)| b.report.legacy.port == port && b.report.legacy.bytes == field)
         })
         .await;
     }

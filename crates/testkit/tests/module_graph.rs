@@ -18,16 +18,6 @@ use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{Attribute, ImplItem, Item, Meta, Token, TraitItem, UseTree};
 
-/// Cycles present when this check was written, in a crate still being reworked (the
-/// core's model): each is the crate and the files of its group. A cycle passes only if
-/// its files are all within one entry of its crate. This list must shrink to empty;
-/// never add to it.
-const KNOWN_CYCLES: &[(&str, &[&str])] = &[
-    ("core", &["model/mod.rs", "model/endpoint.rs", "model/pick.rs", "model/report.rs"]),
-    ("core", &["affinity.rs", "affinity/rings.rs", "selection/mod.rs"]),
-    ("core", &["dispatcher.rs", "dispatcher/batch.rs"]),
-];
-
 /// A module path from the crate root: `[]` is the root, `["settings", "value"]` is
 /// `crate::settings::value`.
 type ModulePath = Vec<String>;
@@ -424,13 +414,6 @@ fn describe(crate_name: &str, cycle: &Cycle) -> String {
     format!("{crate_name}: {} (group of {}: {})", cycle.walk.join(" -> "), group.len(), group.join(", "))
 }
 
-/// True if `cycle` lies within one entry of `list` for its crate.
-fn known(list: &[(&str, &[&str])], crate_name: &str, cycle: &Cycle) -> bool {
-    list.iter().any(|(name, files)| {
-        *name == crate_name && cycle.group.iter().all(|file| files.contains(&file.as_str()))
-    })
-}
-
 fn workspace_crates() -> Vec<PathBuf> {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&crates)
@@ -453,7 +436,7 @@ fn no_import_cycle_between_files_of_a_crate() {
         for root in ["lib.rs", "main.rs"].into_iter().filter(|root| src.join(root).is_file()) {
             let graph = build(root, &read).unwrap_or_else(|e| panic!("{name}: {e}"));
             files += graph.edges.len();
-            for cycle in cycles(&graph).iter().filter(|cycle| !known(KNOWN_CYCLES, &name, cycle)) {
+            for cycle in &cycles(&graph) {
                 failures.push(describe(&name, cycle));
             }
         }
@@ -583,16 +566,3 @@ fn globs_self_paths_and_child_paths_are_edges() {
     assert_eq!(graph.edges["a.rs"], BTreeSet::from(["a/inner.rs".to_owned(), "lib.rs".to_owned()]));
 }
 
-#[test]
-fn a_listed_cycle_passes_only_within_its_crate_and_files() {
-    let cycle = |files: &[&str]| Cycle {
-        group: files.iter().map(|file| (*file).to_owned()).collect(),
-        walk: Vec::new(),
-    };
-    let list: &[(&str, &[&str])] = &[("core", &["a.rs", "a/b.rs"]), ("server", &["lib.rs", "x.rs", "y.rs"])];
-    assert!(known(list, "core", &cycle(&["a.rs", "a/b.rs"])));
-    // A group that has shrunk still passes; one that grew, or is in another crate, does not.
-    assert!(known(list, "server", &cycle(&["lib.rs", "y.rs"])));
-    assert!(!known(list, "core", &cycle(&["a.rs", "a/b.rs", "c.rs"])));
-    assert!(!known(list, "agent", &cycle(&["a.rs", "a/b.rs"])));
-}

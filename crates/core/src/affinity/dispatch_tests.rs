@@ -5,26 +5,23 @@ use std::time::{Duration, Instant};
 
 use super::PassReason;
 use crate::dispatcher::{DispatchSettings, Dispatcher};
-use crate::model::PickRequest;
+use crate::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
 use crate::registry::BackendId;
 use crate::selection::BackendState;
-use loadwise_protocol::v2::{self, Endpoint, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 
 fn game() -> ServiceName {
     ServiceName::new("game").unwrap()
 }
 
-fn heartbeat(backend_id: u64, memory: u16) -> v2::Heartbeat {
-    v2::Heartbeat {
+fn heartbeat(backend_id: u64, memory: u16) -> V2Report {
+    V2Report {
         backend_id,
         service: game(),
         endpoint: Endpoint::from_socket_addr(format!("10.0.0.{backend_id}:7000").parse().unwrap()).unwrap(),
-        memory: v2::Percent::from_hundredths(memory * 100),
-        cpu: v2::Percent::from_hundredths(0),
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: v2::State::Ready,
-        metrics: Vec::new(),
+        metrics: Metrics { memory: Some(f64::from(memory)), cpu: Some(0.0), ..Metrics::default() },
+        weight: DEFAULT_WEIGHT,
+        state: State::Ready,
     }
 }
 
@@ -62,8 +59,7 @@ fn a_drained_backend_loses_its_keys_until_it_is_ready_again() {
     let d = dispatcher(1, &[1, 2, 3, 4], 100, 20, now);
     let home = pick(&d, "player-42", now);
     let snapshot = d.snapshot();
-    let id =
-        snapshot.iter().find(|b| b.backend.v2.as_ref().unwrap().heartbeat.backend_id == home).unwrap().id;
+    let id = snapshot.iter().find(|b| b.backend.v2.as_ref().unwrap().backend_id == home).unwrap().id;
     d.set_state(id, BackendState::Draining).unwrap();
     let moved = pick(&d, "player-42", now);
     assert_ne!(moved, home);

@@ -10,13 +10,13 @@ use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::{
-    Dispatcher, HeartbeatAccepted, HeartbeatRefused, Table, V2HeartbeatAccepted, V2HeartbeatRefused, bump,
-};
-use crate::model::{Clocks, PickOutcome, PickRequest, PickTarget};
+use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V2HeartbeatRefused};
+use super::state::Dispatcher;
+use super::stats::bump;
+use super::table::Table;
+use crate::model::{Clocks, LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
-use loadwise_protocol::v2;
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///
@@ -86,8 +86,10 @@ impl<'a> Batch<'a> {
             bump(&stats.refused_heartbeats);
             return Err(error.into());
         }
-        let report = Report { ip: heartbeat.ip, port: heartbeat.port, mem: heartbeat.mem };
-        if !report.mem_is_valid() {
+        let load = Load::from_percent(f64::from(heartbeat.mem));
+        let legacy = LegacyName { bytes: *heartbeat.ip.as_bytes(), port: heartbeat.port };
+        let report = Report { legacy, load };
+        if report.is_invalid() {
             bump(&stats.invalid_mem_reports);
         }
         let now = self.now;
@@ -98,15 +100,16 @@ impl<'a> Batch<'a> {
         Ok(applied?)
     }
 
-    /// Applies a v2 heartbeat received on connection `connection`.
+    /// Applies a v2 heartbeat received on connection `connection`, as its session
+    /// translated it.
     pub fn heartbeat_v2(
         &mut self,
         connection: BackendId,
-        heartbeat: v2::Heartbeat,
+        report: V2Report,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
         let (dispatcher, now) = (self.dispatcher, self.now);
         bump(&dispatcher.stats.heartbeats);
-        let applied = self.table().apply_v2(connection, heartbeat, || dispatcher.next_id(), now);
+        let applied = self.table().apply_v2(connection, report, || dispatcher.next_id(), now);
         if applied.is_err() {
             bump(&dispatcher.stats.refused_heartbeats);
         }

@@ -153,7 +153,7 @@ impl Services {
             self.default.remove(id);
             return;
         };
-        let service = &detail.heartbeat.service;
+        let service = &detail.service;
         if self.is_default(service) {
             self.default.remove(id);
         } else if let Some(selector) = self.others.get_mut(service) {
@@ -163,7 +163,7 @@ impl Services {
             }
         }
         if let Some(ids) = self.v2_ids.get_mut(service) {
-            ids.remove(&detail.heartbeat.backend_id);
+            ids.remove(&detail.backend_id);
             if ids.is_empty() {
                 self.v2_ids.remove(service);
             }

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::model::{Clocks, Destination, Endpoint};
-use loadwise_protocol::IpField;
+use crate::model::{
+    self, AddressForm, Clocks, Destination, Endpoint, Load, PickOutcome, PickRequest, PickTarget,
+};
+use loadwise_protocol::{AddressError, IpField};
 
 const NOW_UNIX: u64 = 1_700_000_000;
 
@@ -321,7 +323,10 @@ fn an_operator_can_drain_and_restore_a_backend() {
     beat(&d, 1, 5, t0);
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     let states: Vec<_> = d.snapshot().iter().map(|b| (b.id.0, b.state, b.load.reported)).collect();
-    assert_eq!(states, [(1, BackendState::Draining, 5), (2, BackendState::Ready, 60)]);
+    assert_eq!(
+        states,
+        [(1, BackendState::Draining, Load::Percent(5.0)), (2, BackendState::Ready, Load::Percent(60.0))]
+    );
     d.set_state(BackendId(1), BackendState::Ready).unwrap();
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(1));
     assert_eq!(d.set_state(BackendId(7), BackendState::Maintenance), Err(UnknownBackend(BackendId(7))));
@@ -455,25 +460,27 @@ fn a_batch_removes_expired_backends_before_its_first_request() {
 
 mod services {
     use super::*;
+    use crate::model::{DEFAULT_WEIGHT, Metrics, V2Report};
     use crate::scoring::Scoring;
-    use loadwise_protocol::v2::{self, Endpoint, ServiceName};
+    use loadwise_protocol::v2::ServiceName;
 
     fn name(text: &str) -> ServiceName {
         ServiceName::new(text).unwrap()
     }
 
-    fn v2_heartbeat(service: &str, backend_id: u64, memory: u16, cpu: u16) -> v2::Heartbeat {
-        v2::Heartbeat {
+    fn v2_heartbeat(service: &str, backend_id: u64, memory: u16, cpu: u16) -> V2Report {
+        V2Report {
             backend_id,
             service: name(service),
             endpoint: Endpoint::from_socket_addr(format!("10.0.0.{backend_id}:7000").parse().unwrap())
                 .unwrap(),
-            memory: v2::Percent::from_hundredths(memory * 100),
-            cpu: v2::Percent::from_hundredths(cpu * 100),
-            connections: None,
-            weight: v2::DEFAULT_WEIGHT,
-            state: v2::State::Ready,
-            metrics: Vec::new(),
+            metrics: Metrics {
+                memory: Some(f64::from(memory)),
+                cpu: Some(f64::from(cpu)),
+                ..Metrics::default()
+            },
+            weight: DEFAULT_WEIGHT,
+            state: BackendState::Ready,
         }
     }
 
@@ -531,10 +538,28 @@ mod services {
         assert_eq!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 2, "max(memory, cpu) = 50 < 90");
         assert_eq!(pick_service(&d, &name("chat"), t0).unwrap().backend_id, 1, "memory alone: 10 < 50");
         let mut no_cpu = v2_heartbeat("game", 3, 0, 0);
-        no_cpu.cpu = None;
+        no_cpu.metrics.cpu = None;
         let accepted = d.batch(t0).heartbeat_v2(BackendId(200), no_cpu).unwrap();
         assert_eq!(accepted.score, None);
         assert_ne!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
+    }
+
+    #[test]
+    fn v2_scores_rank_unrounded_and_an_unscored_backend_after_every_scored_one() {
+        for policy in [Policy::LeastLoaded, Policy::Original] {
+            let d = Dispatcher::with_seed(DispatchSettings { policy, ..DispatchSettings::default() }, 1);
+            let t0 = Instant::now();
+            // Registered in this order so that a tie would go to the lower id, 2.
+            for (backend_id, memory) in [(1, None), (2, Some(42.5)), (3, Some(42.25))] {
+                let mut heartbeat = v2_heartbeat("game", backend_id, 0, 0);
+                heartbeat.metrics.memory = memory;
+                d.batch(t0).heartbeat_v2(BackendId(100 + backend_id), heartbeat).unwrap();
+            }
+            let picked: Vec<_> =
+                (0..20).map(|_| pick_service(&d, &name("game"), t0).unwrap().backend_id).collect();
+            assert_eq!(picked[0], 3, "{policy}: 42.25 % before 42.5 %");
+            assert!(!picked.contains(&1), "{policy}: unscored after every scored backend: {picked:?}");
+        }
     }
 
     #[test]
@@ -559,7 +584,7 @@ mod services {
         let t0 = Instant::now();
         let id = d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap().id;
         let mut draining = v2_heartbeat("game", 1, 10, 0);
-        draining.state = v2::State::Draining;
+        draining.state = BackendState::Draining;
         d.batch(t0).heartbeat_v2(BackendId(100), draining).unwrap();
         assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend));
         d.set_state(id, BackendState::Maintenance).unwrap();
@@ -607,7 +632,8 @@ mod services {
 
 mod departed_holds {
     use super::*;
-    use loadwise_protocol::v2::{self, ServiceName};
+    use crate::model::{DEFAULT_WEIGHT, Metrics, V2Report};
+    use loadwise_protocol::v2::ServiceName;
 
     fn held(d: &Dispatcher) -> Vec<(BackendId, BackendState)> {
         d.snapshot().into_iter().map(|snapshot| (snapshot.id, snapshot.held)).collect()
@@ -658,16 +684,13 @@ mod departed_holds {
         let d = Dispatcher::new(DispatchSettings::default());
         let t0 = Instant::now();
         let beat = |connection: u64| {
-            let heartbeat = v2::Heartbeat {
+            let heartbeat = V2Report {
                 backend_id: 42,
                 service: ServiceName::new("game").unwrap(),
-                endpoint: v2::Endpoint::from_socket_addr("10.0.0.1:7000".parse().unwrap()).unwrap(),
-                memory: v2::Percent::from_hundredths(1000),
-                cpu: None,
-                connections: None,
-                weight: v2::DEFAULT_WEIGHT,
-                state: v2::State::Ready,
-                metrics: Vec::new(),
+                endpoint: Endpoint::from_socket_addr("10.0.0.1:7000".parse().unwrap()).unwrap(),
+                metrics: Metrics { memory: Some(10.0), ..Metrics::default() },
+                weight: DEFAULT_WEIGHT,
+                state: BackendState::Ready,
             };
             d.batch(t0).heartbeat_v2(BackendId(connection), heartbeat).unwrap().id
         };

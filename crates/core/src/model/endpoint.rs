@@ -10,7 +10,7 @@ use std::num::NonZeroU16;
 
 use loadwise_protocol::v2::HostName;
 
-use super::LegacyName;
+use super::key::LegacyName;
 
 /// An IP address or a host name the client resolves.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

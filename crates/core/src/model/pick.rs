@@ -5,7 +5,8 @@ use std::fmt;
 
 use loadwise_protocol::v2::ServiceName;
 
-use super::{BackendId, Endpoint, LegacyName};
+use super::endpoint::Endpoint;
+use super::key::{BackendId, LegacyName};
 
 /// Which pool a pick draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,12 @@
 
 use std::num::NonZeroU16;
 
-use super::{BackendKey, Endpoint, Load, State};
+use loadwise_protocol::v2::ServiceName;
+
+use super::endpoint::Endpoint;
+use super::key::BackendKey;
+use super::load::{Load, Metrics};
+use super::state::State;
 
 /// One heartbeat, translated by the session that decoded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,4 +34,23 @@ impl Report {
     pub fn legacy(key: BackendKey, load: Load) -> Report {
         Report { key, endpoint: None, load, weight: DEFAULT_WEIGHT, state: State::Ready }
     }
+}
+
+/// A v2 heartbeat, translated by the session that decoded it: who sent it, where its
+/// clients connect, its figures and what it says of itself. Its service's scoring
+/// makes a [`Load`] of the figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V2Report {
+    /// The service it named.
+    pub service: ServiceName,
+    /// The id it chose: unique in its service, kept across reconnects.
+    pub backend_id: u64,
+    /// Where its clients connect.
+    pub endpoint: Endpoint,
+    /// Its figures, with the precision they were sent in.
+    pub metrics: Metrics,
+    /// Its relative capacity; 100 is the norm.
+    pub weight: NonZeroU16,
+    /// What it says of itself: ready, draining, maintenance.
+    pub state: State,
 }

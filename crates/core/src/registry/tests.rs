@@ -1,9 +1,12 @@
 use super::*;
+use crate::model::{LegacyName, Load};
+use loadwise_protocol::IpField;
 
 const TTL: Duration = Duration::from_secs(3);
 
 fn report(mem: u8) -> Report {
-    Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002, mem }
+    let legacy = LegacyName { bytes: *IpField::from_text("10.0.0.2").unwrap().as_bytes(), port: 1002 };
+    Report { legacy, load: Load::from_percent(f64::from(mem)) }
 }
 
 fn registry() -> Registry {
@@ -107,11 +110,21 @@ fn reports_are_copies() {
     // that later heartbeats of other backends cannot change.
     let t0 = Instant::now();
     let mut reg = registry();
-    let mut field = *report(0).ip.as_bytes();
-    reg.heartbeat(BackendId(1), Report { ip: IpField::from_bytes(field), port: 1, mem: 1 }, t0).unwrap();
+    let mut field = report(0).legacy.bytes;
+    reg.heartbeat(
+        BackendId(1),
+        Report { legacy: LegacyName { bytes: field, port: 1 }, load: Load::Percent(1.0) },
+        t0,
+    )
+    .unwrap();
     field[0] = b'9';
-    reg.heartbeat(BackendId(2), Report { ip: IpField::from_bytes(field), port: 2, mem: 2 }, t0).unwrap();
-    assert_eq!(reg.get(BackendId(1)).unwrap().report.ip.text().unwrap(), "10.0.0.2");
+    reg.heartbeat(
+        BackendId(2),
+        Report { legacy: LegacyName { bytes: field, port: 2 }, load: Load::Percent(2.0) },
+        t0,
+    )
+    .unwrap();
+    assert_eq!(reg.get(BackendId(1)).unwrap().report.legacy.text(), Some("10.0.0.2"));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::registry::MAX_VALID_MEM;
+use crate::model::{Load, MAX_VALID_PERCENT};
 
 /// Loads are kept in millionths of a percentage point, so that the cost of one
 /// client (often far below 1 %) adds up exactly and orders totally.
@@ -111,20 +111,27 @@ impl LoadSettings {
 }
 
 /// A backend's place in the order of preference: lower is better. Every valid
-/// report ranks before every report above 100, which is not a measurement.
+/// report ranks before every report above 100, which is not a measurement, and
+/// before every backend not yet scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Score {
-    /// 0 for a valid report, 1 for an invalid one.
+    /// 0 for a valid report, 1 for an invalid or missing one.
     pub tier: u8,
     /// Load in millionths of a percent.
     pub micros: u64,
 }
 
+/// A percentage in millionths of a percent, the unit of every [`Score`]: NaN and
+/// negative figures count as zero, figures past the range as the most.
+fn micros(percent: f64) -> u64 {
+    (percent * MICROS_PER_PERCENT).round() as u64
+}
+
 /// The dispatcher's view of one backend's load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendLoad {
-    /// The last reported memory percentage, as sent.
-    pub reported: u8,
+    /// The last reported load, with the precision it was sent in.
+    pub reported: Load,
     pub registered_at: Instant,
     /// What the clients sent since the last report are estimated to add, in
     /// millionths of a percent.
@@ -147,7 +154,7 @@ pub struct BackendLoad {
 
 impl BackendLoad {
     /// A backend that has just sent its first report.
-    pub fn new(reported: u8, now: Instant, settings: &LoadSettings) -> Self {
+    pub fn new(reported: Load, now: Instant, settings: &LoadSettings) -> Self {
         BackendLoad {
             reported,
             registered_at: now,
@@ -163,7 +170,7 @@ impl BackendLoad {
 
     /// Whether the last report is a valid percentage.
     pub fn report_is_valid(&self) -> bool {
-        self.reported <= MAX_VALID_MEM
+        self.reported.is_valid()
     }
 
     /// The estimated cost of one more client, in percent.
@@ -171,25 +178,40 @@ impl BackendLoad {
         self.cost
     }
 
-    /// The report plus what the picks since then are estimated to add, in percent.
+    /// What the picks since the last report are estimated to add, in percent.
+    pub fn pending(&self) -> f64 {
+        self.pending_micros as f64 / MICROS_PER_PERCENT
+    }
+
+    /// The report plus what the picks since then are estimated to add, in percent;
+    /// an invalid report counts as the figure sent, a missing one as nothing.
     pub fn effective(&self) -> f64 {
-        f64::from(self.reported) + self.pending_micros as f64 / MICROS_PER_PERCENT
+        let reported = match self.reported {
+            Load::Percent(figure) | Load::Invalid(figure) => figure,
+            Load::Unscored => 0.0,
+        };
+        reported + self.pending()
     }
 
     /// The rank by effective load.
     pub fn effective_score(&self) -> Score {
-        if self.report_is_valid() {
-            let base = u64::from(self.reported) * MICROS_PER_PERCENT as u64;
-            Score { tier: 0, micros: base.saturating_add(self.pending_micros) }
-        } else {
+        match self.reported {
+            Load::Percent(percent) => {
+                Score { tier: 0, micros: micros(percent).saturating_add(self.pending_micros) }
+            }
             // Unmeasured backends tie among themselves; only the picks separate them.
-            Score { tier: 1, micros: self.pending_micros }
+            Load::Invalid(_) | Load::Unscored => Score { tier: 1, micros: self.pending_micros },
         }
     }
 
-    /// The rank by the report alone, as the original server ranked.
+    /// The rank by the report alone, as the original server ranked: valid loads
+    /// first, then the invalid figures in their order, then the backends not scored.
     pub fn reported_score(&self) -> Score {
-        Score { tier: u8::from(!self.report_is_valid()), micros: u64::from(self.reported) }
+        match self.reported {
+            Load::Percent(percent) => Score { tier: 0, micros: micros(percent) },
+            Load::Invalid(figure) => Score { tier: 1, micros: micros(figure) },
+            Load::Unscored => Score { tier: 1, micros: u64::MAX },
+        }
     }
 
     /// Accounts for one client sent to this backend at `now`.
@@ -203,19 +225,23 @@ impl BackendLoad {
     }
 
     /// Replaces the estimate with a new report, and learns from the change it shows.
-    pub fn reconcile(&mut self, reported: u8, settings: &LoadSettings) {
+    pub fn reconcile(&mut self, reported: Load, settings: &LoadSettings) {
         let previous = std::mem::replace(&mut self.reported, reported);
         let picks = std::mem::take(&mut self.picks_since_report);
         // A report of 100 is censored: the backend is full, or it is an old sender
         // that reports 100 after its first heartbeat whatever its load. Either way
         // it does not show what the clients added.
-        let measured = previous <= MAX_VALID_MEM && reported < MAX_VALID_MEM;
+        let measured = match (previous.percent(), reported.percent()) {
+            (Some(previous), Some(reported)) if reported < MAX_VALID_PERCENT => Some(reported - previous),
+            _ => None,
+        };
         // A fall means sessions ended faster than new ones arrived; it says
         // nothing about what a new one costs, so it counts as no increase.
         self.pending_micros = 0;
-        if picks > 0 && measured {
-            let increase = f64::from(reported.saturating_sub(previous));
-            self.learn(increase, picks as f64, settings);
+        if let Some(change) = measured
+            && picks > 0
+        {
+            self.learn(change.max(0.0), picks as f64, settings);
         }
     }
 

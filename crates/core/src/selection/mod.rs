@@ -26,8 +26,8 @@ use rand::Rng;
 pub use load::{BackendLoad, LoadSettings, MAX_TIE_BAND, MICROS_PER_PERCENT, Score, TIE_BAND};
 
 use crate::affinity::{Candidate, PassReason};
+use crate::model::LegacyName;
 use crate::registry::{BackendId, IdMap, Report};
-use loadwise_protocol::IpField;
 
 /// How a backend is chosen for each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
@@ -109,9 +109,8 @@ pub use crate::model::State as BackendState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Picked {
     pub id: BackendId,
-    /// The ip bytes of its latest report, returned to clients unchanged.
-    pub ip: IpField,
-    pub port: u16,
+    /// The address bytes and port of its latest report, returned to clients unchanged.
+    pub legacy: LegacyName,
 }
 
 /// One backend as the selector keeps it. A slot holds everything a pick changes or
@@ -128,8 +127,7 @@ struct Slot {
     /// What the backend says of itself (v2 heartbeats); legacy backends are ready.
     reported: BackendState,
     /// Where this backend's clients are sent, from its latest report.
-    ip: IpField,
-    port: u16,
+    legacy: LegacyName,
     /// A random draw, redrawn at each report that changes the load: where in the
     /// tie band this backend's order key lies, as a fraction of 2^32. Each
     /// dispatcher draws its own, so replicas break the same ties differently.
@@ -347,9 +345,9 @@ impl Selector {
             return;
         };
         let slot = &mut self.slots[position];
-        (slot.ip, slot.port) = (report.ip, report.port);
+        slot.legacy = report.legacy;
         let previous = slot.load.effective_score();
-        slot.load.reconcile(report.mem, &self.settings);
+        slot.load.reconcile(report.load, &self.settings);
         let score = slot.load.effective_score();
         // A new load, a new place in the band: no backend keeps winning the ties it
         // meets after its reports. An unchanged load keeps its place, so a report
@@ -365,7 +363,7 @@ impl Selector {
 
     /// Adds a backend heard from for the first time, ready.
     fn register(&mut self, id: BackendId, report: Report, tie: u32, now: Instant) {
-        let load = BackendLoad::new(report.mem, now, &self.settings);
+        let load = BackendLoad::new(report.load, now, &self.settings);
         let position = self.slots.len();
         self.generation = next_generation();
         self.scores.push(load.effective_score());
@@ -376,8 +374,7 @@ impl Selector {
             state: ready,
             held: ready,
             reported: ready,
-            ip: report.ip,
-            port: report.port,
+            legacy: report.legacy,
             tie,
             ordered: Score { tier: 0, micros: 0 },
         });
@@ -466,7 +463,7 @@ impl Selector {
         };
         self.record_pick(position, now);
         let slot = &self.slots[position];
-        Some(Picked { id: slot.id, ip: slot.ip, port: slot.port })
+        Some(Picked { id: slot.id, legacy: slot.legacy })
     }
 
     fn pick_better_of_two(&self, rng: &mut impl Rng) -> Option<usize> {
@@ -582,7 +579,7 @@ impl Selector {
         }
         self.record_pick(position, now);
         let slot = &self.slots[position];
-        Some(Picked { id: slot.id, ip: slot.ip, port: slot.port })
+        Some(Picked { id: slot.id, legacy: slot.legacy })
     }
 
     /// Moves the ready slot at `position` in the order if its key fell below the

@@ -6,6 +6,8 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 use super::*;
+use crate::model::{LegacyName, Load};
+use loadwise_protocol::IpField;
 
 /// Settings without slow start, so that costs are the prior's exact figures, and
 /// without a tie band, so that ties go to the lowest id and orders are exact.
@@ -15,7 +17,17 @@ fn flat() -> LoadSettings {
 
 /// A report of `mem` from an address only the address test looks at.
 fn at(mem: u8) -> Report {
-    Report { ip: IpField::from_text("10.0.0.1").unwrap(), port: 1001, mem }
+    Report { legacy: legacy("10.0.0.1", 1001), load: percent(mem) }
+}
+
+/// A legacy name: the address bytes of `ip`, and `port`.
+fn legacy(ip: &str, port: u16) -> LegacyName {
+    LegacyName { bytes: *IpField::from_text(ip).unwrap().as_bytes(), port }
+}
+
+/// A legacy `mem` as the load it reports.
+fn percent(mem: u8) -> Load {
+    Load::from_percent(f64::from(mem))
 }
 
 fn selector(policy: Policy, reports: &[(u64, u8)], now: Instant) -> Selector {
@@ -210,18 +222,18 @@ fn a_report_replaces_the_estimate() {
 fn the_cost_of_a_client_is_learned_from_reports() {
     let now = Instant::now();
     let settings = flat();
-    let mut load = BackendLoad::new(20, now, &settings);
+    let mut load = BackendLoad::new(percent(20), now, &settings);
     assert_eq!(load.cost(), 0.1);
     for _ in 0..100 {
         load.record_pick(now, &settings);
     }
-    load.reconcile(25, &settings);
+    load.reconcile(percent(25), &settings);
     // (5 % seen + 0.1 % × 20 prior picks) / (100 picks + 20 prior picks)
     assert!((load.cost() - 7.0 / 120.0).abs() < 1e-12, "{}", load.cost());
     for _ in 0..100 {
         load.record_pick(now, &settings);
     }
-    load.reconcile(30, &settings);
+    load.reconcile(percent(30), &settings);
     // Old evidence is kept at 0.8: (5×0.8 + 5 + 2) / (100×0.8 + 100 + 20)
     assert!((load.cost() - 11.0 / 200.0).abs() < 1e-12, "{}", load.cost());
 }
@@ -230,21 +242,21 @@ fn the_cost_of_a_client_is_learned_from_reports() {
 fn the_learned_cost_stays_within_its_bounds() {
     let now = Instant::now();
     let settings = flat();
-    let mut load = BackendLoad::new(0, now, &settings);
+    let mut load = BackendLoad::new(percent(0), now, &settings);
     for _ in 0..20 {
         // One client, and the load jumps from 0 to 99; then back with no clients.
         load.record_pick(now, &settings);
-        load.reconcile(99, &settings);
-        load.reconcile(0, &settings);
+        load.reconcile(percent(99), &settings);
+        load.reconcile(percent(0), &settings);
     }
     assert_eq!(load.cost(), settings.max_cost);
 
-    let mut load = BackendLoad::new(50, now, &settings);
+    let mut load = BackendLoad::new(percent(50), now, &settings);
     for _ in 0..50 {
         for _ in 0..1000 {
             load.record_pick(now, &settings);
         }
-        load.reconcile(50, &settings);
+        load.reconcile(percent(50), &settings);
     }
     assert_eq!(load.cost(), settings.min_cost);
 }
@@ -253,18 +265,18 @@ fn the_learned_cost_stays_within_its_bounds() {
 fn a_falling_report_counts_as_no_increase_and_silent_intervals_teach_nothing() {
     let now = Instant::now();
     let settings = flat();
-    let mut falling = BackendLoad::new(50, now, &settings);
-    let mut flat_report = BackendLoad::new(50, now, &settings);
+    let mut falling = BackendLoad::new(percent(50), now, &settings);
+    let mut flat_report = BackendLoad::new(percent(50), now, &settings);
     for load in [&mut falling, &mut flat_report] {
         for _ in 0..10 {
             load.record_pick(now, &settings);
         }
     }
-    falling.reconcile(40, &settings);
-    flat_report.reconcile(50, &settings);
+    falling.reconcile(percent(40), &settings);
+    flat_report.reconcile(percent(50), &settings);
     assert_eq!(falling.cost(), flat_report.cost());
     let learned = falling.cost();
-    falling.reconcile(45, &settings);
+    falling.reconcile(percent(45), &settings);
     assert_eq!(falling.cost(), learned, "no picks in the interval");
 }
 
@@ -274,11 +286,11 @@ fn a_report_of_100_teaches_nothing() {
     // that jump would give each backend a different, meaningless cost.
     let now = Instant::now();
     let settings = flat();
-    let mut load = BackendLoad::new(40, now, &settings);
+    let mut load = BackendLoad::new(percent(40), now, &settings);
     for _ in 0..10 {
         load.record_pick(now, &settings);
     }
-    load.reconcile(100, &settings);
+    load.reconcile(percent(100), &settings);
     assert_eq!(load.cost(), settings.prior_cost);
     assert_eq!(load.effective(), 100.0);
 }
@@ -435,7 +447,7 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
         assert_eq!(s.state(BackendId(1)), Some(BackendState::Draining));
         // Reports keep arriving while draining; they are recorded, not picked.
         s.report(BackendId(1), at(5), now, &mut rng());
-        assert_eq!(s.load(BackendId(1)).unwrap().reported, 5);
+        assert_eq!(s.load(BackendId(1)).unwrap().reported, Load::Percent(5.0));
         assert_eq!(s.pick(now, &mut rng()), Some(BackendId(3)), "{policy}");
         s.set_state(BackendId(3), BackendState::Draining);
         assert_eq!(s.pick(now, &mut rng()), None, "{policy}: nothing is ready");
@@ -448,15 +460,15 @@ fn a_draining_backend_gets_no_new_clients_but_stays_listed() {
 #[test]
 fn a_pick_returns_the_address_of_the_latest_report() {
     let now = Instant::now();
-    let report = |ip: &str, port: u16, mem: u8| Report { ip: IpField::from_text(ip).unwrap(), port, mem };
+    let report = |ip: &str, port: u16, mem: u8| Report { legacy: legacy(ip, port), load: percent(mem) };
     for policy in Policy::ALL {
         let mut s = Selector::new(policy, flat());
         s.report(BackendId(7), report("10.0.0.7", 7007, 10), now, &mut rng());
-        let expected = Picked { id: BackendId(7), ip: IpField::from_text("10.0.0.7").unwrap(), port: 7007 };
+        let expected = Picked { id: BackendId(7), legacy: legacy("10.0.0.7", 7007) };
         assert_eq!(s.pick_target(now, &mut rng()), Some(expected), "{policy}");
         s.report(BackendId(7), report("10.0.0.8", 8008, 20), now, &mut rng());
         let picked = s.pick_target(now, &mut rng()).unwrap();
-        assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.8", 8008), "{policy}");
+        assert_eq!(picked.legacy.to_string(), "10.0.0.8:8008", "{policy}");
     }
 }
 
@@ -506,7 +518,7 @@ proptest! {
                     // Each report gives a new port, so a pick shows which report it read.
                     let port = ports.get(&id).map_or(1, |port| port + 1);
                     ports.insert(id, port);
-                    s.report(BackendId(id), Report { port, ..at(mem) }, now, &mut rng);
+                    s.report(BackendId(id), Report { legacy: legacy("10.0.0.1", port), ..at(mem) }, now, &mut rng);
                     alive.entry(id).or_default();
                 }
                 Op::Remove(id) => {
@@ -534,9 +546,9 @@ proptest! {
                     if s.policy.uses_order() {
                         prop_assert_eq!(picked.map(|picked| picked.id), lowest.map(|(_, id)| id));
                     }
-                    if let Some(Picked { id, port, .. }) = picked {
+                    if let Some(Picked { id, legacy }) = picked {
                         prop_assert!(ready.contains_key(&id.0));
-                        prop_assert_eq!(port, ports[&id.0]);
+                        prop_assert_eq!(legacy.port, ports[&id.0]);
                         if s.policy() == Policy::LeastLoaded {
                             let (picked, lowest) = (ready[&id.0], *ready.values().min().unwrap());
                             prop_assert_eq!(picked.tier, lowest.tier);
@@ -583,4 +595,24 @@ fn the_state_in_force_is_the_further_of_the_operators_and_the_reported_one() {
     assert_eq!(s.states(BackendId(1)), Some((BackendState::Ready, BackendState::Ready)));
     assert_eq!(s.pick(t0, &mut rng()), Some(BackendId(1)));
     s.check_indexes();
+}
+
+#[test]
+fn fractions_of_a_percent_rank_and_unscored_backends_come_last() {
+    let now = Instant::now();
+    let report = |load| Report { load, ..at(0) };
+    for policy in [Policy::LeastLoaded, Policy::Original] {
+        let mut s = Selector::new(policy, flat());
+        s.report(BackendId(1), report(Load::Unscored), now, &mut rng());
+        s.report(BackendId(2), report(Load::Invalid(150.0)), now, &mut rng());
+        s.report(BackendId(3), report(Load::Percent(42.5)), now, &mut rng());
+        s.report(BackendId(4), report(Load::Percent(42.25)), now, &mut rng());
+        assert_eq!(s.pick(now, &mut rng()), Some(BackendId(4)), "{policy}: 42.25 % before 42.5 %");
+        s.remove(BackendId(3));
+        s.remove(BackendId(4));
+        // Unmeasured backends share among themselves, but the old order ranks the
+        // figures sent, and a missing one last.
+        let expected = if policy == Policy::Original { [2, 2] } else { [1, 2] };
+        assert_eq!(picks(&mut s, 2, now, &mut rng()), expected, "{policy}");
+    }
 }

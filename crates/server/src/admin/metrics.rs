@@ -435,21 +435,18 @@ mod tests {
 
     #[test]
     fn picks_are_counted_per_service_and_the_build_is_named() {
+        use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, State, V2Report};
         use loadwise_core::registry::BackendId;
-        use loadwise_protocol::v2::{self, Endpoint};
         let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
         let now = std::time::Instant::now();
         let game = ServiceName::new("game").unwrap();
-        let heartbeat = v2::Heartbeat {
+        let heartbeat = V2Report {
             backend_id: 7,
             service: game.clone(),
             endpoint: Endpoint::from_socket_addr("10.0.0.7:7000".parse().unwrap()).unwrap(),
-            memory: v2::Percent::from_hundredths(1000),
-            cpu: None,
-            connections: None,
-            weight: v2::DEFAULT_WEIGHT,
-            state: v2::State::Ready,
-            metrics: Vec::new(),
+            metrics: Metrics { memory: Some(10.0), ..Metrics::default() },
+            weight: DEFAULT_WEIGHT,
+            state: State::Ready,
         };
         dispatcher.batch(now).heartbeat_v2(BackendId(1), heartbeat).unwrap();
         for _ in 0..2 {

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::{self, BackendSnapshot};
+use loadwise_core::model::Load;
 use loadwise_core::registry::{BackendId, V2Detail};
-use loadwise_core::selection::{BackendState, Policy};
+use loadwise_core::selection::{BackendLoad, BackendState, Policy};
 use loadwise_protocol::IpField;
-use loadwise_protocol::v2::{Percent, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 
 /// `GET /v1/services`.
 #[derive(Debug, Serialize)]
@@ -264,7 +265,7 @@ impl BackendView {
         let v2 = backend.v2.as_deref().map(|detail| V2View::new(detail, snapshot.reported));
         let address = match &v2 {
             Some(v2) => v2.endpoint.clone(),
-            None => address(&backend.report.ip, backend.report.port),
+            None => address(&IpField::from_bytes(backend.report.legacy.bytes), backend.report.legacy.port),
         };
         BackendView {
             id: snapshot.id.0,
@@ -272,8 +273,8 @@ impl BackendView {
             protocol: if v2.is_some() { WireProtocol::V2 } else { WireProtocol::Legacy },
             state: snapshot.state,
             operator_state: snapshot.held,
-            reported: Reported { mem_percent: load.reported, valid: load.report_is_valid() },
-            effective_load_percent: load.effective(),
+            reported: Reported { mem_percent: mem_percent(load.reported), valid: load.report_is_valid() },
+            effective_load_percent: effective_percent(load),
             client_cost_percent: load.cost(),
             heartbeat_age_seconds: seconds_since(backend.last_heartbeat, now),
             heartbeats: backend.heartbeats,
@@ -285,18 +286,41 @@ impl BackendView {
     }
 }
 
+/// What `mem_percent` shows for a backend not yet scored: the old report value
+/// for "no score", so that the API reads as it always did.
+const UNSCORED_MEM: u8 = u8::MAX;
+
+/// A load as the legacy `mem` field wrote it: a whole percent, a bad figure as sent.
+fn mem_percent(load: Load) -> u8 {
+    match load {
+        // Saturating casts: a valid load stays within 0..=100, a bad one within u8.
+        Load::Percent(percent) | Load::Invalid(percent) => percent.round() as u8,
+        Load::Unscored => UNSCORED_MEM,
+    }
+}
+
+/// The effective load shown: selection's figure, unrounded; a backend not yet
+/// scored shows its picks on top of [`UNSCORED_MEM`], as it always did.
+fn effective_percent(load: &BackendLoad) -> f64 {
+    match load.reported {
+        Load::Unscored => f64::from(UNSCORED_MEM) + load.pending(),
+        _ => load.effective(),
+    }
+}
+
 impl V2View {
     fn new(detail: &V2Detail, reported_state: BackendState) -> Self {
-        let heartbeat = &detail.heartbeat;
+        let metrics = &detail.metrics;
         V2View {
-            backend_id: heartbeat.backend_id.to_string(),
-            endpoint: heartbeat.endpoint.to_string(),
-            memory_percent: heartbeat.memory.map(percent),
-            cpu_percent: heartbeat.cpu.map(percent),
-            connections: heartbeat.connections,
-            weight: heartbeat.weight.get(),
+            backend_id: detail.backend_id.to_string(),
+            endpoint: detail.endpoint.to_string(),
+            memory_percent: metrics.memory,
+            cpu_percent: metrics.cpu,
+            // Sent as a u32, kept as an f64 (exactly): shown as sent.
+            connections: metrics.connections.map(|connections| connections as u32),
+            weight: detail.weight.get(),
             reported_state,
-            metrics: heartbeat.metrics.iter().map(|m| (m.name.to_string(), m.value)).collect(),
+            metrics: metrics.custom.iter().cloned().collect(),
             score: detail.score,
         }
     }
@@ -359,11 +383,6 @@ pub(crate) fn address(ip: &IpField, port: u16) -> String {
     }
 }
 
-/// Hundredths of a percent as a percentage: 4150 is 41.5.
-fn percent(value: Percent) -> f64 {
-    f64::from(value.hundredths()) / 100.0
-}
-
 fn seconds_since(then: Instant, now: Instant) -> f64 {
     round_millis(now.saturating_duration_since(then))
 }
@@ -378,17 +397,20 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
+    use loadwise_core::model::{Endpoint, Host, LegacyName, Metrics};
     use loadwise_core::registry::{Backend, BackendId, Report};
     use loadwise_core::scoring::Scoring;
-    use loadwise_core::selection::{BackendLoad, LoadSettings};
-    use loadwise_protocol::v2::{self, Endpoint, Host, Metric, MetricName};
+    use loadwise_core::selection::LoadSettings;
+    use loadwise_protocol::v2;
 
     fn name(service: &str) -> ServiceName {
         ServiceName::new(service).unwrap()
     }
 
     fn snapshot(id: u64, mem: u8, state: BackendState, registered_at: Instant) -> BackendSnapshot {
-        let report = Report { ip: IpField::from_text("10.0.0.2").unwrap(), port: 7000, mem };
+        let load = Load::from_percent(f64::from(mem));
+        let legacy = LegacyName { bytes: *IpField::from_text("10.0.0.2").unwrap().as_bytes(), port: 7000 };
+        let report = Report { legacy, load };
         let backend = Backend {
             report,
             registered_at,
@@ -397,7 +419,7 @@ mod tests {
             invalid_reports: 0,
             v2: None,
         };
-        let load = BackendLoad::new(mem, registered_at, &LoadSettings::default());
+        let load = BackendLoad::new(load, registered_at, &LoadSettings::default());
         let (held, reported) = (state, BackendState::Ready);
         BackendSnapshot { id: BackendId(id), backend, load, state, held, reported, service: name("default") }
     }
@@ -405,20 +427,6 @@ mod tests {
     /// A v2 backend of `service` whose heartbeat reported `reported`, held `held`.
     fn v2_snapshot(id: u64, service: &str, held: BackendState, reported: v2::State) -> BackendSnapshot {
         let now = Instant::now();
-        let heartbeat = v2::Heartbeat {
-            backend_id: u64::MAX - 1,
-            service: name(service),
-            endpoint: Endpoint {
-                host: Host::V6("2001:db8::2".parse().unwrap()),
-                port: NonZeroU16::new(8080).unwrap(),
-            },
-            memory: Percent::from_hundredths(4150),
-            cpu: Percent::from_hundredths(1225),
-            connections: Some(17),
-            weight: NonZeroU16::new(200).unwrap(),
-            state: reported,
-            metrics: vec![Metric { name: MetricName::new("queue").unwrap(), value: 3.5 }],
-        };
         let mut snapshot = snapshot(id, 42, held, now);
         let reported = match reported {
             v2::State::Ready => BackendState::Ready,
@@ -428,7 +436,24 @@ mod tests {
         snapshot.reported = reported;
         snapshot.state = held.max(reported);
         snapshot.service = name(service);
-        let detail = V2Detail { connection: BackendId(1), heartbeat, score: Some(41.5) };
+        let detail = V2Detail {
+            connection: BackendId(1),
+            service: name(service),
+            backend_id: u64::MAX - 1,
+            endpoint: Endpoint {
+                host: Host::V6("2001:db8::2".parse().unwrap()),
+                port: NonZeroU16::new(8080).unwrap(),
+            },
+            metrics: Metrics {
+                memory: Some(41.5),
+                cpu: Some(12.25),
+                connections: Some(17.0),
+                custom: vec![("queue".to_owned(), 3.5)],
+            },
+            weight: NonZeroU16::new(200).unwrap(),
+            state: reported,
+            score: Some(41.5),
+        };
         snapshot.backend.v2 = Some(Box::new(detail));
         snapshot
     }
@@ -484,8 +509,7 @@ mod tests {
     fn unreported_v2_figures_are_null() {
         let mut snapshot = v2_snapshot(9, "search", BackendState::Maintenance, v2::State::Ready);
         let detail = snapshot.backend.v2.as_mut().unwrap();
-        (detail.heartbeat.memory, detail.heartbeat.cpu, detail.heartbeat.connections) = (None, None, None);
-        detail.heartbeat.metrics.clear();
+        detail.metrics = Metrics::default();
         detail.score = None;
         let json = serde_json::to_value(BackendView::new(&snapshot, Instant::now())).unwrap();
         assert_eq!(json["state"], "maintenance", "the operator's hold keeps it out");
@@ -549,8 +573,8 @@ mod tests {
         let picked = ServicePick {
             id: BackendId(4),
             backend_id: 99,
-            endpoint: Endpoint {
-                host: Host::V6("::1".parse().unwrap()),
+            endpoint: v2::Endpoint {
+                host: v2::Host::V6("::1".parse().unwrap()),
                 port: NonZeroU16::new(7000).unwrap(),
             },
             legacy: false,
@@ -603,7 +627,7 @@ mod tests {
         let picked = ServicePick {
             id: BackendId(1),
             backend_id: 1,
-            endpoint: snapshot.backend.v2.unwrap().heartbeat.endpoint,
+            endpoint: crate::pick_answer::wire_endpoint(snapshot.backend.v2.unwrap().endpoint),
             legacy: false,
         };
         let shown = [

@@ -1,9 +1,89 @@
-//! The legacy protocol's rules at the core's boundary: a login becomes a pick request,
-//! and a pick outcome becomes the 22-byte reply, with the 16 address bytes echoed
-//! verbatim (docs/legacy-protocol.md).
+//! The legacy protocol's rules at the core's boundary: who may send heartbeats and
+//! what is logged of them; a login becomes a pick request, and a pick outcome becomes
+//! the 22-byte reply, with the 16 address bytes echoed verbatim
+//! (docs/legacy-protocol.md).
 
+use std::net::SocketAddr;
+
+use crate::log_limit::RateLimitedLog;
+use crate::stats::{WireStats, bump};
+use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
 use loadwise_core::model::{Clocks, Destination, PickOutcome, PickRequest};
-use loadwise_protocol::{IpField, LoginReply, LoginRequest};
+use loadwise_core::registry::BackendId;
+use loadwise_protocol::{Heartbeat, IpField, LoginReply, LoginRequest};
+
+/// The legacy heartbeat rules, as they apply to one connection's peer.
+pub(super) struct Heartbeats<'a> {
+    /// The connection the heartbeats arrive on.
+    pub connection: BackendId,
+    pub peer: SocketAddr,
+    /// Whether the peer's address is in the legacy heartbeat networks.
+    pub allowed: bool,
+    pub dispatcher: &'a Dispatcher,
+    /// The server's wire counters.
+    pub wire: &'a WireStats,
+    /// Rate-limits the warnings about peers outside those networks.
+    pub door_log: &'a RateLimitedLog,
+    /// Rate-limits the warnings about refused heartbeats.
+    pub refusal_log: &'a RateLimitedLog,
+}
+
+impl Heartbeats<'_> {
+    /// Applies a legacy heartbeat: refused from a peer outside the allowed networks,
+    /// otherwise registered or updated; what changed is logged with the lock released.
+    pub(super) fn apply(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            batch.unlock();
+            tracing::trace!(?heartbeat, "heartbeat");
+        }
+        if !self.allowed {
+            self.refuse_unlisted(heartbeat, batch);
+            return;
+        }
+        let outcome = batch.heartbeat(self.connection, heartbeat);
+        if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false }) = outcome {
+            return;
+        }
+        // What follows is logged, and a log write may block: not while holding the
+        // lock that every other connection needs.
+        batch.unlock();
+        match outcome {
+            Ok(accepted) => {
+                if accepted.registered {
+                    tracing::info!(service = %self.dispatcher.default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem, id = %self.connection, "backend registered");
+                }
+                if accepted.first_invalid_report {
+                    tracing::warn!(service = %self.dispatcher.default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem,
+                        "backend reports memory above 100%; ranking it after every valid report (an old sender?)");
+                }
+            }
+            Err(refused) => self.log_refusal(heartbeat, &refused, batch.now()),
+        }
+    }
+
+    /// Refused heartbeats are all counted but logged at most once a second across
+    /// all connections, so misconfigured backends cannot flood the log.
+    /// Counts and logs a legacy heartbeat from a peer outside the allowed networks;
+    /// the backend is not registered. Logins on the connection are still answered.
+    fn refuse_unlisted(&self, heartbeat: &Heartbeat, batch: &mut Batch<'_>) {
+        let stats = self.dispatcher.stats();
+        for counter in [&stats.heartbeats, &stats.refused_heartbeats, &self.wire.heartbeats_not_allowed] {
+            bump(counter);
+        }
+        batch.unlock();
+        if let Some(suppressed) = self.door_log.should_log(batch.now()) {
+            tracing::warn!(peer = %self.peer, backend = %heartbeat.ip.with_port(heartbeat.port), suppressed,
+                "legacy heartbeat refused: the peer is not in legacy_heartbeat_networks (with auth_secret_file set, none unless listed)");
+        }
+    }
+
+    fn log_refusal(&self, heartbeat: &Heartbeat, refused: &HeartbeatRefused, now: std::time::Instant) {
+        if let Some(suppressed) = self.refusal_log.should_log(now) {
+            let backend = heartbeat.ip.with_port(heartbeat.port);
+            tracing::warn!(peer = %self.peer, %backend, error = %refused, suppressed, "heartbeat refused");
+        }
+    }
+}
 
 /// The pick a login asks for, its timestamp checked against `unix_now`.
 pub(super) fn pick_request(login: LoginRequest, unix_now: u64) -> PickRequest<'static> {

@@ -18,6 +18,7 @@ use loadwise_core::model::{self as core, Clocks};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::codec::Inbound;
 use loadwise_protocol::ticket;
+use loadwise_protocol::v2;
 use loadwise_protocol::v2::auth::{self, Nonce, Secret};
 use loadwise_protocol::v2::{
     Challenge, DecodeError, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome,
@@ -258,7 +259,7 @@ impl Session {
         }
         // What log lines name the backend by; formatted only when one is written.
         let (backend_id, endpoint) = (heartbeat.backend_id, heartbeat.endpoint.clone());
-        match cx.batch.heartbeat_v2(cx.connection, heartbeat) {
+        match cx.batch.heartbeat_v2(cx.connection, report_of(heartbeat)) {
             Ok(V2HeartbeatAccepted { registered: false, .. }) => {}
             Ok(accepted) => {
                 cx.batch.unlock();
@@ -338,4 +339,43 @@ fn log_registered(accepted: &V2HeartbeatAccepted, backend: &str, peer: SocketAdd
         // Usual for a moment: an agent reports CPU from its second heartbeat on.
         tracing::info!(%backend, "not scored yet: the heartbeat lacks a figure its service's scoring needs; ranked last until it has one");
     }
+}
+
+/// A v2 heartbeat in the core's terms: percentages from hundredths, counts and custom
+/// figures as numbers, the endpoint and state as the core names them.
+fn report_of(heartbeat: v2::Heartbeat) -> core::V2Report {
+    let percent = |value: v2::Percent| f64::from(value.hundredths()) / 100.0;
+    let metrics = core::Metrics {
+        memory: heartbeat.memory.map(percent),
+        cpu: heartbeat.cpu.map(percent),
+        connections: heartbeat.connections.map(f64::from),
+        custom: heartbeat
+            .metrics
+            .into_iter()
+            .map(|metric| (metric.name.as_str().to_owned(), metric.value))
+            .collect(),
+    };
+    let state = match heartbeat.state {
+        v2::State::Ready => core::State::Ready,
+        v2::State::Draining => core::State::Draining,
+        v2::State::Maintenance => core::State::Maintenance,
+    };
+    core::V2Report {
+        service: heartbeat.service,
+        backend_id: heartbeat.backend_id,
+        endpoint: core_endpoint(heartbeat.endpoint),
+        metrics,
+        weight: heartbeat.weight,
+        state,
+    }
+}
+
+/// A v2 endpoint as the core keeps it.
+fn core_endpoint(endpoint: v2::Endpoint) -> core::Endpoint {
+    let host = match endpoint.host {
+        v2::Host::V4(ip) => core::Host::V4(ip),
+        v2::Host::V6(ip) => core::Host::V6(ip),
+        v2::Host::Name(name) => core::Host::Name(name),
+    };
+    core::Endpoint { host, port: endpoint.port }
 }

@@ -17,9 +17,9 @@ use rand::{Rng, SeedableRng as _};
 
 use loadwise_core::affinity::{AffinitySettings, Identity, Ring, key_hash};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::model::PickRequest;
+use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
 use loadwise_core::registry::BackendId;
-use loadwise_protocol::v2::{self, Endpoint, ServiceName};
+use loadwise_protocol::v2::ServiceName;
 
 /// One keyed run.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,18 +76,17 @@ fn game() -> ServiceName {
     ServiceName::new("game").expect("a valid service name")
 }
 
-fn heartbeat(n: u64, load: f64) -> v2::Heartbeat {
+fn heartbeat(n: u64, load: f64) -> V2Report {
     let addr = format!("10.0.{}.{}:7000", n >> 8 & 0xff, n & 0xff);
-    v2::Heartbeat {
+    // In hundredths of a percent, as a v2 heartbeat carries it.
+    let memory = f64::from((load.clamp(0.0, 100.0) * 100.0) as u16) / 100.0;
+    V2Report {
         backend_id: n,
         service: game(),
         endpoint: Endpoint::from_socket_addr(addr.parse().expect("a socket address")).expect("a port"),
-        memory: v2::Percent::from_hundredths((load.clamp(0.0, 100.0) * 100.0) as u16),
-        cpu: v2::Percent::from_hundredths(0),
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: v2::State::Ready,
-        metrics: Vec::new(),
+        metrics: Metrics { memory: Some(memory), cpu: Some(0.0), ..Metrics::default() },
+        weight: DEFAULT_WEIGHT,
+        state: State::Ready,
     }
 }
 

@@ -1,0 +1,327 @@
+//! The table behind the dispatcher's lock: registry and selectors kept in step, the
+//! operators' holds, the affinity rings, and the rules that apply a heartbeat or a pick.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use super::holds::DepartedHolds;
+use super::outcome::{HeartbeatAccepted, V2HeartbeatAccepted, V2HeartbeatRefused};
+use super::services::Services;
+use super::settings::DispatchSettings;
+use crate::affinity::Identity;
+use crate::affinity::rings::Rings;
+use crate::model::{
+    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LEGACY_NAME_LEN, LegacyName, Load,
+    PickOutcome, PickRequest, PickTarget, V2Report,
+};
+use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
+use crate::selection::BackendState;
+use loadwise_protocol::IpField;
+use loadwise_protocol::v2::ServiceName;
+use rand::rngs::StdRng;
+
+/// The registry, the selectors and what goes with them, kept in step under one lock.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(super) registry: Registry,
+    pub(super) services: Services,
+    /// Operators' holds of departed backends, given back when they return.
+    pub(super) holds: DepartedHolds,
+    /// The latest instant the table was used at: when a backend leaves by a closed
+    /// connection, which comes with no time of its own. Set at every locking (see
+    /// [`Table::expire`]), so before any backend registers.
+    pub(super) clock: Option<Instant>,
+    /// The settings in force.
+    pub(super) settings: DispatchSettings,
+    /// The random source of the `p2c` draws and of each backend's place in the tie
+    /// band; from the operating system in production, so that replicas differ, and
+    /// seeded by the caller in tests and simulations, so that their picks are exact.
+    pub(super) rng: StdRng,
+    /// Operators' holds by service and address ([`Dispatcher::set_state`]), so that
+    /// a heartbeat of the same address on another connection (any allowed peer, while
+    /// the held one is still connected) registers a backend that is held too, not a
+    /// ready one. Cleared when the operator sets the address ready again.
+    pub(super) address_holds: HashMap<(ServiceName, String), BackendState>,
+    /// Picks of services other than the default one, by outcome; kept after a
+    /// service's last backend leaves, so that counters never go back.
+    pub(super) service_picks: BTreeMap<ServiceName, ServicePicks>,
+    /// The consistent-hash rings of the services that had keyed picks.
+    pub(super) rings: Rings,
+}
+
+/// The picks of one service, by outcome (see [`Dispatcher::service_picks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicePicks {
+    pub answered: u64,
+    pub no_backend: u64,
+}
+
+/// The most services whose picks are counted apart: past it (services come and go),
+/// a new service's picks count with the default service's, so that metrics stay bounded.
+const MAX_COUNTED_SERVICES: usize = 1024;
+
+impl Table {
+    /// Holds a newly registered backend as an operator held its address, if one did.
+    fn restore_address_hold(&mut self, id: BackendId, service: &ServiceName) {
+        if self.address_holds.is_empty() {
+            return;
+        }
+        let Some(backend) = self.registry.get(id) else { return };
+        let key = (service.clone(), backend.address().to_string());
+        if let (Some(&held), Some(selector)) = (self.address_holds.get(&key), self.services.get_mut(service))
+        {
+            selector.set_state(id, held);
+        }
+    }
+
+    /// Counts a pick of a service other than the default one that exists.
+    pub(super) fn count_pick(&mut self, service: &ServiceName, answered: bool) {
+        if self.services.is_default(service) {
+            return;
+        }
+        let full = self.service_picks.len() >= MAX_COUNTED_SERVICES;
+        let counts = match self.service_picks.get_mut(service) {
+            Some(counts) => counts,
+            None if full => return,
+            None => self.service_picks.entry(service.clone()).or_default(),
+        };
+        match answered {
+            true => counts.answered += 1,
+            false => counts.no_backend += 1,
+        }
+    }
+
+    /// Drops expired backends from every index.
+    pub(super) fn expire(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
+        self.clock = self.clock.max(Some(now));
+        let expired = self.registry.expire(now);
+        for (id, backend) in &expired {
+            self.remember_hold(*id, backend);
+            self.services.forget(*id, backend);
+        }
+        if !expired.is_empty() {
+            self.forget_rings();
+        }
+        expired
+    }
+
+    /// Removes one backend from every index.
+    pub(super) fn remove(&mut self, id: BackendId) -> Option<Backend> {
+        let backend = self.registry.remove(id)?;
+        self.remember_hold(id, &backend);
+        self.services.forget(id, &backend);
+        self.forget_rings();
+        Some(backend)
+    }
+
+    /// Remembers the operator's hold of a backend that leaves, if it has one. Once
+    /// no registered backend has its address any more, the hold moves from the
+    /// address holds to the departed ones, which forget it in time.
+    fn remember_hold(&mut self, id: BackendId, backend: &Backend) {
+        let held = self.services.of(backend.service()).and_then(|selector| selector.states(id));
+        if let (Some((held, _)), Some(clock)) = (held, self.clock)
+            && held != BackendState::Ready
+        {
+            let key = backend_key(backend, self.services.default_name());
+            self.holds.remember(key, held, clock);
+        }
+        self.release_address_hold(backend);
+    }
+
+    /// Drops the address hold of `backend`, which left, unless another registered
+    /// backend still has its address. Scans only while such a hold exists.
+    fn release_address_hold(&mut self, backend: &Backend) {
+        if self.address_holds.is_empty() {
+            return;
+        }
+        let service = backend.service().unwrap_or(self.services.default_name()).clone();
+        let key = (service, backend.address().to_string());
+        if !self.address_holds.contains_key(&key) {
+            return;
+        }
+        let shared = self
+            .registry
+            .iter()
+            .any(|(_, other)| other.service() == backend.service() && other.address().to_string() == key.1);
+        if !shared {
+            self.address_holds.remove(&key);
+        }
+    }
+
+    /// Gives a backend that registers again the hold it left with, if any. Costs
+    /// nothing while no departed backend is held.
+    fn restore_hold(&mut self, id: BackendId, now: Instant) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let Some(backend) = self.registry.get(id) else { return };
+        let key = backend_key(backend, self.services.default_name());
+        let Some(held) = self.holds.take(&key, now) else { return };
+        let service = backend.service().unwrap_or(self.services.default_name()).clone();
+        // Live again: other heartbeats of its address are held too (see `address_holds`).
+        self.address_holds.insert((service, backend.address().to_string()), held);
+        if let Some(selector) = self.services.of_mut(backend.service()) {
+            selector.set_state(id, held);
+            // Logged under the lock: rare (a held backend coming back), and the
+            // operator should see that the hold outlived the connection.
+            tracing::info!(backend = %key, id = %id, state = %held, "backend registered again: the operator's hold is kept");
+        }
+    }
+
+    /// Drops the rings of services that lost their last backend.
+    fn forget_rings(&mut self) {
+        let services = &self.services;
+        self.rings.retain(|service| services.of(Some(service)).is_some());
+    }
+
+    /// Records a legacy report in the registry and moves the backend in the default
+    /// service's selector.
+    pub(super) fn apply(
+        &mut self,
+        id: BackendId,
+        report: Report,
+        now: Instant,
+    ) -> Result<HeartbeatAccepted, RegistryFull> {
+        let change = self.registry.heartbeat(id, report, now)?;
+        self.services.default_mut().report(id, report, now, &mut self.rng);
+        let registered = change.previous.is_none();
+        if registered {
+            self.restore_hold(id, now);
+            let service = self.services.default_name().clone();
+            self.restore_address_hold(id, &service);
+        }
+        Ok(HeartbeatAccepted { registered, first_invalid_report: change.first_invalid_report })
+    }
+
+    /// Records a v2 heartbeat heard on `connection`: scores it by its service's
+    /// scoring, and registers the backend (with an id from `new_id`) or updates it.
+    pub(super) fn apply_v2(
+        &mut self,
+        connection: BackendId,
+        report: V2Report,
+        new_id: impl FnOnce() -> BackendId,
+        now: Instant,
+    ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
+        let detail = v2_detail(connection, report);
+        let service = &detail.service;
+        let bytes = if self.services.is_default(service) {
+            legacy_bytes(&detail.endpoint)
+                .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
+        } else {
+            [0; LEGACY_NAME_LEN]
+        };
+        let legacy = LegacyName { bytes, port: detail.endpoint.port.get() };
+        let score = self.settings.scoring_of(service).score(&detail.metrics);
+        let report = Report { legacy, load: Load::from_score(score) };
+        let (id, previous) =
+            self.v2_id(connection, service, detail.backend_id).unwrap_or_else(|| (new_id(), None));
+        let change = self.registry.heartbeat(id, report, now)?;
+        let selector = self.services.entry(service);
+        selector.report(id, report, now, &mut self.rng);
+        selector.set_weight(id, detail.weight);
+        selector.report_state(id, detail.state);
+        self.services.bind((service, detail.backend_id), id, connection, previous);
+        let service = service.clone();
+        self.registry.set_detail(id, V2Detail { score, ..detail });
+        let registered = change.previous.is_none();
+        if registered {
+            self.restore_hold(id, now);
+            self.restore_address_hold(id, &service);
+        }
+        Ok(V2HeartbeatAccepted { id, registered, score })
+    }
+
+    /// The id of the v2 backend `backend_id` of `service`, and the connection it was
+    /// heard on, if it is registered.
+    fn v2_id(
+        &self,
+        connection: BackendId,
+        service: &ServiceName,
+        backend_id: u64,
+    ) -> Option<(BackendId, Option<BackendId>)> {
+        let id = self.services.v2_id(service, backend_id)?;
+        let previous = self.registry.get(id)?.v2.as_ref().map_or(connection, |detail| detail.connection);
+        Some((id, Some(previous)))
+    }
+
+    /// Answers a pick: draws a backend from the request's pool and says where its
+    /// client goes, in the form the request asked for. The clock is checked before.
+    /// With a key, the key's backend on the service's ring while it is ready and
+    /// within its bound (see [`crate::affinity`]).
+    pub(super) fn pick(&mut self, request: &PickRequest<'_>, now: Instant) -> PickOutcome {
+        let Table { services, registry, rng, rings, settings, .. } = self;
+        let service = match request.target {
+            PickTarget::Default => services.default_name().clone(),
+            PickTarget::Service(name) => name.clone(),
+        };
+        let selector = match request.target {
+            PickTarget::Default => services.default_mut(),
+            // A named service exists while it has a backend, the default one included.
+            PickTarget::Service(name) => match services.get_mut(name).filter(|selector| !selector.is_empty())
+            {
+                Some(selector) => selector,
+                None => return PickOutcome::UnknownService,
+            },
+        };
+        let picked = if request.key.is_empty() {
+            selector.pick_target(now, rng)
+        } else {
+            let identity = |id| registry.get(id).map(identity_of);
+            let settings = settings.affinity_of(&service);
+            rings.pick((&service, selector), &settings, request.key, identity, now, rng)
+        };
+        let Some(picked) = picked else { return PickOutcome::NoBackend };
+        let to = match request.form {
+            AddressForm::Legacy => Destination::Legacy(picked.legacy),
+            AddressForm::Endpoint => match registry.get(picked.id).map(|backend| &backend.v2) {
+                Some(Some(detail)) => {
+                    Destination::Chosen { backend: detail.backend_id, endpoint: detail.endpoint.clone() }
+                }
+                Some(None) => match Endpoint::from_legacy(&picked.legacy) {
+                    Some(endpoint) => Destination::LegacyEndpoint { endpoint },
+                    None => return PickOutcome::NoBackend,
+                },
+                None => return PickOutcome::NoBackend,
+            },
+        };
+        PickOutcome::Picked(model::Picked { id: picked.id, to })
+    }
+}
+
+/// A v2 report heard on `connection`, as the registry keeps it, not yet scored.
+fn v2_detail(connection: BackendId, report: V2Report) -> V2Detail {
+    let V2Report { service, backend_id, endpoint, metrics, weight, state } = report;
+    V2Detail { connection, service, backend_id, endpoint, metrics, weight, state, score: None }
+}
+
+/// Who a registered backend is, apart from the connection that carries it: a v2
+/// backend by its service and chosen id, a legacy one by its address bytes and port
+/// in the default service.
+fn backend_key(backend: &Backend, default_service: &ServiceName) -> BackendKey {
+    match &backend.v2 {
+        Some(detail) => {
+            BackendKey { service: detail.service.clone(), name: BackendName::Chosen(detail.backend_id) }
+        }
+        None => {
+            BackendKey { service: default_service.clone(), name: BackendName::Legacy(backend.report.legacy) }
+        }
+    }
+}
+
+/// The bytes a backend's place on the affinity ring is hashed from: what it is
+/// known by in every replica (see [`Identity`]).
+fn identity_of(backend: &Backend) -> Vec<u8> {
+    match &backend.v2 {
+        Some(detail) => {
+            Identity::V2 { service: detail.service.as_str(), backend_id: detail.backend_id }.to_bytes()
+        }
+        None => {
+            Identity::Legacy { ip: backend.report.legacy.bytes, port: backend.report.legacy.port }.to_bytes()
+        }
+    }
+}
+
+/// How a v2 endpoint is written in a legacy reply, if it fits.
+fn legacy_bytes(endpoint: &Endpoint) -> Option<[u8; LEGACY_NAME_LEN]> {
+    IpField::from_text(&endpoint.host_text()).ok().map(|field| *field.as_bytes())
+}
