@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::affinity::{Identity, Ring};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::v2::ServiceName;
@@ -46,7 +47,7 @@ fn pool(size: u64, now: Instant) -> Dispatcher {
     };
     let dispatcher = Dispatcher::with_seed(settings, 1);
     for n in 0..size {
-        dispatcher.batch(now).heartbeat_v2(BackendId(1_000_000 + n), heartbeat(n)).unwrap();
+        dispatcher.batch(now).heartbeat_v2(ConnectionId(1_000_000 + n), heartbeat(n)).unwrap();
     }
     dispatcher
 }

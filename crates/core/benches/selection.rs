@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
-use loadwise_core::registry::BackendId;
 use loadwise_core::selection::Policy;
 use loadwise_protocol::{Heartbeat, IpField};
 
@@ -42,7 +42,7 @@ fn pool_with(settings: DispatchSettings, size: u64, now: Instant) -> Dispatcher 
         DispatchSettings { ttl: Duration::from_secs(3600), max_backends: size as usize, ..settings };
     let dispatcher = Dispatcher::with_seed(settings, 1);
     for n in 0..size {
-        dispatcher.heartbeat(BackendId(n), &heartbeat(n), now).unwrap();
+        dispatcher.heartbeat(ConnectionId(n), &heartbeat(n), now).unwrap();
     }
     dispatcher
 }
@@ -77,14 +77,16 @@ fn heartbeat_update(c: &mut Criterion) {
     for policy in [Policy::LeastLoaded, Policy::P2c] {
         for size in POOL_SIZES {
             let dispatcher = pool(policy, size, now);
-            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(|n| heartbeat(n * 13)).collect();
+            // Each backend's own address (a backend is named by it) with another load.
+            let beats: Vec<Heartbeat> =
+                (0..size).map(|n| Heartbeat { mem: heartbeat(n * 13).mem, ..heartbeat(n) }).collect();
             let mut next = 0u64;
             group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, &size| {
                 b.iter(|| {
                     // A known backend with a changed load: the common case.
                     next = (next + 1) % size;
-                    let beat = &beats[(next % beats.len() as u64) as usize];
-                    black_box(dispatcher.heartbeat(BackendId(next), beat, now).unwrap())
+                    let beat = &beats[next as usize];
+                    black_box(dispatcher.heartbeat(ConnectionId(next), beat, now).unwrap())
                 })
             });
         }
@@ -105,14 +107,14 @@ fn heartbeat_each_second(c: &mut Criterion) {
                 DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
             let dispatcher = Dispatcher::with_seed(settings, 1);
             let step_nanos = 1_000_000_000 / size;
-            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(heartbeat).collect();
+            let beats: Vec<Heartbeat> = (0..size).map(heartbeat).collect();
             let mut sent = 0u64;
             let beat = |sent: u64| {
                 let (index, second) = (sent % size, sent / size);
-                let mut heartbeat = beats[(index % beats.len() as u64) as usize];
+                let mut heartbeat = beats[index as usize];
                 heartbeat.mem = ((index * 37 + second * 11) % 101) as u8;
                 let now = start + Duration::from_nanos(step_nanos * sent);
-                dispatcher.heartbeat(BackendId(index), &heartbeat, now).unwrap()
+                dispatcher.heartbeat(ConnectionId(index), &heartbeat, now).unwrap()
             };
             while sent < size {
                 beat(sent);
@@ -143,14 +145,14 @@ fn picks_among_heartbeats(c: &mut Criterion) {
                 DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
             let dispatcher = Dispatcher::with_seed(settings, 1);
             let step_nanos = 1_000_000_000 / 10_000;
-            let beats: Vec<Heartbeat> = (0..size.min(1024)).map(heartbeat).collect();
+            let beats: Vec<Heartbeat> = (0..size).map(heartbeat).collect();
             let mut sent = 0u64;
             let beat = |sent: u64| {
                 let (index, round) = (sent % size, sent / size);
-                let mut heartbeat = beats[(index % beats.len() as u64) as usize];
+                let mut heartbeat = beats[index as usize];
                 heartbeat.mem = ((index * 37 + round * 11) % 101) as u8;
                 let now = start + Duration::from_nanos(step_nanos * sent);
-                dispatcher.heartbeat(BackendId(index), &heartbeat, now).unwrap();
+                dispatcher.heartbeat(ConnectionId(index), &heartbeat, now).unwrap();
                 for _ in 0..PICKS_PER_HEARTBEAT {
                     black_box(dispatcher.pick(&LEGACY_PICK, now));
                 }

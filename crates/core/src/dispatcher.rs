@@ -9,10 +9,12 @@
 //! Layout: `settings.rs` what it is configured with; `outcome.rs` what a heartbeat or an
 //! action did; `table.rs` the table behind the lock and its rules; `state.rs` that lock
 //! with the counters read beside it; `batch.rs` the requests of one read under one
-//! hold; `services.rs` a selector per service; `holds.rs` the holds of departed
-//! backends; `stats.rs` the counters. This file is the public API over them.
+//! hold; `services.rs` a selector per service; `carriers.rs` which connections carry
+//! which backends; `holds.rs` the holds of departed backends; `stats.rs` the counters.
+//! This file is the public API over them.
 
 mod batch;
+mod carriers;
 mod holds;
 mod outcome;
 mod services;
@@ -38,10 +40,11 @@ pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 pub use table::ServicePicks;
 
 use crate::affinity::rings::{AffinityCounts, Rings};
-use crate::model::{PickOutcome, PickRequest};
+use crate::model::{ConnectionId, PickOutcome, PickRequest};
 use crate::registry::{Backend, BackendId, Registry};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, Policy};
+use carriers::Carriers;
 use holds::DepartedHolds;
 use loadwise_protocol::Heartbeat;
 use loadwise_protocol::entropy;
@@ -113,7 +116,8 @@ impl Dispatcher {
             registry: Registry::new(settings.ttl, settings.max_backends),
             services,
             holds: DepartedHolds::new(settings.max_backends),
-            address_holds: HashMap::new(),
+            legacy_ids: HashMap::new(),
+            carriers: Carriers::default(),
             service_picks: BTreeMap::new(),
             clock: None,
             rng,
@@ -150,18 +154,11 @@ impl Dispatcher {
     /// ready gets no new clients but stays listed. Heartbeats do not reset it.
     pub fn set_state(&self, id: BackendId, state: BackendState) -> Result<(), UnknownBackend> {
         let mut table = self.lock();
-        let Table { registry, services, address_holds, .. } = &mut *table;
+        let Table { registry, services, .. } = &mut *table;
         let backend = registry.get(id).ok_or(UnknownBackend(id))?;
         let changed =
             services.of_mut(backend.service()).is_some_and(|selector| selector.set_state(id, state));
         let (service, address) = (self.service_of(backend).clone(), backend.address().to_string());
-        if changed {
-            let key = (service.clone(), address.clone());
-            match state {
-                BackendState::Ready => address_holds.remove(&key),
-                held => address_holds.insert(key, held),
-            };
-        }
         drop(table);
         if !changed {
             return Err(UnknownBackend(id));
@@ -179,30 +176,25 @@ impl Dispatcher {
         Batch::new(self, now)
     }
 
-    /// Applies a heartbeat received on connection `id`, which should come from
-    /// [`Dispatcher::next_id`]: v2 backends are numbered from the same counter, so the
-    /// two never share an id. Expired backends are removed first, so that a backend heard from again only after its TTL
-    /// registers anew instead of silently reviving its old entry.
+    /// Applies a legacy heartbeat received on `connection`. The backend is the one its
+    /// address bytes and port name: the same backend whichever connection carries it.
+    /// Expired backends are removed first, so that a backend heard from again only
+    /// after its TTL registers anew instead of silently reviving its old entry.
     pub fn heartbeat(
         &self,
-        id: BackendId,
+        connection: ConnectionId,
         heartbeat: &Heartbeat,
         now: Instant,
     ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
-        self.batch(now).heartbeat(id, heartbeat)
+        self.batch(now).heartbeat(connection, heartbeat)
     }
 
-    /// Removes the backend of connection `id` because the connection ended: its
-    /// legacy backend, or the v2 backend last heard on it.
-    pub fn disconnect(&self, id: BackendId) -> Option<Backend> {
-        let mut table = self.lock();
-        // A peer may have sent both kinds of heartbeat on one connection: both go.
-        let v2 = table.services.take_connection(id).and_then(|v2_id| table.remove(v2_id));
-        let legacy = table.remove(id);
-        drop(table);
-        let removed = [&v2, &legacy].iter().filter(|backend| backend.is_some()).count();
-        self.stats.evicted_disconnected.fetch_add(removed as u64, Ordering::Relaxed);
-        legacy.or(v2)
+    /// Forgets `connection`, which ended, and removes the backends it was the last
+    /// to carry: a backend also heard on another open connection stays.
+    pub fn disconnect(&self, connection: ConnectionId) -> Vec<(BackendId, Backend)> {
+        let removed = self.lock().close(connection);
+        self.stats.evicted_disconnected.fetch_add(removed.len() as u64, Ordering::Relaxed);
+        removed
     }
 
     /// Removes every backend whose TTL has passed at `now`.

@@ -37,8 +37,6 @@ impl Report {
 /// operators.
 #[derive(Debug, Clone, PartialEq)]
 pub struct V2Detail {
-    /// The connection its heartbeats arrive on; closing it removes the backend.
-    pub connection: BackendId,
     /// The service it named.
     pub service: v2::ServiceName,
     /// The id it chose: unique in its service, kept across reconnects.

@@ -41,8 +41,8 @@ mod session;
 use crate::limits::{ConnectionLimits, LiveLimits};
 use crate::shared::{Shared, log_refusal};
 use budget::Slot;
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::PickOutcome;
-use loadwise_core::registry::BackendId;
 use loadwise_protocol::{LoginReply, LoginRequest, Request, unix_time_now};
 
 /// Bytes requested from the socket per read at first: ten frames or so. Frames are
@@ -115,7 +115,7 @@ impl PeerStream for TcpStream {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Accepted {
     pub peer: SocketAddr,
-    pub id: BackendId,
+    pub id: ConnectionId,
     /// When it was accepted: the first-frame timeout runs from here.
     pub at: Instant,
 }
@@ -163,7 +163,7 @@ struct Connection<'a, S> {
     /// The protocol v2 session, from the first v2 frame on: most connections are
     /// legacy, and an idle one should stay small.
     v2: Option<Box<session::Session>>,
-    id: BackendId,
+    id: ConnectionId,
     shared: &'a Shared,
     /// The connection's place in the budgets: what it is so far.
     slot: &'a mut Slot,

@@ -47,7 +47,7 @@ pub use limits::ConnectionLimits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -64,7 +64,7 @@ use crate::shared::{Shared, log_refusal};
 use crate::stats::{CloseReason, WireStats, bump};
 use crate::tls::TlsError;
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::registry::BackendId;
+use loadwise_core::model::ConnectionId;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::entropy::{self, NoRandomness};
 use loadwise_protocol::v2;
@@ -417,6 +417,7 @@ impl Server {
             door_log: RateLimitedLog::new(DOOR_WARNING_PERIOD),
             budgets,
             budget_log: RateLimitedLog::new(WARNING_PERIOD),
+            next_connection: AtomicU64::new(1),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(sweep(Arc::clone(&shared.dispatcher), shared.shutdown.clone()));
@@ -477,8 +478,7 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
             }
         };
         bump(&shared.wire.connections_accepted);
-        // From the dispatcher, which also numbers v2 backends: never the same id twice.
-        let id = shared.dispatcher.next_id();
+        let id = shared.next_connection();
         let shared = Arc::clone(shared);
         tracker.spawn(async move {
             let mut open = OpenConnection::new(id, peer, slot, &shared);
@@ -492,14 +492,14 @@ async fn accept_loop(listeners: &Listeners, shared: &Arc<Shared>, tracker: &Task
 /// is stopped) removes the connection's backend, frees its slot in the budgets and
 /// updates the count, so nothing outlives the connection.
 struct OpenConnection<'a> {
-    id: BackendId,
+    id: ConnectionId,
     peer: SocketAddr,
     slot: Option<Slot>,
     shared: &'a Shared,
 }
 
 impl<'a> OpenConnection<'a> {
-    fn new(id: BackendId, peer: SocketAddr, slot: Slot, shared: &'a Shared) -> Self {
+    fn new(id: ConnectionId, peer: SocketAddr, slot: Slot, shared: &'a Shared) -> Self {
         shared.wire.connections_open.fetch_add(1, Ordering::Relaxed);
         OpenConnection { id, peer, slot: Some(slot), shared }
     }
@@ -513,16 +513,16 @@ impl<'a> OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         let (id, peer) = (self.id, self.peer);
-        if let Some(backend) = self.shared.dispatcher.disconnect(id) {
+        for (backend_number, backend) in self.shared.dispatcher.disconnect(id) {
             let service = self.shared.dispatcher.service_of(&backend);
             let address = backend.address();
             match &backend.v2 {
                 Some(detail) => {
                     let backend_id = detail.backend_id;
-                    tracing::info!(%service, backend = %address, backend_id, %peer, "backend removed: connection closed");
+                    tracing::info!(%service, backend = %address, id = %backend_number, backend_id, %peer, "backend removed: connection closed");
                 }
                 None => {
-                    tracing::info!(%service, backend = %address, %peer, "backend removed: connection closed")
+                    tracing::info!(%service, backend = %address, id = %backend_number, %peer, "backend removed: connection closed")
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -14,6 +14,7 @@ use crate::limits::LiveLimits;
 use crate::log_limit::RateLimitedLog;
 use crate::stats::{ConnectionRefusal, WireStats};
 use loadwise_core::dispatcher::Dispatcher;
+use loadwise_core::model::ConnectionId;
 
 /// State every connection task shares.
 #[derive(Debug)]
@@ -42,6 +43,15 @@ pub(crate) struct Shared {
     pub budgets: Arc<Budgets>,
     /// Limits warnings about connections refused for a budget or closed unclassified.
     pub budget_log: RateLimitedLog,
+    /// The number the next accepted connection gets.
+    pub next_connection: AtomicU64,
+}
+
+impl Shared {
+    /// A number for a newly accepted connection: never handed out twice.
+    pub fn next_connection(&self) -> ConnectionId {
+        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Logs a connection refused for a budget or closed unclassified, at most once a

@@ -565,4 +565,3 @@ fn globs_self_paths_and_child_paths_are_edges() {
     assert_eq!(graph.edges["lib.rs"], BTreeSet::from(["b.rs".to_owned()]));
     assert_eq!(graph.edges["a.rs"], BTreeSet::from(["a/inner.rs".to_owned(), "lib.rs".to_owned()]));
 }
-

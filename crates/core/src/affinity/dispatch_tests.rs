@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::PassReason;
 use crate::dispatcher::{DispatchSettings, Dispatcher};
+use crate::model::ConnectionId;
 use crate::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
-use crate::registry::BackendId;
 use crate::selection::BackendState;
 use loadwise_protocol::v2::ServiceName;
 
@@ -31,7 +31,7 @@ fn dispatcher(seed: u64, ids: &[u64], first_connection: u64, memory: u16, now: I
     let settings = DispatchSettings { ttl: Duration::from_secs(3600), ..DispatchSettings::default() };
     let d = Dispatcher::with_seed(settings, seed);
     for (n, &id) in ids.iter().enumerate() {
-        d.batch(now).heartbeat_v2(BackendId(first_connection + n as u64), heartbeat(id, memory)).unwrap();
+        d.batch(now).heartbeat_v2(ConnectionId(first_connection + n as u64), heartbeat(id, memory)).unwrap();
     }
     d
 }
@@ -86,7 +86,7 @@ fn a_hot_key_spills_when_its_backend_reaches_the_bound_and_returns_after_a_repor
     let spilled = spilled.expect("the hot key spilled");
     assert!((20..=120).contains(&spilled), "spilled after {spilled} picks");
     // A report brings its home back to 20 %: the key returns.
-    let connection = BackendId(100 + home - 1);
+    let connection = ConnectionId(100 + home - 1);
     d.batch(later).heartbeat_v2(connection, heartbeat(home, 20)).unwrap();
     assert_eq!(pick(&d, "hot", later), home);
 }
@@ -96,7 +96,7 @@ fn unkeyed_picks_are_unchanged_and_a_new_backend_takes_keys_only_for_itself() {
     let now = Instant::now();
     let d = dispatcher(1, &[1, 2, 3], 100, 20, now);
     let before: Vec<u64> = (0..30).map(|n| pick(&d, &format!("k{n}"), now)).collect();
-    d.batch(now).heartbeat_v2(BackendId(200), heartbeat(4, 20)).unwrap();
+    d.batch(now).heartbeat_v2(ConnectionId(200), heartbeat(4, 20)).unwrap();
     for (n, &was) in before.iter().enumerate() {
         let is = pick(&d, &format!("k{n}"), now);
         assert!(is == was || is == 4, "k{n} moved from {was} to {is}");
@@ -111,6 +111,6 @@ fn a_service_that_loses_its_last_backend_loses_its_ring_and_counts() {
     let d = dispatcher(1, &[1], 100, 20, now);
     pick(&d, "k", now);
     assert_eq!(d.affinity_counts().len(), 1);
-    d.disconnect(BackendId(100));
+    d.disconnect(ConnectionId(100));
     assert!(d.affinity_counts().is_empty());
 }

@@ -14,7 +14,7 @@ use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V
 use super::state::Dispatcher;
 use super::stats::bump;
 use super::table::Table;
-use crate::model::{Clocks, LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report};
+use crate::model::{Clocks, ConnectionId, LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report};
 use crate::registry::{Backend, BackendId, Report};
 use loadwise_protocol::Heartbeat;
 
@@ -74,10 +74,10 @@ impl<'a> Batch<'a> {
         self.table = None;
     }
 
-    /// Applies a heartbeat received on connection `id`.
+    /// Applies a legacy heartbeat received on `connection`.
     pub fn heartbeat(
         &mut self,
-        id: BackendId,
+        connection: ConnectionId,
         heartbeat: &Heartbeat,
     ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
         let stats = &self.dispatcher.stats;
@@ -92,8 +92,8 @@ impl<'a> Batch<'a> {
         if report.is_invalid() {
             bump(&stats.invalid_mem_reports);
         }
-        let now = self.now;
-        let applied = self.table().apply(id, report, now);
+        let (dispatcher, now) = (self.dispatcher, self.now);
+        let applied = self.table().apply(connection, report, || dispatcher.next_id(), now);
         if applied.is_err() {
             bump(&self.dispatcher.stats.refused_heartbeats);
         }
@@ -104,7 +104,7 @@ impl<'a> Batch<'a> {
     /// translated it.
     pub fn heartbeat_v2(
         &mut self,
-        connection: BackendId,
+        connection: ConnectionId,
         report: V2Report,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
         let (dispatcher, now) = (self.dispatcher, self.now);

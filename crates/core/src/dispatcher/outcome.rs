@@ -16,6 +16,8 @@ pub enum HeartbeatRefused {
 /// What an accepted heartbeat did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatAccepted {
+    /// The backend the heartbeat is from.
+    pub id: BackendId,
     /// The heartbeat registered a backend that was not in the table.
     pub registered: bool,
     /// The first report above 100 from this backend (to be logged once).

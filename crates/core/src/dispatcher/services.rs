@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::registry::{Backend, BackendId, IdMap};
+use crate::registry::{Backend, BackendId};
 use crate::selection::{LoadSettings, Policy, Selector};
 use loadwise_protocol::v2::ServiceName;
 
@@ -23,9 +23,6 @@ pub(super) struct Services {
     /// The dispatcher's id of every registered v2 backend, by its service and the
     /// id it chose.
     v2_ids: HashMap<ServiceName, HashMap<u64, BackendId>>,
-    /// The v2 backend whose heartbeats arrive on each connection; closing the
-    /// connection removes it.
-    by_connection: IdMap<BackendId>,
     /// What new selectors start with.
     policy: Policy,
     load: LoadSettings,
@@ -38,7 +35,6 @@ impl Services {
             default_name,
             others: HashMap::new(),
             v2_ids: HashMap::new(),
-            by_connection: IdMap::default(),
             policy,
             load,
         }
@@ -114,36 +110,9 @@ impl Services {
         self.v2_ids.get(service)?.get(&chosen).copied()
     }
 
-    /// Records that the v2 backend `id` is `chosen` and heard on `connection`, where
-    /// it was heard on `previous` before. A backend that reconnects moves to its new
-    /// connection: closing the old one no longer removes it.
-    pub(super) fn bind(
-        &mut self,
-        (service, chosen): (&ServiceName, u64),
-        id: BackendId,
-        connection: BackendId,
-        previous: Option<BackendId>,
-    ) {
-        if previous.is_none() {
-            self.v2_ids.entry(service.clone()).or_default().insert(chosen, id);
-        }
-        match previous {
-            Some(previous) if previous == connection => {}
-            Some(previous) => {
-                if self.by_connection.get(&previous) == Some(&id) {
-                    self.by_connection.remove(&previous);
-                }
-                self.by_connection.insert(connection, id);
-            }
-            None => {
-                self.by_connection.insert(connection, id);
-            }
-        }
-    }
-
-    /// The v2 backend heard on `connection`, if any, forgetting the link.
-    pub(super) fn take_connection(&mut self, connection: BackendId) -> Option<BackendId> {
-        self.by_connection.remove(&connection)
+    /// Records that the v2 backend `id` is the one `chosen` in `service`.
+    pub(super) fn bind(&mut self, (service, chosen): (&ServiceName, u64), id: BackendId) {
+        self.v2_ids.entry(service.clone()).or_default().insert(chosen, id);
     }
 
     /// Removes a backend that left the registry from its selector and the id maps.
@@ -167,9 +136,6 @@ impl Services {
             if ids.is_empty() {
                 self.v2_ids.remove(service);
             }
-        }
-        if self.by_connection.get(&detail.connection) == Some(&id) {
-            self.by_connection.remove(&detail.connection);
         }
     }
 }

@@ -13,7 +13,7 @@ use loadwise_protocol::v2::ServiceName;
 #[derive(Debug)]
 pub struct Dispatcher {
     pub(super) table: Mutex<Table>,
-    /// The next id to hand out, to a connection or a v2 backend.
+    /// The next id to hand out to a backend that registers.
     pub(super) next_id: AtomicU64,
     /// Read on every login before the lock is taken, so kept apart from the table.
     pub(super) max_clock_skew_secs: AtomicU64,
@@ -24,8 +24,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A new id, for a connection or a v2 backend: never handed out twice.
-    pub fn next_id(&self) -> BackendId {
+    /// A new backend id: never handed out twice.
+    pub(super) fn next_id(&self) -> BackendId {
         BackendId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use super::carriers::Carriers;
 use super::holds::DepartedHolds;
 use super::outcome::{HeartbeatAccepted, V2HeartbeatAccepted, V2HeartbeatRefused};
 use super::services::Services;
@@ -11,8 +12,8 @@ use super::settings::DispatchSettings;
 use crate::affinity::Identity;
 use crate::affinity::rings::Rings;
 use crate::model::{
-    self, AddressForm, BackendKey, BackendName, Destination, Endpoint, LEGACY_NAME_LEN, LegacyName, Load,
-    PickOutcome, PickRequest, PickTarget, V2Report,
+    self, AddressForm, BackendKey, BackendName, ConnectionId, Destination, Endpoint, LEGACY_NAME_LEN,
+    LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
@@ -37,11 +38,11 @@ pub(crate) struct Table {
     /// band; from the operating system in production, so that replicas differ, and
     /// seeded by the caller in tests and simulations, so that their picks are exact.
     pub(super) rng: StdRng,
-    /// Operators' holds by service and address ([`Dispatcher::set_state`]), so that
-    /// a heartbeat of the same address on another connection (any allowed peer, while
-    /// the held one is still connected) registers a backend that is held too, not a
-    /// ready one. Cleared when the operator sets the address ready again.
-    pub(super) address_holds: HashMap<(ServiceName, String), BackendState>,
+    /// The id of every registered legacy backend, by its name: a heartbeat of the
+    /// same address bytes and port, on whatever connection, is the same backend.
+    pub(super) legacy_ids: HashMap<LegacyName, BackendId>,
+    /// Which open connections carry which backends.
+    pub(super) carriers: Carriers,
     /// Picks of services other than the default one, by outcome; kept after a
     /// service's last backend leaves, so that counters never go back.
     pub(super) service_picks: BTreeMap<ServiceName, ServicePicks>,
@@ -61,19 +62,6 @@ pub struct ServicePicks {
 const MAX_COUNTED_SERVICES: usize = 1024;
 
 impl Table {
-    /// Holds a newly registered backend as an operator held its address, if one did.
-    fn restore_address_hold(&mut self, id: BackendId, service: &ServiceName) {
-        if self.address_holds.is_empty() {
-            return;
-        }
-        let Some(backend) = self.registry.get(id) else { return };
-        let key = (service.clone(), backend.address().to_string());
-        if let (Some(&held), Some(selector)) = (self.address_holds.get(&key), self.services.get_mut(service))
-        {
-            selector.set_state(id, held);
-        }
-    }
-
     /// Counts a pick of a service other than the default one that exists.
     pub(super) fn count_pick(&mut self, service: &ServiceName, answered: bool) {
         if self.services.is_default(service) {
@@ -96,8 +84,7 @@ impl Table {
         self.clock = self.clock.max(Some(now));
         let expired = self.registry.expire(now);
         for (id, backend) in &expired {
-            self.remember_hold(*id, backend);
-            self.services.forget(*id, backend);
+            self.forget(*id, backend);
         }
         if !expired.is_empty() {
             self.forget_rings();
@@ -108,16 +95,21 @@ impl Table {
     /// Removes one backend from every index.
     pub(super) fn remove(&mut self, id: BackendId) -> Option<Backend> {
         let backend = self.registry.remove(id)?;
-        self.remember_hold(id, &backend);
-        self.services.forget(id, &backend);
+        self.forget(id, &backend);
         self.forget_rings();
         Some(backend)
     }
 
-    /// Remembers the operator's hold of a backend that leaves, if it has one. Once
-    /// no registered backend has its address any more, the hold moves from the
-    /// address holds to the departed ones, which forget it in time.
-    fn remember_hold(&mut self, id: BackendId, backend: &Backend) {
+    /// Forgets `connection`, which closed, and removes the backends it was the last
+    /// to carry.
+    pub(super) fn close(&mut self, connection: ConnectionId) -> Vec<(BackendId, Backend)> {
+        let orphans = self.carriers.close(connection);
+        orphans.into_iter().filter_map(|id| Some((id, self.remove(id)?))).collect()
+    }
+
+    /// Drops a backend that left the registry from the other indexes, remembering
+    /// the operator's hold, if it has one, for its return.
+    fn forget(&mut self, id: BackendId, backend: &Backend) {
         let held = self.services.of(backend.service()).and_then(|selector| selector.states(id));
         if let (Some((held, _)), Some(clock)) = (held, self.clock)
             && held != BackendState::Ready
@@ -125,26 +117,10 @@ impl Table {
             let key = backend_key(backend, self.services.default_name());
             self.holds.remember(key, held, clock);
         }
-        self.release_address_hold(backend);
-    }
-
-    /// Drops the address hold of `backend`, which left, unless another registered
-    /// backend still has its address. Scans only while such a hold exists.
-    fn release_address_hold(&mut self, backend: &Backend) {
-        if self.address_holds.is_empty() {
-            return;
-        }
-        let service = backend.service().unwrap_or(self.services.default_name()).clone();
-        let key = (service, backend.address().to_string());
-        if !self.address_holds.contains_key(&key) {
-            return;
-        }
-        let shared = self
-            .registry
-            .iter()
-            .any(|(_, other)| other.service() == backend.service() && other.address().to_string() == key.1);
-        if !shared {
-            self.address_holds.remove(&key);
+        self.services.forget(id, backend);
+        self.carriers.forget(id);
+        if backend.v2.is_none() && self.legacy_ids.get(&backend.report.legacy) == Some(&id) {
+            self.legacy_ids.remove(&backend.report.legacy);
         }
     }
 
@@ -157,9 +133,6 @@ impl Table {
         let Some(backend) = self.registry.get(id) else { return };
         let key = backend_key(backend, self.services.default_name());
         let Some(held) = self.holds.take(&key, now) else { return };
-        let service = backend.service().unwrap_or(self.services.default_name()).clone();
-        // Live again: other heartbeats of its address are held too (see `address_holds`).
-        self.address_holds.insert((service, backend.address().to_string()), held);
         if let Some(selector) = self.services.of_mut(backend.service()) {
             selector.set_state(id, held);
             // Logged under the lock: rare (a held backend coming back), and the
@@ -174,35 +147,48 @@ impl Table {
         self.rings.retain(|service| services.of(Some(service)).is_some());
     }
 
-    /// Records a legacy report in the registry and moves the backend in the default
-    /// service's selector.
+    /// Records a legacy report heard on `connection` in the registry, for the backend
+    /// its name identifies (registered with an id from `new_id` if it is new), and
+    /// moves that backend in the default service's selector. The connection carries
+    /// that backend from now on, in place of any other it carried.
     pub(super) fn apply(
         &mut self,
-        id: BackendId,
+        connection: ConnectionId,
         report: Report,
+        new_id: impl FnOnce() -> BackendId,
         now: Instant,
     ) -> Result<HeartbeatAccepted, RegistryFull> {
-        let change = self.registry.heartbeat(id, report, now)?;
+        let id = self.legacy_ids.get(&report.legacy).copied().unwrap_or_else(new_id);
+        // The backend it replaces leaves first, so that its place is free.
+        if let Some(replaced) = self.carriers.carry_legacy(connection, id) {
+            self.remove(replaced);
+        }
+        let change = match self.registry.heartbeat(id, report, now) {
+            Ok(change) => change,
+            Err(full) => {
+                self.carriers.drop_legacy(connection, id);
+                return Err(full);
+            }
+        };
         self.services.default_mut().report(id, report, now, &mut self.rng);
         let registered = change.previous.is_none();
         if registered {
+            self.legacy_ids.insert(report.legacy, id);
             self.restore_hold(id, now);
-            let service = self.services.default_name().clone();
-            self.restore_address_hold(id, &service);
         }
-        Ok(HeartbeatAccepted { registered, first_invalid_report: change.first_invalid_report })
+        Ok(HeartbeatAccepted { id, registered, first_invalid_report: change.first_invalid_report })
     }
 
     /// Records a v2 heartbeat heard on `connection`: scores it by its service's
     /// scoring, and registers the backend (with an id from `new_id`) or updates it.
     pub(super) fn apply_v2(
         &mut self,
-        connection: BackendId,
+        connection: ConnectionId,
         report: V2Report,
         new_id: impl FnOnce() -> BackendId,
         now: Instant,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
-        let detail = v2_detail(connection, report);
+        let detail = v2_detail(report);
         let service = &detail.service;
         let bytes = if self.services.is_default(service) {
             legacy_bytes(&detail.endpoint)
@@ -213,35 +199,22 @@ impl Table {
         let legacy = LegacyName { bytes, port: detail.endpoint.port.get() };
         let score = self.settings.scoring_of(service).score(&detail.metrics);
         let report = Report { legacy, load: Load::from_score(score) };
-        let (id, previous) =
-            self.v2_id(connection, service, detail.backend_id).unwrap_or_else(|| (new_id(), None));
+        let id = self.services.v2_id(service, detail.backend_id).unwrap_or_else(new_id);
         let change = self.registry.heartbeat(id, report, now)?;
+        let registered = change.previous.is_none();
         let selector = self.services.entry(service);
         selector.report(id, report, now, &mut self.rng);
         selector.set_weight(id, detail.weight);
         selector.report_state(id, detail.state);
-        self.services.bind((service, detail.backend_id), id, connection, previous);
-        let service = service.clone();
+        if registered {
+            self.services.bind((service, detail.backend_id), id);
+        }
+        self.carriers.carry_v2(connection, id);
         self.registry.set_detail(id, V2Detail { score, ..detail });
-        let registered = change.previous.is_none();
         if registered {
             self.restore_hold(id, now);
-            self.restore_address_hold(id, &service);
         }
         Ok(V2HeartbeatAccepted { id, registered, score })
-    }
-
-    /// The id of the v2 backend `backend_id` of `service`, and the connection it was
-    /// heard on, if it is registered.
-    fn v2_id(
-        &self,
-        connection: BackendId,
-        service: &ServiceName,
-        backend_id: u64,
-    ) -> Option<(BackendId, Option<BackendId>)> {
-        let id = self.services.v2_id(service, backend_id)?;
-        let previous = self.registry.get(id)?.v2.as_ref().map_or(connection, |detail| detail.connection);
-        Some((id, Some(previous)))
     }
 
     /// Answers a pick: draws a backend from the request's pool and says where its
@@ -288,10 +261,10 @@ impl Table {
     }
 }
 
-/// A v2 report heard on `connection`, as the registry keeps it, not yet scored.
-fn v2_detail(connection: BackendId, report: V2Report) -> V2Detail {
+/// A v2 report as the registry keeps it, not yet scored.
+fn v2_detail(report: V2Report) -> V2Detail {
     let V2Report { service, backend_id, endpoint, metrics, weight, state } = report;
-    V2Detail { connection, service, backend_id, endpoint, metrics, weight, state, score: None }
+    V2Detail { service, backend_id, endpoint, metrics, weight, state, score: None }
 }
 
 /// Who a registered backend is, apart from the connection that carries it: a v2

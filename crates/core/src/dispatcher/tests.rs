@@ -15,7 +15,7 @@ fn heartbeat(ip: &str, port: u16, mem: u8) -> Heartbeat {
 /// Backend `n` reports `mem` at `at`, from 10.0.0.n, port 1000 + n.
 fn beat(d: &Dispatcher, n: u64, mem: u8, at: Instant) {
     let ip = format!("10.0.0.{n}");
-    d.heartbeat(BackendId(n), &heartbeat(&ip, 1000 + n as u16, mem), at).unwrap();
+    d.heartbeat(ConnectionId(n), &heartbeat(&ip, 1000 + n as u16, mem), at).unwrap();
 }
 
 fn dispatcher() -> Dispatcher {
@@ -149,10 +149,10 @@ fn a_newcomer_below_everyone_is_chosen_on_the_very_next_login() {
     for at in [t0, t1] {
         for n in 1..=POOL {
             let ip = format!("10.1.{}.{}", n / 256, n % 256);
-            d.heartbeat(BackendId(n), &heartbeat(&ip, 2000, mem(n)), at).unwrap();
+            d.heartbeat(ConnectionId(n), &heartbeat(&ip, 2000, mem(n)), at).unwrap();
         }
     }
-    d.heartbeat(BackendId(POOL + 1), &heartbeat("10.9.9.9", 9999, 1), t1).unwrap();
+    d.heartbeat(ConnectionId(POOL + 1), &heartbeat("10.9.9.9", 9999, 1), t1).unwrap();
     assert_eq!(sent(login(&d, t1, NOW_UNIX)).unwrap().port, 9999);
     // Counted ten times over, the first client closes the 1-point gap to the
     // backends at 2 %; from then on it shares with the twenty or so of them, in the
@@ -220,7 +220,7 @@ fn a_pick_never_names_an_expired_backend_even_before_the_sweeper_runs() {
     let t0 = Instant::now();
     let ttl = DispatchSettings::default().ttl;
     beat(&d, 1, 10, t0);
-    d.heartbeat(BackendId(2), &heartbeat("10.0.0.2", 1002, 90), t0 + Duration::from_secs(1)).unwrap();
+    d.heartbeat(ConnectionId(2), &heartbeat("10.0.0.2", 1002, 90), t0 + Duration::from_secs(1)).unwrap();
     assert_eq!(pick(&d, t0 + ttl - Duration::from_nanos(1)).unwrap().id, BackendId(1));
     assert_eq!(pick(&d, t0 + ttl).unwrap().id, BackendId(2));
     assert_eq!(d.stats().snapshot().evicted_expired, 1);
@@ -233,8 +233,8 @@ fn disconnect_removes_from_both_indexes() {
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     beat(&d, 2, 20, t0);
-    assert!(d.disconnect(BackendId(1)).is_some());
-    assert!(d.disconnect(BackendId(1)).is_none());
+    assert_eq!(d.disconnect(ConnectionId(1)).len(), 1);
+    assert!(d.disconnect(ConnectionId(1)).is_empty());
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     assert_eq!(d.backend_count(), 1);
     assert_eq!(d.stats().snapshot().evicted_disconnected, 1);
@@ -246,20 +246,23 @@ fn an_update_moves_the_backend_in_the_order() {
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     beat(&d, 2, 20, t0);
-    d.heartbeat(BackendId(1), &heartbeat("10.0.0.9", 1009, 30), t0).unwrap();
+    // Connection 1 names another address: that backend replaces the one it carried.
+    let replacing = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.9", 1009, 30), t0).unwrap();
+    assert!(replacing.registered);
+    assert_eq!(d.backend_count(), 2);
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
     beat(&d, 2, 40, t0);
     let picked = pick(&d, t0).unwrap();
-    assert_eq!((picked.id, picked.ip.text().unwrap(), picked.port), (BackendId(1), "10.0.0.9", 1009));
+    assert_eq!((picked.id, picked.ip.text().unwrap(), picked.port), (replacing.id, "10.0.0.9", 1009));
 }
 
 #[test]
 fn invalid_mem_is_counted_logged_once_and_ranked_last() {
     let d = dispatcher();
     let t0 = Instant::now();
-    let first = d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
+    let first = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
     assert!(first.registered && first.first_invalid_report);
-    let second = d.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
+    let second = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 182), t0).unwrap();
     assert!(!second.registered && !second.first_invalid_report);
     beat(&d, 2, 100, t0);
     assert_eq!(pick(&d, t0).unwrap().id, BackendId(2));
@@ -273,9 +276,9 @@ fn unusable_addresses_are_refused_and_register_nothing() {
     let empty = Heartbeat { mem: 1, ip: IpField::from_bytes([0; 16]), port: 1 };
     let unterminated = Heartbeat { mem: 1, ip: IpField::from_bytes([b'1'; 16]), port: 1 };
     let zero_port = heartbeat("10.0.0.1", 0, 1);
-    assert_eq!(d.heartbeat(BackendId(1), &empty, t0), Err(HeartbeatRefused::Address(AddressError::Empty)));
-    assert_eq!(d.heartbeat(BackendId(1), &unterminated, t0), Err(AddressError::Unterminated.into()));
-    assert_eq!(d.heartbeat(BackendId(1), &zero_port, t0), Err(AddressError::ZeroPort.into()));
+    assert_eq!(d.heartbeat(ConnectionId(1), &empty, t0), Err(HeartbeatRefused::Address(AddressError::Empty)));
+    assert_eq!(d.heartbeat(ConnectionId(1), &unterminated, t0), Err(AddressError::Unterminated.into()));
+    assert_eq!(d.heartbeat(ConnectionId(1), &zero_port, t0), Err(AddressError::ZeroPort.into()));
     assert_eq!(d.backend_count(), 0);
     assert_eq!(d.stats().snapshot().refused_heartbeats, 3);
 }
@@ -287,7 +290,7 @@ fn concurrent_picks_and_removals_stay_consistent() {
     let d = Arc::new(dispatcher());
     let t0 = Instant::now();
     for i in 0..64u64 {
-        d.heartbeat(BackendId(i), &heartbeat("10.0.0.1", 1000 + i as u16, (i % 7) as u8), t0).unwrap();
+        d.heartbeat(ConnectionId(i), &heartbeat("10.0.0.1", 1000 + i as u16, (i % 7) as u8), t0).unwrap();
     }
     let removed: Arc<Vec<std::sync::atomic::AtomicBool>> =
         Arc::new((0..64).map(|_| Default::default()).collect());
@@ -298,13 +301,15 @@ fn concurrent_picks_and_removals_stay_consistent() {
                 for _ in 0..20_000 {
                     let before: Vec<bool> = removed.iter().map(|r| r.load(Ordering::SeqCst)).collect();
                     if let Some(picked) = pick(&d, t0) {
-                        assert!(!before[picked.id.0 as usize], "picked {} after its removal", picked.id);
+                        // Backends are numbered from 1 in the order they registered.
+                        let index = picked.id.0 as usize - 1;
+                        assert!(!before[index], "picked {} after its removal", picked.id);
                     }
                 }
             });
         }
         for i in 0..64u64 {
-            d.disconnect(BackendId(i));
+            d.disconnect(ConnectionId(i));
             removed[i as usize].store(true, Ordering::SeqCst);
         }
     });
@@ -338,19 +343,25 @@ fn an_operators_hold_outlives_heartbeats_of_the_same_address_on_other_connection
     let t0 = Instant::now();
     beat(&d, 1, 10, t0);
     d.set_state(BackendId(1), BackendState::Draining).unwrap();
-    // The held backend reconnects, and any allowed peer reports its address: 50 times.
-    d.disconnect(BackendId(1));
+    // Any allowed peer reports its address while it is connected: 50 times. Each names
+    // the same backend, which stays held.
     for connection in 100..150 {
-        d.heartbeat(BackendId(connection), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
+        let accepted = d.heartbeat(ConnectionId(connection), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
+        assert_eq!((accepted.id, accepted.registered), (BackendId(1), false));
     }
-    let picks = (0..50).filter(|_| pick(&d, t0).is_some()).count();
-    assert_eq!(picks, 0, "every heartbeat of the held address registers a held backend");
-    // Released by the operator (on any of them): the address is ready again.
-    d.set_state(BackendId(100), BackendState::Ready).unwrap();
-    d.heartbeat(BackendId(200), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
-    assert!([BackendId(100), BackendId(200)].contains(&pick(&d, t0).unwrap().id));
-    let ready = d.snapshot().iter().filter(|b| b.state == BackendState::Ready).count();
-    assert_eq!(ready, 2, "the released one and the newcomer after the release");
+    assert_eq!(d.backend_count(), 1);
+    assert_eq!((0..50).filter(|_| pick(&d, t0).is_some()).count(), 0);
+    // Every connection closes: the backend leaves with the last one, and comes back held.
+    for connection in [1].into_iter().chain(100..149) {
+        assert!(d.disconnect(ConnectionId(connection)).is_empty(), "still carried by another");
+    }
+    assert_eq!(d.disconnect(ConnectionId(149)).len(), 1);
+    let back = d.heartbeat(ConnectionId(200), &heartbeat("10.0.0.1", 1001, 0), t0).unwrap();
+    assert!(back.registered);
+    assert_eq!(pick(&d, t0), None, "held again under its new id");
+    // Released by the operator: the address is ready again.
+    d.set_state(back.id, BackendState::Ready).unwrap();
+    assert_eq!(pick(&d, t0).unwrap().id, back.id);
 }
 
 #[test]
@@ -415,7 +426,7 @@ fn a_batch_answers_in_order_and_counts_when_it_ends() {
     {
         let mut batch = d.batch(t0);
         // A heartbeat earlier in the batch is seen by the logins after it.
-        batch.heartbeat(BackendId(1), &heartbeat("10.0.0.1", 1001, 10)).unwrap();
+        batch.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 10)).unwrap();
         let picked: Vec<_> =
             (0..16).map(|_| sent(batch.pick(&login_request(NOW_UNIX))).unwrap().port).collect();
         assert_eq!(picked, [1001; 16]);
@@ -495,7 +506,7 @@ mod services {
     fn services_are_separate_pools_and_a_service_goes_with_its_last_backend() {
         let d = least_loaded();
         let t0 = Instant::now();
-        let conn = |n: u64| BackendId(1000 + n);
+        let conn = |n: u64| ConnectionId(1000 + n);
         d.batch(t0).heartbeat_v2(conn(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
         d.batch(t0).heartbeat_v2(conn(2), v2_heartbeat("chat", 2, 20, 0)).unwrap();
         let game = pick_service(&d, &name("game"), t0).unwrap();
@@ -511,16 +522,16 @@ mod services {
     }
 
     #[test]
-    fn a_reconnected_backend_keeps_its_entry_and_the_old_connection_no_longer_owns_it() {
+    fn a_reconnected_backend_keeps_its_entry_while_its_new_connection_is_open() {
         let d = least_loaded();
         let t0 = Instant::now();
-        let first = d.batch(t0).heartbeat_v2(BackendId(1001), v2_heartbeat("game", 7, 10, 0)).unwrap();
-        let second = d.batch(t0).heartbeat_v2(BackendId(1002), v2_heartbeat("game", 7, 12, 0)).unwrap();
+        let first = d.batch(t0).heartbeat_v2(ConnectionId(1001), v2_heartbeat("game", 7, 10, 0)).unwrap();
+        let second = d.batch(t0).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 7, 12, 0)).unwrap();
         assert!(first.registered && !second.registered);
         assert_eq!(first.id, second.id);
-        assert!(d.disconnect(BackendId(1001)).is_none(), "the old connection no longer owns it");
+        assert!(d.disconnect(ConnectionId(1001)).is_empty(), "the new connection still carries it");
         assert_eq!(d.backend_count(), 1);
-        assert!(d.disconnect(BackendId(1002)).is_some());
+        assert_eq!(d.disconnect(ConnectionId(1002)).len(), 1);
         assert_eq!(d.backend_count(), 0);
     }
 
@@ -532,14 +543,14 @@ mod services {
         let t0 = Instant::now();
         // memory 10 / cpu 90 against memory 50 / cpu 20, in both services.
         for (service, offset) in [("game", 0), ("chat", 10)] {
-            d.batch(t0).heartbeat_v2(BackendId(100 + offset), v2_heartbeat(service, 1, 10, 90)).unwrap();
-            d.batch(t0).heartbeat_v2(BackendId(101 + offset), v2_heartbeat(service, 2, 50, 20)).unwrap();
+            d.batch(t0).heartbeat_v2(ConnectionId(100 + offset), v2_heartbeat(service, 1, 10, 90)).unwrap();
+            d.batch(t0).heartbeat_v2(ConnectionId(101 + offset), v2_heartbeat(service, 2, 50, 20)).unwrap();
         }
         assert_eq!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 2, "max(memory, cpu) = 50 < 90");
         assert_eq!(pick_service(&d, &name("chat"), t0).unwrap().backend_id, 1, "memory alone: 10 < 50");
         let mut no_cpu = v2_heartbeat("game", 3, 0, 0);
         no_cpu.metrics.cpu = None;
-        let accepted = d.batch(t0).heartbeat_v2(BackendId(200), no_cpu).unwrap();
+        let accepted = d.batch(t0).heartbeat_v2(ConnectionId(200), no_cpu).unwrap();
         assert_eq!(accepted.score, None);
         assert_ne!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 3, "unscored ranks last");
     }
@@ -553,7 +564,7 @@ mod services {
             for (backend_id, memory) in [(1, None), (2, Some(42.5)), (3, Some(42.25))] {
                 let mut heartbeat = v2_heartbeat("game", backend_id, 0, 0);
                 heartbeat.metrics.memory = memory;
-                d.batch(t0).heartbeat_v2(BackendId(100 + backend_id), heartbeat).unwrap();
+                d.batch(t0).heartbeat_v2(ConnectionId(100 + backend_id), heartbeat).unwrap();
             }
             let picked: Vec<_> =
                 (0..20).map(|_| pick_service(&d, &name("game"), t0).unwrap().backend_id).collect();
@@ -568,12 +579,12 @@ mod services {
         let t0 = Instant::now();
         let mut long = v2_heartbeat("default", 1, 10, 0);
         long.endpoint = Endpoint::from_socket_addr("[2001:db8::1234:5678]:80".parse().unwrap()).unwrap();
-        let refused = d.batch(t0).heartbeat_v2(BackendId(100), long.clone()).unwrap_err();
+        let refused = d.batch(t0).heartbeat_v2(ConnectionId(100), long.clone()).unwrap_err();
         assert!(matches!(refused, V2HeartbeatRefused::LegacyAddress { .. }), "{refused:?}");
         long.service = name("game");
-        d.batch(t0).heartbeat_v2(BackendId(100), long).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(100), long).unwrap();
         // A v2 backend of the default service is served to legacy logins too.
-        d.batch(t0).heartbeat_v2(BackendId(101), v2_heartbeat("default", 9, 10, 0)).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(101), v2_heartbeat("default", 9, 10, 0)).unwrap();
         let picked = pick(&d, t0).unwrap();
         assert_eq!((picked.ip.text().unwrap(), picked.port), ("10.0.0.9", 7000));
     }
@@ -582,13 +593,13 @@ mod services {
     fn a_reported_drain_and_an_operator_hold_each_keep_a_backend_out() {
         let d = least_loaded();
         let t0 = Instant::now();
-        let id = d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap().id;
+        let id = d.batch(t0).heartbeat_v2(ConnectionId(100), v2_heartbeat("game", 1, 10, 0)).unwrap().id;
         let mut draining = v2_heartbeat("game", 1, 10, 0);
         draining.state = BackendState::Draining;
-        d.batch(t0).heartbeat_v2(BackendId(100), draining).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(100), draining).unwrap();
         assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend));
         d.set_state(id, BackendState::Maintenance).unwrap();
-        d.batch(t0).heartbeat_v2(BackendId(100), v2_heartbeat("game", 1, 10, 0)).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(100), v2_heartbeat("game", 1, 10, 0)).unwrap();
         assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend), "held by the operator");
         d.set_state(id, BackendState::Ready).unwrap();
         assert_eq!(pick_service(&d, &name("game"), t0).unwrap().id, id);
@@ -598,7 +609,7 @@ mod services {
     fn a_connection_with_both_kinds_of_backend_removes_both_when_it_closes() {
         let d = least_loaded();
         let t0 = Instant::now();
-        let conn = BackendId(100);
+        let conn = ConnectionId(100);
         d.batch(t0).heartbeat_v2(conn, v2_heartbeat("game", 1, 10, 0)).unwrap();
         d.heartbeat(conn, &heartbeat("10.0.0.5", 7005, 10), t0).unwrap();
         assert_eq!(d.backend_count(), 2);
@@ -611,7 +622,7 @@ mod services {
     fn picks_are_counted_per_service_other_than_the_default() {
         let d = dispatcher();
         let t0 = Instant::now();
-        d.batch(t0).heartbeat_v2(BackendId(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(1), v2_heartbeat("game", 1, 10, 0)).unwrap();
         let (game, ghost) = (name("game"), name("ghost"));
         for _ in 0..3 {
             assert!(d.batch(t0).pick(&PickRequest::http(&game)).picked().is_some());
@@ -646,14 +657,14 @@ mod departed_holds {
         beat(&d, 1, 10, t0);
         beat(&d, 2, 20, t0);
         d.set_state(BackendId(1), BackendState::Draining).unwrap();
-        d.disconnect(BackendId(1));
+        d.disconnect(ConnectionId(1));
         // The same backend (same address bytes and port) on a new connection.
-        d.heartbeat(BackendId(7), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
-        assert_eq!(held(&d), [(BackendId(2), BackendState::Ready), (BackendId(7), BackendState::Draining)]);
+        let back = d.heartbeat(ConnectionId(7), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
+        assert_eq!(held(&d), [(BackendId(2), BackendState::Ready), (back.id, BackendState::Draining)]);
         assert_eq!(pick(&d, t0).unwrap().id, BackendId(2), "still held out of the picks");
         // Another port is another backend.
-        d.heartbeat(BackendId(8), &heartbeat("10.0.0.1", 1009, 10), t0).unwrap();
-        assert_eq!(held(&d)[2], (BackendId(8), BackendState::Ready));
+        let other = d.heartbeat(ConnectionId(8), &heartbeat("10.0.0.1", 1009, 10), t0).unwrap();
+        assert_eq!(held(&d)[2], (other.id, BackendState::Ready));
     }
 
     #[test]
@@ -669,13 +680,13 @@ mod departed_holds {
         assert_eq!(d.expire(t0 + ttl).len(), 2);
         let t1 = t0 + ttl + Duration::from_secs(1);
         beat(&d, 3, 10, t1);
-        d.heartbeat(BackendId(4), &heartbeat("10.0.0.1", 1001, 10), t1).unwrap();
-        d.heartbeat(BackendId(5), &heartbeat("10.0.0.2", 1002, 10), t1).unwrap();
+        d.heartbeat(ConnectionId(4), &heartbeat("10.0.0.1", 1001, 10), t1).unwrap();
+        d.heartbeat(ConnectionId(5), &heartbeat("10.0.0.2", 1002, 10), t1).unwrap();
         let states: Vec<_> = held(&d).into_iter().map(|(_, state)| state).collect();
         assert_eq!(states, [BackendState::Ready, BackendState::Maintenance, BackendState::Ready]);
-        d.disconnect(BackendId(4));
+        d.disconnect(ConnectionId(4));
         let late = t1 + HOLD_MEMORY;
-        d.heartbeat(BackendId(6), &heartbeat("10.0.0.1", 1001, 10), late).unwrap();
+        d.heartbeat(ConnectionId(6), &heartbeat("10.0.0.1", 1001, 10), late).unwrap();
         assert_eq!(d.snapshot().last().unwrap().held, BackendState::Ready, "forgotten after {HOLD_MEMORY:?}");
     }
 
@@ -692,14 +703,69 @@ mod departed_holds {
                 weight: DEFAULT_WEIGHT,
                 state: BackendState::Ready,
             };
-            d.batch(t0).heartbeat_v2(BackendId(connection), heartbeat).unwrap().id
+            d.batch(t0).heartbeat_v2(ConnectionId(connection), heartbeat).unwrap().id
         };
         let id = beat(100);
         d.set_state(id, BackendState::Draining).unwrap();
-        d.disconnect(BackendId(100));
+        d.disconnect(ConnectionId(100));
         assert_eq!(d.backend_count(), 0);
         let again = beat(101);
         assert_ne!(again, id, "a new registration");
         assert_eq!(held(&d), [(again, BackendState::Draining)]);
+    }
+}
+
+mod identity {
+    use super::*;
+
+    #[test]
+    fn a_legacy_backend_is_named_by_its_address_not_by_the_connection_that_carries_it() {
+        let d = dispatcher();
+        let t0 = Instant::now();
+        let first = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
+        let again = d.heartbeat(ConnectionId(2), &heartbeat("10.0.0.1", 1001, 30), t0).unwrap();
+        assert_eq!(
+            (first.id, first.registered, again.id, again.registered),
+            (BackendId(1), true, BackendId(1), false)
+        );
+        assert_eq!(d.backend_count(), 1);
+        assert_eq!(
+            d.snapshot()[0].load.reported,
+            Load::Percent(30.0),
+            "the latest report, whichever connection"
+        );
+        assert!(d.disconnect(ConnectionId(1)).is_empty(), "connection 2 still carries it");
+        assert_eq!(pick(&d, t0).unwrap().id, BackendId(1));
+        let gone = d.disconnect(ConnectionId(2));
+        assert_eq!(gone.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [BackendId(1)]);
+        assert_eq!(d.stats().snapshot().evicted_disconnected, 1);
+    }
+
+    #[test]
+    fn a_full_table_still_takes_the_address_that_replaces_a_connections_backend() {
+        let settings = DispatchSettings { max_backends: 1, ..DispatchSettings::default() };
+        let d = Dispatcher::with_seed(settings, 1);
+        let t0 = Instant::now();
+        d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
+        let refused = d.heartbeat(ConnectionId(2), &heartbeat("10.0.0.2", 1002, 10), t0);
+        assert!(matches!(refused, Err(HeartbeatRefused::Full(_))));
+        assert!(d.disconnect(ConnectionId(2)).is_empty(), "the refused heartbeat left nothing behind");
+        let moved = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.3", 1003, 10), t0).unwrap();
+        assert!(moved.registered);
+        let picked = pick(&d, t0).unwrap();
+        assert_eq!((picked.id, picked.port), (moved.id, 1003));
+    }
+
+    #[test]
+    fn a_backend_expired_while_its_connection_stays_open_registers_anew_on_it() {
+        let d = dispatcher();
+        let t0 = Instant::now();
+        let first = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 10), t0).unwrap();
+        let later = t0 + d.ttl() + Duration::from_secs(1);
+        assert_eq!(d.expire(later).len(), 1);
+        let back = d.heartbeat(ConnectionId(1), &heartbeat("10.0.0.1", 1001, 10), later).unwrap();
+        assert!(back.registered && back.id != first.id);
+        assert_eq!(d.disconnect(ConnectionId(1)).len(), 1);
+        assert_eq!(d.backend_count(), 0);
     }
 }

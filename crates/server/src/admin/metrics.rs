@@ -435,8 +435,8 @@ mod tests {
 
     #[test]
     fn picks_are_counted_per_service_and_the_build_is_named() {
+        use loadwise_core::model::ConnectionId;
         use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, State, V2Report};
-        use loadwise_core::registry::BackendId;
         let dispatcher = Arc::new(Dispatcher::new(loadwise_core::dispatcher::DispatchSettings::default()));
         let now = std::time::Instant::now();
         let game = ServiceName::new("game").unwrap();
@@ -448,7 +448,7 @@ mod tests {
             weight: DEFAULT_WEIGHT,
             state: State::Ready,
         };
-        dispatcher.batch(now).heartbeat_v2(BackendId(1), heartbeat).unwrap();
+        dispatcher.batch(now).heartbeat_v2(ConnectionId(1), heartbeat).unwrap();
         for _ in 0..2 {
             let outcome = dispatcher.batch(now).pick(&PickRequest::http(&game));
             assert!(outcome.picked().is_some());

@@ -437,7 +437,6 @@ mod tests {
         snapshot.state = held.max(reported);
         snapshot.service = name(service);
         let detail = V2Detail {
-            connection: BackendId(1),
             service: name(service),
             backend_id: u64::MAX - 1,
             endpoint: Endpoint {

@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use crate::log_limit::RateLimitedLog;
 use crate::stats::{WireStats, bump};
 use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{Clocks, Destination, PickOutcome, PickRequest};
-use loadwise_core::registry::BackendId;
 use loadwise_protocol::{Heartbeat, IpField, LoginReply, LoginRequest};
 
 /// The legacy heartbeat rules, as they apply to one connection's peer.
 pub(super) struct Heartbeats<'a> {
     /// The connection the heartbeats arrive on.
-    pub connection: BackendId,
+    pub connection: ConnectionId,
     pub peer: SocketAddr,
     /// Whether the peer's address is in the legacy heartbeat networks.
     pub allowed: bool,
@@ -41,7 +41,7 @@ impl Heartbeats<'_> {
             return;
         }
         let outcome = batch.heartbeat(self.connection, heartbeat);
-        if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false }) = outcome {
+        if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false, .. }) = outcome {
             return;
         }
         // What follows is logged, and a log write may block: not while holding the
@@ -50,7 +50,7 @@ impl Heartbeats<'_> {
         match outcome {
             Ok(accepted) => {
                 if accepted.registered {
-                    tracing::info!(service = %self.dispatcher.default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem, id = %self.connection, "backend registered");
+                    tracing::info!(service = %self.dispatcher.default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem, id = %accepted.id, connection = %self.connection, "backend registered");
                 }
                 if accepted.first_invalid_report {
                     tracing::warn!(service = %self.dispatcher.default_service(), backend = %heartbeat.ip.with_port(heartbeat.port), mem = heartbeat.mem,

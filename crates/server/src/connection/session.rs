@@ -14,8 +14,8 @@ use crate::log_limit::RateLimitedLog;
 use crate::pick_answer::ServicePick;
 use crate::stats::{WireStats, bump};
 use loadwise_core::dispatcher::{Batch, Dispatcher, V2HeartbeatAccepted, V2HeartbeatRefused};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{self as core, Clocks};
-use loadwise_core::registry::BackendId;
 use loadwise_protocol::codec::Inbound;
 use loadwise_protocol::ticket;
 use loadwise_protocol::v2;
@@ -60,7 +60,7 @@ pub(super) struct Session {
 /// What a session needs from its connection to handle one frame.
 pub(super) struct Context<'c, 'b> {
     /// This connection's id: the v2 backend heard on it goes when it closes.
-    pub connection: BackendId,
+    pub connection: ConnectionId,
     pub peer: SocketAddr,
     pub secret: Option<&'c Secret>,
     /// Whether the peer is in the networks unauthenticated heartbeats are accepted

@@ -9,13 +9,14 @@
 //! or on hash order, so a run is a pure function of scenario, policy and seed.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{AddressForm, PickOutcome, PickRequest, PickTarget};
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::{LoadSettings, Policy};
@@ -151,6 +152,8 @@ fn replica_seed(seed: u64, index: usize) -> u64 {
 pub struct Engine {
     /// The replicas, each with its own seed and its own share of the clients.
     dispatchers: Vec<Dispatcher>,
+    /// Each replica's number for each backend it registered, to the backend's index.
+    indexes: Vec<HashMap<BackendId, usize>>,
     /// The replica the next client goes to.
     next_replica: usize,
     origin: Instant,
@@ -181,6 +184,7 @@ impl Engine {
             .map(|index| Dispatcher::with_seed(settings.clone(), replica_seed(seed, index)))
             .collect();
         let mut engine = Engine {
+            indexes: vec![HashMap::new(); scenario.replicas()],
             dispatchers,
             next_replica: 0,
             origin: Instant::now(),
@@ -267,9 +271,13 @@ impl Engine {
             self.pool.set(index, backend.load());
         }
         let now = self.now(at);
-        for dispatcher in &self.dispatchers {
-            if dispatcher.heartbeat(BackendId(index as u64), &heartbeat, now).is_err() {
-                self.counts.refused_heartbeats += 1;
+        for (dispatcher, indexes) in self.dispatchers.iter().zip(&mut self.indexes) {
+            match dispatcher.heartbeat(ConnectionId(index as u64), &heartbeat, now) {
+                Ok(accepted) if accepted.registered => {
+                    indexes.insert(accepted.id, index);
+                }
+                Ok(_) => {}
+                Err(_) => self.counts.refused_heartbeats += 1,
             }
         }
         if next < self.end {
@@ -285,7 +293,7 @@ impl Engine {
         self.pool.remove(index);
         if let Some((_, LeaveKind::Disconnect)) = backend.leave {
             for dispatcher in &self.dispatchers {
-                dispatcher.disconnect(BackendId(index as u64));
+                dispatcher.disconnect(ConnectionId(index as u64));
             }
         }
     }
@@ -302,7 +310,7 @@ impl Engine {
             self.counts.no_backend += 1;
             return;
         };
-        let index = picked.id.0 as usize;
+        let index = self.indexes[replica][&picked.id];
         self.counts.picks += 1;
         self.tally_burst_pick(index, at);
         if self.backends.get(index).is_some_and(|backend| backend.alive) {

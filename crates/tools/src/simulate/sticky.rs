@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng as _};
 
 use loadwise_core::affinity::{AffinitySettings, Identity, Ring, key_hash};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
+use loadwise_core::model::ConnectionId;
 use loadwise_core::model::{DEFAULT_WEIGHT, Endpoint, Metrics, PickRequest, State, V2Report};
 use loadwise_core::registry::BackendId;
 use loadwise_protocol::v2::ServiceName;
@@ -119,7 +120,7 @@ pub fn simulate(run: &StickyRun) -> StickyReport {
             let n = n as u64;
             dispatcher
                 .batch(start)
-                .heartbeat_v2(BackendId(1_000 + n), heartbeat(n, *load))
+                .heartbeat_v2(ConnectionId(1_000 + n), heartbeat(n, *load))
                 .expect("registered");
         }
     };
