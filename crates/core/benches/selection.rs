@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::model::ConnectionId;
-use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
+use loadwise_core::model::{
+    AddressForm, ConnectionId, LegacyName, LegacyReport, Load, PickRequest, PickTarget,
+};
 use loadwise_core::selection::Policy;
-use loadwise_protocol::{Heartbeat, IpField};
 
 /// A pick of the default pool in the legacy form, as a login asks with its clock
 /// already checked.
@@ -22,13 +22,20 @@ const LEGACY_PICK: PickRequest<'static> =
 
 const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 
-fn heartbeat(n: u64) -> Heartbeat {
+/// Backend `n`'s memory use, spread out.
+fn mem(n: u64) -> u8 {
+    (n * 7 % 90) as u8
+}
+
+/// A legacy heartbeat of backend `n` (an address of its own) reporting `mem`.
+fn heartbeat_with(n: u64, mem: u8) -> LegacyReport {
     let ip = format!("10.{}.{}.{}", n >> 16 & 0xff, n >> 8 & 0xff, n & 0xff);
-    Heartbeat {
-        mem: (n * 7 % 90) as u8,
-        ip: IpField::from_text(&ip).unwrap(),
-        port: 1000 + (n % 50_000) as u16,
-    }
+    let name = LegacyName::from_text(&ip, 1000 + (n % 50_000) as u16).unwrap();
+    LegacyReport { name, load: Load::from_percent(f64::from(mem)) }
+}
+
+fn heartbeat(n: u64) -> LegacyReport {
+    heartbeat_with(n, mem(n))
 }
 
 /// A dispatcher holding `size` backends with spread-out loads.
@@ -78,8 +85,7 @@ fn heartbeat_update(c: &mut Criterion) {
         for size in POOL_SIZES {
             let dispatcher = pool(policy, size, now);
             // Each backend's own address (a backend is named by it) with another load.
-            let beats: Vec<Heartbeat> =
-                (0..size).map(|n| Heartbeat { mem: heartbeat(n * 13).mem, ..heartbeat(n) }).collect();
+            let beats: Vec<LegacyReport> = (0..size).map(|n| heartbeat_with(n, mem(n * 13))).collect();
             let mut next = 0u64;
             group.bench_with_input(BenchmarkId::new(policy.name(), size), &size, |b, &size| {
                 b.iter(|| {
@@ -107,12 +113,12 @@ fn heartbeat_each_second(c: &mut Criterion) {
                 DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
             let dispatcher = Dispatcher::with_seed(settings, 1);
             let step_nanos = 1_000_000_000 / size;
-            let beats: Vec<Heartbeat> = (0..size).map(heartbeat).collect();
+            let beats: Vec<LegacyReport> = (0..size).map(heartbeat).collect();
             let mut sent = 0u64;
             let beat = |sent: u64| {
                 let (index, second) = (sent % size, sent / size);
                 let mut heartbeat = beats[index as usize];
-                heartbeat.mem = ((index * 37 + second * 11) % 101) as u8;
+                heartbeat.load = Load::from_percent(((index * 37 + second * 11) % 101) as f64);
                 let now = start + Duration::from_nanos(step_nanos * sent);
                 dispatcher.heartbeat(ConnectionId(index), &heartbeat, now).unwrap()
             };
@@ -145,12 +151,12 @@ fn picks_among_heartbeats(c: &mut Criterion) {
                 DispatchSettings { policy, max_backends: size as usize, ..DispatchSettings::default() };
             let dispatcher = Dispatcher::with_seed(settings, 1);
             let step_nanos = 1_000_000_000 / 10_000;
-            let beats: Vec<Heartbeat> = (0..size).map(heartbeat).collect();
+            let beats: Vec<LegacyReport> = (0..size).map(heartbeat).collect();
             let mut sent = 0u64;
             let beat = |sent: u64| {
                 let (index, round) = (sent % size, sent / size);
                 let mut heartbeat = beats[index as usize];
-                heartbeat.mem = ((index * 37 + round * 11) % 101) as u8;
+                heartbeat.load = Load::from_percent(((index * 37 + round * 11) % 101) as f64);
                 let now = start + Duration::from_nanos(step_nanos * sent);
                 dispatcher.heartbeat(ConnectionId(index), &heartbeat, now).unwrap();
                 for _ in 0..PICKS_PER_HEARTBEAT {
@@ -177,7 +183,7 @@ fn picks_among_heartbeats(c: &mut Criterion) {
 fn sort_every_login(c: &mut Criterion) {
     let mut group = c.benchmark_group("reference-sort-per-login");
     for size in POOL_SIZES {
-        let table: Vec<(u8, u64)> = (0..size).map(|n| (heartbeat(n).mem, n)).collect();
+        let table: Vec<(u8, u64)> = (0..size).map(|n| (mem(n), n)).collect();
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(|| {
                 let mut sorted = table.clone();

@@ -40,13 +40,12 @@ pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
 pub use table::ServicePicks;
 
 use crate::affinity::rings::{AffinityCounts, Rings};
-use crate::model::{ConnectionId, PickOutcome, PickRequest};
+use crate::model::{ConnectionId, LegacyReport, PickOutcome, PickRequest};
 use crate::registry::{Backend, BackendId, Registry};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, Policy};
 use carriers::Carriers;
 use holds::DepartedHolds;
-use loadwise_protocol::Heartbeat;
 use loadwise_protocol::entropy;
 use loadwise_protocol::v2::ServiceName;
 use rand::SeedableRng as _;
@@ -183,7 +182,7 @@ impl Dispatcher {
     pub fn heartbeat(
         &self,
         connection: ConnectionId,
-        heartbeat: &Heartbeat,
+        heartbeat: &LegacyReport,
         now: Instant,
     ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
         self.batch(now).heartbeat(connection, heartbeat)

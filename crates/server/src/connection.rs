@@ -36,7 +36,7 @@ use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
 
 pub(crate) mod budget;
-mod legacy;
+pub(crate) mod legacy;
 mod session;
 use crate::limits::{ConnectionLimits, LiveLimits};
 use crate::shared::{Shared, log_refusal};

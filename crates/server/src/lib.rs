@@ -42,6 +42,7 @@ mod shared;
 pub mod stats;
 pub mod tls;
 
+pub use connection::legacy::legacy_report;
 pub use limits::ConnectionLimits;
 
 use std::future::Future;

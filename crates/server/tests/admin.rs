@@ -18,6 +18,7 @@ use loadwise_core::selection::BackendState;
 use loadwise_protocol::v2::{self, ErrorCode, Message, Metric, MetricName, ServiceName};
 use loadwise_protocol::{Heartbeat, IpField};
 use loadwise_server::admin::{AdminConfig, AdminError, AdminServer, AdminState, endpoints, router};
+use loadwise_server::legacy_report;
 use loadwise_testkit::{TestServer, heartbeat, login, login_stale, send, wait_until, within};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,7 +61,7 @@ fn state(token: Option<&str>) -> AdminState {
 
 /// Registers backend `id` at `ip:port` reporting `mem`, as a heartbeat on its connection would.
 fn register(state: &AdminState, id: u64, mem: u8, ip: &str, port: u16) {
-    let heartbeat = Heartbeat { mem, ip: IpField::from_text(ip).unwrap(), port };
+    let heartbeat = legacy_report(&Heartbeat { mem, ip: IpField::from_text(ip).unwrap(), port }).unwrap();
     state.dispatcher().heartbeat(ConnectionId(id), &heartbeat, Instant::now()).expect("registered");
 }
 
@@ -802,7 +803,8 @@ async fn a_client_that_stops_reading_is_disconnected_while_another_is_served() {
     let now = Instant::now();
     for id in 0..BACKENDS {
         let ip = IpField::from_text(&format!("10.0.{}.{}", id / 250, id % 250 + 1)).unwrap();
-        dispatcher.heartbeat(ConnectionId(id), &Heartbeat { mem: 40, ip, port: 7000 }, now).unwrap();
+        let report = legacy_report(&Heartbeat { mem: 40, ip, port: 7000 }).unwrap();
+        dispatcher.heartbeat(ConnectionId(id), &report, now).unwrap();
     }
     let mut config = AdminConfig::default();
     config.limits.write_timeout = std::time::Duration::from_millis(300);

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::registry::BackendId;
+use loadwise_core::model::ConnectionId;
 use loadwise_protocol::{Heartbeat, IpField};
 use loadwise_server::admin::{AdminConfig, AdminLimits, AdminServer};
+use loadwise_server::legacy_report;
 use loadwise_testkit::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -85,7 +86,8 @@ fn dispatcher_with(count: u64) -> Arc<Dispatcher> {
     let now = std::time::Instant::now();
     for id in 0..count {
         let ip = IpField::from_text(&format!("10.0.{}.{}", id / 250, id % 250 + 1)).unwrap();
-        dispatcher.heartbeat(BackendId(id), &Heartbeat { mem: 40, ip, port: 7000 }, now).unwrap();
+        let report = legacy_report(&Heartbeat { mem: 40, ip, port: 7000 }).unwrap();
+        dispatcher.heartbeat(ConnectionId(id), &report, now).unwrap();
     }
     dispatcher
 }

@@ -14,9 +14,8 @@ use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V
 use super::state::Dispatcher;
 use super::stats::bump;
 use super::table::Table;
-use crate::model::{Clocks, ConnectionId, LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report};
+use crate::model::{Clocks, ConnectionId, LegacyReport, PickOutcome, PickRequest, PickTarget, V2Report};
 use crate::registry::{Backend, BackendId, Report};
-use loadwise_protocol::Heartbeat;
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///
@@ -78,17 +77,11 @@ impl<'a> Batch<'a> {
     pub fn heartbeat(
         &mut self,
         connection: ConnectionId,
-        heartbeat: &Heartbeat,
+        heartbeat: &LegacyReport,
     ) -> Result<HeartbeatAccepted, HeartbeatRefused> {
         let stats = &self.dispatcher.stats;
         bump(&stats.heartbeats);
-        if let Err(error) = heartbeat.validate_address() {
-            bump(&stats.refused_heartbeats);
-            return Err(error.into());
-        }
-        let load = Load::from_percent(f64::from(heartbeat.mem));
-        let legacy = LegacyName { bytes: *heartbeat.ip.as_bytes(), port: heartbeat.port };
-        let report = Report { legacy, load };
+        let report = Report { legacy: heartbeat.name, load: heartbeat.load };
         if report.is_invalid() {
             bump(&stats.invalid_mem_reports);
         }

@@ -1,14 +1,12 @@
 //! What applying a heartbeat or an operator action did, or why it did nothing.
 
 use crate::registry::{BackendId, RegistryFull};
-use loadwise_protocol::AddressError;
 use loadwise_protocol::v2::ServiceName;
 
-/// Why a heartbeat registered nothing.
+/// Why a legacy heartbeat registered nothing. (One with an unusable address never
+/// reaches the core: its session refuses it.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeartbeatRefused {
-    #[error("unusable address: {0}")]
-    Address(#[from] AddressError),
     #[error(transparent)]
     Full(#[from] RegistryFull),
 }

@@ -17,7 +17,6 @@ use crate::model::{
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
-use loadwise_protocol::IpField;
 use loadwise_protocol::v2::ServiceName;
 use rand::rngs::StdRng;
 
@@ -190,13 +189,13 @@ impl Table {
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
         let detail = v2_detail(report);
         let service = &detail.service;
-        let bytes = if self.services.is_default(service) {
-            legacy_bytes(&detail.endpoint)
+        let port = detail.endpoint.port.get();
+        let legacy = if self.services.is_default(service) {
+            LegacyName::from_text(&detail.endpoint.host_text(), port)
                 .ok_or_else(|| V2HeartbeatRefused::LegacyAddress { service: service.clone() })?
         } else {
-            [0; LEGACY_NAME_LEN]
+            LegacyName { bytes: [0; LEGACY_NAME_LEN], port }
         };
-        let legacy = LegacyName { bytes, port: detail.endpoint.port.get() };
         let score = self.settings.scoring_of(service).score(&detail.metrics);
         let report = Report { legacy, load: Load::from_score(score) };
         let id = self.services.v2_id(service, detail.backend_id).unwrap_or_else(new_id);
@@ -292,9 +291,4 @@ fn identity_of(backend: &Backend) -> Vec<u8> {
             Identity::Legacy { ip: backend.report.legacy.bytes, port: backend.report.legacy.port }.to_bytes()
         }
     }
-}
-
-/// How a v2 endpoint is written in a legacy reply, if it fits.
-fn legacy_bytes(endpoint: &Endpoint) -> Option<[u8; LEGACY_NAME_LEN]> {
-    IpField::from_text(&endpoint.host_text()).ok().map(|field| *field.as_bytes())
 }

@@ -49,6 +49,19 @@ pub struct LegacyName {
 }
 
 impl LegacyName {
+    /// The name a legacy reply gives `text:port`: the text NUL-padded to 16 bytes, if
+    /// it is an address the legacy field can hold (non-empty printable ASCII, at most
+    /// 15 bytes, so that a NUL ends it).
+    pub fn from_text(text: &str, port: u16) -> Option<LegacyName> {
+        let fits = !text.is_empty() && text.len() < LEGACY_NAME_LEN;
+        if !fits || !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return None;
+        }
+        let mut bytes = [0; LEGACY_NAME_LEN];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(LegacyName { bytes, port })
+    }
+
     /// The text up to the first NUL, if the bytes hold one that can be an address:
     /// NUL-terminated within the 16 bytes, non-empty, printable ASCII.
     pub fn text(&self) -> Option<&str> {
@@ -155,6 +168,16 @@ mod tests {
         let again = BackendKey { service, name: BackendName::Legacy(legacy("10.0.0.2", 7002)) };
         assert_eq!(first, again);
         assert_ne!(first.name, BackendName::Legacy(legacy("10.0.0.2", 7003)));
+    }
+
+    #[test]
+    fn a_name_made_from_text_reads_back_as_that_text() {
+        let name = LegacyName::from_text("10.0.0.2", 7002).unwrap();
+        assert_eq!((name, name.text()), (legacy("10.0.0.2", 7002), Some("10.0.0.2")));
+        assert!(LegacyName::from_text("255.255.255.255", 1).is_some(), "15 bytes fit");
+        for unfit in ["", "1234567890abcdef", "a b", "caf\u{e9}"] {
+            assert_eq!(LegacyName::from_text(unfit, 1), None, "{unfit:?}");
+        }
     }
 
     #[test]

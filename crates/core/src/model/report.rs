@@ -6,35 +6,23 @@ use std::num::NonZeroU16;
 use loadwise_protocol::v2::ServiceName;
 
 use super::endpoint::Endpoint;
-use super::key::BackendKey;
+use super::key::LegacyName;
 use super::load::{Load, Metrics};
 use super::state::State;
 
-/// One heartbeat, translated by the session that decoded it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    /// Who sent it.
-    pub key: BackendKey,
-    /// Where its clients go; `None` for a legacy backend, whose address is its name
-    /// and is read as an endpoint only when a client asks for one.
-    pub endpoint: Option<Endpoint>,
-    /// Its load, scored by its service.
+/// A legacy heartbeat, translated by the session that decoded it and checked there:
+/// the backend's name, which is also what its clients are sent (the bytes echoed
+/// verbatim), and its load. Nothing else: a legacy backend is ready and of the
+/// default weight, in the default service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LegacyReport {
+    pub name: LegacyName,
+    /// `mem` as a percent; above 100 it is [`Load::Invalid`].
     pub load: Load,
-    /// Its relative capacity; 100 is the norm.
-    pub weight: NonZeroU16,
-    /// What it says of itself: draining, maintenance; legacy backends are ready.
-    pub state: State,
 }
 
 /// The weight of a backend that states none.
 pub const DEFAULT_WEIGHT: NonZeroU16 = NonZeroU16::new(100).expect("100 is not zero");
-
-impl Report {
-    /// A legacy heartbeat: a name, a load, nothing else.
-    pub fn legacy(key: BackendKey, load: Load) -> Report {
-        Report { key, endpoint: None, load, weight: DEFAULT_WEIGHT, state: State::Ready }
-    }
-}
 
 /// A v2 heartbeat, translated by the session that decoded it: who sent it, where its
 /// clients connect, its figures and what it says of itself. Its service's scoring

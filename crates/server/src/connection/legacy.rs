@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use crate::log_limit::RateLimitedLog;
 use crate::stats::{WireStats, bump};
-use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted, HeartbeatRefused};
+use loadwise_core::dispatcher::{Batch, Dispatcher, HeartbeatAccepted};
 use loadwise_core::model::ConnectionId;
-use loadwise_core::model::{Clocks, Destination, PickOutcome, PickRequest};
-use loadwise_protocol::{Heartbeat, IpField, LoginReply, LoginRequest};
+use loadwise_core::model::{Clocks, Destination, LegacyName, LegacyReport, Load, PickOutcome, PickRequest};
+use loadwise_protocol::{AddressError, Heartbeat, IpField, LoginReply, LoginRequest};
 
 /// The legacy heartbeat rules, as they apply to one connection's peer.
 pub(super) struct Heartbeats<'a> {
@@ -40,7 +40,11 @@ impl Heartbeats<'_> {
             self.refuse_unlisted(heartbeat, batch);
             return;
         }
-        let outcome = batch.heartbeat(self.connection, heartbeat);
+        let report = match legacy_report(heartbeat) {
+            Ok(report) => report,
+            Err(error) => return self.refuse_address(heartbeat, &error, batch),
+        };
+        let outcome = batch.heartbeat(self.connection, &report);
         if let Ok(HeartbeatAccepted { registered: false, first_invalid_report: false, .. }) = outcome {
             return;
         }
@@ -61,6 +65,17 @@ impl Heartbeats<'_> {
         }
     }
 
+    /// Counts and logs a legacy heartbeat whose address no client could use; the
+    /// backend is not registered.
+    fn refuse_address(&self, heartbeat: &Heartbeat, error: &AddressError, batch: &mut Batch<'_>) {
+        let stats = self.dispatcher.stats();
+        for counter in [&stats.heartbeats, &stats.refused_heartbeats] {
+            bump(counter);
+        }
+        batch.unlock();
+        self.log_refusal(heartbeat, &format_args!("unusable address: {error}"), batch.now());
+    }
+
     /// Refused heartbeats are all counted but logged at most once a second across
     /// all connections, so misconfigured backends cannot flood the log.
     /// Counts and logs a legacy heartbeat from a peer outside the allowed networks;
@@ -77,12 +92,21 @@ impl Heartbeats<'_> {
         }
     }
 
-    fn log_refusal(&self, heartbeat: &Heartbeat, refused: &HeartbeatRefused, now: std::time::Instant) {
+    fn log_refusal(&self, heartbeat: &Heartbeat, refused: &dyn std::fmt::Display, now: std::time::Instant) {
         if let Some(suppressed) = self.refusal_log.should_log(now) {
             let backend = heartbeat.ip.with_port(heartbeat.port);
             tracing::warn!(peer = %self.peer, %backend, error = %refused, suppressed, "heartbeat refused");
         }
     }
+}
+
+/// The core's report of a legacy heartbeat, if its address is one a client could
+/// use: the 16 address bytes kept verbatim as the backend's name, `mem` as a percent
+/// (above 100 it is not one, and the core ranks it last).
+pub fn legacy_report(heartbeat: &Heartbeat) -> Result<LegacyReport, AddressError> {
+    heartbeat.validate_address()?;
+    let name = LegacyName { bytes: *heartbeat.ip.as_bytes(), port: heartbeat.port };
+    Ok(LegacyReport { name, load: Load::from_percent(f64::from(heartbeat.mem)) })
 }
 
 /// The pick a login asks for, its timestamp checked against `unix_now`.
@@ -112,6 +136,20 @@ mod tests {
     use super::*;
     use loadwise_core::model::{LegacyName, Picked};
     use loadwise_core::registry::BackendId;
+
+    #[test]
+    fn a_heartbeat_becomes_its_bytes_and_load_and_an_unusable_address_is_refused() {
+        let heartbeat = Heartbeat { mem: 182, ip: IpField::from_text("10.0.0.2").unwrap(), port: 1002 };
+        let report = legacy_report(&heartbeat).unwrap();
+        assert_eq!(report.name, LegacyName { bytes: *heartbeat.ip.as_bytes(), port: 1002 });
+        assert_eq!(report.load, Load::from_percent(182.0));
+        let empty = Heartbeat { mem: 1, ip: IpField::from_bytes([0; 16]), port: 1 };
+        let unterminated = Heartbeat { mem: 1, ip: IpField::from_bytes([b'1'; 16]), port: 1 };
+        let zero_port = Heartbeat { port: 0, ..heartbeat };
+        assert_eq!(legacy_report(&empty), Err(AddressError::Empty));
+        assert_eq!(legacy_report(&unterminated), Err(AddressError::Unterminated));
+        assert_eq!(legacy_report(&zero_port), Err(AddressError::ZeroPort));
+    }
 
     #[test]
     fn a_picked_backend_gets_its_bytes_back_verbatim_and_a_refusal_the_error_reply() {

@@ -21,6 +21,7 @@ use loadwise_core::model::{AddressForm, PickOutcome, PickRequest, PickTarget};
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::{LoadSettings, Policy};
 use loadwise_protocol::{Heartbeat, IpField};
+use loadwise_server::legacy_report;
 
 use super::arrivals::{Arrival, Nanos, Stream, nanos};
 use super::metrics::{BurstTally, Counts, Integrals, PolicyResult, Pool};
@@ -272,7 +273,10 @@ impl Engine {
         }
         let now = self.now(at);
         for (dispatcher, indexes) in self.dispatchers.iter().zip(&mut self.indexes) {
-            match dispatcher.heartbeat(ConnectionId(index as u64), &heartbeat, now) {
+            // Translated as the legacy session does: the simulated senders' addresses are
+            // all usable, so only a full table refuses them.
+            let report = legacy_report(&heartbeat).expect("a usable simulated address");
+            match dispatcher.heartbeat(ConnectionId(index as u64), &report, now) {
                 Ok(accepted) if accepted.registered => {
                     indexes.insert(accepted.id, index);
                 }
