@@ -10,13 +10,19 @@
 //! | [`registry`] | who is alive: backends, their last report, TTL expiry (no I/O, `now` injected) |
 //! | [`scoring`] | how a v2 backend's metrics combine into one load (per service) |
 //! | [`selection`] | who gets picked: effective load, the policies, slow start (no I/O) |
-//! | [`dispatcher`] | registry and selection kept in step under one lock; the one pick entry point ([`dispatcher::Dispatcher::pick`]), services, stats, and operators' holds of departed backends (`dispatcher/holds.rs`) |
+//! | [`dispatcher`] | registry and selection kept in step under one lock; the one pick entry point ([`dispatcher::Dispatcher::pick`]), services, which connections carry which backends (`dispatcher/carriers.rs`), stats, and operators' holds of departed backends (`dispatcher/holds.rs`) |
 //!
 //! The pick is asked and answered in the core's own terms ([`model::PickRequest`],
 //! [`model::PickOutcome`]); each protocol session of `loadwise-server` encodes the
-//! outcome in its own wire format. `tests/no_wire_types.rs` keeps the protocol's wire
-//! structs out of the core's sources (with the files still being moved onto the model
-//! listed there).
+//! outcome in its own wire format, and translates heartbeats into the core's reports
+//! ([`model::LegacyReport`], [`model::V2Report`]). `tests/no_wire_types.rs` keeps the
+//! protocol's wire structs out of the core's sources.
+//!
+//! A backend is not its connection: it is named by its service and what it brings
+//! ([`model::BackendKey`]: a v2 backend's chosen id, a legacy backend's address bytes
+//! and port), numbered by the dispatcher ([`model::BackendId`]) apart from the
+//! connections that carry it ([`model::ConnectionId`]), and it leaves when the last of
+//! them closes or its TTL passes.
 #![forbid(unsafe_code)]
 
 pub mod affinity;
