@@ -49,7 +49,7 @@ pub(crate) struct Table {
     pub(super) rings: Rings,
 }
 
-/// The picks of one service, by outcome (see [`Dispatcher::service_picks`]).
+/// The picks of one service, by outcome (see [`Dispatcher::service_picks`](super::Dispatcher::service_picks)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServicePicks {
     pub answered: u64,
