@@ -189,8 +189,7 @@ pub(crate) async fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
-    let span =
-        tracing::debug_span!("conn", id = accepted.id.0, %peer, tls = matches!(transport, Transport::Tls(_)));
+    let span = tracing::debug_span!("connection", id = %accepted.id, %peer, tls = matches!(transport, Transport::Tls(_)));
     let serve = async {
         match transport {
             Transport::Plain => connection::serve(stream, accepted, shared, slot).await,
