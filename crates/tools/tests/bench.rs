@@ -79,6 +79,17 @@ async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(DEADLINE, future).await.expect("finished within the deadline")
 }
 
+/// Waits, within [`DEADLINE`], until `condition` holds: the server counts what the
+/// bench sent a moment after the bench's own sockets are done with it.
+async fn settled(what: &str, condition: impl Fn() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait).await.unwrap_or_else(|_| panic!("not within {DEADLINE:?}: {what}"));
+}
+
 async fn bench(config: &BenchConfig) -> BenchReport {
     within(loadwise_tools::bench::run(config)).await.expect("the run completes")
 }
@@ -330,6 +341,14 @@ async fn idle_connections_send_nothing() {
     let report = bench(&config).await;
     assert_eq!(report.target.requests.logins_sent, 0);
     assert_eq!(report.target.memory.setup_connections, 25);
+    // The bench is done once its sockets are connected and its setup answered; the
+    // server may count the last accepts and heartbeats a moment later.
+    settled("every connection accepted", || server.wire().connections_accepted >= 1 + 5 + 20).await;
+    settled("every setup heartbeat and login counted", || {
+        let stats = server.stats();
+        stats.heartbeats >= 5 && stats.logins_answered >= 5
+    })
+    .await;
     let stats = server.stats();
     assert_eq!((stats.logins_answered, stats.heartbeats), (5, 5));
     assert_eq!(server.wire().connections_accepted, 1 + 5 + 20);
