@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use loadwise_core::dispatcher::bump;
 use loadwise_protocol::v2::ErrorCode;
 
 /// Counters of what the server's sockets have seen since it started.
@@ -268,11 +269,6 @@ impl WireSnapshot {
     pub fn closed(&self, reason: CloseReason) -> u64 {
         self.connections_closed[reason.index()]
     }
-}
-
-/// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use loadwise_protocol::v2::ErrorCode;
 use loadwise_protocol::v2::auth::Secret;
 use loadwise_server::stats::{WireSnapshot, WireStats};
 use loadwise_server::{Server, ServerConfig};
+use loadwise_testkit::wait_until;
 use loadwise_tools::bench::{BenchConfig, BenchError, BenchReport, ErrorKind, Mode, Protocol, Stop, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,17 +78,6 @@ fn config(addr: SocketAddr, mode: Mode, requests: u64, backends: usize) -> Bench
 
 async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(DEADLINE, future).await.expect("finished within the deadline")
-}
-
-/// Waits, within [`DEADLINE`], until `condition` holds: the server counts what the
-/// bench sent a moment after the bench's own sockets are done with it.
-async fn settled(what: &str, condition: impl Fn() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, wait).await.unwrap_or_else(|_| panic!("not within {DEADLINE:?}: {what}"));
 }
 
 async fn bench(config: &BenchConfig) -> BenchReport {
@@ -343,8 +333,8 @@ async fn idle_connections_send_nothing() {
     assert_eq!(report.target.memory.setup_connections, 25);
     // The bench is done once its sockets are connected and its setup answered; the
     // server may count the last accepts and heartbeats a moment later.
-    settled("every connection accepted", || server.wire().connections_accepted >= 1 + 5 + 20).await;
-    settled("every setup heartbeat and login counted", || {
+    wait_until("every connection accepted", || server.wire().connections_accepted >= 1 + 5 + 20).await;
+    wait_until("every setup heartbeat and login counted", || {
         let stats = server.stats();
         stats.heartbeats >= 5 && stats.logins_answered >= 5
     })
