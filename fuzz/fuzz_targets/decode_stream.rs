@@ -11,7 +11,7 @@
 //! - byte 2: the low 3 bits plus one give `k`, the number of chunk-size bytes that
 //!   follow; bits 3 and 4 choose the v2 frame limit: the dispatcher's default (4096,
 //!   through `DispatcherCodec::new`), the legacy maximum, the largest v2 message
-//!   (2682), or 65535;
+//!   (2703), or 65535;
 //! - the next `k` bytes: chunk sizes (0 allowed), used in rotation;
 //! - the rest: the stream fed to the codec.
 //!

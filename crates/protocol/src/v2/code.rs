@@ -39,7 +39,7 @@ impl ErrorCode {
     pub const UNSUPPORTED_VERSION: ErrorCode = code(10);
     /// A frame whose `len` is below 4 or above the dispatcher's limit.
     pub const FRAME_LENGTH: ErrorCode = code(11);
-    /// A message the dispatcher never accepts (Challenge, Registered, PickReply, Error).
+    /// A message the dispatcher never accepts (Challenge, Registered, LeaseReport, PickReply, Error).
     pub const UNEXPECTED: ErrorCode = code(12);
     /// A heartbeat that would register more backends than the dispatcher allows; or
     /// a Register or first heartbeat on a connection over the backend budget, which
@@ -48,9 +48,12 @@ impl ErrorCode {
     /// PickReply: the dispatcher has as many client connections as it allows; the
     /// connection is closed. Retry later, or ask another dispatcher.
     pub const BUSY: ErrorCode = code(14);
+    /// PickReply (v2.3): the service's backends have capacity slots, and none has a
+    /// free place this dispatcher may promise.
+    pub const NO_FREE_PLACE: ErrorCode = code(15);
 
     /// Every code this version defines, with its name.
-    pub const ALL: [(ErrorCode, &'static str); 14] = [
+    pub const ALL: [(ErrorCode, &'static str); 15] = [
         (ErrorCode::NO_BACKEND, "no backend"),
         (ErrorCode::CLOCK_SKEW, "clock skew"),
         (ErrorCode::UNKNOWN_SERVICE, "unknown service"),
@@ -65,6 +68,7 @@ impl ErrorCode {
         (ErrorCode::UNEXPECTED, "unexpected message"),
         (ErrorCode::BACKEND_LIMIT, "backend limit reached"),
         (ErrorCode::BUSY, "busy"),
+        (ErrorCode::NO_FREE_PLACE, "no free place"),
     ];
 
     /// The code with this value; `None` for 0 (success).

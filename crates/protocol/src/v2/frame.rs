@@ -90,6 +90,12 @@ pub enum FieldError {
     /// An error code of 0, which means success.
     #[error("error code 0 means success")]
     ZeroErrorCode,
+    /// A health other than 0 (healthy) or 1 (unhealthy).
+    #[error("unknown health {0}")]
+    Health(u8),
+    /// A failure reason this version does not define.
+    #[error("unknown failure reason {0}")]
+    FailureReason(u8),
 }
 
 /// Checks the header's `len` against the header size and the limit.

@@ -4,6 +4,7 @@ use std::num::NonZeroU16;
 
 use super::address::Endpoint;
 use super::frame::{FieldError, Reader, Writer};
+use super::lease::Slots;
 use super::limits::MAX_METRICS;
 use super::names::{MetricName, ServiceName};
 
@@ -88,6 +89,43 @@ impl std::fmt::Display for State {
     }
 }
 
+/// Whether the backend's own checks find it usable (v2.2, appended): a backend can be
+/// alive, heartbeating, and still unable to serve (its server hung, its port closed).
+/// Kept apart from [`State`], whose values the v2 rules fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Health {
+    /// Passes its checks, or has none: the value a heartbeat without the field means.
+    #[default]
+    Healthy = 0,
+    /// Fails its checks: stays listed, gets no new clients.
+    Unhealthy = 1,
+}
+
+impl Health {
+    /// The health's name, as the admin API and logs write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    fn from_u8(value: u8) -> Result<Health, FieldError> {
+        match value {
+            0 => Ok(Health::Healthy),
+            1 => Ok(Health::Unhealthy),
+            other => Err(FieldError::Health(other)),
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A named, backend-defined load figure (queue depth, GPU use, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -120,6 +158,13 @@ pub struct Heartbeat {
     pub state: State,
     /// At most [`MAX_METRICS`], with distinct names.
     pub metrics: Vec<Metric>,
+    /// What the backend's own checks say (v2.2, appended): on the wire only when
+    /// unhealthy, so that a healthy heartbeat is the v2.0 frame; a v2.0 dispatcher,
+    /// which skips trailing bytes, reads an unhealthy one as healthy.
+    pub health: Health,
+    /// A slot backend's places and this dispatcher's grant (v2.3, appended after
+    /// `health`, which is then always sent); `None` for a backend without a capacity.
+    pub slots: Option<Slots>,
 }
 
 impl Heartbeat {
@@ -132,7 +177,9 @@ impl Heartbeat {
         + ServiceName::MAX_LEN
         + Endpoint::MAX_LEN
         + 1
-        + MAX_METRICS * (1 + MetricName::MAX_LEN + 8);
+        + MAX_METRICS * (1 + MetricName::MAX_LEN + 8)
+        + 1
+        + Slots::LEN;
 
     pub(crate) fn encode_body(&self, w: &mut Writer) -> Result<(), FieldError> {
         check_metrics(&self.metrics)?;
@@ -144,7 +191,15 @@ impl Heartbeat {
         w.u8(self.state as u8);
         self.service.write(w)?;
         self.endpoint.write(w)?;
-        write_metrics(&self.metrics, w)
+        write_metrics(&self.metrics, w)?;
+        // Each optional field is sent when it says something or a later one follows.
+        if self.health != Health::Healthy || self.slots.is_some() {
+            w.u8(self.health as u8);
+        }
+        if let Some(slots) = &self.slots {
+            slots.encode(w);
+        }
+        Ok(())
     }
 
     pub(crate) fn decode_body(r: &mut Reader<'_>) -> Result<Heartbeat, FieldError> {
@@ -157,7 +212,23 @@ impl Heartbeat {
         let service = ServiceName::read(r)?;
         let endpoint = Endpoint::read(r)?;
         let metrics = read_metrics(r)?;
-        Ok(Heartbeat { backend_id, service, endpoint, memory, cpu, connections, weight, state, metrics })
+        // A v2.0 or v2.1 heartbeat ends here: its backend is healthy.
+        let health = if r.is_empty() { Health::Healthy } else { Health::from_u8(r.u8("health")?)? };
+        // A heartbeat before v2.3, or of a backend without a capacity, ends here.
+        let slots = if r.is_empty() { None } else { Some(Slots::decode(r)?) };
+        Ok(Heartbeat {
+            backend_id,
+            service,
+            endpoint,
+            memory,
+            cpu,
+            connections,
+            weight,
+            state,
+            metrics,
+            health,
+            slots,
+        })
     }
 }
 

@@ -27,24 +27,30 @@ pub enum MessageType {
     Registered = 0x04,
     /// Backend → dispatcher: address, load and state.
     Heartbeat = 0x05,
+    /// Dispatcher → backend (v2.3): the grant it holds and the clients it sent.
+    LeaseReport = 0x06,
     /// Client → dispatcher: asks for a backend of a service.
     PickRequest = 0x10,
     /// Dispatcher → client: the backend, or why there is none.
     PickReply = 0x11,
+    /// Client → dispatcher (v2.2): the backend a PickReply named could not be used.
+    FailureReport = 0x12,
     /// Dispatcher → any peer: a frame was refused.
     Error = 0x7f,
 }
 
 impl MessageType {
     /// Every type, in number order.
-    pub const ALL: [MessageType; 8] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::Hello,
         MessageType::Challenge,
         MessageType::Register,
         MessageType::Registered,
         MessageType::Heartbeat,
+        MessageType::LeaseReport,
         MessageType::PickRequest,
         MessageType::PickReply,
+        MessageType::FailureReport,
         MessageType::Error,
     ];
 

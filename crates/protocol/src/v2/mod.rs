@@ -17,10 +17,12 @@ mod address;
 pub mod auth;
 mod code;
 mod error;
+mod failure;
 mod frame;
 mod handshake;
 mod heartbeat;
 mod kind;
+mod lease;
 mod limits;
 mod name_error;
 mod names;
@@ -29,12 +31,15 @@ mod pick;
 pub use address::{Endpoint, Host, tag};
 pub use code::ErrorCode;
 pub use error::{ErrorMessage, MAX_ERROR_TEXT_LEN};
+pub use failure::{FailureReason, FailureReport};
 pub use frame::{DecodeError, FieldError};
 pub use handshake::{Challenge, Hello, Register, Registered};
 pub use heartbeat::{
-    DEFAULT_WEIGHT, Heartbeat, Metric, NOT_REPORTED_U16, NOT_REPORTED_U32, Percent, State, check_metrics,
+    DEFAULT_WEIGHT, Health, Heartbeat, Metric, NOT_REPORTED_U16, NOT_REPORTED_U32, Percent, State,
+    check_metrics,
 };
 pub use kind::{MessageType, VERSION, is_v2, version_of};
+pub use lease::{LeaseReport, Slots};
 pub use limits::MAX_METRICS;
 pub use name_error::NameError;
 pub use names::{HostName, MetricName, ServiceName};
@@ -51,7 +56,7 @@ use frame::{Reader, Writer};
 pub const MAX_MESSAGE_LEN: usize = Heartbeat::MAX_LEN;
 
 /// The longest v2 frame a dispatcher accepts unless configured otherwise: the
-/// recommended 4096, above the largest v2 message (2682 bytes).
+/// recommended 4096, above the largest v2 message (2703 bytes).
 pub const DEFAULT_MAX_V2_FRAME_LEN: u16 = 4096;
 
 /// One v2 message, as decoded or to be encoded.
@@ -67,10 +72,14 @@ pub enum Message {
     Registered(Registered),
     /// Type 0x05, backend → dispatcher.
     Heartbeat(Heartbeat),
+    /// Type 0x06, dispatcher → backend.
+    LeaseReport(LeaseReport),
     /// Type 0x10, client → dispatcher.
     PickRequest(PickRequest),
     /// Type 0x11, dispatcher → client.
     PickReply(PickReply),
+    /// Type 0x12, client → dispatcher.
+    FailureReport(FailureReport),
     /// Type 0x7f, dispatcher → any peer.
     Error(ErrorMessage),
 }
@@ -84,8 +93,10 @@ impl Message {
             Message::Register(_) => MessageType::Register,
             Message::Registered(_) => MessageType::Registered,
             Message::Heartbeat(_) => MessageType::Heartbeat,
+            Message::LeaseReport(_) => MessageType::LeaseReport,
             Message::PickRequest(_) => MessageType::PickRequest,
             Message::PickReply(_) => MessageType::PickReply,
+            Message::FailureReport(_) => MessageType::FailureReport,
             Message::Error(_) => MessageType::Error,
         }
     }
@@ -100,8 +111,10 @@ impl Message {
             Message::Register(m) => m.encode_body(&mut w)?,
             Message::Registered(m) => m.encode_body(&mut w),
             Message::Heartbeat(m) => m.encode_body(&mut w)?,
+            Message::LeaseReport(m) => m.encode_body(&mut w),
             Message::PickRequest(m) => m.encode_body(&mut w)?,
             Message::PickReply(m) => m.encode_body(&mut w)?,
+            Message::FailureReport(m) => m.encode_body(&mut w)?,
             Message::Error(m) => m.encode_body(&mut w)?,
         }
         w.finish()
@@ -117,8 +130,10 @@ impl Message {
             MessageType::Register => Message::Register(Register::decode_body(r)?),
             MessageType::Registered => Message::Registered(Registered::decode_body(r)?),
             MessageType::Heartbeat => Message::Heartbeat(Heartbeat::decode_body(r)?),
+            MessageType::LeaseReport => Message::LeaseReport(LeaseReport::decode_body(r)?),
             MessageType::PickRequest => Message::PickRequest(PickRequest::decode_body(r)?),
             MessageType::PickReply => Message::PickReply(PickReply::decode_body(r)?),
+            MessageType::FailureReport => Message::FailureReport(FailureReport::decode_body(r)?),
             MessageType::Error => Message::Error(ErrorMessage::decode_body(r)?),
         })
     }

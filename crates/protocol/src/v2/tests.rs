@@ -77,7 +77,15 @@ fn heartbeat_ipv4() -> Heartbeat {
         weight: DEFAULT_WEIGHT,
         state: State::Ready,
         metrics: vec![],
+        health: Health::Healthy,
+        slots: None,
     }
+}
+
+/// `heartbeat_ipv4` with slots: capacity 50, 37 in use, grant 3 of 120.
+fn heartbeat_slots() -> Heartbeat {
+    let slots = Slots { capacity: 50, in_use: 37, grant_seq: 3, grant_total: 120 };
+    Heartbeat { slots: Some(slots), ..heartbeat_ipv4() }
 }
 
 fn heartbeat_ipv6_metrics() -> Heartbeat {
@@ -91,6 +99,8 @@ fn heartbeat_ipv6_metrics() -> Heartbeat {
         weight: NonZeroU16::new(50).unwrap(),
         state: State::Draining,
         metrics: vec![metric("queue", 3.5), metric("gpu.util", 0.25)],
+        health: Health::Healthy,
+        slots: None,
     }
 }
 
@@ -105,6 +115,8 @@ fn heartbeat_hostname() -> Heartbeat {
         weight: NonZeroU16::new(200).unwrap(),
         state: State::Maintenance,
         metrics: vec![],
+        health: Health::Healthy,
+        slots: None,
     }
 }
 
@@ -126,6 +138,11 @@ fn picked(ticket: Vec<u8>) -> PickReply {
         request_id: 7,
         outcome: PickOutcome::Picked(Picked { backend_id: 42, endpoint: v4([10, 0, 0, 2], 1002), ticket }),
     }
+}
+
+/// A report on backend 42 of `search`.
+fn failure_report(reason: FailureReason, ticket: Vec<u8>) -> FailureReport {
+    FailureReport { backend_id: 42, reason, service: service("search"), ticket }
 }
 
 fn name_error(field: &'static str, source: NameError) -> FieldError {
@@ -154,7 +171,35 @@ fn expected() -> Vec<(&'static str, Expect)> {
         ("heartbeat-ipv4", Frame(Message::Heartbeat(heartbeat_ipv4()))),
         ("heartbeat-ipv6-metrics", Frame(Message::Heartbeat(heartbeat_ipv6_metrics()))),
         ("heartbeat-hostname", Frame(Message::Heartbeat(heartbeat_hostname()))),
-        ("heartbeat-trailing", Trailing(Message::Heartbeat(heartbeat_ipv4()), 2)),
+        ("heartbeat-trailing", Trailing(Message::Heartbeat(heartbeat_slots()), 2)),
+        ("heartbeat-slots", Frame(Message::Heartbeat(heartbeat_slots()))),
+        (
+            "malformed-slots-truncated",
+            Malformed(MessageType::Heartbeat, FieldError::Truncated { field: "grant total" }),
+        ),
+        ("lease-report", Frame(Message::LeaseReport(LeaseReport { grant_seq: 3, sent_total: 117 }))),
+        (
+            "pick-reply-no-free-place",
+            Frame(Message::PickReply(PickReply {
+                request_id: 7,
+                outcome: PickOutcome::Refused(ErrorCode::NO_FREE_PLACE),
+            })),
+        ),
+        (
+            "heartbeat-unhealthy",
+            Frame(Message::Heartbeat(Heartbeat { health: Health::Unhealthy, ..heartbeat_ipv4() })),
+        ),
+        ("heartbeat-health-0", Trailing(Message::Heartbeat(heartbeat_ipv4()), 1)),
+        ("failure-report", Frame(Message::FailureReport(failure_report(FailureReason::Refused, vec![])))),
+        (
+            "failure-report-ticket",
+            Frame(Message::FailureReport(failure_report(
+                FailureReason::Timeout,
+                example_ticket().as_bytes().to_vec(),
+            ))),
+        ),
+        ("malformed-health-2", Malformed(MessageType::Heartbeat, FieldError::Health(2))),
+        ("malformed-failure-reason-5", Malformed(MessageType::FailureReport, FieldError::FailureReason(5))),
         ("pick-request", Frame(Message::PickRequest(pick_request()))),
         (
             "pick-request-key",
@@ -312,7 +357,7 @@ fn version_and_type_live_in_cmd() {
         assert_eq!(MessageType::from_u8(kind as u8), Some(kind));
     }
     assert_eq!(MessageType::from_u8(0), None);
-    assert_eq!(MessageType::from_u8(0x06), None);
+    assert_eq!(MessageType::from_u8(0x07), None);
 }
 
 #[test]
@@ -357,7 +402,7 @@ fn the_largest_heartbeat_is_exactly_the_limit() {
     let hb = largest_heartbeat();
     let frame = Message::Heartbeat(hb.clone()).encode().unwrap();
     assert_eq!(frame.len(), MAX_MESSAGE_LEN);
-    assert_eq!(MAX_MESSAGE_LEN, 2682);
+    assert_eq!(MAX_MESSAGE_LEN, 2703);
     let limit = u16::try_from(MAX_MESSAGE_LEN).unwrap();
     assert_eq!(decode(&frame, limit), Ok(Some((Decoded::Message(Message::Heartbeat(hb)), frame.len()))));
     assert_eq!(decode(&frame, limit - 1), Err(DecodeError::TooLong { len: limit, max: limit - 1 }));
@@ -373,6 +418,13 @@ fn largest_heartbeat() -> Heartbeat {
         service: service(&long('s', 64)),
         endpoint: Endpoint { host: Host::Name(HostName::new(&long('h', 253)).unwrap()), port: port(1) },
         metrics,
+        health: Health::Unhealthy,
+        slots: Some(Slots {
+            capacity: u32::MAX,
+            in_use: u32::MAX,
+            grant_seq: u32::MAX,
+            grant_total: u64::MAX,
+        }),
         ..heartbeat_ipv4()
     }
 }
@@ -429,7 +481,7 @@ fn one_byte_at_a_time_gives_the_same_frames() {
     let stream = doc_stream();
     let whole = decode_chunked(&[&stream]);
     assert_eq!(whole.1, Some(DecodeError::TooLong { len: 4097, max: MAX }));
-    assert_eq!(whole.0.len(), 28, "{:#?}", whole.0);
+    assert_eq!(whole.0.len(), 38, "{:#?}", whole.0);
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(decode_chunked(&bytes), whole);
 }
@@ -752,22 +804,48 @@ fn any_metrics() -> impl Strategy<Value = Vec<Metric>> {
         .prop_map(|m| m.into_iter().map(|(name, value)| metric(&name, value)).collect())
 }
 
+fn any_slots() -> impl Strategy<Value = Option<Slots>> {
+    proptest::option::of((any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(capacity, in_use, grant_seq, grant_total)| Slots { capacity, in_use, grant_seq, grant_total },
+    ))
+}
+
 fn any_heartbeat() -> impl Strategy<Value = Heartbeat> {
     let load = (any_percent(), any_percent(), proptest::option::of(0..NOT_REPORTED_U32));
-    let capacity = (1..=u16::MAX, any_state());
-    (any::<u64>(), any_service(), any_endpoint(), load, capacity, any_metrics()).prop_map(
-        |(backend_id, service, endpoint, (memory, cpu, connections), (weight, state), metrics)| Heartbeat {
+    let capacity = (1..=u16::MAX, any_state(), prop_oneof![Just(Health::Healthy), Just(Health::Unhealthy)]);
+    (any::<u64>(), any_service(), any_endpoint(), load, capacity, any_metrics(), any_slots()).prop_map(
+        |(
             backend_id,
             service,
             endpoint,
-            memory,
-            cpu,
-            connections,
-            weight: NonZeroU16::new(weight).unwrap(),
-            state,
+            (memory, cpu, connections),
+            (weight, state, health),
             metrics,
+            slots,
+        )| {
+            Heartbeat {
+                backend_id,
+                service,
+                endpoint,
+                memory,
+                cpu,
+                connections,
+                weight: NonZeroU16::new(weight).unwrap(),
+                state,
+                metrics,
+                health,
+                slots,
+            }
         },
     )
+}
+
+fn any_failure_report() -> impl Strategy<Value = FailureReport> {
+    let reason = prop::sample::select(FailureReason::ALL.to_vec());
+    let ticket = prop::collection::vec(any::<u8>(), 0..=MAX_TICKET_LEN);
+    (any::<u64>(), reason, any_service(), ticket).prop_map(|(backend_id, reason, service, ticket)| {
+        FailureReport { backend_id, reason, service, ticket }
+    })
 }
 
 fn any_pick_reply() -> impl Strategy<Value = PickReply> {
@@ -795,6 +873,9 @@ fn any_message() -> impl Strategy<Value = Message> {
                 Message::PickRequest(PickRequest { request_id, timestamp, service, key })
             }),
         any_pick_reply().prop_map(Message::PickReply),
+        any_failure_report().prop_map(Message::FailureReport),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(grant_seq, sent_total)| Message::LeaseReport(LeaseReport { grant_seq, sent_total })),
         ((1..=u16::MAX), "\\PC{0,80}")
             .prop_map(|(c, text)| { Message::Error(ErrorMessage::new(ErrorCode::new(c).unwrap(), &text)) }),
     ]
@@ -828,11 +909,19 @@ proptest! {
 
     #[test]
     fn trailing_bytes_are_ignored(message in any_message(), trailing in prop::collection::vec(any::<u8>(), 0..16)) {
+        let mut message = message;
         let mut frame = message.encode().unwrap();
         // An unkeyed PickRequest ends before its optional key: the bytes after it are
         // the key field, so a later version's trailing bytes come after an empty key.
         if matches!(&message, Message::PickRequest(request) if request.key.is_empty()) {
             frame.push(0);
+        }
+        // Likewise a heartbeat without slots ends before its optional fields: the
+        // bytes after its metrics are its health, and after that its slots.
+        if let Message::Heartbeat(heartbeat) = &message && heartbeat.slots.is_none() {
+            let with_slots = Heartbeat { slots: Some(Slots { capacity: 0, in_use: 0, grant_seq: 0, grant_total: 0 }), ..heartbeat.clone() };
+            message = Message::Heartbeat(with_slots);
+            frame = message.encode().unwrap();
         }
         frame.extend(trailing);
         let frame = fix_len(frame);
