@@ -35,6 +35,8 @@ fn heartbeat(n: u64) -> V2Report {
         metrics: Metrics { memory: Some((20 + n % 40) as f64), cpu: Some(0.0), ..Metrics::default() },
         weight: DEFAULT_WEIGHT,
         state: State::Ready,
+        health: loadwise_core::model::Health::Healthy,
+        slots: None,
     }
 }
 

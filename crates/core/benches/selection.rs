@@ -17,8 +17,13 @@ use loadwise_core::selection::Policy;
 
 /// A pick of the default pool in the legacy form, as a login asks with its clock
 /// already checked.
-const LEGACY_PICK: PickRequest<'static> =
-    PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
+const LEGACY_PICK: PickRequest<'static> = PickRequest {
+    target: PickTarget::Default,
+    clocks: None,
+    form: AddressForm::Legacy,
+    key: &[],
+    client: None,
+};
 
 const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 

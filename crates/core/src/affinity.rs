@@ -286,15 +286,21 @@ pub enum PassReason {
     Unscored,
     /// On the ring but no longer registered.
     Gone,
+    /// Its own checks fail.
+    Unhealthy,
+    /// Ejected after its clients' failure reports.
+    Ejected,
 }
 
 impl PassReason {
-    pub const ALL: [PassReason; 5] = [
+    pub const ALL: [PassReason; 7] = [
         PassReason::Draining,
         PassReason::Maintenance,
         PassReason::OverBound,
         PassReason::Unscored,
         PassReason::Gone,
+        PassReason::Unhealthy,
+        PassReason::Ejected,
     ];
 
     /// The name metrics and logs use.
@@ -305,6 +311,8 @@ impl PassReason {
             PassReason::OverBound => "over_bound",
             PassReason::Unscored => "unscored",
             PassReason::Gone => "gone",
+            PassReason::Unhealthy => "unhealthy",
+            PassReason::Ejected => "ejected",
         }
     }
 }

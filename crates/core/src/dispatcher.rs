@@ -24,6 +24,7 @@ mod stats;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,10 +38,11 @@ pub use settings::{DEFAULT_SERVICE, DispatchSettings};
 pub use state::Dispatcher;
 pub use stats::bump;
 pub use stats::{LATENCY_BOUNDS_NANOS, LatencyHistogram, Stats, StatsSnapshot};
-pub use table::ServicePicks;
+pub use table::{FailureOutcome, ServicePicks};
 
 use crate::affinity::rings::{AffinityCounts, Rings};
-use crate::model::{ConnectionId, LegacyReport, PickOutcome, PickRequest};
+use crate::ejection::Ejections;
+use crate::model::{ConnectionId, Hold, LegacyReport, PickOutcome, PickRequest};
 use crate::registry::{Backend, BackendId, Registry};
 use crate::scoring::Scoring;
 use crate::selection::{BackendLoad, BackendState, Policy};
@@ -71,6 +73,15 @@ pub struct BackendSnapshot {
     pub held: BackendState,
     /// The state it reports itself (v2 heartbeats); legacy backends are `Ready`.
     pub reported: BackendState,
+    /// Everything that holds it, its health and ejection included; `standing()`
+    /// says whether it takes clients and, if not, why.
+    pub hold: Hold,
+    /// Until when its clients' failure reports have it ejected, if they do.
+    pub ejected_until: Option<Instant>,
+    /// Its ejections since their count last restarted (each lasts longer).
+    pub ejections: u32,
+    /// Its places and this dispatcher's grant, for a slot backend.
+    pub slots: Option<crate::slots::SlotView>,
     /// The service it belongs to.
     pub service: ServiceName,
 }
@@ -122,6 +133,8 @@ impl Dispatcher {
             rng,
             settings,
             rings: Rings::default(),
+            ejections: Ejections::default(),
+            slot_pools: crate::slots::SlotPools::default(),
         };
         let next_id = AtomicU64::new(1);
         let table = Mutex::new(table);
@@ -196,11 +209,28 @@ impl Dispatcher {
         removed
     }
 
-    /// Removes every backend whose TTL has passed at `now`.
+    /// Removes every backend whose TTL has passed at `now`, and
+    /// Brings back, at `now`, the backends whose ejection has ended.
     pub fn expire(&self, now: Instant) -> Vec<(BackendId, Backend)> {
-        let expired = self.lock().expire(now);
+        let mut table = self.lock();
+        let expired = table.expire(now);
+        let returned = table.return_ejected(now);
+        drop(table);
         self.record_expired(&expired);
+        self.record_returned(&returned);
         expired
+    }
+
+    /// Applies `client`'s report, at `now`, that backend `chosen` of `service` (the
+    /// id its pick reply named) could not be used: see [`crate::ejection`].
+    pub fn report_failure(
+        &self,
+        client: IpAddr,
+        service: &ServiceName,
+        chosen: u64,
+        now: Instant,
+    ) -> FailureOutcome {
+        self.batch(now).report_failure(client, service, chosen)
     }
 
     /// The service legacy backends and logins belong to.
@@ -243,8 +273,25 @@ impl Dispatcher {
                 let load = selector.load(id)?.clone();
                 let state = selector.state(id)?;
                 let (held, reported) = selector.states(id)?;
+                let hold = selector.hold(id)?;
                 let service = backend.service().unwrap_or(default_service).clone();
-                Some(BackendSnapshot { id, backend: backend.clone(), load, state, held, reported, service })
+                let ejected_until = table.ejections.ejected_until(id);
+                let ejections = table.ejections.ejection_count(id);
+                let slots = table.slot_pools.view(id);
+                let backend = backend.clone();
+                Some(BackendSnapshot {
+                    id,
+                    backend,
+                    load,
+                    state,
+                    held,
+                    reported,
+                    hold,
+                    ejected_until,
+                    ejections,
+                    slots,
+                    service,
+                })
             })
             .collect();
         drop(table);
@@ -298,8 +345,16 @@ impl Dispatcher {
     /// than that, and exact unless many backends were heard from since it last asked
     /// (see [`Registry::expiry_bound`]); a sweeper that wakes early and asks again
     /// gets closer, without holding the lock for long at any one time.
+    /// An ejection's end counts as an expiry, so that its return is logged on time.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.lock().registry.expiry_bound(SWEEP_BUDGET)
+        let mut table = self.lock();
+        let expiry = table.registry.expiry_bound(SWEEP_BUDGET);
+        let next_return = table.ejections.next_return();
+        drop(table);
+        match (expiry, next_return) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

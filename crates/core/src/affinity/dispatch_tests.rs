@@ -22,6 +22,8 @@ fn heartbeat(backend_id: u64, memory: u16) -> V2Report {
         metrics: Metrics { memory: Some(f64::from(memory)), cpu: Some(0.0), ..Metrics::default() },
         weight: DEFAULT_WEIGHT,
         state: State::Ready,
+        health: crate::model::Health::Healthy,
+        slots: None,
     }
 }
 

@@ -13,9 +13,12 @@ use std::time::Instant;
 use super::outcome::{HeartbeatAccepted, HeartbeatRefused, V2HeartbeatAccepted, V2HeartbeatRefused};
 use super::state::Dispatcher;
 use super::stats::bump;
-use super::table::Table;
+use super::table::{FailureOutcome, Table};
+use crate::ejection::ReportOutcome;
 use crate::model::{Clocks, ConnectionId, LegacyReport, PickOutcome, PickRequest, PickTarget, V2Report};
 use crate::registry::{Backend, BackendId, Report};
+use loadwise_protocol::v2::ServiceName;
+use std::net::IpAddr;
 
 /// The requests of one read, applied at one instant under one hold of the lock.
 ///
@@ -31,6 +34,8 @@ pub struct Batch<'a> {
     now: Instant,
     /// Backends expired when the lock was taken; logged once it is released.
     expired: Vec<(BackendId, Backend)>,
+    /// Backends whose ejection ended when the lock was taken; logged likewise.
+    returned: Vec<(BackendId, Backend)>,
     /// When the first pick began, lock wait included; `None` until a pick.
     picks_started: Option<Instant>,
     answered: u64,
@@ -44,6 +49,7 @@ impl<'a> Batch<'a> {
             table: None,
             now,
             expired: Vec::new(),
+            returned: Vec::new(),
             picks_started: None,
             answered: 0,
             no_backend: 0,
@@ -59,10 +65,12 @@ impl<'a> Batch<'a> {
     /// are removed at every locking, so that no request sees one, even before the
     /// sweeper runs.
     fn table(&mut self) -> &mut Table {
-        let (dispatcher, now, expired) = (self.dispatcher, self.now, &mut self.expired);
+        let (dispatcher, now) = (self.dispatcher, self.now);
+        let (expired, returned) = (&mut self.expired, &mut self.returned);
         self.table.get_or_insert_with(|| {
             let mut table = dispatcher.lock();
             expired.extend(table.expire(now));
+            returned.extend(table.return_ejected(now));
             table
         })
     }
@@ -130,7 +138,23 @@ impl<'a> Batch<'a> {
         }
         match outcome {
             PickOutcome::Picked(_) => self.answered += 1,
+            PickOutcome::NoFreePlace => {
+                bump(&self.dispatcher.stats.no_free_place);
+                self.no_backend += 1;
+            }
             _ => self.no_backend += 1,
+        }
+        outcome
+    }
+
+    /// Applies `client`'s report that backend `chosen` of `service` (the id its pick
+    /// reply named) could not be used. Counted by outcome by the caller, which knows
+    /// the report's reason.
+    pub fn report_failure(&mut self, client: IpAddr, service: &ServiceName, chosen: u64) -> FailureOutcome {
+        let now = self.now;
+        let outcome = self.table().report_failure(client, service, chosen, now);
+        if let FailureOutcome::Applied { outcome: ReportOutcome::Ejected { .. }, .. } = outcome {
+            bump(&self.dispatcher.stats.ejections);
         }
         outcome
     }
@@ -165,6 +189,7 @@ impl Drop for Batch<'_> {
         self.unlock();
         self.record_picks(elapsed);
         self.dispatcher.record_expired(&self.expired);
+        self.dispatcher.record_returned(&self.returned);
     }
 }
 

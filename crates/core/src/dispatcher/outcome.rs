@@ -1,6 +1,7 @@
 //! What applying a heartbeat or an operator action did, or why it did nothing.
 
 use crate::registry::{BackendId, RegistryFull};
+use crate::slots::LeaseAnswer;
 use loadwise_protocol::v2::ServiceName;
 
 /// Why a legacy heartbeat registered nothing. (One with an unusable address never
@@ -49,4 +50,6 @@ pub struct V2HeartbeatAccepted {
     pub registered: bool,
     /// The load its service's scoring made; `None` when a figure was missing.
     pub score: Option<f64>,
+    /// For a slot backend, the LeaseReport its connection is owed.
+    pub lease: Option<LeaseAnswer>,
 }

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::affinity::AffinitySettings;
+use crate::ejection::EjectionSettings;
 use crate::scoring::Scoring;
 use crate::selection::{LoadSettings, Policy};
+use crate::slots::SlotPolicy;
 use loadwise_protocol::v2::ServiceName;
 
 /// The name of the service legacy traffic belongs to, unless configured otherwise.
@@ -40,12 +42,23 @@ pub struct DispatchSettings {
     pub service_balance_factor: BTreeMap<ServiceName, f64>,
     /// Services whose keyed picks have a slack of their own.
     pub service_slack: BTreeMap<ServiceName, f64>,
+    /// When clients' failure reports eject a backend, and for how long.
+    pub ejection: EjectionSettings,
+    /// How slot services choose among backends with room, unless they have their own.
+    pub slot_policy: SlotPolicy,
+    /// Slot services that choose otherwise.
+    pub service_slot_policy: BTreeMap<ServiceName, SlotPolicy>,
 }
 
 impl DispatchSettings {
     /// How the load of a v2 backend of `service` is scored.
     pub fn scoring_of(&self, service: &ServiceName) -> &Scoring {
         self.service_scoring.get(service).unwrap_or(&self.scoring)
+    }
+
+    /// How `service` chooses among slot backends with room.
+    pub fn slot_policy_of(&self, service: &ServiceName) -> SlotPolicy {
+        self.service_slot_policy.get(service).copied().unwrap_or(self.slot_policy)
     }
 
     /// The bound of `service`'s keyed picks: its own balance factor and slack, each
@@ -80,6 +93,9 @@ impl Default for DispatchSettings {
             affinity: AffinitySettings::default(),
             service_balance_factor: BTreeMap::new(),
             service_slack: BTreeMap::new(),
+            ejection: EjectionSettings::default(),
+            slot_policy: SlotPolicy::default(),
+            service_slot_policy: BTreeMap::new(),
         }
     }
 }

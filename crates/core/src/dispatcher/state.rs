@@ -45,6 +45,15 @@ impl Dispatcher {
         }
     }
 
+    /// Counts and logs backends whose ejection ended.
+    pub(super) fn record_returned(&self, returned: &[(BackendId, Backend)]) {
+        for (id, backend) in returned {
+            bump(&self.stats.ejection_returns);
+            let service = self.service_of(backend);
+            tracing::info!(%service, backend = %backend.address(), id = %id, "backend back in rotation: its ejection ended");
+        }
+    }
+
     /// The service `backend` belongs to.
     pub fn service_of<'b>(&'b self, backend: &'b Backend) -> &'b ServiceName {
         backend.service().unwrap_or(&self.default_service)

@@ -16,6 +16,13 @@ pub struct Stats {
     pub logins_clock_skew: AtomicU64,
     pub evicted_disconnected: AtomicU64,
     pub evicted_expired: AtomicU64,
+    /// Backends ejected by their clients' failure reports.
+    pub ejections: AtomicU64,
+    /// Ejected backends back in rotation when their ejection ended.
+    pub ejection_returns: AtomicU64,
+    /// Picks of slot services refused for lack of a free place (also counted as
+    /// answered with no backend).
+    pub no_free_place: AtomicU64,
     /// How long each pick took inside the dispatcher, lock wait included. The
     /// picks of one read are timed together (see [`super::Batch`]), and each is
     /// recorded at their average, so that a pipelining client does not pay two
@@ -36,6 +43,9 @@ pub struct StatsSnapshot {
     pub logins_clock_skew: u64,
     pub evicted_disconnected: u64,
     pub evicted_expired: u64,
+    pub ejections: u64,
+    pub ejection_returns: u64,
+    pub no_free_place: u64,
 }
 
 impl Stats {
@@ -50,6 +60,9 @@ impl Stats {
             logins_clock_skew: get(&self.logins_clock_skew),
             evicted_disconnected: get(&self.evicted_disconnected),
             evicted_expired: get(&self.evicted_expired),
+            ejections: get(&self.ejections),
+            ejection_returns: get(&self.ejection_returns),
+            no_free_place: get(&self.no_free_place),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! operators' holds, the affinity rings, and the rules that apply a heartbeat or a pick.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::carriers::Carriers;
@@ -11,12 +12,15 @@ use super::services::Services;
 use super::settings::DispatchSettings;
 use crate::affinity::Identity;
 use crate::affinity::rings::Rings;
+use crate::ejection::{Ejections, ReportOutcome, ServiceShare};
 use crate::model::{
-    self, AddressForm, BackendKey, BackendName, ConnectionId, Destination, Endpoint, LEGACY_NAME_LEN,
+    self, AddressForm, BackendKey, BackendName, ConnectionId, Destination, Endpoint, Hold, LEGACY_NAME_LEN,
     LegacyName, Load, PickOutcome, PickRequest, PickTarget, V2Report,
 };
 use crate::registry::{Backend, BackendId, Registry, RegistryFull, Report, V2Detail};
 use crate::selection::BackendState;
+use crate::selection::Selector;
+use crate::slots::{NoSlot, SlotPools};
 use loadwise_protocol::v2::ServiceName;
 use rand::rngs::StdRng;
 
@@ -47,6 +51,19 @@ pub(crate) struct Table {
     pub(super) service_picks: BTreeMap<ServiceName, ServicePicks>,
     /// The consistent-hash rings of the services that had keyed picks.
     pub(super) rings: Rings,
+    /// Clients' failure reports, and the backends they have ejected.
+    pub(super) ejections: Ejections,
+    /// The slot backends' grants and the clients sent on them.
+    pub(super) slot_pools: SlotPools,
+}
+
+/// What a client's failure report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// No backend of that service has that id.
+    UnknownBackend,
+    /// The report was about backend `id`: see [`ReportOutcome`].
+    Applied { id: BackendId, outcome: ReportOutcome },
 }
 
 /// The picks of one service, by outcome (see [`Dispatcher::service_picks`](super::Dispatcher::service_picks)).
@@ -118,6 +135,8 @@ impl Table {
         }
         self.services.forget(id, backend);
         self.carriers.forget(id);
+        self.ejections.forget(id);
+        self.slot_pools.leave(id);
         if backend.v2.is_none() && self.legacy_ids.get(&backend.report.legacy) == Some(&id) {
             self.legacy_ids.remove(&backend.report.legacy);
         }
@@ -187,6 +206,7 @@ impl Table {
         new_id: impl FnOnce() -> BackendId,
         now: Instant,
     ) -> Result<V2HeartbeatAccepted, V2HeartbeatRefused> {
+        let (health, slots) = (report.health, report.slots);
         let detail = v2_detail(report);
         let service = &detail.service;
         let port = detail.endpoint.port.get();
@@ -205,6 +225,22 @@ impl Table {
         selector.report(id, report, now, &mut self.rng);
         selector.set_weight(id, detail.weight);
         selector.report_state(id, detail.state);
+        selector.report_health(id, health);
+        let lease = match slots {
+            Some(slots) => Some(self.slot_pools.report(id, service, connection, slots)),
+            None => {
+                self.slot_pools.forget(id);
+                None
+            }
+        };
+        // A slot backend without room is out of the pick indexes, for its listing; so
+        // is a backend without slots in a slot service, which is never picked there.
+        let ineligible = lease.is_none() && self.slot_pools.is_slot_service(service);
+        selector.set_no_place(id, self.slot_pools.has_room(id) == Some(false) || ineligible);
+        if ineligible && self.slot_pools.warn_once(id) {
+            tracing::warn!(%service, backend = %detail.endpoint, id = %id,
+                "a backend without capacity slots in a slot service gets no clients there: start its agent with --capacity, or move it to a service of its own");
+        }
         if registered {
             self.services.bind((service, detail.backend_id), id);
         }
@@ -213,7 +249,7 @@ impl Table {
         if registered {
             self.restore_hold(id, now);
         }
-        Ok(V2HeartbeatAccepted { id, registered, score })
+        Ok(V2HeartbeatAccepted { id, registered, score, lease })
     }
 
     /// Answers a pick: draws a backend from the request's pool and says where its
@@ -221,7 +257,7 @@ impl Table {
     /// With a key, the key's backend on the service's ring while it is ready and
     /// within its bound (see [`crate::affinity`]).
     pub(super) fn pick(&mut self, request: &PickRequest<'_>, now: Instant) -> PickOutcome {
-        let Table { services, registry, rng, rings, settings, .. } = self;
+        let Table { services, registry, rng, rings, settings, ejections, slot_pools, .. } = self;
         let service = match request.target {
             PickTarget::Default => services.default_name().clone(),
             PickTarget::Service(name) => name.clone(),
@@ -235,7 +271,13 @@ impl Table {
                 None => return PickOutcome::UnknownService,
             },
         };
-        let picked = if request.key.is_empty() {
+        let picked = if let Some(slot_pick) = pick_slot(slot_pools, selector, &service, settings, now) {
+            match slot_pick {
+                Ok(picked) => Some(picked),
+                Err(NoSlot::NoFreePlace) => return PickOutcome::NoFreePlace,
+                Err(NoSlot::NoBackend) => None,
+            }
+        } else if request.key.is_empty() {
             selector.pick_target(now, rng)
         } else {
             let identity = |id| registry.get(id).map(identity_of);
@@ -243,6 +285,9 @@ impl Table {
             rings.pick((&service, selector), &settings, request.key, identity, now, rng)
         };
         let Some(picked) = picked else { return PickOutcome::NoBackend };
+        if let Some(client) = request.client {
+            ejections.record_pick(client, picked.id, now, settings.ejection.window);
+        }
         let to = match request.form {
             AddressForm::Legacy => Destination::Legacy(picked.legacy),
             AddressForm::Endpoint => match registry.get(picked.id).map(|backend| &backend.v2) {
@@ -260,9 +305,85 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Applies `client`'s report that backend `chosen` of `service` (the id a pick
+    /// reply named) could not be used: ejects it when enough clients that were sent
+    /// there report it (see [`crate::ejection`]).
+    pub(super) fn report_failure(
+        &mut self,
+        client: IpAddr,
+        service: &ServiceName,
+        chosen: u64,
+        now: Instant,
+    ) -> FailureOutcome {
+        let Some(id) = self.backend_named(service, chosen) else { return FailureOutcome::UnknownBackend };
+        let Some(selector) = self.services.get_mut(service) else { return FailureOutcome::UnknownBackend };
+        let ejected = self.ejections.ejected().filter(|&other| selector.hold(other).is_some()).count();
+        let share = ServiceShare { ejected, backends: selector.len() };
+        let outcome = self.ejections.report(client, id, share, &self.settings.ejection, now);
+        if let ReportOutcome::Ejected { .. } = outcome {
+            selector.set_ejected(id, true);
+        }
+        FailureOutcome::Applied { id, outcome }
+    }
+
+    /// The backend a pick reply named `chosen` in `service`: a v2 backend's own id,
+    /// or, in the default service, the dispatcher's number of a legacy backend.
+    fn backend_named(&self, service: &ServiceName, chosen: u64) -> Option<BackendId> {
+        if let Some(id) = self.services.v2_id(service, chosen) {
+            return Some(id);
+        }
+        let id = BackendId(chosen);
+        let legacy = self.registry.get(id).is_some_and(|backend| backend.v2.is_none());
+        (legacy && self.services.is_default(service)).then_some(id)
+    }
+
+    /// Brings back the backends whose ejection has ended by `now`.
+    pub(super) fn return_ejected(&mut self, now: Instant) -> Vec<(BackendId, Backend)> {
+        if self.ejections.next_return().is_none_or(|next| next > now) {
+            return Vec::new();
+        }
+        let returned = self.ejections.due_returns(now);
+        let Table { services, registry, .. } = self;
+        returned
+            .into_iter()
+            .filter_map(|id| {
+                let backend = registry.get(id)?;
+                services.of_mut(backend.service())?.set_ejected(id, false);
+                Some((id, backend.clone()))
+            })
+            .collect()
+    }
+}
+
+/// A pick in a slot service: the backend with room by its policy among those that take
+/// clients otherwise, counted against its grant and in its load at once; `None` when
+/// `service` is not a slot service.
+fn pick_slot(
+    pools: &mut SlotPools,
+    selector: &mut Selector,
+    service: &ServiceName,
+    settings: &DispatchSettings,
+    now: Instant,
+) -> Option<Result<crate::selection::Picked, NoSlot>> {
+    let open = |id| {
+        selector.hold(id).is_some_and(|hold| Hold { no_place: false, ..hold }.standing().takes_clients())
+    };
+    let (id, room_left) = match pools.pick(service, settings.slot_policy_of(service), open)? {
+        Ok(picked) => picked,
+        Err(none) => return Some(Err(none)),
+    };
+    // It had room, so nothing kept it from the pick indexes: the selector counts the pick.
+    let Some(picked) = selector.pick_backend(id, now) else { return Some(Err(NoSlot::NoBackend)) };
+    if !room_left {
+        selector.set_no_place(id, true);
+    }
+    Some(Ok(picked))
+}
+
 /// A v2 report as the registry keeps it, not yet scored.
 fn v2_detail(report: V2Report) -> V2Detail {
-    let V2Report { service, backend_id, endpoint, metrics, weight, state } = report;
+    let V2Report { service, backend_id, endpoint, metrics, weight, state, health: _, slots: _ } = report;
     V2Detail { service, backend_id, endpoint, metrics, weight, state, score: None }
 }
 

@@ -52,8 +52,13 @@ fn sent(outcome: PickOutcome) -> Option<Sent> {
 
 /// A pick of the default pool in the legacy form, with no clock to check.
 fn pick(d: &Dispatcher, now: Instant) -> Option<Sent> {
-    let request =
-        PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
+    let request = PickRequest {
+        target: PickTarget::Default,
+        clocks: None,
+        form: AddressForm::Legacy,
+        key: &[],
+        client: None,
+    };
     sent(d.pick(&request, now))
 }
 
@@ -459,7 +464,8 @@ fn a_batch_removes_expired_backends_before_its_first_request() {
 
 mod services {
     use super::*;
-    use crate::model::{DEFAULT_WEIGHT, Metrics, V2Report};
+    use crate::ejection::ReportOutcome;
+    use crate::model::{Cause, DEFAULT_WEIGHT, Health, Metrics, V2Report};
     use crate::scoring::Scoring;
     use loadwise_protocol::v2::ServiceName;
 
@@ -480,6 +486,8 @@ mod services {
             },
             weight: DEFAULT_WEIGHT,
             state: BackendState::Ready,
+            health: crate::model::Health::Healthy,
+            slots: None,
         }
     }
 
@@ -507,6 +515,143 @@ mod services {
         assert_eq!(pick_service(&d, &name("chat"), t0), Err(PickOutcome::UnknownService));
         let names: Vec<_> = d.services().into_iter().map(|s| s.name.as_str().to_owned()).collect();
         assert_eq!(names, ["default", "game"]);
+    }
+
+    #[test]
+    fn an_unhealthy_backend_stays_listed_and_gets_no_clients_until_healthy() {
+        let d = least_loaded();
+        let t0 = Instant::now();
+        let mut sick = v2_heartbeat("game", 1, 0, 0);
+        sick.health = Health::Unhealthy;
+        d.batch(t0).heartbeat_v2(ConnectionId(1001), sick.clone()).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 2, 90, 0)).unwrap();
+        for _ in 0..5 {
+            assert_eq!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 2, "not the unhealthy one");
+        }
+        let listed = d
+            .snapshot()
+            .into_iter()
+            .find(|b| b.backend.v2.as_ref().map(|v2| v2.backend_id) == Some(1))
+            .unwrap();
+        assert_eq!(listed.hold.standing().cause, Some(Cause::Unhealthy));
+        assert_eq!(listed.state, BackendState::Ready, "health is not a state");
+        // Alone and unhealthy: the service exists, no backend takes clients.
+        d.disconnect(ConnectionId(1002));
+        assert_eq!(pick_service(&d, &name("game"), t0), Err(PickOutcome::NoBackend));
+        d.batch(t0).heartbeat_v2(ConnectionId(1001), v2_heartbeat("game", 1, 0, 0)).unwrap();
+        assert_eq!(pick_service(&d, &name("game"), t0).unwrap().backend_id, 1);
+    }
+
+    /// Client 127.0.0.`n`'s pick of `service`, remembered for its report.
+    fn client_pick(d: &Dispatcher, service: &ServiceName, n: u8, now: Instant) -> u64 {
+        let client = std::net::IpAddr::from([127, 0, 0, n]);
+        match d.pick(&PickRequest::http(service).from_client(client), now) {
+            PickOutcome::Picked(model::Picked { to: Destination::Chosen { backend, .. }, .. }) => backend,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn report(d: &Dispatcher, service: &ServiceName, n: u8, backend: u64, now: Instant) -> FailureOutcome {
+        d.report_failure(std::net::IpAddr::from([127, 0, 0, n]), service, backend, now)
+    }
+
+    /// Least-loaded, with backends that live an hour without a heartbeat.
+    fn long_lived() -> Dispatcher {
+        let ttl = Duration::from_secs(3600);
+        Dispatcher::with_seed(
+            DispatchSettings { policy: Policy::LeastLoaded, ttl, ..DispatchSettings::default() },
+            1,
+        )
+    }
+
+    #[test]
+    fn failure_reports_of_three_clients_sent_there_eject_it_until_its_time_ends() {
+        let d = long_lived();
+        let (t0, game) = (Instant::now(), name("game"));
+        d.batch(t0).heartbeat_v2(ConnectionId(1001), v2_heartbeat("game", 1, 0, 0)).unwrap();
+        d.batch(t0).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 2, 90, 0)).unwrap();
+        // A client never sent there ejects nothing, however often it reports.
+        for _ in 0..20 {
+            let ignored = report(&d, &game, 9, 1, t0);
+            assert!(matches!(ignored, FailureOutcome::Applied { outcome: ReportOutcome::NotSentThere, .. }));
+        }
+        assert_eq!(report(&d, &game, 9, 77, t0), FailureOutcome::UnknownBackend);
+        for client in 1..=3 {
+            assert_eq!(client_pick(&d, &game, client, t0), 1, "the least loaded");
+        }
+        for client in 1..=2 {
+            report(&d, &game, client, 1, t0);
+            assert_eq!(client_pick(&d, &game, 10, t0), 1, "two clients are not enough");
+        }
+        let FailureOutcome::Applied { outcome, .. } = report(&d, &game, 3, 1, t0) else { panic!() };
+        assert_eq!(outcome, ReportOutcome::Ejected { count: 1, duration: Duration::from_secs(30) });
+        assert_eq!(d.stats().snapshot().ejections, 1);
+        for _ in 0..5 {
+            assert_eq!(client_pick(&d, &game, 10, t0), 2, "ejected");
+        }
+        // A healthy heartbeat does not end the ejection; its end does, on its own.
+        let t1 = t0 + Duration::from_secs(29);
+        d.batch(t1).heartbeat_v2(ConnectionId(1001), v2_heartbeat("game", 1, 0, 0)).unwrap();
+        d.batch(t1).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 2, 90, 0)).unwrap();
+        assert_eq!(client_pick(&d, &game, 10, t1), 2);
+        let ejected = d
+            .snapshot()
+            .into_iter()
+            .find(|b| b.backend.v2.as_ref().map(|v2| v2.backend_id) == Some(1))
+            .unwrap();
+        assert_eq!(ejected.ejected_until, Some(t0 + Duration::from_secs(30)));
+        assert_eq!(ejected.hold.standing().cause, Some(Cause::Ejected));
+        assert_eq!(d.next_expiry().map(|at| at <= t0 + Duration::from_secs(30)), Some(true));
+        let t2 = t0 + Duration::from_secs(30);
+        d.batch(t2).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 2, 90, 0)).unwrap();
+        assert_eq!(client_pick(&d, &game, 10, t2), 1, "back");
+        assert_eq!(d.stats().snapshot().ejection_returns, 1);
+    }
+
+    #[test]
+    fn the_agents_drain_comes_before_an_ejection_and_the_cap_keeps_half_a_service() {
+        let d = long_lived();
+        let (t0, game) = (Instant::now(), name("game"));
+        for id in 1..=2 {
+            d.batch(t0)
+                .heartbeat_v2(ConnectionId(1000 + id), v2_heartbeat("game", id, 10 * id as u16, 0))
+                .unwrap();
+        }
+        let eject = |backend: u64, t: Instant| {
+            (1..=3)
+                .map(|client| {
+                    let mut draw = 0;
+                    // Each client is sent to `backend` (the least loaded while the other is out).
+                    while draw != backend {
+                        draw = client_pick(&d, &game, client, t);
+                    }
+                    report(&d, &game, client, backend, t)
+                })
+                .last()
+                .unwrap()
+        };
+        assert!(matches!(
+            eject(1, t0),
+            FailureOutcome::Applied { outcome: ReportOutcome::Ejected { .. }, .. }
+        ));
+        // Half the service is out: the other one stays, whatever its clients say.
+        let capped = eject(2, t0);
+        assert!(matches!(capped, FailureOutcome::Applied { outcome: ReportOutcome::CapReached { .. }, .. }));
+        assert_eq!(client_pick(&d, &game, 10, t0), 2);
+        // Draining while ejected: named after the agent, and still out when the ejection ends.
+        let mut draining = v2_heartbeat("game", 1, 10, 0);
+        draining.state = BackendState::Draining;
+        d.batch(t0).heartbeat_v2(ConnectionId(1001), draining.clone()).unwrap();
+        let held = d
+            .snapshot()
+            .into_iter()
+            .find(|b| b.backend.v2.as_ref().map(|v2| v2.backend_id) == Some(1))
+            .unwrap();
+        assert_eq!(held.hold.standing().cause, Some(Cause::Agent));
+        let t1 = t0 + Duration::from_secs(31);
+        d.batch(t1).heartbeat_v2(ConnectionId(1001), draining).unwrap();
+        d.batch(t1).heartbeat_v2(ConnectionId(1002), v2_heartbeat("game", 2, 20, 0)).unwrap();
+        assert_eq!(client_pick(&d, &game, 10, t1), 2);
     }
 
     #[test]
@@ -631,6 +776,7 @@ mod services {
 
 mod departed_holds {
     use super::*;
+
     use crate::model::{DEFAULT_WEIGHT, Metrics, V2Report};
     use loadwise_protocol::v2::ServiceName;
 
@@ -690,6 +836,8 @@ mod departed_holds {
                 metrics: Metrics { memory: Some(10.0), ..Metrics::default() },
                 weight: DEFAULT_WEIGHT,
                 state: BackendState::Ready,
+                health: crate::model::Health::Healthy,
+                slots: None,
             };
             d.batch(t0).heartbeat_v2(ConnectionId(connection), heartbeat).unwrap().id
         };

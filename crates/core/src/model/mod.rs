@@ -18,5 +18,5 @@ pub use key::{
 };
 pub use load::{Load, MAX_VALID_PERCENT, Metrics};
 pub use pick::{AddressForm, Clocks, Destination, PickOutcome, PickRequest, PickTarget, Picked};
-pub use report::{DEFAULT_WEIGHT, LegacyReport, V2Report};
-pub use state::{Cause, Hold, Standing, State};
+pub use report::{DEFAULT_WEIGHT, LegacyReport, SlotReport, V2Report};
+pub use state::{Cause, Health, Hold, Standing, State};

@@ -2,6 +2,7 @@
 //! a [`PickOutcome`] into its own wire format.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use loadwise_protocol::v2::ServiceName;
 
@@ -46,12 +47,22 @@ pub struct PickRequest<'a> {
     /// The client's affinity key: a keyed pick goes to the key's backend while it
     /// is ready and within its bound (see [`crate::affinity`]); empty for none.
     pub key: &'a [u8],
+    /// The client's address, when its protocol lets it report a backend it could not
+    /// use: the pick is remembered, so that its report can count (see
+    /// [`crate::ejection`]). `None` for clients that cannot report.
+    pub client: Option<IpAddr>,
 }
 
 impl<'a> PickRequest<'a> {
     /// A legacy login: the default service, a legacy address, the clock checked.
     pub fn login(clocks: Clocks) -> Self {
-        PickRequest { target: PickTarget::Default, clocks: Some(clocks), form: AddressForm::Legacy, key: &[] }
+        PickRequest {
+            target: PickTarget::Default,
+            clocks: Some(clocks),
+            form: AddressForm::Legacy,
+            key: &[],
+            client: None,
+        }
     }
 
     /// A v2 pick: a named service, an endpoint, the clock checked.
@@ -61,12 +72,18 @@ impl<'a> PickRequest<'a> {
             clocks: Some(clocks),
             form: AddressForm::Endpoint,
             key: &[],
+            client: None,
         }
     }
 
     /// The same request for the affinity key `key` (empty: none).
     pub fn with_key(self, key: &'a [u8]) -> Self {
         PickRequest { key, ..self }
+    }
+
+    /// The same request from a client at `client`, which may report the backend.
+    pub fn from_client(self, client: IpAddr) -> Self {
+        PickRequest { client: Some(client), ..self }
     }
 
     /// An HTTP pick: a named service, an endpoint, no clock to check.
@@ -76,6 +93,7 @@ impl<'a> PickRequest<'a> {
             clocks: None,
             form: AddressForm::Endpoint,
             key: &[],
+            client: None,
         }
     }
 }
@@ -110,6 +128,9 @@ pub enum PickOutcome {
     NoBackend,
     /// No live backend serves the named service.
     UnknownService,
+    /// A slot service, some of whose backends take clients, but none with a place this
+    /// dispatcher may fill.
+    NoFreePlace,
     /// The client's clock is further from the dispatcher's than allowed.
     ClockSkew {
         clocks: Clocks,
@@ -154,6 +175,7 @@ impl fmt::Display for PickOutcome {
             PickOutcome::Picked(picked) => write!(f, "picked {} at {}", picked.id, picked.to),
             PickOutcome::NoBackend => f.write_str("no live backend takes new clients"),
             PickOutcome::UnknownService => f.write_str("no live backend serves the service"),
+            PickOutcome::NoFreePlace => f.write_str("no backend of the slot service has a free place"),
             PickOutcome::ClockSkew { clocks, skew_secs } => write!(
                 f,
                 "client timestamp {} is {skew_secs} s away from the dispatcher's clock ({})",

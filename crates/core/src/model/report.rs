@@ -8,7 +8,7 @@ use loadwise_protocol::v2::ServiceName;
 use super::endpoint::Endpoint;
 use super::key::LegacyName;
 use super::load::{Load, Metrics};
-use super::state::State;
+use super::state::{Health, State};
 
 /// A legacy heartbeat, translated by the session that decoded it and checked there:
 /// the backend's name, which is also what its clients are sent (the bytes echoed
@@ -41,4 +41,18 @@ pub struct V2Report {
     pub weight: NonZeroU16,
     /// What it says of itself: ready, draining, maintenance.
     pub state: State,
+    /// What its own checks say.
+    pub health: Health,
+    /// Its places and this dispatcher's grant, if it has capacity slots.
+    pub slots: Option<SlotReport>,
+}
+
+/// A slot backend's places and the grant its heartbeat gives this dispatcher: the
+/// clients it may have sent there, in all, on the heartbeat's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotReport {
+    pub capacity: u32,
+    pub in_use: u32,
+    pub grant_seq: u32,
+    pub grant_total: u64,
 }

@@ -26,7 +26,7 @@ use rand::Rng;
 pub use load::{BackendLoad, LoadSettings, MAX_TIE_BAND, MICROS_PER_PERCENT, Score, TIE_BAND};
 
 use crate::affinity::{Candidate, PassReason};
-use crate::model::LegacyName;
+use crate::model::{Cause, Health, Hold, LegacyName};
 use crate::registry::{BackendId, IdMap, Report};
 
 /// How a backend is chosen for each client.
@@ -120,12 +120,9 @@ pub struct Picked {
 struct Slot {
     id: BackendId,
     load: BackendLoad,
-    /// The state in force: the furthest of `held` and `reported`.
-    state: BackendState,
-    /// What an operator set; `Ready` when they set nothing.
-    held: BackendState,
-    /// What the backend says of itself (v2 heartbeats); legacy backends are ready.
-    reported: BackendState,
+    /// What keeps it from clients, if anything: an operator's hold, its own state
+    /// and health, an ejection. It is in the ready prefix exactly when nothing does.
+    hold: Hold,
     /// Where this backend's clients are sent, from its latest report.
     legacy: LegacyName,
     /// A random draw, redrawn at each report that changes the load: where in the
@@ -282,35 +279,62 @@ impl Selector {
         self.slot(id).map(|slot| &slot.load)
     }
 
-    /// Whether a backend takes new clients.
+    /// Whether a backend takes new clients, as far as the operator and the backend's
+    /// own state go: the furthest of the two.
     pub fn state(&self, id: BackendId) -> Option<BackendState> {
-        self.slot(id).map(|slot| slot.state)
+        self.slot(id).map(|slot| slot.hold.standing().state)
+    }
+
+    /// Everything that holds a backend: see [`Hold::standing`] for what is in force.
+    pub fn hold(&self, id: BackendId) -> Option<Hold> {
+        self.slot(id).map(|slot| slot.hold)
     }
 
     /// Sets the state an operator holds a backend in; returns false for an unknown
     /// backend. A backend that is not ready leaves the pick indexes and keeps its
     /// load. What the backend reports can keep it further out, never bring it back.
     pub fn set_state(&mut self, id: BackendId, state: BackendState) -> bool {
-        let Some(&position) = self.positions.get(&id) else { return false };
-        self.slots[position].held = state;
-        self.update_state(position);
-        true
+        self.change_hold(id, |hold| hold.operator = state)
     }
 
     /// Records the state a backend reports for itself (ready, draining for
     /// maintenance, ...); returns false for an unknown backend.
     pub fn report_state(&mut self, id: BackendId, state: BackendState) -> bool {
-        let Some(&position) = self.positions.get(&id) else { return false };
-        if self.slots[position].reported != state {
-            self.slots[position].reported = state;
-            self.update_state(position);
-        }
-        true
+        self.change_hold(id, |hold| hold.agent = state)
+    }
+
+    /// Records what a backend's own checks say; returns false for an unknown backend.
+    pub fn report_health(&mut self, id: BackendId, health: Health) -> bool {
+        self.change_hold(id, |hold| hold.health = health)
+    }
+
+    /// Marks a slot backend as without a place this dispatcher may fill, or with one
+    /// again; returns false for an unknown backend.
+    pub fn set_no_place(&mut self, id: BackendId, no_place: bool) -> bool {
+        self.change_hold(id, |hold| hold.no_place = no_place)
+    }
+
+    /// Ejects a backend, or ends its ejection; returns false for an unknown backend.
+    pub fn set_ejected(&mut self, id: BackendId, ejected: bool) -> bool {
+        self.change_hold(id, |hold| hold.ejected = ejected)
     }
 
     /// The state an operator holds a backend in, and the one it reports.
     pub fn states(&self, id: BackendId) -> Option<(BackendState, BackendState)> {
-        self.slot(id).map(|slot| (slot.held, slot.reported))
+        self.slot(id).map(|slot| (slot.hold.operator, slot.hold.agent))
+    }
+
+    /// Applies `change` to a backend's hold, and moves it in or out of the pick
+    /// indexes if that changed whether it takes clients.
+    fn change_hold(&mut self, id: BackendId, change: impl FnOnce(&mut Hold)) -> bool {
+        let Some(&position) = self.positions.get(&id) else { return false };
+        let slot = &mut self.slots[position];
+        let before = slot.hold;
+        change(&mut slot.hold);
+        if slot.hold != before {
+            self.update_state(position);
+        }
+        true
     }
 
     /// Sets a backend's relative capacity (100 is the norm): the clients it is sent
@@ -321,13 +345,11 @@ impl Selector {
         true
     }
 
-    /// Moves a slot in or out of the pick indexes after `held` or `reported` changed.
+    /// Moves a slot in or out of the pick indexes after its hold changed.
     fn update_state(&mut self, position: usize) {
-        let slot = &mut self.slots[position];
-        let state = slot.held.max(slot.reported);
-        slot.state = state;
+        let takes_clients = self.slots[position].hold.standing().takes_clients();
         let was_ready = position < self.ready;
-        match (was_ready, state == BackendState::Ready) {
+        match (was_ready, takes_clients) {
             (true, false) => {
                 self.unindex(position);
             }
@@ -367,13 +389,10 @@ impl Selector {
         let position = self.slots.len();
         self.generation = next_generation();
         self.scores.push(load.effective_score());
-        let ready = BackendState::Ready;
         self.slots.push(Slot {
             id,
             load,
-            state: ready,
-            held: ready,
-            reported: ready,
+            hold: Hold::default(),
             legacy: report.legacy,
             tie,
             ordered: Score { tier: 0, micros: 0 },
@@ -562,11 +581,19 @@ impl Selector {
     /// one more client, or why it is passed over.
     pub fn affinity_candidate(&self, id: BackendId) -> Candidate {
         let Some(slot) = self.slot(id) else { return Candidate::Passed(PassReason::Gone) };
-        match slot.state {
-            BackendState::Draining => Candidate::Passed(PassReason::Draining),
-            BackendState::Maintenance => Candidate::Passed(PassReason::Maintenance),
-            BackendState::Ready if !slot.load.report_is_valid() => Candidate::Passed(PassReason::Unscored),
-            BackendState::Ready => Candidate::Ready { load: slot.load.effective(), cost: slot.load.cost() },
+        let standing = slot.hold.standing();
+        match (standing.state, standing.cause) {
+            (BackendState::Draining, _) => Candidate::Passed(PassReason::Draining),
+            (BackendState::Maintenance, _) => Candidate::Passed(PassReason::Maintenance),
+            (BackendState::Ready, Some(Cause::Unhealthy)) => Candidate::Passed(PassReason::Unhealthy),
+            (BackendState::Ready, Some(Cause::NoFreePlace)) => Candidate::Passed(PassReason::OverBound),
+            (BackendState::Ready, Some(_)) => Candidate::Passed(PassReason::Ejected),
+            (BackendState::Ready, None) if !slot.load.report_is_valid() => {
+                Candidate::Passed(PassReason::Unscored)
+            }
+            (BackendState::Ready, None) => {
+                Candidate::Ready { load: slot.load.effective(), cost: slot.load.cost() }
+            }
         }
     }
 
@@ -607,7 +634,7 @@ impl Selector {
         for (position, slot) in self.slots.iter().enumerate() {
             assert_eq!(self.positions[&slot.id], position, "{}", slot.id);
             assert_eq!(self.scores[position], slot.load.effective_score(), "{}", slot.id);
-            assert_eq!(position < self.ready, slot.state == BackendState::Ready, "{}", slot.id);
+            assert_eq!(position < self.ready, slot.hold.standing().takes_clients(), "{}", slot.id);
         }
         let mut total = ReadyTotal::default();
         self.scores[..self.ready].iter().for_each(|&score| total.add(score));
