@@ -36,6 +36,7 @@ use loadwise_protocol::codec::{CodecError, DispatcherCodec, Inbound};
 use loadwise_protocol::v2;
 
 pub(crate) mod budget;
+pub(crate) mod failure;
 pub(crate) mod legacy;
 mod session;
 use crate::limits::{ConnectionLimits, LiveLimits};
@@ -384,7 +385,8 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             Inbound::V2(Decoded::Message(Message::Register(_) | Message::Heartbeat(_))) => {
                 Some(ConnectionKind::Backend)
             }
-            Inbound::Request(Request::Login(_)) | Inbound::V2(Decoded::Message(Message::PickRequest(_))) => {
+            Inbound::Request(Request::Login(_))
+            | Inbound::V2(Decoded::Message(Message::PickRequest(_) | Message::FailureReport(_))) => {
                 Some(ConnectionKind::Client)
             }
             _ => None,
@@ -442,6 +444,7 @@ impl<'a, S: PeerStream> Connection<'a, S> {
             wire: &self.shared.wire,
             batch,
             refusal_log: &self.shared.refusal_log,
+            wake_sweeper: &self.shared.wake_sweeper,
             out: &mut self.write_buf,
         };
         match session.handle(item, &mut cx) {

@@ -23,7 +23,7 @@
 //! | crate root | the TCP server: bind, run, reload, graceful shutdown |
 //! | `config` | what a server is started with, its defaults and checks, and why it could not start |
 //! | `accept` | the listeners (plain and TLS), the accept loop under the budgets, TLS handshakes, and what a closed connection leaves behind |
-//! | `sweep` | removing backends whose TTL has passed, waking only when one may have |
+//! | `sweep` | removing backends whose TTL has passed and ending ejections whose time is up, waking only when one may have |
 //! | `connection` | the only code that reads and writes the dispatcher's sockets (with `budget`, the v2 `session` and the `legacy` rules) |
 //! | `limits` | what each connection applies (timeouts, frame lengths, legacy doors, the v2 secret), and what a reload changes |
 //! | `shared` | the state every connection task shares, and the rate-limited log of refusals |
@@ -205,9 +205,11 @@ impl Server {
             budgets,
             budget_log: RateLimitedLog::new(WARNING_PERIOD),
             next_connection: AtomicU64::new(1),
+            wake_sweeper: Arc::new(tokio::sync::Notify::new()),
         });
         let tracker = TaskTracker::new();
-        tracker.spawn(sweep(Arc::clone(&shared.dispatcher), shared.shutdown.clone()));
+        let wake = Arc::clone(&shared.wake_sweeper);
+        tracker.spawn(sweep(Arc::clone(&shared.dispatcher), wake, shared.shutdown.clone()));
         listeners.log_addresses();
         tokio::select! {
             () = accept_loop(&listeners, &shared, &tracker) => {}

@@ -27,6 +27,7 @@ impl ServicePick {
             PickOutcome::ClockSkew { .. } => return Err(ErrorCode::CLOCK_SKEW),
             PickOutcome::UnknownService => return Err(ErrorCode::UNKNOWN_SERVICE),
             PickOutcome::NoBackend => return Err(ErrorCode::NO_BACKEND),
+            PickOutcome::NoFreePlace => return Err(ErrorCode::NO_FREE_PLACE),
         };
         let (backend_id, endpoint, legacy) = match to {
             Destination::Chosen { backend, endpoint } => (backend, endpoint, false),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::budget::Budgets;
@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub budget_log: RateLimitedLog,
     /// The number the next accepted connection gets.
     pub next_connection: AtomicU64,
+    /// Wakes the sweeper when an ejection begins: its end is a new deadline, which
+    /// may come before the one the sweeper sleeps until.
+    pub wake_sweeper: Arc<Notify>,
 }
 
 impl Shared {

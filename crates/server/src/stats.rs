@@ -6,6 +6,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod failures;
+
+pub use failures::{FailureSnapshot, FailureStats, ReportVerdict};
 pub use loadwise_core::dispatcher::bump;
 use loadwise_protocol::v2::ErrorCode;
 
@@ -36,6 +39,8 @@ pub struct WireStats {
     /// v2 refusals sent (Error messages and failed PickReplies), by code: index 1 is
     /// code 1, and so on; the last counts codes this version does not know.
     pub v2_refusals: [AtomicU64; V2_REFUSAL_SLOTS],
+    /// Clients' failure reports and the ejections they made.
+    pub failures: FailureStats,
 }
 
 /// A point-in-time copy of [`WireStats`].
@@ -52,10 +57,11 @@ pub struct WireSnapshot {
     pub connections_closed: [u64; CloseReason::ALL.len()],
     pub v2_registrations: u64,
     pub v2_refusals: [u64; V2_REFUSAL_SLOTS],
+    pub failures: FailureSnapshot,
 }
 
-/// One counter per v2 error code, 1 to 14, and one for any other code.
-pub const V2_REFUSAL_SLOTS: usize = 16;
+/// One counter per v2 error code, 1 to 15, and one for any other code.
+pub const V2_REFUSAL_SLOTS: usize = 17;
 
 /// What an open connection is, by the first frame that said so. Each kind has a
 /// budget of its own (see `connection::budget`).
@@ -226,6 +232,7 @@ impl WireStats {
             connections_closed: std::array::from_fn(|reason| get(&self.connections_closed[reason])),
             v2_registrations: get(&self.v2_registrations),
             v2_refusals: std::array::from_fn(|slot| get(&self.v2_refusals[slot])),
+            failures: self.failures.snapshot(),
         }
     }
 
@@ -307,7 +314,7 @@ mod tests {
         let stats = WireStats::default();
         stats.count_v2_refusal(ErrorCode::BUSY);
         stats.count_v2_refusal(ErrorCode::new(999).unwrap());
-        stats.count_v2_refusal(ErrorCode::new(15).unwrap());
+        stats.count_v2_refusal(ErrorCode::new(16).unwrap());
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.v2_refusals_with(ErrorCode::BUSY), 1);
         assert_eq!(snapshot.v2_refusals[V2_REFUSAL_SLOTS - 1], 2);

@@ -166,8 +166,13 @@ async fn backends_shows_every_field_of_every_backend() {
     register(&state, 1, 42, "10.0.0.1", 7001);
     register(&state, 2, 120, "10.0.0.2", 7002);
     state.dispatcher().set_state(BackendId(2), BackendState::Maintenance).unwrap();
-    let request =
-        PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
+    let request = PickRequest {
+        target: PickTarget::Default,
+        clocks: None,
+        form: AddressForm::Legacy,
+        key: &[],
+        client: None,
+    };
     assert!(state.dispatcher().pick(&request, Instant::now()).picked().is_some(), "a pick");
 
     let reply = get(&state, "/v1/services/default/backends").await;

@@ -86,6 +86,8 @@ fn v2_heartbeat(backend_id: u64) -> Message {
         weight: v2::DEFAULT_WEIGHT,
         state: State::Ready,
         metrics: Vec::new(),
+        health: v2::Health::Healthy,
+        slots: None,
     })
 }
 

@@ -77,6 +77,8 @@ fn heartbeat(service_name: &str, backend_id: u64, addr: &str, memory: u16) -> He
         weight: v2::DEFAULT_WEIGHT,
         state: State::Ready,
         metrics: Vec::new(),
+        health: loadwise_protocol::v2::Health::Healthy,
+        slots: None,
     }
 }
 

@@ -117,6 +117,7 @@ pub(crate) async fn pick(
         Err(ErrorCode::UNKNOWN_SERVICE) if !is_default(dispatcher, &name) => {
             Err(ApiError::UnknownService(service))
         }
+        Err(ErrorCode::NO_FREE_PLACE) => Err(ApiError::NoFreePlace(service)),
         Err(_) => Err(ApiError::NoBackend(service)),
     }
 }

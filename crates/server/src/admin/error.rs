@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The service has no backend that takes clients.
     #[error("no live backend in service {0:?}")]
     NoBackend(String),
+    /// The slot service's backends have no free place this dispatcher may fill.
+    #[error("no free place in service {0:?}: every backend is full, or its places are promised")]
+    NoFreePlace(String),
     /// An action came without the bearer token, or with a wrong one.
     #[error("a valid bearer token is required")]
     Unauthorized,
@@ -68,7 +71,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::BadBackendId(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::NoBackend(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoBackend(_) | ApiError::NoFreePlace(_) | ApiError::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ActionsDisabled => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed | ApiError::PickNeedsPost => StatusCode::METHOD_NOT_ALLOWED,

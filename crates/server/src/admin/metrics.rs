@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
+use std::collections::BTreeMap;
+
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -27,11 +29,12 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::error::ApiError;
 use super::views::by_service;
-use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, WireSnapshot, WireStats};
+use crate::stats::{CloseReason, ConnectionKind, ConnectionRefusal, ReportVerdict, WireSnapshot, WireStats};
 use loadwise_core::affinity::PassReason;
-use loadwise_core::dispatcher::{Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot};
+use loadwise_core::dispatcher::{BackendSnapshot, Dispatcher, LatencyHistogram, ServicePicks, StatsSnapshot};
+use loadwise_core::model::Cause;
 use loadwise_core::selection::BackendState;
-use loadwise_protocol::v2::{ErrorCode, ServiceName};
+use loadwise_protocol::v2::{ErrorCode, FailureReason, ServiceName};
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -73,7 +76,9 @@ impl Collector for DispatcherCollector {
         let services = self.dispatcher.service_picks();
         encode_picks(&mut encoder, &snapshot, default_service.as_str(), &services)?;
         encode_latency(&mut encoder, &stats.pick_latency)?;
-        encode_backends(&mut encoder, &self.dispatcher)?;
+        let backends = self.dispatcher.snapshot();
+        encode_backends(&mut encoder, &self.dispatcher, &backends)?;
+        encode_outliers(&mut encoder, &backends, &snapshot, &wire)?;
         encode_affinity(&mut encoder, &self.dispatcher)?;
         encode_heartbeats(&mut encoder, &snapshot, &wire)?;
         encode_connections(&mut encoder, &wire)?;
@@ -183,9 +188,13 @@ fn encode_latency(encoder: &mut DescriptorEncoder, histogram: &LatencyHistogram)
     )
 }
 
-fn encode_backends(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> Result<(), Error> {
+fn encode_backends(
+    encoder: &mut DescriptorEncoder,
+    dispatcher: &Dispatcher,
+    backends: &[BackendSnapshot],
+) -> Result<(), Error> {
     let services = dispatcher.services();
-    let counted = by_service(&services, &dispatcher.snapshot());
+    let counted = by_service(&services, backends);
     let series: Vec<_> = counted
         .iter()
         .flat_map(|(service, counts)| {
@@ -198,6 +207,77 @@ fn encode_backends(encoder: &mut DescriptorEncoder, dispatcher: &Dispatcher) -> 
         series.iter().map(|(labels, value)| (&labels[..], *value)).collect();
     let help = "Registered backends by service and state. A service is listed while it has a backend (the default one always), so there are at most max_backends + 1 services.";
     family(encoder, ("backends", help, MetricType::Gauge), &series)
+}
+
+/// Backends out of rotation by service and cause; clients' failure reports, the
+/// ejections they made and the returns.
+fn encode_outliers(
+    encoder: &mut DescriptorEncoder,
+    backends: &[BackendSnapshot],
+    stats: &StatsSnapshot,
+    wire: &WireSnapshot,
+) -> Result<(), Error> {
+    let mut out: BTreeMap<(&str, Cause), u64> = BTreeMap::new();
+    for backend in backends {
+        if let Some(cause) = backend.hold.standing().cause {
+            *out.entry((backend.service.as_str(), cause)).or_default() += 1;
+        }
+    }
+    let labels: Vec<_> =
+        out.keys().map(|(service, cause)| [("service", *service), ("cause", cause.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> =
+        labels.iter().zip(out.values()).map(|(l, v)| (&l[..], *v)).collect();
+    let help = "Backends that get no new clients, by service and cause (operator, agent: its drain or maintenance, unhealthy: its own checks, ejected: its clients' failure reports); each is counted under the first cause in that order. Only causes with a backend are listed.";
+    family(encoder, ("backends_out", help, MetricType::Gauge), &series)?;
+    let failures = &wire.failures;
+    let labels: Vec<_> = FailureReason::ALL
+        .iter()
+        .flat_map(|reason| {
+            ReportVerdict::NAMES.iter().map(move |verdict| [("reason", reason.name()), ("outcome", *verdict)])
+        })
+        .collect();
+    let values = failures.reports.iter().flatten();
+    let series: Vec<(&Labels<'_>, u64)> = labels.iter().zip(values).map(|(l, v)| (&l[..], *v)).collect();
+    let help = "Clients' failure reports (v2 FailureReport), by reason and outcome: counted toward an ejection, ejected (the report that ejected the backend), cap_reached (enough clients, but eject_max_percent of the service is out), not_sent_there (the client was not sent to that backend within eject_window), rate_limited, already_ejected, unknown_backend, bad_ticket.";
+    family(encoder, ("failure_reports", help, MetricType::Counter), &series)?;
+    let labels: Vec<_> = FailureReason::ALL.iter().map(|reason| [("reason", reason.name())]).collect();
+    let series: Vec<(&Labels<'_>, u64)> =
+        labels.iter().zip(&failures.ejections).map(|(l, v)| (&l[..], *v)).collect();
+    let help =
+        "Backends ejected by their clients' failure reports, by the reason of the report that ejected them.";
+    family(encoder, ("ejections", help, MetricType::Counter), &series)?;
+    let help = "Ejected backends back in rotation because their ejection time ended.";
+    counter(encoder, "ejection_returns", help, stats.ejection_returns)?;
+    encode_slots(encoder, backends, stats)
+}
+
+/// The places of each slot service, summed over its slot backends, and the picks
+/// refused for lack of one.
+fn encode_slots(
+    encoder: &mut DescriptorEncoder,
+    backends: &[BackendSnapshot],
+    stats: &StatsSnapshot,
+) -> Result<(), Error> {
+    let mut sums: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+    for backend in backends {
+        if let Some(slots) = &backend.slots {
+            let sum = sums.entry(backend.service.as_str()).or_default();
+            let figures =
+                [u64::from(slots.capacity), u64::from(slots.in_use), slots.free, slots.sent_since_report];
+            for (total, figure) in sum.iter_mut().zip(figures) {
+                *total = total.saturating_add(figure);
+            }
+        }
+    }
+    const KINDS: [&str; 4] = ["capacity", "in_use", "free", "sent_since_heartbeat"];
+    let labels: Vec<_> =
+        sums.keys().flat_map(|service| KINDS.map(|kind| [("service", *service), ("kind", kind)])).collect();
+    let values = sums.values().flatten();
+    let series: Vec<(&Labels<'_>, u64)> = labels.iter().zip(values).map(|(l, v)| (&l[..], *v)).collect();
+    let help = "The places of each slot service, summed over its backends that report capacity slots: capacity, in_use (as the backends count them), free (what this dispatcher may still fill: each backend's grant's rest, at most its places reported free less the clients sent since), sent_since_heartbeat (clients this dispatcher sent since each backend's last heartbeat).";
+    family(encoder, ("slot_places", help, MetricType::Gauge), &series)?;
+    let help = "Picks of slot services refused because no backend had a free place this dispatcher may fill (v2 status 15, HTTP 503, the legacy error reply).";
+    counter(encoder, "no_free_place", help, stats.no_free_place)
 }
 
 /// Keyed picks per service, and why their key's first backend was passed over. Only
@@ -375,6 +455,12 @@ mod tests {
                 "picks counter",
                 "pick_duration_seconds histogram",
                 "backends gauge",
+                "backends_out gauge",
+                "failure_reports counter",
+                "ejections counter",
+                "ejection_returns counter",
+                "slot_places gauge",
+                "no_free_place counter",
                 "keyed_picks counter",
                 "keyed_first_choice_passed counter",
                 "keyed_fallbacks counter",
@@ -447,14 +533,21 @@ mod tests {
             metrics: Metrics { memory: Some(10.0), ..Metrics::default() },
             weight: DEFAULT_WEIGHT,
             state: State::Ready,
+            health: loadwise_core::model::Health::Healthy,
+            slots: None,
         };
         dispatcher.batch(now).heartbeat_v2(ConnectionId(1), heartbeat).unwrap();
         for _ in 0..2 {
             let outcome = dispatcher.batch(now).pick(&PickRequest::http(&game));
             assert!(outcome.picked().is_some());
         }
-        let default_login =
-            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
+        let default_login = PickRequest {
+            target: PickTarget::Default,
+            clocks: None,
+            form: AddressForm::Legacy,
+            key: &[],
+            client: None,
+        };
         assert!(dispatcher.batch(now).pick(&default_login).picked().is_none());
         let stats = dispatcher.stats();
         let wire = Arc::new(WireStats::default());

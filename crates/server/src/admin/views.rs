@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use crate::pick_answer::ServicePick;
 use loadwise_core::dispatcher::{self, BackendSnapshot};
-use loadwise_core::model::Load;
+use loadwise_core::model::{Cause, Health, Load};
 use loadwise_core::registry::{BackendId, V2Detail};
 use loadwise_core::selection::{BackendLoad, BackendState, Policy};
+use loadwise_core::slots::SlotView;
 use loadwise_protocol::IpField;
 use loadwise_protocol::v2::ServiceName;
 
@@ -198,6 +199,21 @@ pub(crate) struct BackendView {
     pub state: BackendState,
     /// The state an operator's action holds it in; `ready` when none.
     pub operator_state: BackendState,
+    /// Whether it gets new clients now.
+    pub takes_clients: bool,
+    /// Why it gets none, by precedence: `operator`, `agent` (its drain or
+    /// maintenance), `unhealthy` (its own checks), `ejected` (its clients' reports);
+    /// `None` (`null`) when it takes clients.
+    pub out_because: Option<Cause>,
+    /// What its own checks say (v2 heartbeats); legacy backends are `healthy`.
+    pub health: Health,
+    /// Seconds until its ejection ends; `None` (`null`) when it is not ejected.
+    pub ejected_for_seconds: Option<f64>,
+    /// Its ejections since their count last restarted (each lasts longer).
+    pub ejections: u32,
+    /// A slot backend's places and this dispatcher's grant; `None` (`null`) for a
+    /// backend without capacity slots.
+    pub slots: Option<SlotsView>,
     /// The last report, as sent.
     pub reported: Reported,
     /// The report plus what the clients sent since are estimated to add, in percent.
@@ -220,6 +236,32 @@ pub(crate) struct BackendView {
 pub(crate) enum WireProtocol {
     Legacy,
     V2,
+}
+
+/// A slot backend's places as its last heartbeat said, and what this dispatcher may
+/// still send it.
+#[derive(Debug, Serialize)]
+pub(crate) struct SlotsView {
+    pub capacity: u32,
+    pub in_use: u32,
+    /// The clients this dispatcher may send on the backend's connection, in all.
+    pub grant_total: u64,
+    /// The clients it has sent on that connection.
+    pub sent_total: u64,
+    /// Places it may still fill now.
+    pub free: u64,
+}
+
+impl SlotsView {
+    fn new(view: &SlotView) -> Self {
+        SlotsView {
+            capacity: view.capacity,
+            in_use: view.in_use,
+            grant_total: view.grant_total,
+            sent_total: view.sent_total,
+            free: view.free,
+        }
+    }
 }
 
 /// What a backend's last heartbeat reported.
@@ -273,6 +315,14 @@ impl BackendView {
             protocol: if v2.is_some() { WireProtocol::V2 } else { WireProtocol::Legacy },
             state: snapshot.state,
             operator_state: snapshot.held,
+            takes_clients: snapshot.hold.standing().takes_clients(),
+            out_because: snapshot.hold.standing().cause,
+            health: snapshot.hold.health,
+            ejected_for_seconds: snapshot
+                .ejected_until
+                .map(|until| round_millis(until.saturating_duration_since(now))),
+            ejections: snapshot.ejections,
+            slots: snapshot.slots.as_ref().map(SlotsView::new),
             reported: Reported { mem_percent: mem_percent(load.reported), valid: load.report_is_valid() },
             effective_load_percent: effective_percent(load),
             client_cost_percent: load.cost(),
@@ -397,7 +447,7 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use loadwise_core::model::{Endpoint, Host, LegacyName, Metrics};
+    use loadwise_core::model::{Endpoint, Hold, Host, LegacyName, Metrics};
     use loadwise_core::registry::{Backend, BackendId, Report};
     use loadwise_core::scoring::Scoring;
     use loadwise_core::selection::LoadSettings;
@@ -421,7 +471,20 @@ mod tests {
         };
         let load = BackendLoad::new(load, registered_at, &LoadSettings::default());
         let (held, reported) = (state, BackendState::Ready);
-        BackendSnapshot { id: BackendId(id), backend, load, state, held, reported, service: name("default") }
+        let hold = Hold { operator: held, ..Hold::default() };
+        BackendSnapshot {
+            id: BackendId(id),
+            backend,
+            load,
+            state,
+            held,
+            reported,
+            hold,
+            ejected_until: None,
+            ejections: 0,
+            slots: None,
+            service: name("default"),
+        }
     }
 
     /// A v2 backend of `service` whose heartbeat reported `reported`, held `held`.
@@ -435,6 +498,7 @@ mod tests {
         };
         snapshot.reported = reported;
         snapshot.state = held.max(reported);
+        snapshot.hold.agent = reported;
         snapshot.service = name(service);
         let detail = V2Detail {
             service: name(service),

@@ -125,9 +125,10 @@ pub(super) fn login_reply(outcome: &PickOutcome) -> LoginReply {
             // A login asks for the legacy form: the core answers in it.
             Destination::Chosen { .. } | Destination::LegacyEndpoint { .. } => LoginReply::Error,
         },
-        PickOutcome::NoBackend | PickOutcome::UnknownService | PickOutcome::ClockSkew { .. } => {
-            LoginReply::Error
-        }
+        PickOutcome::NoBackend
+        | PickOutcome::NoFreePlace
+        | PickOutcome::UnknownService
+        | PickOutcome::ClockSkew { .. } => LoginReply::Error,
     }
 }
 

@@ -21,8 +21,8 @@ use loadwise_protocol::ticket;
 use loadwise_protocol::v2;
 use loadwise_protocol::v2::auth::{self, Nonce, Secret};
 use loadwise_protocol::v2::{
-    Challenge, DecodeError, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, Message, PickOutcome,
-    PickReply, PickRequest, Picked, Register, Registered, ServiceName,
+    Challenge, DecodeError, Decoded, Endpoint, ErrorCode, ErrorMessage, Heartbeat, LeaseReport, Message,
+    PickOutcome, PickReply, PickRequest, Picked, Register, Registered, ServiceName,
 };
 
 /// What a connection does after a v2 frame.
@@ -76,6 +76,8 @@ pub(super) struct Context<'c, 'b> {
     pub batch: &'c mut Batch<'b>,
     /// Where refusals worth an operator's attention are logged, at most once a second.
     pub refusal_log: &'c RateLimitedLog,
+    /// Told when an ejection begins, so that its end is swept on time.
+    pub wake_sweeper: &'c tokio::sync::Notify,
     pub out: &'c mut BytesMut,
 }
 
@@ -149,6 +151,19 @@ impl Session {
             Message::Register(register) => self.on_register(&register, cx),
             Message::Heartbeat(heartbeat) => self.on_heartbeat(heartbeat, cx),
             Message::PickRequest(request) => on_pick(&request, cx),
+            Message::FailureReport(report) => {
+                let judge = super::failure::Judge {
+                    client: cx.peer.ip().to_canonical(),
+                    secret: cx.secret,
+                    unix_now: cx.unix_now(),
+                    batch: cx.batch,
+                    wire: cx.wire,
+                    refusal_log: cx.refusal_log,
+                    wake_sweeper: cx.wake_sweeper,
+                };
+                super::failure::on_failure_report(&report, judge);
+                Verdict::Continue
+            }
             other => {
                 let text = format!("a {:?} is sent by the dispatcher, not to it", other.message_type());
                 self.warn(cx, ErrorCode::UNEXPECTED, &text)
@@ -259,7 +274,12 @@ impl Session {
         }
         // What log lines name the backend by; formatted only when one is written.
         let (backend_id, endpoint) = (heartbeat.backend_id, heartbeat.endpoint.clone());
-        match cx.batch.heartbeat_v2(cx.connection, report_of(heartbeat)) {
+        let accepted = cx.batch.heartbeat_v2(cx.connection, report_of(heartbeat));
+        if let Ok(V2HeartbeatAccepted { lease: Some(lease), .. }) = &accepted {
+            let report = LeaseReport { grant_seq: lease.grant_seq, sent_total: lease.sent_total };
+            cx.send(&Message::LeaseReport(report));
+        }
+        match accepted {
             Ok(V2HeartbeatAccepted { registered: false, .. }) => {}
             Ok(accepted) => {
                 cx.batch.unlock();
@@ -291,7 +311,12 @@ impl Session {
 fn on_pick(request: &PickRequest, cx: &mut Context<'_, '_>) -> Verdict {
     let unix_now = cx.unix_now();
     let clocks = Clocks { client: request.timestamp, dispatcher: unix_now };
-    let asked = core::PickRequest::service(&request.service, clocks).with_key(request.key.as_bytes());
+    // The client's address is remembered with the pick, so that its failure report
+    // about that backend counts.
+    let client = cx.peer.ip().to_canonical();
+    let asked = core::PickRequest::service(&request.service, clocks)
+        .with_key(request.key.as_bytes())
+        .from_client(client);
     let outcome = cx.batch.pick(&asked);
     let outcome = match ServicePick::of(outcome) {
         Ok(ServicePick { backend_id, endpoint, legacy, .. }) => {
@@ -355,6 +380,10 @@ fn report_of(heartbeat: v2::Heartbeat) -> core::V2Report {
             .map(|metric| (metric.name.as_str().to_owned(), metric.value))
             .collect(),
     };
+    let health = match heartbeat.health {
+        v2::Health::Healthy => core::Health::Healthy,
+        v2::Health::Unhealthy => core::Health::Unhealthy,
+    };
     let state = match heartbeat.state {
         v2::State::Ready => core::State::Ready,
         v2::State::Draining => core::State::Draining,
@@ -367,6 +396,13 @@ fn report_of(heartbeat: v2::Heartbeat) -> core::V2Report {
         metrics,
         weight: heartbeat.weight,
         state,
+        health,
+        slots: heartbeat.slots.map(|slots| core::SlotReport {
+            capacity: slots.capacity,
+            in_use: slots.in_use,
+            grant_seq: slots.grant_seq,
+            grant_total: slots.grant_total,
+        }),
     }
 }
 

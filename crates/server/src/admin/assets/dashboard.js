@@ -303,11 +303,22 @@
     row.cells.address.textContent = backend.address;
     const v2 = backend.v2;
     row.cells.protocol.textContent = backend.protocol;
-    row.badge.textContent = backend.state;
-    row.badge.className = "badge state-" + backend.state;
+    // Health and ejection keep a ready backend from clients without changing its
+    // state: the badge says so, the note says for how long.
+    const shown = backend.state === "ready" && backend.out_because ? backend.out_because : backend.state;
+    row.badge.textContent = shown;
+    row.badge.className = "badge state-" + shown;
     const notes = [];
     if (backend.operator_state !== "ready") notes.push("held " + backend.operator_state);
     if (v2) notes.push("reports " + v2.reported_state);
+    if (backend.health === "unhealthy") notes.push("failing its checks");
+    if (backend.ejected_for_seconds !== null && backend.ejected_for_seconds !== undefined) {
+      notes.push("ejected by its clients' reports for " + Math.ceil(backend.ejected_for_seconds) + " s more");
+    }
+    if (backend.slots) {
+      const s = backend.slots;
+      notes.push(s.in_use + " of " + s.capacity + " places in use, " + s.free + " free to send here");
+    }
     row.stateNote.textContent = notes.join(" · ");
     if (v2) {
       row.cells.reported.textContent = percentOrMissing(v2.memory_percent);
