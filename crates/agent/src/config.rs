@@ -6,12 +6,15 @@ use std::num::NonZeroU16;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::places::Places;
 use loadwise_client::discover::DiscoveryConfig;
 use loadwise_client::tls::ClientTls;
 use loadwise_protocol::config::{ConfigError, ensure};
 use loadwise_protocol::v2::auth::Secret;
 use loadwise_protocol::v2::{DEFAULT_WEIGHT, Endpoint, Host, HostName, NameError, ServiceName};
 use loadwise_protocol::{AddressError, IpField};
+
+use crate::check_spec::HealthCheck;
 
 /// The address clients should be sent to, as it will appear in heartbeats: an IPv4
 /// or IPv6 address, or (protocol v2 only) a host name, and a port.
@@ -161,6 +164,14 @@ pub struct AgentConfig {
     /// for plain TCP. It carries either protocol, but the C++ dispatcher cannot
     /// speak it.
     pub tls: Option<ClientTls>,
+    /// Checks the backend itself (a TCP connect or an HTTP GET) and reports it
+    /// unhealthy while the checks fail; `None` for no checks (the backend is healthy
+    /// unless the library user says otherwise).
+    pub health_check: Option<HealthCheck>,
+    /// The backend's capacity slots (`--capacity`), leased to the dispatchers with
+    /// every heartbeat (protocol v2); `None` for a backend without a fixed number of
+    /// places. Keep a clone to tell it of clients arriving and leaving.
+    pub slots: Option<Places>,
 }
 
 /// The most dispatchers one agent reports to.
@@ -200,6 +211,11 @@ impl AgentConfig {
         ensure(!self.initial_backoff.is_zero(), "initial-backoff", positive)?;
         let ordered = self.max_backoff >= self.initial_backoff;
         ensure(ordered, "max-backoff", "must be at least the initial backoff (100ms by default)")?;
+        if let Some(check) = &self.health_check {
+            check.validate()?;
+        }
+        let v2 = self.protocol == Protocol::V2;
+        ensure(self.slots.is_none() || v2, "capacity", "capacity slots need --protocol v2")?;
         self.validate_protocol()
     }
 
@@ -241,6 +257,8 @@ impl AgentConfig {
             secret: None,
             weight: DEFAULT_WEIGHT,
             tls: None,
+            health_check: None,
+            slots: None,
         }
     }
 

@@ -3,8 +3,9 @@
 //! The link also watches its socket: a legacy dispatcher never writes to a backend
 //! (and a v2 one only to refuse), so end-of-file or an error means the connection is
 //! gone and the link reconnects (with exponential backoff and jitter) without waiting
-//! for a failed write. A legacy link disconnects while the backend drains: leaving the
-//! table is the only way the legacy protocol can say "no new clients".
+//! for a failed write. A legacy link disconnects while the backend drains or is
+//! unhealthy: leaving the table is the only way the legacy protocol can say "no new
+//! clients".
 
 use std::time::Duration;
 
@@ -16,11 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, Protocol};
-use crate::sample::Report;
+use crate::sample::{Absence, Report};
 use crate::session_end::SessionEnd;
 use crate::streak::FailureStreak;
 use loadwise_client::dial::{self, Stream};
-use loadwise_protocol::v2::State;
 use loadwise_protocol::{Heartbeat, IpField};
 
 /// Keeps a connection to `server` until `stop` is cancelled, sending each sample
@@ -53,6 +53,11 @@ pub(super) async fn run(
                 backoff.reset();
                 continue;
             }
+            Ok((SessionEnd::Unhealthy, _)) => {
+                tracing::info!(%server, "unhealthy: disconnected from the legacy dispatcher");
+                backoff.reset();
+                continue;
+            }
             // Only a connection that lasted starts the backoff afresh, so a
             // dispatcher that accepts and at once closes (at its connection cap,
             // say) is not hammered.
@@ -82,10 +87,10 @@ pub(super) async fn run(
     }
 }
 
-/// Waits while the backend is not ready; false when the agent stops meanwhile.
+/// Waits while the backend is draining or unhealthy; false when the agent stops meanwhile.
 async fn wait_until_ready(reports: &mut watch::Receiver<Report>, stop: &CancellationToken) -> bool {
     tokio::select! {
-        ready = reports.wait_for(|report| report.state == State::Ready) => ready.is_ok(),
+        ready = reports.wait_for(|report| report.legacy_absence().is_none()) => ready.is_ok(),
         () = stop.cancelled() => false,
     }
 }
@@ -182,8 +187,10 @@ async fn send_report(
     stop: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let report = reports.borrow_and_update().clone();
-    if report.state != State::Ready {
-        return Err(SessionEnd::Draining);
+    match report.legacy_absence() {
+        Some(Absence::Draining) => return Err(SessionEnd::Draining),
+        Some(Absence::Unhealthy) => return Err(SessionEnd::Unhealthy),
+        None => {}
     }
     let heartbeat = report.sample.map(|sample| Heartbeat { mem: sample.memory, ip, port });
     send(stream, heartbeat, stop).await

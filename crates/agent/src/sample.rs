@@ -1,9 +1,10 @@
 //! What the agent measures (a [`Sample`]), why a measurement failed ([`ProbeError`]),
-//! and what every link sends next (a report: the latest sample and the backend's state).
+//! and what every link sends next (a report: the latest sample, the backend's state and
+//! its health).
 
 use crate::cpustat::CpuStatError;
 use crate::meminfo::MeminfoError;
-use loadwise_protocol::v2::{Metric, NOT_REPORTED_U32, Percent, State, check_metrics};
+use loadwise_protocol::v2::{Health, Metric, NOT_REPORTED_U32, Percent, State, check_metrics};
 
 /// One measurement of this backend's load.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -52,4 +53,26 @@ pub enum ProbeError {
 pub(crate) struct Report {
     pub sample: Option<Sample>,
     pub state: State,
+    pub health: Health,
+}
+
+impl Report {
+    /// Why a legacy link must stay out of the dispatcher's table, if it must: the
+    /// legacy protocol can say neither "draining" nor "unhealthy" but by leaving.
+    pub fn legacy_absence(&self) -> Option<Absence> {
+        if self.state != State::Ready {
+            Some(Absence::Draining)
+        } else if self.health == Health::Unhealthy {
+            Some(Absence::Unhealthy)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a legacy link leaves the dispatcher's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Absence {
+    Draining,
+    Unhealthy,
 }

@@ -21,6 +21,8 @@ pub(crate) enum SessionEnd {
     Stopped,
     #[error("the backend is draining: the legacy protocol leaves the table")]
     Draining,
+    #[error("the backend is unhealthy: the legacy protocol leaves the table")]
+    Unhealthy,
     #[error("the dispatcher refused: {} {}", .0.code, .0.text)]
     Refused(ErrorMessage),
     #[error("registering took longer than {0:?}")]

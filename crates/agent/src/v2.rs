@@ -7,12 +7,14 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+use crate::places::Places;
 use crate::sample::Report;
 use crate::session_end::SessionEnd;
+use crate::slots::DispatcherKey;
 use loadwise_client::dial::Stream;
 use loadwise_protocol::codec::v2::PeerCodec;
 use loadwise_protocol::v2::auth::Secret;
-use loadwise_protocol::v2::{self, Challenge, Hello, Message, Percent, Register, Registered};
+use loadwise_protocol::v2::{self, Challenge, Hello, LeaseReport, Message, Percent, Register, Registered};
 
 type Connection = Framed<Stream, PeerCodec>;
 
@@ -36,7 +38,48 @@ pub(super) async fn session(
         }
         tracing::debug!(backend_id = config.backend_id, service = %config.service, "registered");
     }
-    heartbeat_loop(&mut conn, config, reports, stop).await
+    let mut books = Books::new(config);
+    let end = heartbeat_loop(&mut conn, config, reports, &mut books, stop).await;
+    books.close();
+    end
+}
+
+/// This connection's side of the backend's capacity slots, if it has them: its key in
+/// the book, and whether the dispatcher has answered a slot heartbeat yet.
+struct Books {
+    places: Option<(Places, DispatcherKey)>,
+    answered: bool,
+}
+
+impl Books {
+    fn new(config: &AgentConfig) -> Books {
+        let places = config.slots.clone().map(|places| {
+            let key = places.new_key();
+            (places, key)
+        });
+        Books { places, answered: false }
+    }
+
+    /// The slots of the next heartbeat: a grant once the dispatcher keeps the books.
+    fn next(&self) -> Option<v2::Slots> {
+        let (places, key) = self.places.as_ref()?;
+        Some(places.heartbeat(*key, self.answered))
+    }
+
+    /// Applies a LeaseReport; true when it is the first, so that a real grant goes
+    /// out at once instead of an interval later.
+    fn report(&mut self, report: LeaseReport) -> bool {
+        let Some((places, key)) = &self.places else { return false };
+        places.report(*key, report);
+        !std::mem::replace(&mut self.answered, true)
+    }
+
+    /// The connection ended: what the dispatcher held becomes promises.
+    fn close(self) {
+        if let Some((places, key)) = self.places {
+            places.forget(key);
+        }
+    }
 }
 
 /// Hello → Challenge → Register → Registered.
@@ -80,9 +123,10 @@ async fn heartbeat_loop(
     conn: &mut Connection,
     config: &AgentConfig,
     reports: &mut watch::Receiver<Report>,
+    books: &mut Books,
     stop: &CancellationToken,
 ) -> SessionEnd {
-    if let Err(end) = send_report(conn, config, reports, stop).await {
+    if let Err(end) = send_report(conn, config, reports, books, stop).await {
         return end;
     }
     loop {
@@ -91,7 +135,7 @@ async fn heartbeat_loop(
                 if changed.is_err() {
                     return SessionEnd::Stopped;
                 }
-                if let Err(end) = send_report(conn, config, reports, stop).await {
+                if let Err(end) = send_report(conn, config, reports, books, stop).await {
                     return end;
                 }
             }
@@ -99,6 +143,11 @@ async fn heartbeat_loop(
                 // The dispatcher refused a heartbeat; the connection ends here and
                 // the link tries again after its backoff.
                 Some(Ok(Message::Error(error))) => return SessionEnd::Refused(error),
+                Some(Ok(Message::LeaseReport(report))) => {
+                    if books.report(report) && let Err(end) = send_report(conn, config, reports, books, stop).await {
+                        return end;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return error.into(),
                 None => return SessionEnd::ClosedByPeer,
@@ -114,10 +163,11 @@ async fn send_report(
     conn: &mut Connection,
     config: &AgentConfig,
     reports: &mut watch::Receiver<Report>,
+    books: &Books,
     stop: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let report = reports.borrow_and_update().clone();
-    let Some(heartbeat) = heartbeat(config, &report) else { return Ok(()) };
+    let Some(heartbeat) = heartbeat(config, &report, books) else { return Ok(()) };
     tokio::select! {
         sent = conn.send(&heartbeat) => Ok(sent?),
         () = stop.cancelled() => Err(SessionEnd::Stopped),
@@ -125,7 +175,7 @@ async fn send_report(
 }
 
 /// The v2 heartbeat for `report`, or none while there is no sample.
-fn heartbeat(config: &AgentConfig, report: &Report) -> Option<Message> {
+fn heartbeat(config: &AgentConfig, report: &Report, books: &Books) -> Option<Message> {
     let sample = report.sample.as_ref()?;
     Some(Message::Heartbeat(v2::Heartbeat {
         backend_id: config.backend_id,
@@ -137,5 +187,7 @@ fn heartbeat(config: &AgentConfig, report: &Report) -> Option<Message> {
         weight: config.weight,
         state: report.state,
         metrics: sample.metrics.clone(),
+        health: report.health,
+        slots: books.next(),
     }))
 }
