@@ -2,11 +2,12 @@
 //! address, and speak TLS over the connection when asked to.
 
 use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -44,12 +45,20 @@ fn checked(stream: TcpStream) -> std::io::Result<TcpStream> {
 /// Resolves `server` afresh and connects to the first of its addresses that
 /// accepts, with `TCP_NODELAY` set (every frame is small and latency-bound).
 pub async fn connect(server: &str) -> Result<TcpStream, DialError> {
+    connect_from(server, None).await
+}
+
+/// [`connect`] from the local address `bind` when given (port chosen by the
+/// system): a dispatcher knows its clients by their source address, so a
+/// multi-homed host, or a test, chooses which one it is known by. Addresses of
+/// `server` of the other family than `bind` are passed over.
+pub async fn connect_from(server: &str, bind: Option<IpAddr>) -> Result<TcpStream, DialError> {
     let addrs = tokio::net::lookup_host(server)
         .await
         .map_err(|source| DialError::Resolve { server: server.to_owned(), source })?;
     let mut last_error = DialError::NoAddress { server: server.to_owned() };
-    for addr in addrs {
-        match TcpStream::connect(addr).await.and_then(checked) {
+    for addr in addrs.filter(|addr| bind.is_none_or(|bind| bind.is_ipv4() == addr.is_ipv4())) {
+        match connect_one(addr, bind).await.and_then(checked) {
             Ok(stream) => return Ok(stream),
             Err(source) => last_error = DialError::Connect { server: server.to_owned(), source },
         }
@@ -57,16 +66,33 @@ pub async fn connect(server: &str) -> Result<TcpStream, DialError> {
     Err(last_error)
 }
 
+/// One connection attempt to `addr`, from `bind` when given.
+async fn connect_one(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(bind) = bind else { return TcpStream::connect(addr).await };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(bind, 0))?;
+    socket.connect(addr).await
+}
+
 /// Connects as [`connect`] does and, with `tls`, completes a TLS handshake that
 /// checks the dispatcher's certificate against the trusted CA and the expected
 /// name. Neither step has a time limit of its own: callers bound the whole.
 pub async fn open(server: &str, tls: Option<&ClientTls>) -> Result<Stream, DialError> {
+    open_from(server, tls, None).await
+}
+
+/// [`open`] from the local address `bind` when given (see [`connect_from`]).
+pub async fn open_from(
+    server: &str,
+    tls: Option<&ClientTls>,
+    bind: Option<IpAddr>,
+) -> Result<Stream, DialError> {
     let Some(tls) = tls else {
-        return Ok(Stream::Plain(connect(server).await?));
+        return Ok(Stream::Plain(connect_from(server, bind).await?));
     };
     // Before connecting: a name that cannot work should not cost a connection.
     let name = tls.server_name_for(server)?;
-    let tcp = connect(server).await?;
+    let tcp = connect_from(server, bind).await?;
     let connector = TlsConnector::from(std::sync::Arc::clone(tls.config()));
     let stream = connector
         .connect(name, tcp)

@@ -147,15 +147,19 @@ pub async fn pick_keyed_over(
 ) -> Result<Picked, PickError> {
     let exchange = async {
         let mut conn = Framed::new(crate::dial::open(server, tls).await?, PeerCodec);
-        // Matches the reply to the request; it need not be secret, so the clock stands
-        // in where the system gives no randomness.
-        let request_id = loadwise_protocol::entropy::u64_or_clock() as u32;
-        let (timestamp, service, key) = (unix_time_now(), service.clone(), key.clone());
-        let request = PickRequest { request_id, timestamp, service, key };
-        conn.send(&Message::PickRequest(request)).await?;
-        read_pick_reply(&mut conn, request_id).await
+        let request = pick_request(service, key);
+        conn.send(&Message::PickRequest(request.clone())).await?;
+        read_pick_reply(&mut conn, request.request_id).await
     };
     bounded(server, timeout, exchange).await
+}
+
+/// A PickRequest for `service` with `key`, stamped with this machine's clock.
+pub(crate) fn pick_request(service: &ServiceName, key: &PickKey) -> PickRequest {
+    // Matches the reply to the request; it need not be secret, so the clock stands
+    // in where the system gives no randomness.
+    let request_id = loadwise_protocol::entropy::u64_or_clock() as u32;
+    PickRequest { request_id, timestamp: unix_time_now(), service: service.clone(), key: key.clone() }
 }
 
 /// Runs one exchange with `server`, failing with [`PickError::Timeout`] after `timeout`.
@@ -175,6 +179,19 @@ async fn read_pick_reply<S>(conn: &mut Framed<S, PeerCodec>, request_id: u32) ->
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    read_pick_reply_skipping(conn, request_id, |_| false).await
+}
+
+/// [`read_pick_reply`], also skipping the Errors `skip` accepts: those that answer
+/// an earlier message rather than the request.
+pub(crate) async fn read_pick_reply_skipping<S>(
+    conn: &mut Framed<S, PeerCodec>,
+    request_id: u32,
+    skip: impl Fn(&ErrorMessage) -> bool,
+) -> Result<Picked, PickError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match conn.next().await {
             Some(Ok(Message::PickReply(reply))) if reply.request_id == request_id => {
@@ -182,6 +199,9 @@ where
                     PickOutcome::Picked(picked) => Ok(picked),
                     PickOutcome::Refused(code) => Err(PickError::Declined(code)),
                 };
+            }
+            Some(Ok(Message::Error(error))) if skip(&error) => {
+                tracing::debug!(code = %error.code, text = %error.text, "skipped an Error that answers an earlier message");
             }
             Some(Ok(Message::Error(error))) => return Err(PickError::Rejected(error)),
             Some(Ok(_)) => {}
