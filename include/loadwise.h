@@ -1,7 +1,7 @@
 /*
  * loadwise: the C ABI of the load-aware dispatcher's library side. Backends embed the
- * agent (lw_agent_*), clients pick a backend (lw_pick, lw_pick_ex), backends verify
- * the admission tickets clients bring (lw_ticket_verify).
+ * agent (lw_agent_*), clients pick a backend (lw_pick, lw_pick_ex; lw_connect also
+ * connects to it), backends verify the admission tickets clients bring (lw_ticket_verify).
  *
  * Generated from crates/loadwise/src/ffi/ by cbindgen: do not edit by hand.
  * Link with -lloadwise (pkg-config: loadwise). Guide: docs/c-api.md.
@@ -86,6 +86,9 @@ typedef enum {
   LW_E_IO = -11,
   // A thread or an I/O runtime could not be started.
   LW_E_RUNTIME = -12,
+  // `lw_connect`: backends were named, but none could be connected to within the
+  // attempts (each failure was reported to the dispatcher).
+  LW_E_UNCONNECTED = -13,
   // An internal error: a panic was caught at the boundary. The message says where.
   LW_E_PANIC = -99,
 } lw_status;
@@ -129,6 +132,14 @@ typedef struct {
   uint32_t weight;
   // `LW_PROTOCOL_V2` (0, the default) or `LW_PROTOCOL_LEGACY`.
   uint32_t protocol;
+  // Since 0.2: the backend's places in total (1 to 10000000): a slot backend, whose
+  // free places are leased to the dispatchers so that they never send more clients
+  // than there are free places (protocol v2). Tell it of clients with
+  // `lw_agent_arrive`, `lw_agent_leave` or `lw_agent_set_in_use`. 0 for none.
+  uint32_t capacity;
+  // Since 0.2: how long a place promised to a client stays taken if the client never
+  // arrives, milliseconds; 0 for 30000 (the dispatchers' ticket lifetime).
+  uint32_t promise_lifetime_ms;
 } lw_agent_options;
 
 // How `lw_pick_with` asks. Zero is the default of every field but `size` and
@@ -149,6 +160,33 @@ typedef struct {
   // The length of `key`.
   size_t key_len;
 } lw_pick_options;
+
+// How `lw_connect` asks and connects. Zero is the default of every field but `size`,
+// `servers` and `service`; `lw_connect_options_init` sets `size` and zeroes the rest.
+typedef struct {
+  // `sizeof(lw_connect_options)` as the caller's header knows it.
+  size_t size;
+  // The dispatchers, comma-separated `HOST:PORT` (at most 64). The sequence starts
+  // at one of them and moves to the next only if one cannot be reached.
+  const char *servers;
+  // The service a backend is wanted for (protocol v2); required.
+  const char *service;
+  // An affinity key, `key_len` bytes (at most `LW_MAX_KEY_LEN`); NULL for none.
+  const uint8_t *key;
+  // The length of `key`.
+  size_t key_len;
+  // The local address (an IP, no port) the dispatcher connection comes from: the
+  // dispatcher knows clients by their source address. NULL lets the system choose.
+  const char *bind;
+  // The longest wait for one backend's connection, milliseconds, up to 60000; 0
+  // for 1000.
+  uint32_t connect_timeout_ms;
+  // The most picks, 1 to 16; 0 for 3.
+  uint32_t attempts;
+  // The longest wait for one dispatcher exchange (connecting, or a pick and its
+  // reply), milliseconds, up to 60000; 0 for 1000.
+  uint32_t pick_timeout_ms;
+} lw_connect_options;
 
 // What a verified ticket says. Set `size` to `sizeof(lw_ticket_claims)`
 // (`lw_ticket_claims_init` does); the library fills only the fields within `size`.
@@ -243,6 +281,31 @@ int lw_agent_set_draining(const lw_agent *agent,
 int lw_agent_set_healthy(const lw_agent *agent,
                          bool healthy);
 
+// A client sent by a dispatcher arrived at this slot backend: its place is taken and
+// its promise ends (check its ticket first with `lw_ticket_verify` when the dispatchers
+// sign them). `LW_E_INVALID` for an agent without `capacity`.
+//
+// # Safety
+// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+int lw_agent_arrive(const lw_agent *agent);
+
+// A client of this slot backend left: its place is free again. `LW_E_INVALID` for an
+// agent without `capacity`.
+//
+// # Safety
+// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+int lw_agent_leave(const lw_agent *agent);
+
+// Sets the places of this slot backend in use now, as the backend counts them (for a
+// backend that counts rather than calling `lw_agent_arrive` and `lw_agent_leave`; its
+// clients' promises then end only with their lifetime). `LW_E_INVALID` for an agent
+// without `capacity`.
+//
+// # Safety
+// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+int lw_agent_set_in_use(const lw_agent *agent,
+                        uint32_t in_use);
+
 // The backend id the agent registers with: the one given, or the one derived from the
 // service and the advertised address. Tickets for this backend carry it (pass it to
 // `lw_ticket_verify`). 0 if `agent` is NULL.
@@ -313,6 +376,31 @@ int lw_pick_ex(const char *servers,
 // readable bytes; `out` is NULL or points to a writable `lw_picked *`.
 int lw_pick_with(const lw_pick_options *options,
                  lw_picked **out);
+
+// Asks a dispatcher for a backend of `options->service` and connects to it: a backend
+// not connected to within `connect_timeout_ms` is reported to the dispatcher (a v2
+// FailureReport, on the same dispatcher connection) and another is asked for, up to
+// `attempts` picks. A backend named again after it failed is passed over (unless the
+// pick before was passed over too).
+//
+// On success returns `LW_OK`, writes the connected socket (blocking, no option
+// set, owned by the caller, who closes it) to `*fd_out`, and a new `lw_picked` (the
+// backend's address, id and ticket, to show it) to `*picked_out`, freed with
+// `lw_picked_free`. Otherwise `*fd_out` is -1 and `*picked_out` NULL, and the code is
+// `LW_E_UNCONNECTED` (every backend named failed), `LW_E_REFUSED` (a dispatcher had no
+// backend), `LW_E_UNREACHABLE` (no dispatcher answered), `LW_E_INVALID` or
+// `LW_E_NULL`, with `lw_last_error_message()` listing each attempt. Blocks the calling
+// thread for at most one `pick_timeout_ms` per dispatcher plus `attempts` ×
+// (`pick_timeout_ms` + `connect_timeout_ms`).
+//
+// # Safety
+// `options` is NULL or points to an `lw_connect_options` of `options->size` readable
+// bytes whose strings are NULL or NUL-terminated and whose `key` has `key_len`
+// readable bytes; `fd_out` is NULL or points to a writable `int`; `picked_out` is NULL
+// or points to a writable `lw_picked *`.
+int lw_connect(const lw_connect_options *options,
+               int *fd_out,
+               lw_picked **picked_out);
 
 // The backend's address, `HOST:PORT`: owned by `picked`, valid until it is freed.
 // NULL if `picked` is NULL.
@@ -423,6 +511,12 @@ static inline void lw_agent_options_init(lw_agent_options *options) {
 
 /* Sets options->size to the size this header knows and every other field to zero. */
 static inline void lw_pick_options_init(lw_pick_options *options) {
+  memset(options, 0, sizeof(*options));
+  options->size = sizeof(*options);
+}
+
+/* Sets options->size to the size this header knows and every other field to zero. */
+static inline void lw_connect_options_init(lw_connect_options *options) {
   memset(options, 0, sizeof(*options));
   options->size = sizeof(*options);
 }

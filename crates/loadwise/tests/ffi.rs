@@ -10,6 +10,9 @@ use std::mem::{offset_of, size_of};
 use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{c, code, message};
 use loadwise::ffi::*;
 use loadwise::protocol::v2::ServiceName;
 use loadwise::protocol::v2::auth::Secret;
@@ -19,20 +22,6 @@ use loadwise_testkit::{DEADLINE, TestServer};
 use tokio::runtime::Runtime;
 
 const SECRET: &[u8] = b"a secret of 32 bytes, for tests!";
-
-fn code(status: lw_status) -> c_int {
-    status as c_int
-}
-
-fn c(text: &str) -> CString {
-    CString::new(text).unwrap()
-}
-
-/// This thread's last error message.
-fn message() -> String {
-    // SAFETY: never NULL, NUL-terminated, valid until the next lw_* call here.
-    unsafe { CStr::from_ptr(lw_last_error_message()) }.to_string_lossy().into_owned()
-}
 
 /// A dispatcher on 127.0.0.1:0, on a runtime of its own so that the test's thread
 /// calls the C ABI from outside any runtime, as a C program does.
@@ -194,6 +183,8 @@ impl Options {
             connect_timeout_ms: 0,
             weight: 0,
             protocol: 0,
+            capacity: 0,
+            promise_lifetime_ms: 0,
         };
         Options { servers: c(servers), advertise: c(advertise), service: None, secret: None, raw }
     }
@@ -265,6 +256,16 @@ impl Agent {
     fn healthy(&self, healthy: bool) -> c_int {
         // SAFETY: live agent.
         unsafe { lw_agent_set_healthy(self.0, healthy) }
+    }
+
+    fn arrive(&self) -> c_int {
+        // SAFETY: live agent.
+        unsafe { lw_agent_arrive(self.0) }
+    }
+
+    fn leave(&self) -> c_int {
+        // SAFETY: live agent.
+        unsafe { lw_agent_leave(self.0) }
     }
 
     fn stop(&self) -> c_int {
@@ -552,6 +553,55 @@ fn bad_agent_options_are_refused_naming_the_field() {
     let (status, text) = start_raw(&newer.known).unwrap_err();
     assert_eq!(status, invalid);
     assert!(text.contains("does not know"), "{text}");
+}
+
+#[test]
+fn a_program_built_with_the_first_header_still_starts_an_agent() {
+    let options = Options::new("127.0.0.1:1", "127.0.0.1:7000");
+    let first_len = std::mem::offset_of!(lw_agent_options, capacity);
+    let agent = Agent(start_raw(&lw_agent_options { size: first_len, ..options.raw() }).expect("accepted"));
+    assert_eq!(agent.arrive(), code(lw_status::LW_E_INVALID), "no capacity slots");
+    assert!(message().contains("capacity"), "{}", message());
+    assert_eq!(agent.stop(), 0);
+    let too_big = lw_agent_options { capacity: 10_000_001, ..options.raw() };
+    let (status, text) = start_raw(&too_big).unwrap_err();
+    assert_eq!(status, code(lw_status::LW_E_INVALID));
+    assert!(text.contains("options->capacity"), "{text}");
+}
+
+#[test]
+fn a_slot_agent_admits_no_more_clients_than_its_places_and_frees_one_when_a_client_leaves() {
+    let dispatcher = Dispatcher::start(None);
+    let mut options = Options::new(&dispatcher.addr(), "127.0.0.1:7000");
+    options.service = Some(c("game"));
+    options.raw.interval_ms = 50;
+    options.raw.capacity = 2;
+    let agent = Agent(start(&options).unwrap());
+    dispatcher.wait_for("registration", |heartbeat| heartbeat.is_some());
+    // Two places: two picks, then no free place, once the grant has come.
+    let start = std::time::Instant::now();
+    let mut admitted = 0;
+    while admitted < 2 {
+        if pick_ex(&dispatcher.addr(), Some("game")).is_ok() {
+            admitted += 1;
+            assert_eq!(agent.arrive(), 0, "{}", message());
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "never granted");
+    }
+    for _ in 0..5 {
+        let refused = pick_ex(&dispatcher.addr(), Some("game")).unwrap_err();
+        assert_eq!(refused.0, code(lw_status::LW_E_REFUSED), "{}", refused.1);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    // One leaves: one place, within a few heartbeats.
+    assert_eq!(agent.leave(), 0);
+    let start = std::time::Instant::now();
+    while pick_ex(&dispatcher.addr(), Some("game")).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the freed place never came back");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pick_ex(&dispatcher.addr(), Some("game")).unwrap_err().0, code(lw_status::LW_E_REFUSED));
+    assert_eq!(agent.stop(), 0);
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn the_header_declares_every_function_the_library_exports() {
         "lw_picked_ticket",
         "lw_picked_dispatcher",
         "lw_picked_free",
+        "lw_connect",
         "lw_ticket_verify",
         "lw_ticket_verify_at",
         "lw_secret_read_file",

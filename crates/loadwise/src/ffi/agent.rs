@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use loadwise_agent::{Advertise, AgentConfig, HostProbe, Sample, Secret};
+use loadwise_agent::{
+    Advertise, AgentConfig, DEFAULT_PROMISE_LIFETIME, HostProbe, MAX_CAPACITY, MAX_PROMISE_LIFETIME, Places,
+    Sample, Secret,
+};
 use loadwise_protocol::v2::{MAX_METRICS, Metric, MetricName, NOT_REPORTED_U32, State};
 use tokio::sync::{oneshot, watch};
 
@@ -59,7 +62,19 @@ pub struct lw_agent_options {
     pub weight: u32,
     /// `LW_PROTOCOL_V2` (0, the default) or `LW_PROTOCOL_LEGACY`.
     pub protocol: u32,
+    /// Since 0.2: the backend's places in total (1 to 10000000): a slot backend, whose
+    /// free places are leased to the dispatchers so that they never send more clients
+    /// than there are free places (protocol v2). Tell it of clients with
+    /// `lw_agent_arrive`, `lw_agent_leave` or `lw_agent_set_in_use`. 0 for none.
+    pub capacity: u32,
+    /// Since 0.2: how long a place promised to a client stays taken if the client never
+    /// arrives, milliseconds; 0 for 30000 (the dispatchers' ticket lifetime).
+    pub promise_lifetime_ms: u32,
 }
+
+/// The size of the first `lw_agent_options`, before `capacity`: programs built with
+/// that header still pass it.
+const AGENT_OPTIONS_V1_LEN: usize = std::mem::offset_of!(lw_agent_options, capacity);
 
 /// A running agent. Opaque; made by `lw_agent_start`, freed by `lw_agent_free`.
 /// Its setters may be called from any thread, concurrently; `lw_agent_free` must not
@@ -68,6 +83,8 @@ pub struct lw_agent_options {
 pub struct lw_agent {
     backend_id: u64,
     figures: Arc<Mutex<Figures>>,
+    /// The backend's places, when it has capacity slots.
+    places: Option<Places>,
     condition: Mutex<Condition>,
     state: watch::Sender<State>,
     running: Mutex<Option<Running>>,
@@ -229,6 +246,64 @@ pub unsafe extern "C" fn lw_agent_set_healthy(agent: *const lw_agent, healthy: b
     boundary::call(|| unsafe { running(agent) }?.change(|condition| condition.healthy = healthy))
 }
 
+/// A client sent by a dispatcher arrived at this slot backend: its place is taken and
+/// its promise ends (check its ticket first with `lw_ticket_verify` when the dispatchers
+/// sign them). `LW_E_INVALID` for an agent without `capacity`.
+///
+/// # Safety
+/// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lw_agent_arrive(agent: *const lw_agent) -> c_int {
+    boundary::call(|| {
+        // SAFETY: the caller's promise.
+        unsafe { slot_places(agent) }?.arrive();
+        Ok(())
+    })
+}
+
+/// A client of this slot backend left: its place is free again. `LW_E_INVALID` for an
+/// agent without `capacity`.
+///
+/// # Safety
+/// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lw_agent_leave(agent: *const lw_agent) -> c_int {
+    boundary::call(|| {
+        // SAFETY: the caller's promise.
+        unsafe { slot_places(agent) }?.leave();
+        Ok(())
+    })
+}
+
+/// Sets the places of this slot backend in use now, as the backend counts them (for a
+/// backend that counts rather than calling `lw_agent_arrive` and `lw_agent_leave`; its
+/// clients' promises then end only with their lifetime). `LW_E_INVALID` for an agent
+/// without `capacity`.
+///
+/// # Safety
+/// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lw_agent_set_in_use(agent: *const lw_agent, in_use: u32) -> c_int {
+    boundary::call(|| {
+        // SAFETY: the caller's promise.
+        unsafe { slot_places(agent) }?.set_in_use(in_use);
+        Ok(())
+    })
+}
+
+/// The places of a running slot agent.
+///
+/// # Safety
+/// `agent` is NULL or an agent from `lw_agent_start` not yet freed.
+unsafe fn slot_places<'a>(agent: *const lw_agent) -> Result<&'a Places, Failure> {
+    // SAFETY: the caller's promise.
+    let agent = unsafe { running(agent) }?;
+    agent
+        .places
+        .as_ref()
+        .ok_or_else(|| Failure::invalid("the agent has no capacity slots: set options->capacity"))
+}
+
 /// The backend id the agent registers with: the one given, or the one derived from the
 /// service and the advertised address. Tickets for this backend carry it (pass it to
 /// `lw_ticket_verify`). 0 if `agent` is NULL.
@@ -333,10 +408,8 @@ fn metric_name(name: &str) -> Result<MetricName, Failure> {
 /// # Safety
 /// As for `lw_agent_start`'s `options`.
 unsafe fn read_config(options: *const lw_agent_options) -> Result<AgentConfig, Failure> {
-    // SAFETY: the caller's promise.
-    unsafe { boundary::struct_size(options, "options") }?;
-    // SAFETY: checked non-NULL, aligned and at least this struct's size.
-    let options = unsafe { options.read() };
+    // SAFETY: the caller's promise; every field is valid as zero bytes.
+    let options = unsafe { boundary::read_versioned(options, "options", AGENT_OPTIONS_V1_LEN) }?;
     // SAFETY: the caller's promise for the strings (and below for the secret).
     let servers = parse_servers(&unsafe { boundary::string(options.servers, "options->servers") }?)?;
     // SAFETY: as above.
@@ -361,8 +434,33 @@ unsafe fn read_config(options: *const lw_agent_options) -> Result<AgentConfig, F
         );
     }
     apply_numbers(&mut config, &options)?;
+    config.slots = places(&options)?;
     config.validate().map_err(|error| Failure::invalid(format!("options: {error}")))?;
     Ok(config)
+}
+
+/// The backend's places, if `options->capacity` gives them.
+fn places(options: &lw_agent_options) -> Result<Option<Places>, Failure> {
+    if options.capacity == 0 {
+        return Ok(None);
+    }
+    if options.capacity > MAX_CAPACITY {
+        return Err(Failure::invalid(format!(
+            "options->capacity is {}, at most {MAX_CAPACITY}",
+            options.capacity
+        )));
+    }
+    let lifetime = match options.promise_lifetime_ms {
+        0 => DEFAULT_PROMISE_LIFETIME,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    if lifetime > MAX_PROMISE_LIFETIME {
+        return Err(Failure::invalid(format!(
+            "options->promise_lifetime_ms is {}, at most 3600000",
+            options.promise_lifetime_ms
+        )));
+    }
+    Ok(Some(Places::new(options.capacity, lifetime)))
 }
 
 /// The numeric options: timing, weight and protocol, 0 keeping each default.
@@ -403,6 +501,7 @@ fn start(config: AgentConfig) -> Result<lw_agent, Failure> {
     let (stop, stop_rx) = oneshot::channel::<()>();
     let (done_tx, done) = std::sync::mpsc::channel();
     let backend_id = config.backend_id;
+    let places = config.slots.clone();
     let thread = std::thread::Builder::new()
         .name("loadwise-agent".to_owned())
         .spawn(move || {
@@ -416,6 +515,7 @@ fn start(config: AgentConfig) -> Result<lw_agent, Failure> {
     Ok(lw_agent {
         backend_id,
         figures,
+        places,
         condition: Mutex::new(Condition { draining: false, healthy: true }),
         state,
         running: Mutex::new(Some(Running { stop, done, thread })),

@@ -214,6 +214,36 @@ pub(crate) unsafe fn handle<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, F
     Ok(unsafe { &*ptr })
 }
 
+/// A struct the caller passes whose later versions append fields: `T` as this library
+/// knows it, read from the caller's `size` bytes, which cover at least the first
+/// version (`first_len` bytes). The fields a shorter struct lacks read as zero (their
+/// documented "default"); bytes past `T` must be zero, as in [`struct_size`].
+///
+/// # Safety
+/// As [`struct_size`]; and every field of `T` is valid as zero bytes.
+pub(crate) unsafe fn read_versioned<T: Copy>(
+    ptr: *const T,
+    name: &str,
+    first_len: usize,
+) -> Result<T, Failure> {
+    // SAFETY: the caller's promise.
+    let size = unsafe { checked_size(ptr, name, first_len) }?;
+    // A size between two versions' is no version's: a field cut in two.
+    if size != first_len && size < std::mem::size_of::<T>() {
+        let message =
+            format!("{name}->size is {size}: neither the first version's ({first_len}) nor this one's");
+        return Err(Failure::invalid(message));
+    }
+    // SAFETY: zero is valid for every field (the caller's promise); then at most
+    // `size` readable bytes are copied over it, within `T`.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    let len = size.min(std::mem::size_of::<T>());
+    // SAFETY: `len` bytes are readable at `ptr` (within the caller's `size`) and
+    // writable in `value` (within `T`), and the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut value).cast::<u8>(), len) };
+    Ok(value)
+}
+
 /// The `size` a caller put first in a struct it passes, the argument `name`: checked
 /// to cover at least this library's struct `T` (today's is the first version, all of
 /// whose fields are required) and at most 4096 bytes, with any bytes past `T` zero
@@ -223,6 +253,16 @@ pub(crate) unsafe fn handle<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, F
 /// `ptr` is NULL or points to a `T` whose first field is a `size_t` and that has that
 /// many readable bytes.
 pub(crate) unsafe fn struct_size<T>(ptr: *const T, name: &str) -> Result<usize, Failure> {
+    // SAFETY: the caller's promise.
+    unsafe { checked_size(ptr, name, std::mem::size_of::<T>()) }
+}
+
+/// The caller's `size` of a struct `T` at `ptr`: at least `min_len` and at most 4096
+/// bytes, with any bytes past `T` zero.
+///
+/// # Safety
+/// As [`struct_size`].
+unsafe fn checked_size<T>(ptr: *const T, name: &str, min_len: usize) -> Result<usize, Failure> {
     const MAX_STRUCT_LEN: usize = 4096;
     let known = std::mem::size_of::<T>();
     if ptr.is_null() {
@@ -233,9 +273,10 @@ pub(crate) unsafe fn struct_size<T>(ptr: *const T, name: &str) -> Result<usize, 
     }
     // SAFETY: non-NULL and aligned; the caller promises the struct starts with a size_t.
     let size = unsafe { ptr.cast::<usize>().read() };
-    if size < known || size > MAX_STRUCT_LEN {
+    if size < min_len || size > MAX_STRUCT_LEN {
+        let expected = if min_len == known { known.to_string() } else { format!("{min_len} to {known}") };
         let message = format!(
-            "{name}->size is {size}, expected {known} (set it to sizeof the struct, as the header's init function does)"
+            "{name}->size is {size}, expected {expected} (set it to sizeof the struct, as the header's init function does)"
         );
         return Err(Failure::invalid(message));
     }

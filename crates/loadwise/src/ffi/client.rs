@@ -1,15 +1,22 @@
 //! Picks from C: ask the dispatchers of a comma-separated list for a backend, with
-//! failover, and hand back its address (and, in v2, its id and ticket).
+//! failover, and hand back its address (and, in v2, its id and ticket); or, with
+//! `lw_connect`, also connect to it, reporting the backends that cannot be reached.
 
 use std::ffi::{CString, c_char, c_int};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use loadwise_agent::MAX_SERVERS;
-use loadwise_client::{Failover, FailoverConfig, FailoverError, PickError, SetupError};
+use loadwise_client::{
+    ConnectError, ConnectOptions, Failover, FailoverConfig, FailoverError, PickError, SetupError, connect,
+};
 use loadwise_protocol::v2::{PickKey, Picked, ServiceName};
 
 use super::boundary::{self, Failure};
-use super::codes::{LW_DEFAULT_TIMEOUT_MS, LW_E_REFUSED, LW_E_RUNTIME, LW_E_TIMEOUT, LW_E_UNREACHABLE};
+use super::codes::{
+    LW_DEFAULT_TIMEOUT_MS, LW_E_INVALID, LW_E_REFUSED, LW_E_RUNTIME, LW_E_TIMEOUT, LW_E_UNCONNECTED,
+    LW_E_UNREACHABLE,
+};
 
 /// A backend a pick returned: its address, id, ticket and the dispatcher that chose
 /// it. Opaque; read it with the `lw_picked_*` functions and free it with
@@ -148,6 +155,178 @@ pub unsafe extern "C" fn lw_pick_with(options: *const lw_pick_options, out: *mut
         unsafe { out.write(Box::into_raw(Box::new(picked))) };
         Ok(())
     })
+}
+
+/// How `lw_connect` asks and connects. Zero is the default of every field but `size`,
+/// `servers` and `service`; `lw_connect_options_init` sets `size` and zeroes the rest.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct lw_connect_options {
+    /// `sizeof(lw_connect_options)` as the caller's header knows it.
+    pub size: usize,
+    /// The dispatchers, comma-separated `HOST:PORT` (at most 64). The sequence starts
+    /// at one of them and moves to the next only if one cannot be reached.
+    pub servers: *const c_char,
+    /// The service a backend is wanted for (protocol v2); required.
+    pub service: *const c_char,
+    /// An affinity key, `key_len` bytes (at most `LW_MAX_KEY_LEN`); NULL for none.
+    pub key: *const u8,
+    /// The length of `key`.
+    pub key_len: usize,
+    /// The local address (an IP, no port) the dispatcher connection comes from: the
+    /// dispatcher knows clients by their source address. NULL lets the system choose.
+    pub bind: *const c_char,
+    /// The longest wait for one backend's connection, milliseconds, up to 60000; 0
+    /// for 1000.
+    pub connect_timeout_ms: u32,
+    /// The most picks, 1 to 16; 0 for 3.
+    pub attempts: u32,
+    /// The longest wait for one dispatcher exchange (connecting, or a pick and its
+    /// reply), milliseconds, up to 60000; 0 for 1000.
+    pub pick_timeout_ms: u32,
+}
+
+/// Asks a dispatcher for a backend of `options->service` and connects to it: a backend
+/// not connected to within `connect_timeout_ms` is reported to the dispatcher (a v2
+/// FailureReport, on the same dispatcher connection) and another is asked for, up to
+/// `attempts` picks. A backend named again after it failed is passed over (unless the
+/// pick before was passed over too).
+///
+/// On success returns `LW_OK`, writes the connected socket (blocking, no option
+/// set, owned by the caller, who closes it) to `*fd_out`, and a new `lw_picked` (the
+/// backend's address, id and ticket, to show it) to `*picked_out`, freed with
+/// `lw_picked_free`. Otherwise `*fd_out` is -1 and `*picked_out` NULL, and the code is
+/// `LW_E_UNCONNECTED` (every backend named failed), `LW_E_REFUSED` (a dispatcher had no
+/// backend), `LW_E_UNREACHABLE` (no dispatcher answered), `LW_E_INVALID` or
+/// `LW_E_NULL`, with `lw_last_error_message()` listing each attempt. Blocks the calling
+/// thread for at most one `pick_timeout_ms` per dispatcher plus `attempts` ×
+/// (`pick_timeout_ms` + `connect_timeout_ms`).
+///
+/// # Safety
+/// `options` is NULL or points to an `lw_connect_options` of `options->size` readable
+/// bytes whose strings are NULL or NUL-terminated and whose `key` has `key_len`
+/// readable bytes; `fd_out` is NULL or points to a writable `int`; `picked_out` is NULL
+/// or points to a writable `lw_picked *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lw_connect(
+    options: *const lw_connect_options,
+    fd_out: *mut c_int,
+    picked_out: *mut *mut lw_picked,
+) -> c_int {
+    boundary::call(|| {
+        if fd_out.is_null() || !fd_out.is_aligned() {
+            return Err(Failure::null("fd_out"));
+        }
+        if picked_out.is_null() || !picked_out.is_aligned() {
+            return Err(Failure::null("picked_out"));
+        }
+        // SAFETY: both non-NULL and aligned, writable per the caller's promise.
+        unsafe {
+            fd_out.write(-1);
+            picked_out.write(std::ptr::null_mut());
+        }
+        // SAFETY: the caller's promise.
+        unsafe { boundary::struct_size(options, "options") }?;
+        // SAFETY: checked non-NULL, aligned and at least this struct's size.
+        let options = unsafe { options.read() };
+        // SAFETY: the caller's promise for the strings and the key.
+        let (servers, service, connect) = unsafe { read_connect(&options) }?;
+        let (fd, picked) = run_connect(&servers, &service, &connect)?;
+        // SAFETY: as above; ownership of the socket and the box passes to the caller.
+        unsafe {
+            fd_out.write(fd);
+            picked_out.write(Box::into_raw(Box::new(picked)));
+        }
+        Ok(())
+    })
+}
+
+/// The dispatchers, the service and the options of an `lw_connect_options`.
+///
+/// # Safety
+/// The strings of `options` are NULL or NUL-terminated; its `key` has `key_len`
+/// readable bytes.
+unsafe fn read_connect(
+    options: &lw_connect_options,
+) -> Result<(Vec<String>, ServiceName, ConnectOptions), Failure> {
+    // SAFETY: the caller's promise.
+    let servers = parse_servers(&unsafe { boundary::string(options.servers, "options->servers") }?)?;
+    // SAFETY: the caller's promise.
+    let service = unsafe { boundary::string(options.service, "options->service") }?;
+    let service =
+        ServiceName::new(&service).map_err(|error| Failure::invalid(format!("options->service: {error}")))?;
+    // SAFETY: the caller's promise.
+    let key = unsafe { boundary::bytes(options.key, options.key_len, "options->key") }?;
+    let key = PickKey::new(key).map_err(|error| Failure::invalid(format!("options->key: {error}")))?;
+    // SAFETY: the caller's promise.
+    let bind = match unsafe { boundary::optional_string(options.bind, "options->bind") }? {
+        None => None,
+        Some(text) => Some(text.parse::<IpAddr>().map_err(|error| {
+            Failure::invalid(format!("options->bind: {text:?} is not an IP address: {error}"))
+        })?),
+    };
+    let millis = |value: u32, default: Duration| match value {
+        0 => default,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let defaults = ConnectOptions::default();
+    let connect = ConnectOptions {
+        connect_timeout: millis(options.connect_timeout_ms, defaults.connect_timeout),
+        attempts: if options.attempts == 0 { defaults.attempts } else { options.attempts },
+        pick_timeout: millis(options.pick_timeout_ms, defaults.pick_timeout),
+        key,
+        tls: None,
+        bind,
+    };
+    connect.validate().map_err(|error| {
+        Failure::invalid(format!("options->{}: {}", field_of(error.setting), error.reason))
+    })?;
+    Ok((servers, service, connect))
+}
+
+/// The `lw_connect_options` field of a setting `ConnectOptions::validate` names.
+fn field_of(setting: &str) -> &str {
+    match setting {
+        "connect-timeout" => "connect_timeout_ms",
+        "attempt-timeout" => "pick_timeout_ms",
+        other => other,
+    }
+}
+
+/// Connects on a runtime of this call's own, on this thread; hands back the socket
+/// as a blocking descriptor.
+fn run_connect(
+    servers: &[String],
+    service: &ServiceName,
+    options: &ConnectOptions,
+) -> Result<(c_int, lw_picked), Failure> {
+    use std::os::fd::IntoRawFd as _;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let message =
+            "lw_connect cannot block inside an async runtime: from Rust, use loadwise::client::connect";
+        return Err(Failure::invalid(message));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failure::new(LW_E_RUNTIME, format!("cannot start an I/O runtime: {error}")))?;
+    let connected = runtime.block_on(connect(servers, service, options)).map_err(|error| {
+        let code = match &error {
+            ConnectError::Config(_) => LW_E_INVALID,
+            ConnectError::Declined { .. } => LW_E_REFUSED,
+            ConnectError::Unanswered { .. } => LW_E_UNREACHABLE,
+            ConnectError::Exhausted { .. } => LW_E_UNCONNECTED,
+        };
+        Failure::new(code, error.to_string())
+    })?;
+    let picked = v2(connected.backend, &connected.dispatcher);
+    let stream = connected
+        .stream
+        .into_std()
+        .and_then(|stream| stream.set_nonblocking(false).map(|()| stream))
+        .map_err(|error| Failure::new(LW_E_RUNTIME, format!("cannot hand over the connection: {error}")))?;
+    Ok((stream.into_raw_fd(), picked))
 }
 
 /// The backend's address, `HOST:PORT`: owned by `picked`, valid until it is freed.

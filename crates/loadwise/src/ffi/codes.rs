@@ -38,6 +38,9 @@ pub enum lw_status {
     LW_E_IO = -11,
     /// A thread or an I/O runtime could not be started.
     LW_E_RUNTIME = -12,
+    /// `lw_connect`: backends were named, but none could be connected to within the
+    /// attempts (each failure was reported to the dispatcher).
+    LW_E_UNCONNECTED = -13,
     /// An internal error: a panic was caught at the boundary. The message says where.
     LW_E_PANIC = -99,
 }
@@ -56,6 +59,7 @@ pub(crate) const LW_E_TICKET_EXPIRED: c_int = lw_status::LW_E_TICKET_EXPIRED as 
 pub(crate) const LW_E_STOPPED: c_int = lw_status::LW_E_STOPPED as c_int;
 pub(crate) const LW_E_IO: c_int = lw_status::LW_E_IO as c_int;
 pub(crate) const LW_E_RUNTIME: c_int = lw_status::LW_E_RUNTIME as c_int;
+pub(crate) const LW_E_UNCONNECTED: c_int = lw_status::LW_E_UNCONNECTED as c_int;
 pub(crate) const LW_E_PANIC: c_int = lw_status::LW_E_PANIC as c_int;
 
 /// The version of the C ABI: the N of the library's SONAME `libloadwise.so.N`. It

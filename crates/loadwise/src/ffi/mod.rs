@@ -36,7 +36,7 @@
 //! | this file | the version and the last error message |
 //! | `codes` | the status codes and the constants of the C ABI |
 //! | `boundary` | the crossing: panics caught, the last error kept, C pointers and strings read within bounds |
-//! | `client` | picks: `lw_pick`, `lw_pick_ex` and the `lw_picked` result |
+//! | `client` | picks: `lw_pick`, `lw_pick_ex` and the `lw_picked` result; `lw_connect`, which also connects |
 //! | `ticket` | admission tickets: `lw_ticket_verify`, `lw_ticket_verify_at`, `lw_secret_read_file` |
 //! | `agent` | an agent inside the backend process: `lw_agent_start` and its setters |
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -50,13 +50,13 @@ mod ticket;
 use std::ffi::{CStr, c_char};
 
 pub use agent::{
-    lw_agent, lw_agent_backend_id, lw_agent_free, lw_agent_options, lw_agent_remove_metric,
-    lw_agent_set_connections, lw_agent_set_draining, lw_agent_set_healthy, lw_agent_set_metric,
-    lw_agent_start, lw_agent_stop,
+    lw_agent, lw_agent_arrive, lw_agent_backend_id, lw_agent_free, lw_agent_leave, lw_agent_options,
+    lw_agent_remove_metric, lw_agent_set_connections, lw_agent_set_draining, lw_agent_set_healthy,
+    lw_agent_set_in_use, lw_agent_set_metric, lw_agent_start, lw_agent_stop,
 };
 pub use client::{
-    lw_pick, lw_pick_ex, lw_pick_options, lw_pick_with, lw_picked, lw_picked_addr, lw_picked_backend_id,
-    lw_picked_dispatcher, lw_picked_free, lw_picked_ticket,
+    lw_connect, lw_connect_options, lw_pick, lw_pick_ex, lw_pick_options, lw_pick_with, lw_picked,
+    lw_picked_addr, lw_picked_backend_id, lw_picked_dispatcher, lw_picked_free, lw_picked_ticket,
 };
 pub use codes::{
     LW_ABI_VERSION, LW_ADDR_LEN, LW_DEFAULT_TIMEOUT_MS, LW_MAX_KEY_LEN, LW_MAX_STRING_LEN, LW_NOT_REPORTED,

@@ -59,7 +59,7 @@ fn the_address_buffer_holds_the_longest_address() {
 fn the_options_struct_has_no_padding_so_a_later_field_never_lands_in_it() {
     // Fields are appended at or past an older version's sizeof; no padding means
     // sizeof is exactly where the last field ends.
-    let end = offset_of!(lw_agent_options, protocol) + size_of::<u32>();
+    let end = offset_of!(lw_agent_options, promise_lifetime_ms) + size_of::<u32>();
     assert_eq!(size_of::<lw_agent_options>(), end);
     assert_eq!(offset_of!(lw_agent_options, size), 0);
     assert_eq!(offset_of!(lw_ticket_claims, size), 0);
