@@ -1,14 +1,17 @@
 //! Command-line arguments of the `loadwise` binary (clap derive; doc comments are the help).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use loadwise_agent::{Advertise, AgentConfig, DiscoveryConfig, DnsSource, Protocol, Secret};
+use loadwise_agent::{
+    Advertise, AgentConfig, CheckTarget, DiscoveryConfig, DnsSource, HealthCheck, Places, Protocol, Secret,
+};
 use loadwise_cli::settings::{SettingFlags, Sources};
 use loadwise_client::FailoverConfig;
+use loadwise_client::connect::{self, ConnectOptions};
 use loadwise_client::tls::ClientTls;
 use loadwise_protocol::v2::{KeyTooLong, PickKey, ServiceName};
 use loadwise_server::DEFAULT_LISTEN;
@@ -209,6 +212,48 @@ pub struct AgentArgs {
     /// disconnected). SIGUSR1 drains and SIGUSR2 makes the backend ready at any time.
     #[arg(long, env = "LOADWISE_AGENT_DRAIN")]
     pub drain: bool,
+    /// Check the backend itself: tcp (connect to --advertise), tcp:HOST:PORT, or
+    /// http://HOST:PORT/PATH (a 2xx status passes). While the checks fail the backend
+    /// is unhealthy: v2 heartbeats say so (it stays listed and gets no clients) and
+    /// legacy disconnects. It starts unhealthy until --check-rise checks pass.
+    #[arg(long, env = "LOADWISE_AGENT_CHECK", value_name = "tcp|tcp:HOST:PORT|http://HOST:PORT/PATH")]
+    pub check: Option<CheckTarget>,
+    /// Time from one health check to the next (10ms to 1h).
+    #[arg(long, env = "LOADWISE_AGENT_CHECK_INTERVAL", default_value = "1s", value_parser = duration, requires = "check")]
+    pub check_interval: Duration,
+    /// How long one health check may take before it fails; at most --check-interval.
+    /// [default: 1s, or --check-interval if shorter]
+    #[arg(long, env = "LOADWISE_AGENT_CHECK_TIMEOUT", value_parser = duration, requires = "check")]
+    pub check_timeout: Option<Duration>,
+    /// Passing checks in a row that make an unhealthy backend healthy (1 to 100).
+    #[arg(
+        long,
+        env = "LOADWISE_AGENT_CHECK_RISE",
+        default_value = "2",
+        value_name = "N",
+        requires = "check"
+    )]
+    pub check_rise: u32,
+    /// Failing checks in a row that make a healthy backend unhealthy (1 to 100).
+    #[arg(
+        long,
+        env = "LOADWISE_AGENT_CHECK_FALL",
+        default_value = "2",
+        value_name = "N",
+        requires = "check"
+    )]
+    pub check_fall: u32,
+    /// The backend's places in total (1 to 10000000): players, rooms, seats. With it
+    /// each heartbeat leases a share of the free places to the dispatcher it goes to,
+    /// so that the dispatchers together never send more clients than there are free
+    /// places. The places in use come from an `in_use N` line of --metrics-file.
+    /// Protocol v2 only.
+    #[arg(long, env = "LOADWISE_AGENT_CAPACITY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(loadwise_agent::MAX_CAPACITY)))]
+    pub capacity: Option<u32>,
+    /// How long a place promised to a client stays taken if the client never arrives
+    /// (1ms to 1h): the dispatchers' ticket lifetime.
+    #[arg(long, env = "LOADWISE_AGENT_PROMISE_LIFETIME", default_value = "30s", value_parser = duration, requires = "capacity")]
+    pub promise_lifetime: Duration,
     /// Speak TLS to every dispatcher (name their TLS listeners in --server), trusting
     /// the CA certificates in this PEM file. Carries either protocol, but the C++
     /// dispatcher cannot speak it.
@@ -245,7 +290,31 @@ impl AgentArgs {
             connect_timeout: self.connect_timeout,
             max_backoff: self.max_backoff,
             weight: self.weight,
+            health_check: self.health_check(),
+            slots: self.places()?,
             ..config
+        })
+    }
+
+    /// The backend's places, if `--capacity` gives them.
+    fn places(&self) -> anyhow::Result<Option<Places>> {
+        let Some(capacity) = self.capacity else { return Ok(None) };
+        let lifetime = self.promise_lifetime;
+        if lifetime.is_zero() || lifetime > loadwise_agent::MAX_PROMISE_LIFETIME {
+            anyhow::bail!("invalid setting `promise-lifetime`: must be from 1ms to 1h, not {lifetime:?}");
+        }
+        Ok(Some(Places::new(capacity, lifetime)))
+    }
+
+    /// The health check, if `--check` names one; its ranges are checked with the rest
+    /// of the configuration.
+    fn health_check(&self) -> Option<HealthCheck> {
+        let check = HealthCheck::new(self.check.clone()?).every(self.check_interval);
+        Some(HealthCheck {
+            timeout: self.check_timeout.unwrap_or(check.timeout),
+            rise: self.check_rise,
+            fall: self.check_fall,
+            ..check
         })
     }
 }
@@ -309,6 +378,37 @@ pub struct PickArgs {
     /// given in --server.
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_server_name: Option<String>,
+    /// Also connect to the backend (needs --service): if no connection is made
+    /// within --connect-timeout, report the backend to the dispatcher, on the same
+    /// connection, and ask again, up to --attempts picks. Prints `connected to
+    /// HOST:PORT (backend ID) after N attempt(s)`, then the ticket if there is one.
+    /// Asks the --server dispatchers, starting at one of them and moving on only if
+    /// one cannot be reached; each exchange with a dispatcher is bounded by
+    /// --attempt-timeout (--timeout does not apply).
+    #[arg(long, requires = "service", conflicts_with = "servers_from")]
+    pub connect: bool,
+    /// With --connect: the local address the dispatcher connection comes from (the
+    /// dispatcher knows clients by their source address), such as 127.0.0.2.
+    #[arg(long, value_name = "ADDR", requires = "connect")]
+    pub bind: Option<IpAddr>,
+    /// With --connect: the longest wait for one backend's connection, from 1ms to 60s.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = connect_timeout)]
+    pub connect_timeout: Duration,
+    /// With --connect: the most picks, from 1 to 16. A backend named again after it
+    /// failed is passed over without connecting (and counts as an attempt), unless
+    /// the pick before was passed over too.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(connect::MAX_ATTEMPTS)))]
+    pub attempts: u32,
+}
+
+/// A backend connect deadline: a duration from 1ms to 60s.
+fn connect_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) || timeout > connect::MAX_TIMEOUT {
+        return Err(format!("{text} is out of range: from 1ms to 60s"));
+    }
+    Ok(timeout)
 }
 
 impl PickArgs {
@@ -325,6 +425,20 @@ impl PickArgs {
             },
             ..FailoverConfig::default()
         })
+    }
+
+    /// The options of `--connect`; reads the CA file if one is named.
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+        let options = ConnectOptions {
+            connect_timeout: self.connect_timeout,
+            attempts: self.attempts,
+            pick_timeout: self.attempt_timeout,
+            key: self.key.clone().unwrap_or_default(),
+            tls: client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref())?,
+            bind: self.bind,
+        };
+        options.validate()?;
+        Ok(options)
     }
 
     /// The dispatchers given; the default one when neither they nor DNS names are.
@@ -422,6 +536,46 @@ mod tests {
         let cli = parse_from(&["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"]);
         let Command::Agent(args) = cli.command else { panic!("not agent") };
         assert_eq!(args.to_config().unwrap(), AgentConfig::new("h:1", "10.0.0.2:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn agent_check_flags_become_the_health_check() {
+        let base = ["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"];
+        let config = |extra: &[&str]| {
+            let Command::Agent(args) = parse_from(&[&base[..], extra].concat()).command else {
+                panic!("not agent")
+            };
+            args.to_config().unwrap()
+        };
+        let check = config(&["--check", "tcp"]).health_check.unwrap();
+        assert_eq!(check, HealthCheck::new(CheckTarget::Tcp(None)));
+        let check =
+            config(&["--check", "tcp:127.0.0.1:7000", "--check-interval", "100ms"]).health_check.unwrap();
+        assert_eq!(check.timeout, Duration::from_millis(100), "the default timeout is cut to the interval");
+        let flags = ["--check", "http://127.0.0.1:8080/healthz", "--check-timeout", "300ms"];
+        let check =
+            config(&[&flags[..], &["--check-rise", "3", "--check-fall", "1"]].concat()).health_check.unwrap();
+        assert_eq!((check.timeout, check.rise, check.fall), (Duration::from_millis(300), 3, 1));
+        assert_eq!(check.target.to_string(), "http://127.0.0.1:8080/healthz");
+        let error = config(&["--check", "tcp", "--check-rise", "0"]).validate().unwrap_err();
+        assert_eq!(error.setting, "check-rise");
+        let error = config(&["--check", "tcp", "--check-timeout", "2s"]).validate().unwrap_err();
+        assert_eq!(error.setting, "check-timeout");
+    }
+
+    #[test]
+    fn agent_check_settings_need_a_check_and_a_bad_one_names_the_flag() {
+        let base = ["loadwise", "agent", "--server", "h:1", "--advertise", "10.0.0.2:7000"];
+        let alone = [&base[..], &["--check-interval", "100ms"]].concat();
+        let error = command().try_get_matches_from(alone).unwrap_err().to_string();
+        assert!(error.contains("--check"), "{error}");
+        let bad = [&base[..], &["--check", "udp:1.2.3.4:5"]].concat();
+        let error = command().try_get_matches_from(bad).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().contains("--check") && error.to_string().contains("tcp:HOST:PORT"),
+            "{error}"
+        );
     }
 
     #[test]

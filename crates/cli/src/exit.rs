@@ -15,11 +15,15 @@ pub enum Exit {
     Refused = 3,
     /// `pick`: the dispatcher could not be reached or did not answer in time.
     Unreachable = 4,
+    /// `pick`: the service's backends have capacity slots and none had a free place.
+    NoFreePlace = 5,
+    /// `pick --connect`: no backend named could be connected to, in every attempt.
+    Unconnected = 6,
 }
 
 /// Every status with what it means to an operator, in code order: the one place the
 /// meanings are written (`pick --help` and the README's table show these words).
-pub const TABLE: [(Exit, &str); 5] = [
+pub const TABLE: [(Exit, &str); 7] = [
     (Exit::Success, "a backend was assigned (other commands: they ended normally)"),
     (
         Exit::Failure,
@@ -31,6 +35,14 @@ pub const TABLE: [(Exit, &str); 5] = [
         "a dispatcher answered with the error reply (no live backend, or the clocks differ by more than the allowed skew) and none assigned a backend",
     ),
     (Exit::Unreachable, "no dispatcher could be reached or answered in time"),
+    (
+        Exit::NoFreePlace,
+        "no free place: the service's backends have capacity slots, every dispatcher that answered said none has a free place, and none assigned a backend",
+    ),
+    (
+        Exit::Unconnected,
+        "`--connect`: backends were named, but none could be connected to within the attempts (each failure was reported to the dispatcher)",
+    ),
 ];
 
 impl Exit {
@@ -60,7 +72,7 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_stable_and_in_order() {
         let codes = TABLE.map(|(exit, _)| exit.code());
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6]);
     }
 
     /// The `| code | meaning |` rows of the README's `loadwise pick` section.

@@ -10,9 +10,10 @@ use cli::{AgentArgs, Command, LogFormat, PickArgs};
 use loadwise_agent::cpustat::CpuProbe;
 use loadwise_agent::{HostProbe, MemoryProbe, Protocol};
 use loadwise_cli::exit::Exit;
+use loadwise_client::connect::{self, BackendAttempt, ConnectError, Connected};
 use loadwise_client::dial::DialError;
 use loadwise_client::{Answer, Assigned, Attempt, Failover, FailoverError, PickError};
-use loadwise_protocol::v2::{Picked, State};
+use loadwise_protocol::v2::{ErrorCode, Picked, State};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -125,6 +126,9 @@ fn follow_drain_signals(
 }
 
 async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
+    if args.connect {
+        return pick_connect(&args).await;
+    }
     let failover = Failover::new(args.servers(), args.failover_config()?)?;
     let outcome = match &args.service {
         None => failover.pick().await.map(|answer| shown(answer, Shown::legacy)),
@@ -156,6 +160,95 @@ async fn pick(args: PickArgs) -> anyhow::Result<Exit> {
             }
             Ok(pick_failure_exit(&error))
         }
+    }
+}
+
+/// `pick --connect`: picks and connects, reporting the backends that fail.
+async fn pick_connect(args: &PickArgs) -> anyhow::Result<Exit> {
+    let options = args.connect_options()?;
+    let service = args.service.as_ref().context("--connect needs --service")?;
+    let outcome = connect::connect(&args.servers(), service, &options).await;
+    if args.json {
+        println!("{}", connect_json(&outcome));
+    }
+    match outcome {
+        Ok(connected) => {
+            if !args.json {
+                print_connected(&connected);
+            }
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            if !args.json {
+                for attempt in error.failed() {
+                    eprintln!("loadwise: {}", describe_backend(attempt));
+                }
+                match &error {
+                    // Each attempt has its line already.
+                    ConnectError::Exhausted { failed, .. } => {
+                        eprintln!("loadwise: could not connect to any backend in {} attempt(s)", failed.len())
+                    }
+                    error => eprintln!("loadwise: {error}"),
+                }
+            }
+            Ok(match error {
+                ConnectError::Declined { error: PickError::Declined(ErrorCode::NO_FREE_PLACE), .. } => {
+                    Exit::NoFreePlace
+                }
+                ConnectError::Declined { .. } => Exit::Refused,
+                ConnectError::Unanswered { .. } => Exit::Unreachable,
+                ConnectError::Exhausted { .. } => Exit::Unconnected,
+                ConnectError::Config(_) => Exit::Usage,
+            })
+        }
+    }
+}
+
+fn print_connected(connected: &Connected) {
+    for attempt in &connected.failed {
+        eprintln!("loadwise: {}", describe_backend(attempt));
+    }
+    for attempt in &connected.unanswered {
+        eprintln!("loadwise: {}", describe(attempt));
+    }
+    let backend = &connected.backend;
+    let attempts = connected.attempts();
+    println!(
+        "connected to {} (backend {}) after {attempts} attempt(s)",
+        backend.endpoint, backend.backend_id
+    );
+    if let Some(ticket) = Shown::v2(backend.clone()).ticket {
+        println!("{ticket}");
+    }
+}
+
+/// One backend that was not used, and whether the dispatcher was told.
+fn describe_backend(attempt: &BackendAttempt) -> String {
+    let reported = if attempt.reported { "; reported to the dispatcher" } else { "" };
+    format!("{attempt}{reported}")
+}
+
+fn connect_json(outcome: &Result<Connected, ConnectError>) -> serde_json::Value {
+    let failed = |failed: &[BackendAttempt]| -> Vec<serde_json::Value> {
+        let one = |a: &BackendAttempt| serde_json::json!({"backend_id": a.backend_id.to_string(), "endpoint": a.endpoint.to_string(), "error": a.error.to_string(), "reason": a.error.reason().map(|r| r.name()), "reported": a.reported, "elapsed_ms": a.elapsed.as_secs_f64() * 1e3});
+        failed.iter().map(one).collect()
+    };
+    match outcome {
+        Ok(connected) => {
+            let shown = Shown::v2(connected.backend.clone());
+            serde_json::json!({
+                "connected": shown.address,
+                "backend_id": shown.backend_id.map(|id| id.to_string()),
+                "ticket": shown.ticket,
+                "dispatcher": connected.dispatcher,
+                "attempts": connected.attempts(),
+                "failed": failed(&connected.failed),
+            })
+        }
+        Err(error) => serde_json::json!({
+            "error": error.to_string(),
+            "failed": failed(error.failed()),
+        }),
     }
 }
 
@@ -198,7 +291,12 @@ fn pick_failure_exit(error: &FailoverError) -> Exit {
     let malformed =
         |attempt: &Attempt| matches!(attempt.error, PickError::Malformed(_) | PickError::BadAddress(_));
     let attempts = &error.attempts;
-    if error.any_refusal() {
+    let no_free_place =
+        |attempt: &Attempt| matches!(attempt.error, PickError::Declined(ErrorCode::NO_FREE_PLACE));
+    let refusals = || attempts.iter().filter(|attempt| attempt.error.is_refusal());
+    if error.any_refusal() && refusals().all(no_free_place) {
+        Exit::NoFreePlace
+    } else if error.any_refusal() {
         Exit::Refused
     } else if !attempts.is_empty() && attempts.iter().all(usage) {
         Exit::Usage

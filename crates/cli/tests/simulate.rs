@@ -92,3 +92,22 @@ fn the_cli_refuses_an_unknown_policy() {
     assert!(!ok);
     assert!(stderr.contains("unknown policy"), "{stderr}");
 }
+
+#[test]
+fn the_cli_compares_admission_modes_for_a_slot_scenario() {
+    let path = scenario_path("slots-3-replicas-burst");
+    let (ok, stdout, stderr) = run(&[&path, "--format", "markdown"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("### slots-3-replicas-burst\n"), "{stdout}");
+    for mode in ["leases", "load", "shared-counter"] {
+        let rows = stdout.lines().filter(|line| line.starts_with(&format!("| {mode} |"))).count();
+        assert_eq!(rows, 1, "{mode} in\n{stdout}");
+    }
+    let (ok, stdout, stderr) = run(&[&path, "--format", "json"]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let modes: Vec<&str> =
+        json[0]["slots"].as_array().unwrap().iter().map(|row| row["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["leases", "load", "shared-counter"]);
+    assert_eq!(json[0]["slots"][0]["overshoot"], 0, "{stdout}");
+}

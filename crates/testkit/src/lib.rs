@@ -411,6 +411,8 @@ pub fn search_heartbeat(backend_id: u64, state: v2::State, metrics: Vec<v2::Metr
         weight: std::num::NonZeroU16::new(200).unwrap(),
         state,
         metrics,
+        health: v2::Health::Healthy,
+        slots: None,
     }
 }
 

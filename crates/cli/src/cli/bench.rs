@@ -70,6 +70,12 @@ pub struct BenchArgs {
     /// same size (unsigned).
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// v2: capacity slots. Each fake backend reports N places, none in use, and a
+    /// grant that never runs out, and reads the LeaseReport answering each heartbeat:
+    /// the service becomes a slot service and every pick takes the slot path. A backend
+    /// may be sent up to N clients between two of its heartbeats.
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
     /// Client connections (concurrent clients with --connect-per-pick).
     #[arg(long, default_value_t = 8)]
     pub conns: usize,
@@ -161,6 +167,7 @@ impl BenchArgs {
             protocol: self.protocol.into(),
             service: self.service.clone(),
             secret,
+            slots: self.slots,
             conns: self.conns,
             pipeline: self.pipeline,
             stop,
@@ -327,6 +334,15 @@ mod tests {
         assert_eq!(server.connection.secret, config.secret);
         assert!(config.secret.is_some());
         assert!(parse(&["--spawn", "--protocol", "v2", "--service", "bad name"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn slots_need_v2_and_reach_the_config() {
+        let error = parse(&["--spawn", "--slots", "10"]).unwrap().to_config().await.unwrap_err();
+        assert!(error.to_string().contains("--protocol v2"), "{error}");
+        let config =
+            parse(&["--spawn", "--protocol", "v2", "--slots", "10"]).unwrap().to_config().await.unwrap();
+        assert_eq!(config.slots, Some(10));
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 use loadwise_core::selection::Policy;
-use loadwise_tools::simulate::{Format, Report, Scenario, compare, render_reports};
+use loadwise_tools::simulate::{Format, Report, Scenario, compare, compare_slots, render_reports};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -39,11 +39,18 @@ fn run_quietly(args: SimulateArgs) -> anyhow::Result<()> {
     for path in &args.scenarios {
         let scenario = load(path)?;
         let seed = args.seed.unwrap_or(scenario.seed);
+        // A slot scenario compares admission modes, not policies.
+        let (results, slots) = if scenario.has_slots() {
+            (Vec::new(), Some(compare_slots(&scenario, seed)))
+        } else {
+            (compare(&scenario, &policies, seed), None)
+        };
         reports.push(Report {
             scenario: scenario.name.clone().unwrap_or_else(|| file_stem(path)),
             description: scenario.description.clone(),
             seed,
-            results: compare(&scenario, &policies, seed),
+            results,
+            slots,
         });
     }
     print!("{}", render_reports(&reports, args.format));

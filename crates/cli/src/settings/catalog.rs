@@ -14,6 +14,7 @@ use super::model::{Settings, TokenSource};
 use super::text::{AdminListen, HostList, TlsListenAddr};
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
+use loadwise_core::slots::SlotPolicy;
 use loadwise_protocol::v2::{self, ServiceName};
 use loadwise_protocol::{Heartbeat, MAX_FRAME_LEN};
 use loadwise_server::netlist::NetList;
@@ -340,6 +341,81 @@ settings! {
                       keeps its keys",
             at: at!(server.dispatch.affinity.slack),
         }
+        /// Eject a backend (no new clients for a while) when this many distinct clients,
+        /// each sent there within eject_window, report within one window that they could
+        /// not use it (v2 FailureReports; `loadwise pick --connect` and the client
+        /// library's connect send them).
+        eject_min_clients: u32 {
+            live: true,
+            value_name: "N",
+            default: loadwise_core::ejection::EjectionSettings::default().min_clients,
+            bounds: [1, 1_000],
+            summary: "eject a backend when this many distinct clients sent there report within                       `eject_window` that they could not use it",
+            at: at!(server.dispatch.ejection.min_clients),
+        }
+        /// How long a pick lets its client report the backend it was sent to, and how
+        /// close together the reports of distinct clients must be to count together.
+        eject_window: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: loadwise_core::ejection::EjectionSettings::default().window,
+            bounds: [MILLISECOND, HOUR],
+            summary: "how long after a pick its client's failure report counts, and the window the                       reports of `eject_min_clients` clients must fall in",
+            at: at!(server.dispatch.ejection.window),
+        }
+        /// How long a first ejection lasts; the n-th in a row lasts n times this, up to
+        /// eject_max_time.
+        eject_time: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: loadwise_core::ejection::EjectionSettings::default().base_time,
+            bounds: [MILLISECOND, DAY],
+            summary: "how long a first ejection lasts; the n-th in a row lasts n times this, up to                       `eject_max_time`",
+            at: at!(server.dispatch.ejection.base_time),
+        }
+        /// The longest ejection; also the quiet time (no ejection since its return) after
+        /// which a backend's next ejection lasts eject_time again.
+        eject_max_time: Duration {
+            live: true,
+            value_name: "DURATION",
+            default: loadwise_core::ejection::EjectionSettings::default().max_time,
+            bounds: [MILLISECOND, DAY],
+            summary: "the longest ejection, and the quiet time after which ejections are short again",
+            at: at!(server.dispatch.ejection.max_time),
+        }
+        /// Eject a backend only while less than this percentage of its service is
+        /// ejected (as Envoy's max_ejection_percent: the only backend of a service can
+        /// be ejected); 0 turns ejection off.
+        eject_max_percent: u8 {
+            live: true,
+            value_name: "PERCENT",
+            default: loadwise_core::ejection::EjectionSettings::default().max_percent,
+            bounds: [0, 100],
+            summary: "eject only while less than this percentage of the service is ejected; `0`                       turns ejection off",
+            at: at!(server.dispatch.ejection.max_percent),
+        }
+        /// The most failure reports one client (source address) may make per
+        /// eject_window; more are ignored and counted.
+        eject_reports_per_client: u32 {
+            live: true,
+            value_name: "N",
+            default: loadwise_core::ejection::EjectionSettings::default().reports_per_client,
+            bounds: [1, 10_000],
+            summary: "the most failure reports one client address may make per `eject_window`; more                       are ignored",
+            at: at!(server.dispatch.ejection.reports_per_client),
+        }
+        /// How a slot service (one whose backends report capacity slots) chooses among the
+        /// backends with a place: spread (the most free places first, so clients spread
+        /// evenly) or pack (the fullest backend that still has a place first, so idle
+        /// servers stay idle and can be scaled down).
+        slot_policy: SlotPolicy {
+            live: true,
+            value_name: "POLICY",
+            default: SlotPolicy::Spread,
+            summary: "how slot services choose among backends with a free place: `spread` (most free \
+                      first) or `pack` (fullest with a place first)",
+            at: at!(server.dispatch.slot_policy),
+        }
     }
     services {
         /// A service whose backends' load is scored otherwise than by `scoring`, in a
@@ -374,6 +450,16 @@ settings! {
             summary: "the sticky-pick slack of one service, in its `[services.NAME]` table; the flag takes \
                       `NAME=POINTS`",
             at: service_map!(server.dispatch.service_slack),
+        }
+        /// A slot service that chooses otherwise than by `slot_policy`, in its
+        /// [services.NAME] table.
+        slot_policy: SlotPolicy {
+            live: true,
+            value_name: "POLICY",
+            example: "\"pack\"",
+            summary: "the slot policy of one service, in its `[services.NAME]` table; the flag takes \
+                      `NAME=POLICY`",
+            at: service_map!(server.dispatch.service_slot_policy),
         }
     }
     admin {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 use super::text::{AdminListen, HostList, TlsListenAddr, format_duration};
 use loadwise_core::scoring::Scoring;
 use loadwise_core::selection::Policy;
+use loadwise_core::slots::SlotPolicy;
 use loadwise_protocol::v2::{NameError, ServiceName};
 use loadwise_server::netlist::NetList;
 
@@ -62,7 +63,17 @@ macro_rules! text_values {
     )*};
 }
 
-text_values!(SocketAddr, Policy, NetList, ServiceName, Scoring, AdminListen, TlsListenAddr, HostList);
+text_values!(
+    SocketAddr,
+    Policy,
+    SlotPolicy,
+    NetList,
+    ServiceName,
+    Scoring,
+    AdminListen,
+    TlsListenAddr,
+    HostList
+);
 
 impl SettingValue for Duration {
     fn parse(text: &str) -> Result<Self, String> {
@@ -108,7 +119,7 @@ macro_rules! integer_values {
     )*};
 }
 
-integer_values!(u16, usize);
+integer_values!(u8, u16, u32, usize);
 
 impl SettingValue for f64 {
     fn parse(text: &str) -> Result<Self, String> {

@@ -316,7 +316,14 @@ pub fn run_program_to_end(program: &std::path::Path, args: &[&str]) -> Finished 
 /// API off (its default port is fixed and tests run in parallel), and returns it
 /// with the address it listens on, read from its log.
 pub fn serve_defaults() -> (Proc, SocketAddr) {
-    let server = Spawn::new(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"]).start();
+    serve_with(&[])
+}
+
+/// [`serve_defaults`] with `extra` flags.
+pub fn serve_with(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"];
+    args.extend_from_slice(extra);
+    let server = Spawn::new(&args).start();
     let line = server.wait_for_line("listening");
     let addr = line.rsplit("addr=").next().unwrap().trim().parse().expect("the log names the address");
     (server, addr)
