@@ -284,6 +284,46 @@ async fn a_v2_run_against_the_ceiling_has_a_ratio() {
     assert!(report.ratio.expect("a ratio when the ceiling ran").throughput > 0.0);
 }
 
+/// With slots, the fake backends report capacity slots and read the LeaseReport that
+/// answers each heartbeat; the service is a slot service and every pick is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_backends_are_picked_and_read_their_lease_reports() {
+    let server = Dispatch::start().await;
+    let config = BenchConfig {
+        protocol: Protocol::V2,
+        slots: Some(1_000_000),
+        stop: Stop::Duration(Duration::from_millis(600)),
+        backend_interval: Duration::from_millis(50),
+        ..config(server.addr, Mode::Pick, 1, 3)
+    };
+    let run = bench(&config).await.target;
+    assert!(run.ops > 0);
+    assert_eq!(run.requests.errors.total(), 0, "{:?}", run.requests.errors);
+    assert_eq!(run.requests.logins_sent, run.requests.logins_ok);
+    let b = run.backends;
+    assert_eq!((b.registered, b.lost), (3, 0));
+    // A report answers every heartbeat after the registering ones; each backend's
+    // last may still be on its way when the run ends.
+    let answerable = b.heartbeats_sent - b.registered;
+    assert!(b.lease_reports + b.registered >= answerable && b.lease_reports <= answerable, "{b:?}");
+    assert!(b.lease_reports >= 3, "{b:?}");
+    server.stop().await;
+}
+
+/// Picks of a slot service stop at the backends' free places: two backends of three
+/// places that never heart-beat again hold six clients, two of them the setup picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_picks_stop_at_the_free_places() {
+    let server = Dispatch::start().await;
+    let config =
+        BenchConfig { protocol: Protocol::V2, slots: Some(3), ..config(server.addr, Mode::Pick, 20, 2) };
+    let run = bench(&config).await.target;
+    let errors = run.requests.errors;
+    assert_eq!((run.requests.logins_ok, errors.no_free_place, errors.total()), (4, 16, 16), "{errors:?}");
+    assert_eq!(server.wire().v2_refusals_with(ErrorCode::NO_FREE_PLACE), 16);
+    server.stop().await;
+}
+
 /// With a secret, fake backends and heart-beating clients register first, and every
 /// pick is answered with a ticket (by the dispatcher; the ceiling pads one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use loadwise_core::selection::Policy;
-use loadwise_tools::simulate::{Format, PolicyResult, Scenario, compare, render_table, simulate};
+use loadwise_tools::simulate::{
+    Format, Mode, PolicyResult, Scenario, compare, compare_slots, render_slot_table, render_table, simulate,
+    simulate_slots,
+};
 
 /// The shipped scenarios, at the root of the repository.
 fn scenario_dir() -> PathBuf {
@@ -29,6 +32,16 @@ fn shipped() -> Vec<(String, Scenario)> {
         .collect()
 }
 
+/// The shipped scenarios that compare policies (those with slots compare admission modes).
+fn shipped_policy_scenarios() -> Vec<(String, Scenario)> {
+    shipped().into_iter().filter(|(_, scenario)| !scenario.has_slots()).collect()
+}
+
+/// A shipped scenario by name.
+fn shipped_named(name: &str) -> Scenario {
+    shipped().into_iter().find(|(file, _)| file == name).map(|(_, scenario)| scenario).expect("shipped")
+}
+
 #[test]
 fn the_documented_scenarios_ship_and_parse() {
     let names: Vec<String> = shipped().into_iter().map(|(name, _)| name).collect();
@@ -42,6 +55,8 @@ fn the_documented_scenarios_ship_and_parse() {
         "join-busy-pool-3-replicas",
         "join-large-pool",
         "old-backends-report-100",
+        "slots-3-replicas-burst",
+        "slots-3-replicas-steady",
         "steady-poisson",
     ] {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
@@ -58,7 +73,7 @@ fn shipped_scenarios_name_themselves_after_their_file() {
 
 #[test]
 fn the_same_seed_gives_identical_results_and_another_seed_differs() {
-    for (name, scenario) in shipped() {
+    for (name, scenario) in shipped_policy_scenarios() {
         let first = compare(&scenario, &Policy::ALL, 42);
         assert_eq!(first, compare(&scenario, &Policy::ALL, 42), "{name}");
         // Compared as printed, so that a difference in rounding alone does not count.
@@ -92,7 +107,7 @@ fn each_replicated_scenario_differs_from_its_namesake_only_in_replicas() {
 /// original server did.
 #[test]
 fn load_aware_policies_beat_the_original_on_every_shipped_scenario() {
-    for (name, scenario) in shipped() {
+    for (name, scenario) in shipped_policy_scenarios() {
         let original = simulate(&scenario, Policy::Original, scenario.seed);
         for policy in [Policy::LeastLoaded, Policy::P2c] {
             let result = simulate(&scenario, policy, scenario.seed);
@@ -113,4 +128,68 @@ fn beats(result: &PolicyResult, original: &PolicyResult) -> bool {
     let fairer =
         matches!((result.worst_burst, original.worst_burst), (Some(ours), Some(theirs)) if ours < theirs);
     cooler || fairer
+}
+
+const SLOT_SCENARIOS: [&str; 2] = ["slots-3-replicas-burst", "slots-3-replicas-steady"];
+
+/// The promise of leases: no backend ever gets more clients than it has places,
+/// however many replicas send them, whatever the seed.
+#[test]
+fn leases_never_overshoot_in_the_shipped_slot_scenarios() {
+    for name in SLOT_SCENARIOS {
+        let scenario = shipped_named(name);
+        for seed in [scenario.seed, 2, 3] {
+            let leases = simulate_slots(&scenario, Mode::Leases, seed);
+            assert_eq!((leases.overshoot, leases.peak_overshoot), (0, 0), "{name}, seed {seed}: {leases:?}");
+            assert!(leases.admitted > 0, "{name}, seed {seed}: {leases:?}");
+        }
+    }
+}
+
+/// Today's load-based picking sends a burst of ten times the capacity past it: the
+/// load reports lag the clients by up to an interval.
+#[test]
+fn load_based_picking_overshoots_in_the_burst() {
+    let scenario = shipped_named("slots-3-replicas-burst");
+    let load = simulate_slots(&scenario, Mode::Load, scenario.seed);
+    let places: u64 =
+        scenario.backends.iter().map(|group| group.count as u64 * u64::from(group.slots.unwrap())).sum();
+    assert!(load.overshoot >= places, "{load:?}");
+    assert!(load.peak_overshoot > 0, "{load:?}");
+}
+
+/// The reference: one counter of free places admits exactly the places there are,
+/// and never refuses while one is free.
+#[test]
+fn a_shared_counter_never_overshoots_nor_refuses_with_a_place_free() {
+    for name in SLOT_SCENARIOS {
+        let scenario = shipped_named(name);
+        let counter = simulate_slots(&scenario, Mode::SharedCounter, scenario.seed);
+        assert_eq!((counter.overshoot, counter.refused_with_room), (0, 0), "{name}: {counter:?}");
+        assert!(counter.rejected > 0, "{name} wants more places than there are: {counter:?}");
+    }
+    let burst = simulate_slots(&shipped_named("slots-3-replicas-burst"), Mode::SharedCounter, 1);
+    assert_eq!(burst.admitted, 300, "endless sessions fill the 300 places once: {burst:?}");
+}
+
+#[test]
+fn the_slot_comparison_is_a_pure_function_of_scenario_and_seed() {
+    let scenario = shipped_named("slots-3-replicas-steady");
+    assert_eq!(compare_slots(&scenario, 5), compare_slots(&scenario, 5));
+    assert_ne!(compare_slots(&scenario, 5), compare_slots(&scenario, 6));
+}
+
+#[test]
+fn the_slot_table_lists_the_three_modes_on_the_same_clients() {
+    let scenario = shipped_named("slots-3-replicas-burst");
+    let results = compare_slots(&scenario, scenario.seed);
+    for result in &results {
+        assert_eq!(result.admitted + result.rejected, 3000, "{result:?}");
+    }
+    let table = render_slot_table(&results, Format::Markdown);
+    for name in ["leases", "load", "shared-counter"] {
+        let rows = table.lines().filter(|line| line.starts_with(&format!("| {name} |"))).count();
+        assert_eq!(rows, 1, "{name} in\n{table}");
+    }
+    assert!(table.lines().next().unwrap().contains("overshoot"), "{table}");
 }

@@ -8,6 +8,10 @@
 //! one timer per backend. The task wakes once per timer tick (a millisecond) that has
 //! a heartbeat due, and writes every heartbeat due by then, each patched into the
 //! backend's pre-encoded frame.
+//!
+//! With capacity slots the dispatcher answers each heartbeat with a LeaseReport; each
+//! backend reads what it was sent just before its next heartbeat (and once more when
+//! the run ends), so the answers never fill its socket and are counted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::frames_v2::LeaseReader;
 use super::outcome::ErrorKind;
 use super::register;
 use super::wire::{BackendFrames, Wire};
@@ -42,6 +47,9 @@ pub struct BackendsReport {
     pub heartbeats_sent: u64,
     /// Backends whose connection failed during the run.
     pub lost: u64,
+    /// LeaseReports read (slot backends), those answering the registering heartbeats
+    /// excepted.
+    pub lease_reports: u64,
 }
 
 /// A registration that failed, and why.
@@ -56,6 +64,7 @@ pub struct RegistrationFailed {
 struct Counters {
     heartbeats_sent: AtomicU64,
     lost: AtomicU64,
+    lease_reports: AtomicU64,
 }
 
 /// The running fake backends. [`stop`](Self::stop) ends every one of their tasks.
@@ -114,7 +123,8 @@ impl FakeBackends {
             self.registered += 1;
             self.counters.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             // The sender ends only when stopped, and stopping ends this run too.
-            let _ = arrivals.send(Member { index, stream, frames, tick: 0, unsent: Vec::new() });
+            let leases = wire.backends_are_answered().then(LeaseReader::default);
+            let _ = arrivals.send(Member { index, stream, frames, tick: 0, unsent: Vec::new(), leases });
         }
         Ok(self)
     }
@@ -126,6 +136,7 @@ impl FakeBackends {
             setup_logins: self.registered,
             heartbeats_sent: self.counters.heartbeats_sent.load(Ordering::Relaxed),
             lost: self.counters.lost.load(Ordering::Relaxed),
+            lease_reports: self.counters.lease_reports.load(Ordering::Relaxed),
         }
     }
 
@@ -175,13 +186,20 @@ struct Member {
     tick: u64,
     /// What the dispatcher has not yet taken of the previous heartbeat.
     unsent: Vec<u8>,
+    /// Slot backends: the LeaseReports the dispatcher answers with, cut out of what
+    /// is read. `None`: the dispatcher sends nothing, nothing is read.
+    leases: Option<LeaseReader>,
 }
 
 impl Member {
-    /// Writes the next heartbeat without waiting; false when the connection is lost:
-    /// it failed, or the dispatcher did not take the previous heartbeat in a whole
-    /// interval.
-    fn beat(&mut self) -> bool {
+    /// Writes the next heartbeat without waiting, after reading the answers to the
+    /// previous ones (their LeaseReports are added to `leases`); false when the
+    /// connection is lost: it failed, or the dispatcher did not take the previous
+    /// heartbeat in a whole interval.
+    fn beat(&mut self, leases: &mut u64) -> bool {
+        if !self.read_answers(leases) {
+            return false;
+        }
         if !self.unsent.is_empty() && !self.flush_unsent() {
             return false;
         }
@@ -198,6 +216,25 @@ impl Member {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Reads, without waiting, what the dispatcher sent, and counts its LeaseReports
+    /// into `leases`; false when the connection failed or closed, or its bytes cannot
+    /// be cut into frames.
+    fn read_answers(&mut self, leases: &mut u64) -> bool {
+        let Some(reader) = &mut self.leases else { return true };
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => match reader.feed(&chunk[..n]) {
+                    Some(read) => *leases += read,
+                    None => return false,
+                },
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
         }
     }
 
@@ -235,7 +272,7 @@ impl Sender {
             let (index, round) = self.next;
             tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return self.read_last_answers(),
                 () = tokio::time::sleep_until(self.schedule.due(index, round)) => {}
             }
             // Registered since the last wake: each beats from its next turn on, at
@@ -248,16 +285,26 @@ impl Sender {
         }
     }
 
+    /// Reads what the dispatcher answered to the last heartbeats, so that every
+    /// answer already in is counted.
+    fn read_last_answers(&mut self) {
+        let mut leases = 0;
+        for member in self.members.iter_mut().flatten() {
+            member.read_answers(&mut leases);
+        }
+        add(&self.counters.lease_reports, leases);
+    }
+
     /// Writes every heartbeat due by `now`, in turn.
     fn beat_due(&mut self, now: Instant) {
-        let (mut sent, mut lost) = (0, 0);
+        let (mut sent, mut lost, mut leases) = (0, 0, 0);
         loop {
             let (index, round) = self.next;
             if self.schedule.due(index, round) > now {
                 break;
             }
             if let Some(member) = &mut self.members[index] {
-                if member.beat() {
+                if member.beat(&mut leases) {
                     sent += 1;
                 } else {
                     lost += 1;
@@ -268,6 +315,7 @@ impl Sender {
         }
         add(&self.counters.heartbeats_sent, sent);
         add(&self.counters.lost, lost);
+        add(&self.counters.lease_reports, leases);
     }
 }
 

@@ -95,6 +95,11 @@ pub struct BenchConfig {
     /// heartbeats) register with it (Hello, Challenge, Register) before heart-beating;
     /// a dispatcher with a secret signs a ticket into every PickReply.
     pub secret: Option<Secret>,
+    /// v2: capacity slots. The fake backends report this many places, none in use,
+    /// and grant more clients than a run can pick, answering every heartbeat's
+    /// LeaseReport: the service becomes a slot service and picks take the slot path
+    /// (each backend may be sent up to this many clients between two of its heartbeats).
+    pub slots: Option<u32>,
     /// Client connections (concurrent clients with `connect_per_pick`).
     pub conns: usize,
     /// Requests written together before their replies are awaited.
@@ -129,6 +134,7 @@ impl BenchConfig {
             protocol: Protocol::Legacy,
             service: ServiceName::new(DEFAULT_SERVICE).expect("the default service name is valid"),
             secret: None,
+            slots: None,
             conns: 8,
             pipeline: 1,
             stop: Stop::Duration(Duration::from_secs(5)),
@@ -167,6 +173,14 @@ impl BenchConfig {
                 "secret-file",
                 "only protocol v2 has a secret; add --protocol v2",
             )?;
+        }
+        if let Some(capacity) = self.slots {
+            check(
+                self.protocol == Protocol::V2,
+                "slots",
+                "only protocol v2 has capacity slots; add --protocol v2",
+            )?;
+            check(capacity > 0, "slots", "must be at least 1")?;
         }
         if self.connect_per_pick {
             check(self.mode == Mode::Pick, "connect-per-pick", "works with --mode pick only")?;
@@ -239,6 +253,9 @@ mod tests {
         let secret = Some(Secret::new(*b"0123456789abcdef").unwrap());
         assert_eq!(named(BenchConfig { secret: secret.clone(), ..config() }), "secret-file");
         assert_eq!(BenchConfig { secret, protocol: Protocol::V2, ..config() }.validate(), Ok(()));
+        assert_eq!(named(BenchConfig { slots: Some(100), ..config() }), "slots");
+        assert_eq!(named(BenchConfig { slots: Some(0), protocol: Protocol::V2, ..config() }), "slots");
+        assert_eq!(BenchConfig { slots: Some(1), protocol: Protocol::V2, ..config() }.validate(), Ok(()));
     }
 
     #[test]

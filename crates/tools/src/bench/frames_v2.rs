@@ -2,7 +2,8 @@
 //! each frame the dispatcher sends back is judged (no I/O).
 //!
 //! A PickRequest differs from the one before it only in its request id and timestamp,
-//! and a fake backend's heartbeat only in its memory and cpu: each is encoded once with
+//! and a fake backend's heartbeat only in its memory and cpu (and, with capacity slots,
+//! its grant sequence): each is encoded once with
 //! [`Message::encode`] and those fields are written over in place (offsets from
 //! docs/protocol.md, "PickRequest" and "Heartbeat"), so the bench's CPU per request
 //! stays that of a copy.
@@ -12,8 +13,8 @@ use std::ops::Range;
 use super::frames::{backend_ipv4, backend_load};
 use super::outcome::ErrorKind;
 use loadwise_protocol::v2::{
-    DEFAULT_WEIGHT, DecodeError, Decoded, Endpoint, Heartbeat, Host, Message, Percent, PickKey, PickOutcome,
-    PickRequest, ServiceName, State,
+    DEFAULT_WEIGHT, DecodeError, Decoded, Endpoint, Health, Heartbeat, Host, Message, Percent, PickKey,
+    PickOutcome, PickRequest, ServiceName, Slots, State,
 };
 
 /// `request_id` in a PickRequest frame (u32).
@@ -24,6 +25,13 @@ const PICK_TIMESTAMP: Range<usize> = 8..16;
 const HEARTBEAT_MEMORY: Range<usize> = 12..14;
 /// `cpu` in a Heartbeat frame (u16, hundredths of a percent).
 const HEARTBEAT_CPU: Range<usize> = 14..16;
+/// `grant_seq` in a Heartbeat with slots, counted from the frame's end: it is followed
+/// only by `grant_total` (u64), the last field.
+const HEARTBEAT_GRANT_SEQ_FROM_END: usize = 8 + 4;
+
+/// The grant a fake slot backend gives: more clients than any run can pick, so that
+/// picks are limited by the capacity alone, never by the grant.
+pub const BENCH_GRANT_TOTAL: u64 = u64::MAX / 2;
 
 /// The longest frame the bench accepts from a dispatcher: the recommended v2 limit,
 /// above the longest PickReply and Error.
@@ -59,15 +67,26 @@ impl PickTemplate {
 }
 
 /// The v2 heartbeat of fake backend `index`, encoded once: backend id `index`, the
-/// legacy fakes' address as an IPv4 endpoint, weight 100, state ready, no metrics.
+/// legacy fakes' address as an IPv4 endpoint, weight 100, state ready, no metrics;
+/// with `capacity`, capacity slots (see [`HeartbeatTemplate::with_slots`]).
 #[derive(Debug, Clone)]
 pub struct HeartbeatTemplate {
     index: usize,
     frame: Vec<u8>,
+    /// Whether the frame carries slots, whose grant sequence each beat advances.
+    slots: bool,
 }
 
 impl HeartbeatTemplate {
     pub fn new(service: &ServiceName, index: usize) -> Self {
+        Self::with_slots(service, index, None)
+    }
+
+    /// The heartbeat of a fake backend with `capacity` places, none in use, that
+    /// grants [`BENCH_GRANT_TOTAL`] clients: the dispatcher may send it up to
+    /// `capacity` clients between two heartbeats (places are never taken, since no
+    /// client arrives), and the grant never runs out. Each beat is a new grant.
+    pub fn with_slots(service: &ServiceName, index: usize, capacity: Option<u32>) -> Self {
         let (ip, port) = backend_ipv4(index);
         let heartbeat = Heartbeat {
             backend_id: index as u64,
@@ -79,19 +98,59 @@ impl HeartbeatTemplate {
             weight: DEFAULT_WEIGHT,
             state: State::Ready,
             metrics: Vec::new(),
+            health: Health::Healthy,
+            slots: capacity.map(|capacity| Slots {
+                capacity,
+                in_use: 0,
+                grant_seq: 0,
+                grant_total: BENCH_GRANT_TOTAL,
+            }),
         };
         let frame = Message::Heartbeat(heartbeat).encode().expect("a checked heartbeat encodes");
-        HeartbeatTemplate { index, frame }
+        HeartbeatTemplate { index, frame, slots: capacity.is_some() }
     }
 
     /// The heartbeat for `tick`: memory as the legacy fakes' load on that tick, cpu
-    /// another changing percentage.
+    /// another changing percentage; with slots, grant sequence `tick`.
     pub fn at(&mut self, tick: u64) -> &[u8] {
         let memory = percent(backend_load(self.index, tick));
         let cpu = percent(backend_load(self.index.wrapping_add(50), tick.wrapping_mul(3)));
         self.frame[HEARTBEAT_MEMORY].copy_from_slice(&memory.to_le_bytes());
         self.frame[HEARTBEAT_CPU].copy_from_slice(&cpu.to_le_bytes());
+        if self.slots {
+            let at = self.frame.len() - HEARTBEAT_GRANT_SEQ_FROM_END;
+            self.frame[at..at + 4].copy_from_slice(&(tick as u32).to_le_bytes());
+        }
         &self.frame
+    }
+}
+
+/// Counts the LeaseReports a fake slot backend is sent, from the bytes read off its
+/// connection, which may cut a frame anywhere.
+#[derive(Debug, Default)]
+pub struct LeaseReader {
+    buf: Vec<u8>,
+}
+
+impl LeaseReader {
+    /// Adds `bytes` and returns the LeaseReports completed by them; other frames are
+    /// skipped. `None` if the stream cannot be cut into frames any more.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<u64> {
+        self.buf.extend_from_slice(bytes);
+        let (mut at, mut reports) = (0, 0);
+        loop {
+            match loadwise_protocol::v2::decode(&self.buf[at..], MAX_REPLY_LEN) {
+                Ok(None) => break,
+                Ok(Some((decoded, len))) => {
+                    at += len;
+                    reports += u64::from(matches!(decoded, Decoded::Message(Message::LeaseReport(_))));
+                }
+                Err(DecodeError::Malformed { len, .. }) => at += len,
+                Err(_) => return None,
+            }
+        }
+        self.buf.drain(..at);
+        Some(reports)
     }
 }
 
@@ -220,6 +279,32 @@ mod tests {
             );
             assert_eq!(heartbeat.endpoint.to_string(), "10.1.17.112:11024");
         }
+    }
+
+    #[test]
+    fn slot_heartbeats_carry_a_new_grant_each_beat() {
+        let mut template = HeartbeatTemplate::with_slots(&service(), 3, Some(500));
+        for tick in [0, 1, 7] {
+            let Message::Heartbeat(heartbeat) = decode(template.at(tick)) else { panic!("a heartbeat") };
+            let slots =
+                Slots { capacity: 500, in_use: 0, grant_seq: tick as u32, grant_total: BENCH_GRANT_TOTAL };
+            assert_eq!(heartbeat.slots, Some(slots));
+            assert_eq!(heartbeat.memory, Percent::from_hundredths(u16::from(backend_load(3, tick)) * 100));
+        }
+    }
+
+    #[test]
+    fn lease_reports_are_counted_across_cut_reads() {
+        use loadwise_protocol::v2::LeaseReport;
+        let report =
+            |grant_seq| Message::LeaseReport(LeaseReport { grant_seq, sent_total: 9 }).encode().unwrap();
+        let other = Message::Registered(Registered { backend_id: 1 }).encode().unwrap();
+        let bytes = [report(1), other, report(2), report(3)].concat();
+        let mut reader = LeaseReader::default();
+        let cut = bytes.len() - 5;
+        assert_eq!(reader.feed(&bytes[..cut]), Some(2));
+        assert_eq!(reader.feed(&bytes[cut..]), Some(1));
+        assert_eq!(reader.feed(&[0, 0, 0, 0]), None);
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct ErrorCounts {
     pub clock_skew: u64,
     /// v2 picks refused with status 3: no live backend serves the service.
     pub unknown_service: u64,
+    /// v2 picks refused with status 15: a slot service's backends have no free place
+    /// for this dispatcher.
+    pub no_free_place: u64,
     /// v2 picks refused with another status.
     pub refused_other: u64,
     /// v2 picks answered with an Error frame (any code).
@@ -105,6 +108,7 @@ impl ErrorCounts {
             ErrorKind::Refused(ErrorCode::NO_BACKEND) => &mut self.no_backend,
             ErrorKind::Refused(ErrorCode::CLOCK_SKEW) => &mut self.clock_skew,
             ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE) => &mut self.unknown_service,
+            ErrorKind::Refused(ErrorCode::NO_FREE_PLACE) => &mut self.no_free_place,
             ErrorKind::Refused(_) => &mut self.refused_other,
             ErrorKind::ErrorFrame(_) => &mut self.error_frame,
             ErrorKind::Malformed => &mut self.malformed,
@@ -120,7 +124,7 @@ impl ErrorCounts {
     }
 
     /// `(name, count)` for each kind, in a fixed order.
-    pub fn kinds(&self) -> [(&'static str, u64); 12] {
+    pub fn kinds(&self) -> [(&'static str, u64); 13] {
         [
             ("connect_refused", self.connect_refused),
             ("connect_error", self.connect_error),
@@ -129,6 +133,7 @@ impl ErrorCounts {
             ("no_backend", self.no_backend),
             ("clock_skew", self.clock_skew),
             ("unknown_service", self.unknown_service),
+            ("no_free_place", self.no_free_place),
             ("refused_other", self.refused_other),
             ("error_frame", self.error_frame),
             ("malformed", self.malformed),
@@ -145,6 +150,7 @@ impl ErrorCounts {
         self.no_backend += other.no_backend;
         self.clock_skew += other.clock_skew;
         self.unknown_service += other.unknown_service;
+        self.no_free_place += other.no_free_place;
         self.refused_other += other.refused_other;
         self.error_frame += other.error_frame;
         self.malformed += other.malformed;
@@ -240,9 +246,10 @@ mod tests {
         errors.add(ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE), 2);
         errors.add(ErrorKind::Refused(ErrorCode::NO_BACKEND), 1);
         errors.add(ErrorKind::Refused(ErrorCode::new(99).unwrap()), 1);
+        errors.add(ErrorKind::Refused(ErrorCode::NO_FREE_PLACE), 3);
         errors.add(ErrorKind::ErrorFrame(ErrorCode::MALFORMED), 1);
         assert_eq!((errors.unknown_service, errors.no_backend, errors.refused_other), (2, 1, 1));
-        assert_eq!((errors.error_frame, errors.total()), (1, 5));
+        assert_eq!((errors.no_free_place, errors.error_frame, errors.total()), (3, 1, 8));
         let text = ErrorKind::Refused(ErrorCode::UNKNOWN_SERVICE).to_string();
         assert_eq!(text, "pick refused: unknown service (3)");
     }

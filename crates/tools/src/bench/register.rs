@@ -41,7 +41,7 @@ pub async fn backend(
                     Err(kind) => Err(kind),
                 }
             }
-            Wire::V2 { service, secret } => {
+            Wire::V2 { service, secret, .. } => {
                 let mut reader = Reader::default();
                 if let Some(secret) = secret {
                     authenticate(&mut stream, &mut reader, secret, service, index as u64).await?;

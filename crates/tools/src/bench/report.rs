@@ -34,6 +34,8 @@ pub struct Settings {
     pub service: Option<String>,
     /// v2: whether backends registered with a secret (and picks carry tickets).
     pub secret: bool,
+    /// v2: each fake backend's capacity slots; `null` without slots.
+    pub slots: Option<u32>,
     pub conns: usize,
     pub pipeline: usize,
     pub stop: Stop,
@@ -53,6 +55,7 @@ impl Settings {
             protocol: config.protocol,
             service: (config.protocol == Protocol::V2).then(|| config.service.to_string()),
             secret: config.secret.is_some(),
+            slots: config.slots,
             conns: config.conns,
             pipeline: config.pipeline,
             stop: config.stop,
@@ -232,6 +235,9 @@ impl fmt::Display for Settings {
             let secret = if self.secret { " with a secret" } else { "" };
             write!(f, ", protocol v2 (service {service}){secret}")?;
         }
+        if let Some(capacity) = self.slots {
+            write!(f, ", slot backends of {capacity} places")?;
+        }
         if self.connect_per_pick {
             write!(f, ", connect per pick")?;
         }
@@ -269,11 +275,15 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(f, "  {:<10} {}", "errors", errors_text(r))?;
         let b = &self.backends;
-        writeln!(
+        write!(
             f,
             "  {:<10} {} registered, {} heartbeats, {} lost",
             "backends", b.registered, b.heartbeats_sent, b.lost
         )?;
+        if b.lease_reports > 0 {
+            write!(f, ", {} lease reports read", b.lease_reports)?;
+        }
+        writeln!(f)?;
         writeln!(f, "  {:<10} {}", "cpu", self.cpu.text(self.op))?;
         writeln!(f, "  {:<10} {}", "memory", self.memory.text())
     }

@@ -19,6 +19,8 @@ pub enum Wire {
         service: ServiceName,
         /// The secret backends register with, if the dispatcher has one.
         secret: Option<Secret>,
+        /// The capacity of each fake backend, if they have capacity slots.
+        slots: Option<u32>,
     },
 }
 
@@ -27,7 +29,11 @@ impl Wire {
     pub fn of(config: &BenchConfig) -> Wire {
         match config.protocol {
             Protocol::Legacy => Wire::Legacy,
-            Protocol::V2 => Wire::V2 { service: config.service.clone(), secret: config.secret.clone() },
+            Protocol::V2 => Wire::V2 {
+                service: config.service.clone(),
+                secret: config.secret.clone(),
+                slots: config.slots,
+            },
         }
     }
 
@@ -49,7 +55,9 @@ impl Wire {
             Wire::Legacy => {
                 BackendFrames::Legacy { index, me: frames::backend_address(index), frame: [0; HEARTBEAT_LEN] }
             }
-            Wire::V2 { service, .. } => BackendFrames::V2(HeartbeatTemplate::new(service, index)),
+            Wire::V2 { service, slots, .. } => {
+                BackendFrames::V2(HeartbeatTemplate::with_slots(service, index, *slots))
+            }
         }
     }
 
@@ -58,11 +66,19 @@ impl Wire {
     /// Register: legacy, or no secret).
     pub fn client_registration(&self, mode: Mode) -> Option<(&Secret, &ServiceName)> {
         match self {
-            Wire::V2 { service, secret: Some(secret) } if matches!(mode, Mode::Heartbeat | Mode::Mixed) => {
+            Wire::V2 { service, secret: Some(secret), .. }
+                if matches!(mode, Mode::Heartbeat | Mode::Mixed) =>
+            {
                 Some((secret, service))
             }
             _ => None,
         }
+    }
+
+    /// Whether the dispatcher answers fake backends' heartbeats (a LeaseReport to each
+    /// with slots), so that they must read what it sends.
+    pub fn backends_are_answered(&self) -> bool {
+        matches!(self, Wire::V2 { slots: Some(_), .. })
     }
 
     /// How replies are read.
@@ -265,7 +281,7 @@ mod tests {
     #[test]
     fn v2_batches_number_their_picks_in_order() {
         use loadwise_protocol::v2::{self, Decoded, Message};
-        let wire = Wire::V2 { service: ServiceName::new("bench").unwrap(), secret: None };
+        let wire = Wire::V2 { service: ServiceName::new("bench").unwrap(), secret: None, slots: None };
         let mut frames = wire.client(3);
         let mut batch = Batch::default();
         batch.fill(&mut frames, Mode::Pick, 2, 0, 9);

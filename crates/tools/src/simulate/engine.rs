@@ -125,7 +125,7 @@ impl Backend {
 }
 
 /// Derives an independent seed for one use of the run's seed (splitmix64).
-fn derive_seed(seed: u64, purpose: u64) -> u64 {
+pub(super) fn derive_seed(seed: u64, purpose: u64) -> u64 {
     let mut z = seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -136,13 +136,13 @@ fn derive_seed(seed: u64, purpose: u64) -> u64 {
 /// Seed purposes; streams use `STREAMS + index`, replicas after the first
 /// `REPLICAS + index` (far above any stream's), so that the first replica's seed is
 /// that of a run with one dispatcher.
-const PHASES: u64 = 1;
+pub(super) const PHASES: u64 = 1;
 const DISPATCHER: u64 = 2;
-const STREAMS: u64 = 16;
+pub(super) const STREAMS: u64 = 16;
 const REPLICAS: u64 = 1 << 32;
 
 /// The seed of replica `index`.
-fn replica_seed(seed: u64, index: usize) -> u64 {
+pub(super) fn replica_seed(seed: u64, index: usize) -> u64 {
     match index {
         0 => derive_seed(seed, DISPATCHER),
         _ => derive_seed(seed, REPLICAS + index as u64),
@@ -308,8 +308,13 @@ impl Engine {
         self.schedule_arrival(stream);
         let replica = self.next_replica;
         self.next_replica = (replica + 1) % self.dispatchers.len();
-        let request =
-            PickRequest { target: PickTarget::Default, clocks: None, form: AddressForm::Legacy, key: &[] };
+        let request = PickRequest {
+            target: PickTarget::Default,
+            clocks: None,
+            form: AddressForm::Legacy,
+            key: &[],
+            client: None,
+        };
         let PickOutcome::Picked(picked) = self.dispatchers[replica].pick(&request, self.now(at)) else {
             self.counts.no_backend += 1;
             return;
@@ -369,7 +374,7 @@ impl Engine {
 }
 
 /// The dispatcher settings for a scenario under a policy.
-fn dispatch_settings(scenario: &Scenario, policy: Policy) -> DispatchSettings {
+pub(super) fn dispatch_settings(scenario: &Scenario, policy: Policy) -> DispatchSettings {
     let defaults = DispatchSettings::default();
     DispatchSettings {
         ttl: scenario.ttl(),
@@ -415,18 +420,18 @@ fn build_backends(scenario: &Scenario, seed: u64) -> Vec<Backend> {
 
 /// A phase in `(0, interval]`: the initial pool connected at random times before
 /// the run, so their heartbeats do not arrive in step.
-fn random_phase(rng: &mut StdRng, interval: Nanos) -> Nanos {
+pub(super) fn random_phase(rng: &mut StdRng, interval: Nanos) -> Nanos {
     rng.random_range(1..=interval)
 }
 
 /// A distinct address per backend: 10.x.y.z from its index.
-fn backend_ip(index: usize) -> IpField {
+pub(super) fn backend_ip(index: usize) -> IpField {
     let [_, a, b, c] = (index as u32).to_be_bytes();
     IpField::from_text(&format!("10.{a}.{b}.{c}")).expect("a dotted quad fits the ip field")
 }
 
 /// The steady stream (if any) and then one stream per burst, each with its own seed.
-fn build_streams(scenario: &Scenario, seed: u64) -> Vec<Stream> {
+pub(super) fn build_streams(scenario: &Scenario, seed: u64) -> Vec<Stream> {
     let steady = Stream::steady(&scenario.clients, derive_seed(seed, STREAMS));
     let bursts = scenario.bursts.iter().enumerate().map(|(index, burst)| {
         Stream::burst(burst, &scenario.clients, derive_seed(seed, STREAMS + 1 + index as u64))

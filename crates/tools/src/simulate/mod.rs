@@ -11,6 +11,7 @@
 //! | [`metrics`] | exact time integrals of the loads, burst fairness |
 //! | [`table`] | the comparison as text, Markdown or JSON |
 //! | [`sticky`] | keyed arrivals (Zipf keys) as sticky picks: affinity kept, peak/mean, keys moved |
+//! | [`slots`] | capacity slots: leases, load and a shared counter on one client stream |
 //!
 //! # The model
 //!
@@ -60,6 +61,9 @@
 //! busiest backend with an even share over the backends live when the window
 //! opened, and the worst burst is reported.
 //!
+//! **Capacity slots.** When the backends have `slots`, the scenario compares three
+//! ways of admitting the same clients instead of the policies: see [`slots`].
+//!
 //! # The scenario file
 //!
 //! TOML; durations are strings like `"500ms"`, `"2s"`, `"1m"`. Unknown keys are
@@ -89,6 +93,8 @@
 //! join_at = "0s"                # default 0 (the initial pool)
 //! leave_at = "20s"              # default: stays to the end
 //! leave_by = "disconnect"       # default "disconnect"; or "silence"
+//! slots = 50                    # capacity slots: places, one per session; when one
+//!                               # group has them all must, and none may leave
 //!
 //! [clients]                     # optional
 //! rate = 0                      # steady Poisson arrivals per second, default 0
@@ -96,6 +102,10 @@
 //! session = { kind = "endless" }  # default; or { kind = "fixed", length = "30s" },
 //!                               # { kind = "exponential", mean = "30s" },
 //!                               # { kind = "uniform", min = "10s", max = "60s" }
+//!
+//! [slots]                       # optional; used when the backends have `slots`
+//! connect_delay = "20ms"        # default 20ms: from a pick to the client taking its place
+//! report_delay = "1ms"          # default 1ms: a LeaseReport's way to the backend
 //!
 //! [[bursts]]                    # any number (at most 10 000)
 //! at = "5s"                     # required
@@ -137,6 +147,7 @@ pub mod arrivals;
 mod engine;
 pub mod metrics;
 pub mod scenario;
+pub mod slots;
 pub mod sticky;
 pub mod table;
 
@@ -144,7 +155,8 @@ use loadwise_core::selection::Policy;
 
 pub use metrics::{BurstSummary, PolicyResult};
 pub use scenario::{Scenario, ScenarioError};
-pub use table::{Format, Report, render_reports, render_table};
+pub use slots::{Mode, ModeResult, compare_slots, simulate_slots};
+pub use table::{Format, Report, render_reports, render_slot_table, render_table};
 
 /// Runs `scenario` once under `policy`, with every random draw seeded by `seed`.
 pub fn simulate(scenario: &Scenario, policy: Policy, seed: u64) -> PolicyResult {

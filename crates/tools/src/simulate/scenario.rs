@@ -35,6 +35,10 @@ pub const MAX_RATE: f64 = 10_000_000.0;
 /// The most dispatcher replicas: each heartbeat reaches every one, so a run's
 /// heartbeats count once per replica against [`MAX_HEARTBEATS`].
 pub const MAX_REPLICAS: usize = 64;
+/// The most places a slot backend may have.
+pub const MAX_SLOTS: u32 = 1_000_000;
+/// The longest connect or report delay of a slot scenario.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// Why a scenario was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +90,35 @@ pub struct Scenario {
     /// Crowds of clients arriving at once (`[[bursts]]`).
     #[serde(default)]
     pub bursts: Vec<Burst>,
+    /// The delays of a slot scenario (`[slots]`).
+    #[serde(default)]
+    pub slots: SlotDelays,
+}
+
+/// The `[slots]` table: the delays that make leases and counters lag the clients.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotDelays {
+    /// From a pick to the client reaching its backend (and taking its place there).
+    #[serde(default = "default_connect_delay", deserialize_with = "duration")]
+    pub connect_delay: Duration,
+    /// From a dispatcher's answer to a heartbeat (its LeaseReport) to the backend.
+    #[serde(default = "default_report_delay", deserialize_with = "duration")]
+    pub report_delay: Duration,
+}
+
+fn default_connect_delay() -> Duration {
+    Duration::from_millis(20)
+}
+
+fn default_report_delay() -> Duration {
+    Duration::from_millis(1)
+}
+
+impl Default for SlotDelays {
+    fn default() -> Self {
+        SlotDelays { connect_delay: default_connect_delay(), report_delay: default_report_delay() }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -145,6 +178,9 @@ pub struct BackendGroup {
     /// How it leaves: closing its connection, or falling silent until the TTL.
     #[serde(default)]
     pub leave_by: LeaveKind,
+    /// Capacity slots: the places each backend has, one per session.
+    #[serde(default)]
+    pub slots: Option<u32>,
 }
 
 fn one() -> usize {
@@ -362,7 +398,45 @@ impl Scenario {
         for (index, burst) in self.bursts.iter().enumerate() {
             burst.check(&format!("bursts[{index}]"), self.duration)?;
         }
+        self.check_slots()?;
         self.check_size()
+    }
+
+    /// Whether the backends have capacity slots (then all of them do).
+    pub fn has_slots(&self) -> bool {
+        self.backends.iter().any(|group| group.slots.is_some())
+    }
+
+    fn check_slots(&self) -> Result<(), ScenarioError> {
+        let delays = [("connect_delay", self.slots.connect_delay), ("report_delay", self.slots.report_delay)];
+        for (key, delay) in delays {
+            ensure(
+                delay <= MAX_DELAY,
+                format!("slots.{key}"),
+                format!("must be at most {}", human(MAX_DELAY)),
+            )?;
+        }
+        if !self.has_slots() {
+            return Ok(());
+        }
+        for (index, group) in self.backends.iter().enumerate() {
+            let key = |name: &str| format!("backends[{index}].{name}");
+            // One service: a pool that mixes slot and load backends is not modelled.
+            let Some(places) = group.slots else {
+                return Err(ScenarioError::invalid(
+                    key("slots"),
+                    "every group needs slots when one has them",
+                ));
+            };
+            ensure(
+                (1..=MAX_SLOTS).contains(&places),
+                key("slots"),
+                format!("must lie between 1 and {MAX_SLOTS}, got {places}"),
+            )?;
+            // Departures would need the ledger's `forget` and lost promises: not modelled yet.
+            ensure(group.leave_at.is_none(), key("leave_at"), "slot backends cannot leave (not modelled)")?;
+        }
+        Ok(())
     }
 
     fn check_duration(&self) -> Result<(), ScenarioError> {

@@ -88,6 +88,8 @@ fn heartbeat(n: u64, load: f64) -> V2Report {
         metrics: Metrics { memory: Some(memory), cpu: Some(0.0), ..Metrics::default() },
         weight: DEFAULT_WEIGHT,
         state: State::Ready,
+        health: loadwise_core::model::Health::Healthy,
+        slots: None,
     }
 }
 

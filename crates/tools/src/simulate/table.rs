@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::metrics::PolicyResult;
+use super::slots::ModeResult;
 
 /// How results are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub struct Report {
     pub description: Option<String>,
     pub seed: u64,
     pub results: Vec<PolicyResult>,
+    /// For a scenario with capacity slots: a row per admission mode, printed instead
+    /// of the policies' table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<Vec<ModeResult>>,
 }
 
 const HEADERS: [&str; 10] = [
@@ -77,10 +82,40 @@ fn cells(result: &PolicyResult) -> [String; 10] {
 
 /// The comparison table of one scenario's results.
 pub fn render_table(results: &[PolicyResult], format: Format) -> String {
-    let rows: Vec<[String; 10]> = results.iter().map(cells).collect();
+    let rows: Vec<Vec<String>> = results.iter().map(|result| cells(result).to_vec()).collect();
     match format {
-        Format::Table => aligned(&rows),
-        Format::Markdown => markdown(&rows),
+        Format::Table => aligned(&HEADERS, &rows),
+        Format::Markdown => markdown(&HEADERS, &rows),
+        Format::Json => json(results),
+    }
+}
+
+const SLOT_HEADERS: [&str; 6] = [
+    "mode",
+    "admitted",
+    "rejected (no free place)",
+    "rejected with a place free",
+    "overshoot (clients)",
+    "peak overshoot",
+];
+
+fn slot_cells(result: &ModeResult) -> Vec<String> {
+    vec![
+        result.mode.to_string(),
+        result.admitted.to_string(),
+        result.rejected.to_string(),
+        result.refused_with_room.to_string(),
+        result.overshoot.to_string(),
+        result.peak_overshoot.to_string(),
+    ]
+}
+
+/// The comparison table of a slot scenario: a row per admission mode.
+pub fn render_slot_table(results: &[ModeResult], format: Format) -> String {
+    let rows: Vec<Vec<String>> = results.iter().map(slot_cells).collect();
+    match format {
+        Format::Table => aligned(&SLOT_HEADERS, &rows),
+        Format::Markdown => markdown(&SLOT_HEADERS, &rows),
         Format::Json => json(results),
     }
 }
@@ -97,7 +132,10 @@ pub fn render_reports(reports: &[Report], format: Format) -> String {
             out.push('\n');
         }
         out.push_str(&heading(report, format));
-        out.push_str(&render_table(&report.results, format));
+        match &report.slots {
+            Some(slots) => out.push_str(&render_slot_table(slots, format)),
+            None => out.push_str(&render_table(&report.results, format)),
+        }
     }
     out
 }
@@ -123,19 +161,19 @@ fn heading(report: &Report, format: Format) -> String {
     out
 }
 
-fn aligned(rows: &[[String; 10]]) -> String {
-    let mut widths = HEADERS.map(str::len);
+fn aligned(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
     let mut out = String::new();
-    let header = HEADERS.map(str::to_owned);
+    let header: Vec<String> = headers.iter().map(|&header| header.to_owned()).collect();
     for row in std::iter::once(&header).chain(rows) {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(widths.iter().copied())
             .enumerate()
             .map(
                 |(column, (cell, width))| {
@@ -148,10 +186,10 @@ fn aligned(rows: &[[String; 10]]) -> String {
     out
 }
 
-fn markdown(rows: &[[String; 10]]) -> String {
+fn markdown(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| {} |", HEADERS.join(" | "));
-    let rule: Vec<&str> = (0..HEADERS.len()).map(|column| if column == 0 { "---" } else { "---:" }).collect();
+    let _ = writeln!(out, "| {} |", headers.join(" | "));
+    let rule: Vec<&str> = (0..headers.len()).map(|column| if column == 0 { "---" } else { "---:" }).collect();
     let _ = writeln!(out, "|{}|", rule.join("|"));
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));

@@ -570,3 +570,62 @@ fn format_names_parse() {
     assert_eq!("table".parse(), Ok(Format::Table));
     assert!("html".parse::<Format>().is_err());
 }
+
+mod slots {
+    use crate::simulate::scenario::ScenarioError;
+    use crate::simulate::{Mode, Scenario, simulate_slots};
+
+    const POOL: &str = r#"
+        duration = "4s"
+        [dispatcher]
+        replicas = 2
+        [[backends]]
+        count = 2
+        slots = 5
+        [[bursts]]
+        at = "1500ms"
+        clients = 40
+        window = "1s"
+    "#;
+
+    fn refused_key(text: &str) -> String {
+        match Scenario::from_toml(text) {
+            Err(ScenarioError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slot_backends_need_every_group_to_have_places_and_to_stay() {
+        let mixed = format!("{POOL}\n[[backends]]\ncount = 1\n");
+        assert_eq!(refused_key(&mixed), "backends[1].slots");
+        assert_eq!(refused_key(&POOL.replace("slots = 5", "slots = 0")), "backends[0].slots");
+        let leaving = POOL.replace("slots = 5", "slots = 5\nleave_at = \"2s\"");
+        assert_eq!(refused_key(&leaving), "backends[0].leave_at");
+        let slow = format!("{POOL}\n[slots]\nconnect_delay = \"2m\"\n");
+        assert_eq!(refused_key(&slow), "slots.connect_delay");
+    }
+
+    #[test]
+    fn every_mode_sees_every_client_and_only_load_overshoots() {
+        let scenario = Scenario::from_toml(POOL).unwrap();
+        assert!(scenario.has_slots());
+        for mode in Mode::ALL {
+            let result = simulate_slots(&scenario, mode, 1);
+            assert_eq!(result.admitted + result.rejected, 40, "{result:?}");
+            assert_eq!(result.overshoot > 0, mode == Mode::Load, "{result:?}");
+        }
+        let counter = simulate_slots(&scenario, Mode::SharedCounter, 1);
+        assert_eq!((counter.admitted, counter.refused_with_room), (10, 0));
+    }
+
+    #[test]
+    fn a_client_takes_its_place_only_when_it_arrives() {
+        // Every client is picked before any arrives: the shared counter still counts
+        // those on their way, so it admits no more than the places.
+        let late = POOL.replace("window = \"1s\"", "window = \"0s\"");
+        let scenario = Scenario::from_toml(&format!("{late}\n[slots]\nconnect_delay = \"500ms\"\n")).unwrap();
+        let counter = simulate_slots(&scenario, Mode::SharedCounter, 1);
+        assert_eq!((counter.admitted, counter.overshoot), (10, 0));
+    }
+}
