@@ -3,72 +3,22 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use loadwise_agent::cpustat::CpuProbe;
 use loadwise_agent::{AgentConfig, HostProbe, MemoryProbe, Protocol, Sample, Secret};
 use loadwise_protocol::config::ConfigError;
 use loadwise_protocol::v2::{
-    self, Challenge, Decoded, ErrorCode, ErrorMessage, Heartbeat, Host, Message, Registered, ServiceName,
-    State, auth,
+    self, Challenge, ErrorCode, ErrorMessage, Host, Message, Registered, ServiceName, State, auth,
 };
 use loadwise_testkit::{TestServer, wait_until, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::Peer;
+
 const SECRET: &[u8] = b"a secret of 32 bytes, for tests!";
-
-/// One side of a scripted v2 dispatcher connection.
-struct Peer {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Peer {
-    async fn accept(listener: &TcpListener) -> Peer {
-        let (stream, _) = within(listener.accept()).await.unwrap();
-        Peer { stream, buf: BytesMut::new() }
-    }
-
-    /// The next v2 message the agent sent.
-    async fn next(&mut self) -> Message {
-        loop {
-            if let Some((decoded, consumed)) =
-                v2::decode(&self.buf, 4096).expect("the agent sends valid frames")
-            {
-                let _ = self.buf.split_to(consumed);
-                match decoded {
-                    Decoded::Message(message) => return message,
-                    other => panic!("unexpected frame {other:?}"),
-                }
-            }
-            let read = within(self.stream.read_buf(&mut self.buf)).await.unwrap();
-            assert!(read > 0, "the agent closed the connection");
-        }
-    }
-
-    async fn heartbeat(&mut self) -> Heartbeat {
-        match self.next().await {
-            Message::Heartbeat(heartbeat) => heartbeat,
-            other => panic!("expected a heartbeat, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, message: Message) {
-        self.stream.write_all(&message.encode().unwrap()).await.unwrap();
-    }
-
-    /// Waits for the agent to close the connection, sending nothing more.
-    async fn expect_closed(&mut self) {
-        let mut rest = [0u8; 256];
-        match within(self.stream.read(&mut rest)).await {
-            Ok(0) | Err(_) => {}
-            Ok(n) => panic!("the agent sent {n} more bytes: {:?}", &rest[..n]),
-        }
-    }
-}
 
 struct RunningAgent {
     state: watch::Sender<State>,

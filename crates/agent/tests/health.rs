@@ -4,57 +4,21 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use loadwise_agent::{AgentConfig, CheckTarget, Health, HealthCheck};
 use loadwise_protocol::config::ConfigError;
-use loadwise_protocol::v2::{self, Decoded, Heartbeat, Message, ServiceName, State};
+use loadwise_protocol::v2::{ServiceName, State};
 use loadwise_testkit::{DEADLINE, TestServer, wait_until, within};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::Peer;
+
 /// Short, so that the timings below are quick; slack absorbs a loaded machine.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 const SLACK: Duration = Duration::from_millis(900);
-
-/// One side of a scripted v2 dispatcher connection.
-struct Peer {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Peer {
-    async fn accept(listener: &TcpListener) -> Peer {
-        let (stream, _) = within(listener.accept()).await.unwrap();
-        Peer { stream, buf: BytesMut::new() }
-    }
-
-    async fn heartbeat(&mut self) -> Heartbeat {
-        loop {
-            if let Some((decoded, consumed)) =
-                v2::decode(&self.buf, 4096).expect("the agent sends valid frames")
-            {
-                let _ = self.buf.split_to(consumed);
-                match decoded {
-                    Decoded::Message(Message::Heartbeat(heartbeat)) => return heartbeat,
-                    other => panic!("expected a heartbeat, got {other:?}"),
-                }
-            }
-            let read = within(self.stream.read_buf(&mut self.buf)).await.unwrap();
-            assert!(read > 0, "the agent closed the connection");
-        }
-    }
-
-    /// Reads heartbeats until one has `health`, within the deadline; returns how
-    /// long that took.
-    async fn wait_for_health(&mut self, health: Health) -> Duration {
-        let start = Instant::now();
-        within(async { while self.heartbeat().await.health != health {} }).await;
-        start.elapsed()
-    }
-}
 
 struct RunningAgent {
     state: watch::Sender<State>,

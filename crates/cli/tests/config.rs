@@ -17,7 +17,7 @@ use loadwise_server::{Server, ServerConfig};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use process::{DEADLINE, Proc, Spawn, request, run_to_end, run_wrapped_to_end};
+use process::{DEADLINE, Proc, Spawn, address_in, request, run_to_end, run_wrapped_to_end};
 
 /// A scratch file, removed when the test ends.
 struct TempFile(PathBuf);
@@ -97,11 +97,6 @@ impl Deref for Serve {
     fn deref(&self) -> &Proc {
         &self.proc
     }
-}
-
-fn address_in(line: &str) -> SocketAddr {
-    let after = line.rsplit("addr=").next().unwrap();
-    after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
 }
 
 /// The settings `config show` prints for these options, parsed back.

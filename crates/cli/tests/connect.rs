@@ -37,27 +37,13 @@ impl Dispatcher {
             vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN];
         args.extend_from_slice(extra);
         let proc = Spawn::new(&args).env("RUST_LOG", "info").start();
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let line = proc.wait_for_line("listening");
-            if line.contains("admin API listening") {
-                admin = Some(address_in(&line));
-            } else if line.contains("loadwise_server: listening") {
-                addr = Some(address_in(&line));
-            }
-        }
-        Dispatcher { _proc: proc, addr: addr.unwrap(), admin: admin.unwrap() }
+        let (addr, admin) = proc.listening_with_admin();
+        Dispatcher { _proc: proc, addr, admin }
     }
 
     /// The `game` backends as the admin API lists them.
     fn backends(&self) -> Vec<Value> {
-        let (status, body) = process::get(self.admin, "/v1/services/game/backends");
-        if status == 404 {
-            return Vec::new();
-        }
-        assert_eq!(status, 200, "{body}");
-        let list: Value = serde_json::from_str(&body).unwrap();
-        list["backends"].as_array().cloned().unwrap_or_default()
+        process::service_backends(self.admin, "game")
     }
 
     fn backend(&self, id: u64) -> Option<Value> {
@@ -144,11 +130,6 @@ fn ejected(backend: &Value) -> bool {
 fn metric(text: &str, series: &str) -> f64 {
     let line = text.lines().find(|line| line.starts_with(series));
     line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
-}
-
-fn address_in(line: &str) -> SocketAddr {
-    let after = line.rsplit("addr=").next().unwrap();
-    after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
 }
 
 /// A loopback port nobody listens on, held (bound) until dropped.

@@ -25,16 +25,8 @@ impl Replica {
         let args =
             ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN];
         let proc = Spawn::new(&args).env("RUST_LOG", "info").start();
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let line = proc.wait_for_line("listening");
-            if line.contains("admin API listening") {
-                admin = Some(address_in(&line));
-            } else if line.contains("loadwise_server: listening") {
-                addr = Some(address_in(&line));
-            }
-        }
-        Replica { proc, addr: addr.unwrap(), admin: admin.unwrap() }
+        let (addr, admin) = proc.listening_with_admin();
+        Replica { proc, addr, admin }
     }
 
     /// Stops it as an operator would, and checks that it exits cleanly.
@@ -51,14 +43,7 @@ impl Replica {
 
     /// The `game` backends as the admin API lists them.
     fn backends(&self) -> Vec<Value> {
-        // None until the first one registers: the service does not exist before.
-        let (status, body) = process::get(self.admin, "/v1/services/game/backends");
-        if status == 404 {
-            return Vec::new();
-        }
-        assert_eq!(status, 200, "{body}");
-        let list: Value = serde_json::from_str(&body).unwrap();
-        list["backends"].as_array().cloned().unwrap_or_default()
+        process::service_backends(self.admin, "game")
     }
 
     /// Waits until `n` backends of `game` are registered and ready.
@@ -88,11 +73,6 @@ impl Replica {
         assert!(out.success(), "{out:?}");
         out.stdout.lines().next().unwrap().to_owned()
     }
-}
-
-fn address_in(line: &str) -> SocketAddr {
-    let after = line.rsplit("addr=").next().unwrap();
-    after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
 }
 
 /// A meminfo file reporting `used_percent` % of memory in use.

@@ -10,20 +10,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
-use loadwise_core::model::{
-    AddressForm, ConnectionId, LegacyName, LegacyReport, Load, PickRequest, PickTarget,
-};
+use loadwise_core::model::{ConnectionId, LegacyName, LegacyReport, Load, PickRequest};
 use loadwise_core::selection::Policy;
 
 /// A pick of the default pool in the legacy form, as a login asks with its clock
 /// already checked.
-const LEGACY_PICK: PickRequest<'static> = PickRequest {
-    target: PickTarget::Default,
-    clocks: None,
-    form: AddressForm::Legacy,
-    key: &[],
-    client: None,
-};
+const LEGACY_PICK: PickRequest<'static> = PickRequest::UNCLOCKED_LOGIN;
 
 const POOL_SIZES: [u64; 4] = [10, 1_000, 10_000, 100_000];
 

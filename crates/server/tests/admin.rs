@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::model::ConnectionId;
-use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
+use loadwise_core::model::PickRequest;
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::BackendState;
 use loadwise_protocol::v2::{self, ErrorCode, Message, Metric, MetricName, ServiceName};
@@ -166,13 +166,7 @@ async fn backends_shows_every_field_of_every_backend() {
     register(&state, 1, 42, "10.0.0.1", 7001);
     register(&state, 2, 120, "10.0.0.2", 7002);
     state.dispatcher().set_state(BackendId(2), BackendState::Maintenance).unwrap();
-    let request = PickRequest {
-        target: PickTarget::Default,
-        clocks: None,
-        form: AddressForm::Legacy,
-        key: &[],
-        client: None,
-    };
+    let request = PickRequest::UNCLOCKED_LOGIN;
     assert!(state.dispatcher().pick(&request, Instant::now()).picked().is_some(), "a pick");
 
     let reply = get(&state, "/v1/services/default/backends").await;

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use loadwise_core::dispatcher::Dispatcher;
 use loadwise_protocol::v2::{
-    self, Decoded, Endpoint, ErrorCode, Message, Percent, PickKey, PickOutcome, PickReply, PickRequest,
-    ServiceName, State,
+    self, Decoded, Endpoint, ErrorCode, Message, PickKey, PickOutcome, PickReply, PickRequest, ServiceName,
 };
 use loadwise_server::netlist::NetList;
 use loadwise_server::stats::{ConnectionKind, ConnectionRefusal, WireStats};
@@ -76,19 +75,8 @@ fn default_service() -> ServiceName {
 }
 
 fn v2_heartbeat(backend_id: u64) -> Message {
-    Message::Heartbeat(v2::Heartbeat {
-        backend_id,
-        service: default_service(),
-        endpoint: Endpoint::from_socket_addr("10.0.9.1:9001".parse().unwrap()).unwrap(),
-        memory: Percent::from_hundredths(2_000),
-        cpu: None,
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: State::Ready,
-        metrics: Vec::new(),
-        health: v2::Health::Healthy,
-        slots: None,
-    })
+    let endpoint = Endpoint::from_socket_addr("10.0.9.1:9001".parse().unwrap()).unwrap();
+    Message::Heartbeat(loadwise_testkit::v2_heartbeat(default_service(), backend_id, endpoint, 20))
 }
 
 fn v2_pick(request_id: u32) -> Vec<u8> {

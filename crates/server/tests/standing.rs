@@ -12,7 +12,7 @@ use loadwise_core::model::{Cause, Health};
 use loadwise_protocol::ticket;
 use loadwise_protocol::v2::auth::Secret;
 use loadwise_protocol::v2::{
-    self, Decoded, Endpoint, FailureReason, FailureReport, Heartbeat, LeaseReport, Message, Percent, PickKey,
+    self, Decoded, Endpoint, FailureReason, FailureReport, Heartbeat, LeaseReport, Message, PickKey,
     PickOutcome, PickReply, PickRequest, Picked, ServiceName, Slots, State,
 };
 use loadwise_server::ServerConfig;
@@ -38,17 +38,8 @@ fn config() -> ServerConfig {
 fn heartbeat(backend_id: u64, memory: u16, health: v2::Health) -> Heartbeat {
     let addr: SocketAddr = format!("10.9.0.{backend_id}:7000").parse().unwrap();
     Heartbeat {
-        backend_id,
-        service: game(),
-        endpoint: Endpoint::from_socket_addr(addr).unwrap(),
-        memory: Percent::from_hundredths(memory * 100),
-        cpu: None,
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: State::Ready,
-        metrics: Vec::new(),
         health,
-        slots: None,
+        ..v2_heartbeat(game(), backend_id, Endpoint::from_socket_addr(addr).unwrap(), memory)
     }
 }
 

@@ -67,19 +67,7 @@ fn config_with_secret() -> ServerConfig {
 
 /// A ready v2 heartbeat of weight 100 reporting `memory` percent and nothing else.
 fn heartbeat(service_name: &str, backend_id: u64, addr: &str, memory: u16) -> Heartbeat {
-    Heartbeat {
-        backend_id,
-        service: service(service_name),
-        endpoint: endpoint(addr),
-        memory: Percent::from_hundredths(memory * 100),
-        cpu: None,
-        connections: None,
-        weight: v2::DEFAULT_WEIGHT,
-        state: State::Ready,
-        metrics: Vec::new(),
-        health: loadwise_protocol::v2::Health::Healthy,
-        slots: None,
-    }
+    loadwise_testkit::v2_heartbeat(service(service_name), backend_id, endpoint(addr), memory)
 }
 
 /// A raw v2 connection to the dispatcher: frames out, messages in.

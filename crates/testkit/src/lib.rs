@@ -241,6 +241,29 @@ pub fn heartbeat_raw(mem: u8, ip: [u8; 16], port: u16) -> Vec<u8> {
     frame
 }
 
+/// A ready, healthy v2 heartbeat of the default weight: backend `backend_id` of
+/// `service` at `endpoint`, reporting `memory` percent and nothing else.
+pub fn v2_heartbeat(
+    service: v2::ServiceName,
+    backend_id: u64,
+    endpoint: Endpoint,
+    memory: u16,
+) -> v2::Heartbeat {
+    v2::Heartbeat {
+        backend_id,
+        service,
+        endpoint,
+        memory: v2::Percent::from_hundredths(memory * 100),
+        cpu: None,
+        connections: None,
+        weight: v2::DEFAULT_WEIGHT,
+        state: v2::State::Ready,
+        metrics: Vec::new(),
+        health: v2::Health::Healthy,
+        slots: None,
+    }
+}
+
 /// A heartbeat frame for a textual ip.
 pub fn heartbeat(mem: u8, ip: &str, port: u16) -> Vec<u8> {
     heartbeat_raw(mem, ip_field(ip), port)

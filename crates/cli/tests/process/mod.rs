@@ -329,6 +329,41 @@ pub fn serve_with(extra: &[&str]) -> (Proc, SocketAddr) {
     (server, addr)
 }
 
+/// The backends of `service` as the admin API at `admin` lists them; none until the
+/// first one registers (the service does not exist before).
+pub fn service_backends(admin: SocketAddr, service: &str) -> Vec<serde_json::Value> {
+    let (status, body) = get(admin, &format!("/v1/services/{service}/backends"));
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    list["backends"].as_array().cloned().unwrap_or_default()
+}
+
+/// The address a log line names after `addr=`.
+pub fn address_in(line: &str) -> SocketAddr {
+    let after = line.rsplit("addr=").next().unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
+}
+
+impl Proc {
+    /// Reads `serve`'s log until it has said where it listens for clients and where
+    /// its admin API listens: `(clients, admin)`.
+    pub fn listening_with_admin(&self) -> (SocketAddr, SocketAddr) {
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let line = self.wait_for_line("listening");
+            if line.contains("admin API listening") {
+                admin = Some(address_in(&line));
+            } else if line.contains("loadwise_server: listening") {
+                addr = Some(address_in(&line));
+            }
+        }
+        (addr.unwrap(), admin.unwrap())
+    }
+}
+
 impl Proc {
     /// Waits until `count` lines containing `needle` have gone by, within `limit`,
     /// and returns every line read meanwhile (those without `needle` too).

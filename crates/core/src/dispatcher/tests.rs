@@ -1,9 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::model::{
-    self, AddressForm, Clocks, Destination, Endpoint, Load, PickOutcome, PickRequest, PickTarget,
-};
+use crate::model::{self, Clocks, Destination, Endpoint, Load, PickOutcome, PickRequest};
 use crate::model::{LegacyName, LegacyReport};
 use loadwise_protocol::IpField;
 
@@ -52,13 +50,7 @@ fn sent(outcome: PickOutcome) -> Option<Sent> {
 
 /// A pick of the default pool in the legacy form, with no clock to check.
 fn pick(d: &Dispatcher, now: Instant) -> Option<Sent> {
-    let request = PickRequest {
-        target: PickTarget::Default,
-        clocks: None,
-        form: AddressForm::Legacy,
-        key: &[],
-        client: None,
-    };
+    let request = PickRequest::UNCLOCKED_LOGIN;
     sent(d.pick(&request, now))
 }
 

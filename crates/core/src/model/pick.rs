@@ -53,16 +53,22 @@ pub struct PickRequest<'a> {
     pub client: Option<IpAddr>,
 }
 
+impl PickRequest<'static> {
+    /// A legacy login whose clock was already checked, or has none: what tools,
+    /// tests and the metrics' probe ask.
+    pub const UNCLOCKED_LOGIN: Self = PickRequest {
+        target: PickTarget::Default,
+        clocks: None,
+        form: AddressForm::Legacy,
+        key: &[],
+        client: None,
+    };
+}
+
 impl<'a> PickRequest<'a> {
     /// A legacy login: the default service, a legacy address, the clock checked.
     pub fn login(clocks: Clocks) -> Self {
-        PickRequest {
-            target: PickTarget::Default,
-            clocks: Some(clocks),
-            form: AddressForm::Legacy,
-            key: &[],
-            client: None,
-        }
+        PickRequest { clocks: Some(clocks), ..PickRequest::UNCLOCKED_LOGIN }
     }
 
     /// A v2 pick: a named service, an endpoint, the clock checked.

@@ -424,7 +424,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use loadwise_core::model::{AddressForm, PickRequest, PickTarget};
+    use loadwise_core::model::PickRequest;
 
     #[test]
     fn every_refusal_code_has_its_own_label_and_other_comes_last() {
@@ -541,13 +541,7 @@ mod tests {
             let outcome = dispatcher.batch(now).pick(&PickRequest::http(&game));
             assert!(outcome.picked().is_some());
         }
-        let default_login = PickRequest {
-            target: PickTarget::Default,
-            clocks: None,
-            form: AddressForm::Legacy,
-            key: &[],
-            client: None,
-        };
+        let default_login = PickRequest::UNCLOCKED_LOGIN;
         assert!(dispatcher.batch(now).pick(&default_login).picked().is_none());
         let stats = dispatcher.stats();
         let wire = Arc::new(WireStats::default());

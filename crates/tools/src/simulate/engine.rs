@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use loadwise_core::dispatcher::{DispatchSettings, Dispatcher};
 use loadwise_core::model::ConnectionId;
-use loadwise_core::model::{AddressForm, PickOutcome, PickRequest, PickTarget};
+use loadwise_core::model::{PickOutcome, PickRequest};
 use loadwise_core::registry::BackendId;
 use loadwise_core::selection::{LoadSettings, Policy};
 use loadwise_protocol::{Heartbeat, IpField};
@@ -308,13 +308,7 @@ impl Engine {
         self.schedule_arrival(stream);
         let replica = self.next_replica;
         self.next_replica = (replica + 1) % self.dispatchers.len();
-        let request = PickRequest {
-            target: PickTarget::Default,
-            clocks: None,
-            form: AddressForm::Legacy,
-            key: &[],
-            client: None,
-        };
+        let request = PickRequest::UNCLOCKED_LOGIN;
         let PickOutcome::Picked(picked) = self.dispatchers[replica].pick(&request, self.now(at)) else {
             self.counts.no_backend += 1;
             return;

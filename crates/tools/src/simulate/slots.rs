@@ -34,8 +34,8 @@ use serde::Serialize;
 use loadwise_agent::slots::Ledger;
 use loadwise_core::dispatcher::Dispatcher;
 use loadwise_core::model::{
-    AddressForm, BackendId, ConnectionId, DEFAULT_WEIGHT, Endpoint, Health, Metrics, PickOutcome,
-    PickRequest, PickTarget, SlotReport, State, V2Report,
+    BackendId, ConnectionId, DEFAULT_WEIGHT, Endpoint, Health, Metrics, PickOutcome, PickRequest, SlotReport,
+    State, V2Report,
 };
 use loadwise_core::selection::Policy;
 
@@ -354,13 +354,7 @@ impl SlotEngine {
         }
         let replica = self.next_replica;
         self.next_replica = (replica + 1) % self.dispatchers.len();
-        let request = PickRequest {
-            target: PickTarget::Default,
-            clocks: None,
-            form: AddressForm::Legacy,
-            key: &[],
-            client: None,
-        };
+        let request = PickRequest::UNCLOCKED_LOGIN;
         match self.dispatchers[replica].pick(&request, self.now(at)) {
             PickOutcome::Picked(picked) => self.indexes[replica].get(&picked.id).copied(),
             _ => None,
