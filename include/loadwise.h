@@ -289,8 +289,9 @@ int lw_agent_set_healthy(const lw_agent *agent,
 // `agent` is NULL or an agent from `lw_agent_start` not yet freed.
 int lw_agent_arrive(const lw_agent *agent);
 
-// A client of this slot backend left: its place is free again. `LW_E_INVALID` for an
-// agent without `capacity`.
+// A client of this slot backend left: its place is free again, and the dispatchers
+// are granted it by a top-up heartbeat rather than at their next regular one.
+// `LW_E_INVALID` for an agent without `capacity`.
 //
 // # Safety
 // `agent` is NULL or an agent from `lw_agent_start` not yet freed.

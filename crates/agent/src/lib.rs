@@ -77,7 +77,7 @@ pub use config::{
 pub use loadwise_client::discover::{DiscoveryConfig, DnsSource};
 pub use loadwise_protocol::v2::Health;
 pub use loadwise_protocol::v2::auth::{MIN_SECRET_LEN, Secret};
-pub use places::{DEFAULT_PROMISE_LIFETIME, MAX_CAPACITY, MAX_PROMISE_LIFETIME, Places};
+pub use places::{DEFAULT_PROMISE_LIFETIME, MAX_CAPACITY, MAX_PROMISE_LIFETIME, Places, TOP_UP_FRACTION};
 pub use probe::{Extra, HostProbe, LoadProbe, MemoryProbe, MetricsProbe, apply_metrics_text};
 pub use rise_fall::RiseFall;
 pub use sample::{ProbeError, Sample};

@@ -1,10 +1,12 @@
 //! The backend's places as the agent shares them: one [`Ledger`] behind a lock, for
 //! every dispatcher link (grants out, reports in) and for the backend itself (clients
-//! arriving and leaving).
+//! arriving and leaving), and a signal to the links when a place comes free.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::slots::{DispatcherKey, Ledger, Reported};
 use loadwise_protocol::ticket::{self, TicketError};
@@ -21,6 +23,11 @@ pub const MAX_PROMISE_LIFETIME: Duration = Duration::from_secs(3600);
 /// The most places a backend may have.
 pub const MAX_CAPACITY: u32 = 10_000_000;
 
+/// A place that comes free between samples is granted by a top-up heartbeat, sent no
+/// sooner than the interval divided by this after the previous heartbeat: at most
+/// this many more heartbeats per interval, however fast clients come and go.
+pub const TOP_UP_FRACTION: u32 = 4;
+
 /// A backend's capacity slots, shared by the agent's links and the backend. Cheap to
 /// clone: every clone is the same book. A backend calls [`Places::arrive`] when a client
 /// sent by a dispatcher arrives (after checking its ticket, when the dispatchers sign
@@ -31,6 +38,10 @@ pub const MAX_CAPACITY: u32 = 10_000_000;
 pub struct Places {
     ledger: Arc<Mutex<Ledger>>,
     next_key: Arc<AtomicU64>,
+    /// Counts the places that came free between samples (a client left, or the
+    /// backend said fewer are in use), so that the links can grant them before the
+    /// next heartbeat: see `v2::TopUp`.
+    freed: Arc<watch::Sender<u64>>,
 }
 
 impl PartialEq for Places {
@@ -48,6 +59,7 @@ impl Places {
         Places {
             ledger: Arc::new(Mutex::new(Ledger::new(capacity, 0, promise_lifetime))),
             next_key: Arc::new(AtomicU64::new(1)),
+            freed: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -95,14 +107,38 @@ impl Places {
         }
     }
 
-    /// A client left: its place is free.
+    /// A client left: its place is free, and the dispatchers are granted it before
+    /// their next heartbeat.
     pub fn leave(&self) {
         self.lock().leave();
+        self.signal_freed();
     }
 
-    /// The places occupied now, as the backend counts them.
+    /// The places occupied now, as the backend counts them. Places that came free are
+    /// granted before the dispatchers' next heartbeat, as by [`Places::leave`].
     pub fn set_in_use(&self, in_use: u32) {
-        self.lock().set_in_use(in_use);
+        let before = self.set_in_use_quietly(in_use);
+        if in_use < before {
+            self.signal_freed();
+        }
+    }
+
+    /// [`Places::set_in_use`] without the signal, for a count read with a sample:
+    /// the heartbeat of that sample grants what came free. Returns the count before.
+    pub(crate) fn set_in_use_quietly(&self, in_use: u32) -> u32 {
+        let mut ledger = self.lock();
+        let before = ledger.in_use();
+        ledger.set_in_use(in_use);
+        before
+    }
+
+    fn signal_freed(&self) {
+        self.freed.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Wakes when a place comes free between samples.
+    pub(crate) fn watch_freed(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     pub fn in_use(&self) -> u32 {

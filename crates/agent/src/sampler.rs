@@ -185,7 +185,8 @@ impl Arrivals {
             places.redeem(new);
         }
         if let Some(in_use) = figure(IN_USE_METRIC) {
-            places.set_in_use(in_use);
+            // The heartbeat of this sample carries it: no top-up.
+            places.set_in_use_quietly(in_use);
         }
     }
 }

@@ -1,13 +1,17 @@
 //! A link's protocol v2 session: registers (with a proof of the secret, when there is
-//! one), then sends a v2 heartbeat for every report until the connection ends.
+//! one), then sends a v2 heartbeat for every report until the connection ends, and, for
+//! a backend with capacity slots, a top-up heartbeat when a place comes free.
+
+use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::places::Places;
+use crate::places::{Places, TOP_UP_FRACTION};
 use crate::sample::Report;
 use crate::session_end::SessionEnd;
 use crate::slots::DispatcherKey;
@@ -74,11 +78,70 @@ impl Books {
         !std::mem::replace(&mut self.answered, true)
     }
 
+    /// A watch of the places that come free between samples, for a slot backend.
+    fn watch_freed(&self) -> Option<watch::Receiver<u64>> {
+        self.places.as_ref().map(|(places, _)| places.watch_freed())
+    }
+
     /// The connection ended: what the dispatcher held becomes promises.
     fn close(self) {
         if let Some((places, key)) = self.places {
             places.forget(key);
         }
+    }
+}
+
+/// Top-up heartbeats: when a place comes free between two samples (a client left), the
+/// dispatcher is granted it by a heartbeat sent then rather than up to an interval
+/// later, so that replicas do not refuse clients with a place free. Each waits at
+/// least the interval / [`TOP_UP_FRACTION`] after the previous heartbeat, so a
+/// backend whose clients come and go sends at most that many more per interval.
+struct TopUp {
+    /// `None` for a backend without slots: no top-ups.
+    freed: Option<watch::Receiver<u64>>,
+    min_gap: Duration,
+    last_sent: Instant,
+    due: Option<Instant>,
+}
+
+impl TopUp {
+    fn new(config: &AgentConfig, books: &Books) -> TopUp {
+        TopUp {
+            freed: books.watch_freed(),
+            min_gap: config.interval / TOP_UP_FRACTION,
+            last_sent: Instant::now(),
+            due: None,
+        }
+    }
+
+    /// A place came free: a top-up is due once the gap since the last heartbeat has passed.
+    fn place_freed(&mut self) {
+        let earliest = self.last_sent + self.min_gap;
+        self.due.get_or_insert(earliest.max(Instant::now()));
+    }
+
+    /// A heartbeat went out, with a grant of every place free by then.
+    fn sent(&mut self) {
+        self.last_sent = Instant::now();
+        self.due = None;
+    }
+}
+
+/// Resolves when a place comes free; never without slots (or once the book is gone).
+async fn freed(watch: &mut Option<watch::Receiver<u64>>) {
+    if let Some(watch) = watch
+        && watch.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// Resolves when a top-up is due; never while none is.
+async fn top_up_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -126,33 +189,45 @@ async fn heartbeat_loop(
     books: &mut Books,
     stop: &CancellationToken,
 ) -> SessionEnd {
+    let mut top_up = TopUp::new(config, books);
     if let Err(end) = send_report(conn, config, reports, books, stop).await {
         return end;
     }
     loop {
-        tokio::select! {
+        // A new sample first: its heartbeat makes a due top-up needless.
+        let send = tokio::select! {
+            biased;
             changed = reports.changed() => {
                 if changed.is_err() {
                     return SessionEnd::Stopped;
                 }
-                if let Err(end) = send_report(conn, config, reports, books, stop).await {
-                    return end;
-                }
+                true
             }
             received = conn.next() => match received {
                 // The dispatcher refused a heartbeat; the connection ends here and
                 // the link tries again after its backoff.
                 Some(Ok(Message::Error(error))) => return SessionEnd::Refused(error),
-                Some(Ok(Message::LeaseReport(report))) => {
-                    if books.report(report) && let Err(end) = send_report(conn, config, reports, books, stop).await {
-                        return end;
-                    }
-                }
-                Some(Ok(_)) => {}
+                // Its first answer: a real grant goes at once.
+                Some(Ok(Message::LeaseReport(report))) => books.report(report),
+                Some(Ok(_)) => false,
                 Some(Err(error)) => return error.into(),
                 None => return SessionEnd::ClosedByPeer,
             },
+            () = freed(&mut top_up.freed) => {
+                // Until its first answer the dispatcher is granted nothing anyway.
+                if books.answered {
+                    top_up.place_freed();
+                }
+                false
+            }
+            () = top_up_due(top_up.due) => true,
             () = stop.cancelled() => return SessionEnd::Stopped,
+        };
+        if send {
+            if let Err(end) = send_report(conn, config, reports, books, stop).await {
+                return end;
+            }
+            top_up.sent();
         }
     }
 }
