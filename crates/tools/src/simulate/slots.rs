@@ -8,7 +8,9 @@
 //!   replica carries its places, its sessions and the grant
 //!   [`Ledger::grant`] gives that replica; the replica's LeaseReport reaches the
 //!   backend `report_delay` later ([`Ledger::report`]); a client reaching the
-//!   backend calls [`Ledger::arrive`], a session ending [`Ledger::leave`].
+//!   backend calls [`Ledger::arrive`], a session ending [`Ledger::leave`] and, as
+//!   the agent does, a top-up heartbeat to the replicas that answered, no sooner
+//!   than a quarter of the interval after the last.
 //! - [`Mode::Load`]: today's picking: heartbeats carry no slots, only the share of
 //!   places taken as `memory` (at most 100), and least-loaded picks; every pick is
 //!   sent.
@@ -45,6 +47,10 @@ use super::scenario::Scenario;
 
 /// How long a promise waits for its client, as the agent's default ticket lifetime.
 const PROMISE_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A top-up heartbeat goes no sooner than the interval divided by this after the last,
+/// as the agent's.
+const TOP_UP_FRACTION: u64 = loadwise_agent::TOP_UP_FRACTION as u64;
 
 /// How clients are admitted to slot backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,6 +121,10 @@ enum Event {
     Heartbeat {
         backend: usize,
     },
+    /// A top-up: a heartbeat sent early because a place came free.
+    TopUp {
+        backend: usize,
+    },
     /// A picked client reaches its backend and stays `length` (`None`: to the end).
     Reaches {
         backend: usize,
@@ -139,6 +149,10 @@ struct Backend {
     interval: Nanos,
     heartbeats_sent: u64,
     joined: bool,
+    /// When it last told the replicas its places.
+    last_told: Nanos,
+    /// Whether a top-up is scheduled.
+    top_up_due: bool,
 }
 
 impl Backend {
@@ -240,7 +254,7 @@ impl SlotEngine {
 
     fn handle(&mut self, at: Nanos, event: Event) {
         match event {
-            Event::SessionEnd { backend } => self.end_session(backend),
+            Event::SessionEnd { backend } => self.end_session(backend, at),
             Event::LeaseReport { backend, replica, seq, sent_total } => {
                 let now = self.now(at);
                 self.backends[backend].ledger.report(replica as u64, seq, sent_total, now);
@@ -250,6 +264,7 @@ impl SlotEngine {
                 }
             }
             Event::Heartbeat { backend } => self.heartbeat(backend, at),
+            Event::TopUp { backend } => self.top_up(backend, at),
             Event::Reaches { backend, length } => self.reach(backend, at, length),
             Event::Arrival { stream } => self.arrive(stream, at),
         }
@@ -271,10 +286,33 @@ impl SlotEngine {
             backend.joined = true;
             self.rooms.insert((backend.room(), Reverse(index)));
         }
+        self.tell_all(index, at);
+        self.push(next, Event::Heartbeat { backend: index });
+    }
+
+    /// Backend `index` tells every replica its places and their grants.
+    fn tell_all(&mut self, index: usize, at: Nanos) {
+        self.backends[index].last_told = at;
         for replica in 0..self.dispatchers.len() {
             self.tell(index, replica, at);
         }
-        self.push(next, Event::Heartbeat { backend: index });
+    }
+
+    /// A top-up heartbeat of backend `index`, unless a regular one went out since it
+    /// was scheduled.
+    fn top_up(&mut self, index: usize, at: Nanos) {
+        let backend = &mut self.backends[index];
+        backend.top_up_due = false;
+        if !backend.joined || at < backend.last_told + backend.interval / TOP_UP_FRACTION {
+            return;
+        }
+        backend.last_told = at;
+        // As the agent: only a replica that keeps the books is topped up.
+        for replica in 0..self.dispatchers.len() {
+            if self.answered.contains(&(index, replica)) {
+                self.tell(index, replica, at);
+            }
+        }
     }
 
     /// One heartbeat of backend `index` to `replica`, and its LeaseReport on its way back.
@@ -379,13 +417,19 @@ impl SlotEngine {
         }
     }
 
-    fn end_session(&mut self, index: usize) {
+    fn end_session(&mut self, index: usize, at: Nanos) {
         let before = self.backends[index].beyond();
         self.change(index, |backend| {
             backend.sessions -= 1;
             backend.ledger.leave();
         });
         self.beyond -= before - self.backends[index].beyond();
+        let backend = &mut self.backends[index];
+        if self.mode == Mode::Leases && !backend.top_up_due {
+            backend.top_up_due = true;
+            let due = at.max(backend.last_told + backend.interval / TOP_UP_FRACTION);
+            self.push(due, Event::TopUp { backend: index });
+        }
     }
 
     /// Applies `change` to backend `index`, keeping the index of rooms in step.
@@ -419,6 +463,8 @@ fn build_backends(scenario: &Scenario, seed: u64) -> Vec<Backend> {
                 interval,
                 heartbeats_sent: 0,
                 joined: false,
+                last_told: 0,
+                top_up_due: false,
             });
         }
     }
