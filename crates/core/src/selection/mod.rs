@@ -531,10 +531,7 @@ impl Selector {
     /// that pick from the front, its entry is the first one, which is taken out
     /// without a search, and the next pick would have to move it anyway.
     fn record_pick(&mut self, position: usize, now: Instant) {
-        let slot = &mut self.slots[position];
-        slot.load.record_pick(now, &self.settings);
-        let score = slot.load.effective_score();
-        self.set_score(position, score);
+        self.record_load(position, now);
         if !self.policy.uses_order() {
             return;
         }
@@ -550,6 +547,14 @@ impl Selector {
             self.order.insert((key, slot.id), position);
             slot.ordered = key;
         }
+    }
+
+    /// Counts a client in the load of the backend at `position`, and its score.
+    fn record_load(&mut self, position: usize, now: Instant) {
+        let slot = &mut self.slots[position];
+        slot.load.record_pick(now, &self.settings);
+        let score = slot.load.effective_score();
+        self.set_score(position, score);
     }
 
     /// Records a slot's new effective score, in the ready total too if it is ready.
@@ -597,14 +602,20 @@ impl Selector {
         }
     }
 
-    /// Sends a client to the ready backend `id` (a keyed pick's choice), accounting
-    /// for it as any pick; `None` if it is not ready.
+    /// Sends a client to the ready backend `id` (a keyed pick's or a slot pool's
+    /// choice), accounting for it in its load as any pick; `None` if it is not ready.
+    ///
+    /// The pick raises the backend's key, but its entry in the order stays where it
+    /// is until it comes first ([`Selector::first_in_order`] files it then): the
+    /// order did not choose it, and in a slot service, whose picks the slot pools
+    /// choose, it may never be asked, so moving it on every pick would be work for
+    /// nothing.
     pub fn pick_backend(&mut self, id: BackendId, now: Instant) -> Option<Picked> {
         let position = *self.positions.get(&id)?;
         if position >= self.ready {
             return None;
         }
-        self.record_pick(position, now);
+        self.record_load(position, now);
         let slot = &self.slots[position];
         Some(Picked { id: slot.id, legacy: slot.legacy })
     }
