@@ -13,14 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loadwise_testkit::TempDir;
-use process::{Finished, Proc, Spawn, run_to_end, serve_with};
+use process::{Finished, Proc, Spawn, run_to_end, serve_defaults, serve_with};
 
 /// Short, so that the test sees several grants in a few seconds; the default is 1 s.
 const INTERVAL: &str = "200ms";
-
-fn serve(extra: &[&str]) -> (Proc, SocketAddr) {
-    serve_with(extra)
-}
 
 /// An agent of service `game` at `advertise` with `capacity` places, reporting to every
 /// replica, its places in use read from `metrics`.
@@ -152,7 +148,7 @@ fn pick_until_full(
 fn fifty_places_leased_to_three_replicas_admit_exactly_fifty_then_ten_more_as_places_free() {
     let dir = TempDir::new("slots-three");
     let mut backends = [Backend::new(&dir, "metrics")];
-    let replicas: Vec<(Proc, SocketAddr)> = (0..3).map(|_| serve(&[])).collect();
+    let replicas: Vec<(Proc, SocketAddr)> = (0..3).map(|_| serve_defaults()).collect();
     let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, addr)| *addr).collect();
     let _agent = agent(&addrs, "127.0.0.1:7001", 50, &backends[0].metrics);
     // Three heartbeat intervals at least of picks spread over the three, until full.
@@ -172,7 +168,7 @@ fn fifty_places_leased_to_three_replicas_admit_exactly_fifty_then_ten_more_as_pl
 fn under_pack_the_first_twenty_picks_go_to_one_backend() {
     let dir = TempDir::new("slots-pack");
     let mut backends = [Backend::new(&dir, "a"), Backend::new(&dir, "b")];
-    let (_server, addr) = serve(&["--slot-policy", "pack"]);
+    let (_server, addr) = serve_with(&["--slot-policy", "pack"]);
     let _a = agent(&[addr], "127.0.0.1:7001", 20, &backends[0].metrics);
     let _b = agent(&[addr], "127.0.0.1:7002", 20, &backends[1].metrics);
     // Both registered and leasing: the first pick that succeeds is the first of 20.
@@ -201,7 +197,7 @@ fn under_pack_the_first_twenty_picks_go_to_one_backend() {
 fn a_replica_killed_mid_burst_never_lets_the_total_exceed_the_capacity() {
     let dir = TempDir::new("slots-kill");
     let mut backends = [Backend::new(&dir, "metrics")];
-    let mut replicas: Vec<(Proc, SocketAddr)> = (0..3).map(|_| serve(&[])).collect();
+    let mut replicas: Vec<(Proc, SocketAddr)> = (0..3).map(|_| serve_defaults()).collect();
     let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, addr)| *addr).collect();
     let _agent = agent(&addrs, "127.0.0.1:7001", 30, &backends[0].metrics);
     let mut tally = Tally::default();
